@@ -1,0 +1,515 @@
+//! Decoding: JSON bytes → [`DecodedEvent`], in a single borrowed pass.
+//!
+//! The configured JSON pointers are compiled into a small trie ([`Decoder`]). The parser
+//! walks the record once, descends only into objects that lie on a configured path, and
+//! skips everything else without building it. That keeps decoding allocation-free for
+//! ordinary events (strings borrow from the input unless they contain escapes), which
+//! matters at a million events per second per core; building a `serde_json::Value` per
+//! event would cost several times more.
+//!
+//! "First present wins" is resolved by the position of the pointer in its list; a JSON
+//! `null` counts as absent. A key that repeats in one object keeps its last value, as
+//! `serde_json::Value` would.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use foldhash::HashMap;
+use serde::Deserializer as _;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::event::{DecodedEvent, EventKind, Rejection};
+use crate::settings::EngineSettings;
+
+/// Segment's call type that means "the name is in `/event`": a `track` call without an
+/// event name has no name at all.
+const SEGMENT_TRACK: &str = "track";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    User = 0,
+    Event = 1,
+    Time = 2,
+    Feature = 3,
+    SessionId = 4,
+}
+const FIELDS: usize = 5;
+
+/// A node of the pointer trie: one object key, the fields it feeds, and deeper keys.
+#[derive(Debug, Clone)]
+struct Node {
+    key: Box<str>,
+    /// (field, priority): priority is the position of the pointer in that field's list.
+    targets: Vec<(Field, u8)>,
+    children: Vec<Node>,
+}
+
+/// Compiled field paths and event-name tables; cheap to share across threads by cloning.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    root: Vec<Node>,
+    kinds: HashMap<Box<str>, EventKind>,
+    feature_events: HashMap<Box<str>, Box<str>>,
+    /// For each priority of the event-name list: whether that pointer ends in `type`.
+    event_from_type: Vec<bool>,
+}
+
+impl Decoder {
+    /// Builds the decoder; `settings` must already be validated.
+    pub fn new(settings: &EngineSettings) -> Decoder {
+        let mut root = Vec::new();
+        let fields = &settings.fields;
+        for (field, paths) in [
+            (Field::User, &fields.user),
+            (Field::Event, &fields.event),
+            (Field::Time, &fields.time),
+            (Field::Feature, &fields.feature),
+            (Field::SessionId, &fields.session_id),
+        ] {
+            for (priority, pointer) in paths.iter().enumerate().take(usize::from(u8::MAX)) {
+                insert_path(&mut root, pointer, field, priority as u8);
+            }
+        }
+        let mut kinds = HashMap::default();
+        let k = &settings.kinds;
+        for (kind, names) in [
+            (EventKind::Login, &k.login),
+            (EventKind::PageView, &k.page_view),
+            (EventKind::FeatureUsed, &k.feature_used),
+            (EventKind::SessionStart, &k.session_start),
+            (EventKind::SessionEnd, &k.session_end),
+            (EventKind::Signup, &k.signup),
+        ] {
+            for name in names {
+                kinds.insert(name.as_str().into(), kind);
+            }
+        }
+        let feature_events = settings
+            .feature_events
+            .iter()
+            .map(|(event, feature)| (event.as_str().into(), feature.as_str().into()))
+            .collect();
+        let event_from_type = fields.event.iter().map(|p| p.ends_with("/type")).collect();
+        Decoder { root, kinds, feature_events, event_from_type }
+    }
+
+    /// Decodes one record. Never panics; a bad record is a [`Rejection`].
+    pub fn decode<'a>(&self, bytes: &'a [u8]) -> Result<DecodedEvent<'a>, Rejection> {
+        let mut captures = Captures::default();
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let is_object = de
+            .deserialize_any(RootVisitor { nodes: &self.root, captures: &mut captures })
+            .map_err(|_| Rejection::NotJson)?;
+        de.end().map_err(|_| Rejection::NotJson)?;
+        if !is_object {
+            return Err(Rejection::NotObject);
+        }
+        self.resolve(captures)
+    }
+
+    fn resolve<'a>(&self, mut captures: Captures<'a>) -> Result<DecodedEvent<'a>, Rejection> {
+        let user = match captures.take(Field::User) {
+            None => return Err(Rejection::MissingUser),
+            Some((_, Scalar::Str(s))) if s.is_empty() => return Err(Rejection::EmptyUser),
+            Some((_, Scalar::Str(s))) => s,
+            Some((_, Scalar::Int(i))) => Cow::Owned(itoa::Buffer::new().format(i).to_owned()),
+            Some((_, Scalar::UInt(u))) => Cow::Owned(itoa::Buffer::new().format(u).to_owned()),
+            Some(_) => return Err(Rejection::InvalidUser),
+        };
+        let name = match captures.take(Field::Event) {
+            None => return Err(Rejection::MissingEventName),
+            Some((priority, Scalar::Str(s))) => {
+                let from_type = self.event_from_type.get(usize::from(priority)) == Some(&true);
+                if s.is_empty() {
+                    return Err(Rejection::InvalidEventName);
+                }
+                if from_type && s == SEGMENT_TRACK {
+                    return Err(Rejection::MissingEventName);
+                }
+                s
+            }
+            Some(_) => return Err(Rejection::InvalidEventName),
+        };
+        let ts_ms = match captures.take(Field::Time) {
+            None => None,
+            Some((_, value)) => Some(parse_time(&value).ok_or(Rejection::InvalidTimestamp)?),
+        };
+        let kind = self.kinds.get(name.as_ref()).copied().unwrap_or(EventKind::Other);
+        let feature = if kind == EventKind::FeatureUsed {
+            match captures.take(Field::Feature) {
+                Some((_, Scalar::Str(s))) if !s.is_empty() => Some(s),
+                _ => None,
+            }
+        } else {
+            self.feature_events.get(name.as_ref()).map(|f| Cow::Owned(f.to_string()))
+        };
+        let session_id = match captures.take(Field::SessionId) {
+            Some((_, Scalar::Str(s))) if !s.is_empty() => Some(s),
+            Some((_, Scalar::Int(i))) => Some(Cow::Owned(i.to_string())),
+            Some((_, Scalar::UInt(u))) => Some(Cow::Owned(u.to_string())),
+            _ => None,
+        };
+        Ok(DecodedEvent { user, kind, name, ts_ms, feature, session_id })
+    }
+}
+
+/// The earliest and latest instants pulse accepts: jiff's range (years -9999 to 9999), so
+/// every accepted time can be turned into a calendar day.
+fn in_range(ms: i64) -> Option<i64> {
+    jiff::Timestamp::from_millisecond(ms).ok().map(|_| ms)
+}
+
+fn parse_time(value: &Scalar<'_>) -> Option<i64> {
+    match value {
+        Scalar::Str(s) => s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()),
+        Scalar::Int(i) => in_range(*i),
+        Scalar::UInt(u) => i64::try_from(*u).ok().and_then(in_range),
+        Scalar::Float(f) if f.is_finite() && f.abs() < 1e15 => in_range(f.trunc() as i64),
+        _ => None,
+    }
+}
+
+fn insert_path(nodes: &mut Vec<Node>, pointer: &str, field: Field, priority: u8) {
+    // RFC 6901: "" is the whole document, which is never a scalar field.
+    let Some(rest) = pointer.strip_prefix('/') else { return };
+    let mut current = nodes;
+    let mut segments = rest.split('/').peekable();
+    while let Some(raw) = segments.next() {
+        let key = raw.replace("~1", "/").replace("~0", "~");
+        let index = match current.iter().position(|n| *n.key == *key) {
+            Some(i) => i,
+            None => {
+                current.push(Node { key: key.into(), targets: Vec::new(), children: Vec::new() });
+                current.len() - 1
+            }
+        };
+        let node = &mut current[index];
+        if segments.peek().is_none() {
+            node.targets.push((field, priority));
+            return;
+        }
+        current = &mut node.children;
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    /// A bool, object or array: present, but not a usable scalar.
+    Unusable,
+}
+
+#[derive(Default)]
+struct Captures<'a> {
+    slots: [Option<(u8, Scalar<'a>)>; FIELDS],
+}
+
+impl<'a> Captures<'a> {
+    fn record(&mut self, targets: &[(Field, u8)], value: Scalar<'a>) {
+        for (field, priority) in targets {
+            let slot = &mut self.slots[*field as usize];
+            // Equal priority is the same key repeated: the last one wins.
+            if slot.as_ref().is_none_or(|(held, _)| *priority <= *held) {
+                *slot = Some((*priority, value.clone()));
+            }
+        }
+    }
+
+    fn take(&mut self, field: Field) -> Option<(u8, Scalar<'a>)> {
+        self.slots[field as usize].take()
+    }
+}
+
+/// Walks the entries of an object, descending along the trie.
+fn walk_object<'de, A: MapAccess<'de>>(
+    mut map: A,
+    nodes: &[Node],
+    captures: &mut Captures<'de>,
+) -> Result<(), A::Error> {
+    while let Some(found) = map.next_key_seed(KeySeed { nodes })? {
+        match found {
+            Some(index) => map.next_value_seed(ValueSeed { node: &nodes[index], captures })?,
+            None => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+struct RootVisitor<'p, 'c, 'de> {
+    nodes: &'p [Node],
+    captures: &'c mut Captures<'de>,
+}
+
+impl<'de> Visitor<'de> for RootVisitor<'_, '_, 'de> {
+    /// Whether the record is an object.
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        walk_object(map, self.nodes, self.captures)?;
+        Ok(true)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// Matches an object key against the trie level; `None` means "skip this value".
+struct KeySeed<'p> {
+    nodes: &'p [Node],
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.nodes.iter().position(|n| *n.key == *key))
+    }
+}
+
+struct ValueSeed<'p, 'c, 'de> {
+    node: &'p Node,
+    captures: &'c mut Captures<'de>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_, '_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        self.captures.record(&self.node.targets, Scalar::Str(Cow::Borrowed(v)));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.captures.record(&self.node.targets, Scalar::Str(Cow::Owned(v.to_owned())));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.captures.record(&self.node.targets, Scalar::Int(v));
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.captures.record(&self.node.targets, Scalar::UInt(v));
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.captures.record(&self.node.targets, Scalar::Float(v));
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.captures.record(&self.node.targets, Scalar::Unusable);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.captures.record(&self.node.targets, Scalar::Unusable);
+        walk_object(map, &self.node.children, self.captures)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.captures.record(&self.node.targets, Scalar::Unusable);
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> Decoder {
+        Decoder::new(&EngineSettings::default())
+    }
+
+    fn decode(json: &str) -> Result<DecodedEvent<'_>, Rejection> {
+        // Leak a decoder per call: tests only, keeps the borrow simple.
+        let decoder: &'static Decoder = Box::leak(Box::new(decoder()));
+        decoder.decode(json.as_bytes())
+    }
+
+    #[test]
+    fn plain_event() {
+        let e = decode(
+            r#"{"user_id":"u1","event":"login","timestamp":"2026-03-01T10:00:00.250Z","x":[1,{"a":2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(e.user, "u1");
+        assert_eq!(e.kind, EventKind::Login);
+        assert_eq!(e.ts_ms, Some(1_772_359_200_250));
+        assert!(matches!(e.user, Cow::Borrowed(_)), "plain strings borrow from the input");
+    }
+
+    #[test]
+    fn offsets_and_epoch_millis_are_the_same_instant() {
+        let a = decode(r#"{"user_id":"u","event":"x","timestamp":"2026-03-01T15:30:00+05:30"}"#);
+        let b = decode(r#"{"user_id":"u","event":"x","ts":1772359200000}"#);
+        let c = decode(r#"{"user_id":"u","event":"x","time":1772359200000.9}"#);
+        assert_eq!(a.unwrap().ts_ms, Some(1_772_359_200_000));
+        assert_eq!(b.unwrap().ts_ms, Some(1_772_359_200_000));
+        assert_eq!(c.unwrap().ts_ms, Some(1_772_359_200_000));
+    }
+
+    #[test]
+    fn integer_user_is_its_decimal_string() {
+        let e = decode(r#"{"userId":-42,"event":"x","ts":0}"#).unwrap();
+        assert_eq!(e.user, "-42");
+        let e = decode(r#"{"distinct_id":18446744073709551615,"event":"x","ts":0}"#).unwrap();
+        assert_eq!(e.user, "18446744073709551615");
+    }
+
+    #[test]
+    fn first_present_pointer_wins_and_null_is_absent() {
+        let e = decode(r#"{"distinct_id":"c","userId":"b","user_id":null,"event":"x"}"#).unwrap();
+        assert_eq!(e.user, "b");
+    }
+
+    #[test]
+    fn repeated_key_keeps_the_last_value() {
+        let e = decode(r#"{"user_id":"a","user_id":"b","event":"x"}"#).unwrap();
+        assert_eq!(e.user, "b");
+    }
+
+    #[test]
+    fn nested_feature_and_session_paths() {
+        let e = decode(
+            r#"{"distinct_id":"u","event":"feature_used","properties":{"$session_id":"s1","feature":"export","other":{"feature":"no"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.kind, EventKind::FeatureUsed);
+        assert_eq!(e.feature.as_deref(), Some("export"));
+        assert_eq!(e.session_id.as_deref(), Some("s1"));
+        assert_eq!(e.ts_ms, None);
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let e = decode(r#"{"user_id":"a\"b\u00e9","event":"Page Viewed"}"#).unwrap();
+        assert_eq!(e.user, "a\"bé");
+        assert_eq!(e.kind, EventKind::PageView);
+    }
+
+    #[test]
+    fn segment_track_takes_its_name_from_event() {
+        let e = decode(r#"{"type":"track","event":"Signed Up","userId":"u"}"#).unwrap();
+        assert_eq!(e.kind, EventKind::Signup);
+        let e = decode(r#"{"type":"page","userId":"u"}"#).unwrap();
+        assert_eq!(e.kind, EventKind::PageView);
+        assert_eq!(decode(r#"{"type":"track","userId":"u"}"#), Err(Rejection::MissingEventName));
+    }
+
+    #[test]
+    fn feature_only_on_feature_events_or_mapped_names() {
+        let e = decode(r#"{"user_id":"u","event":"login","feature":"export"}"#).unwrap();
+        assert_eq!(e.feature, None);
+        let mut settings = EngineSettings::default();
+        settings.feature_events.insert("Report Exported".into(), "export".into());
+        let decoder = Decoder::new(&settings);
+        let json = br#"{"user_id":"u","event":"Report Exported"}"#;
+        let e = decoder.decode(json).unwrap();
+        assert_eq!(e.kind, EventKind::Other);
+        assert_eq!(e.feature.as_deref(), Some("export"));
+    }
+
+    #[test]
+    fn numeric_session_ids_are_text() {
+        let e = decode(r#"{"user_id":"u","event":"x","session_id":1700000000000}"#).unwrap();
+        assert_eq!(e.session_id.as_deref(), Some("1700000000000"));
+    }
+
+    #[test]
+    fn every_rejection_reason() {
+        let cases = [
+            (r#"{"user_id":"u","event":"x""#, Rejection::NotJson),
+            (r#"{"user_id":"u","event":"x"} trailing"#, Rejection::NotJson),
+            ("", Rejection::NotJson),
+            (r#"[{"user_id":"u","event":"x"}]"#, Rejection::NotObject),
+            (r#""just a string""#, Rejection::NotObject),
+            ("42", Rejection::NotObject),
+            (r#"{"event":"x"}"#, Rejection::MissingUser),
+            (r#"{"user_id":null,"event":"x"}"#, Rejection::MissingUser),
+            (r#"{"user_id":"","event":"x"}"#, Rejection::EmptyUser),
+            (r#"{"user_id":{"id":1},"event":"x"}"#, Rejection::InvalidUser),
+            (r#"{"user_id":[1],"event":"x"}"#, Rejection::InvalidUser),
+            (r#"{"user_id":true,"event":"x"}"#, Rejection::InvalidUser),
+            (r#"{"user_id":1.5,"event":"x"}"#, Rejection::InvalidUser),
+            (r#"{"user_id":"u"}"#, Rejection::MissingEventName),
+            (r#"{"user_id":"u","event":""}"#, Rejection::InvalidEventName),
+            (r#"{"user_id":"u","event":7}"#, Rejection::InvalidEventName),
+            (r#"{"user_id":"u","event":"x","timestamp":"yesterday"}"#, Rejection::InvalidTimestamp),
+            (
+                r#"{"user_id":"u","event":"x","timestamp":"2026-03-01T10:00:00"}"#,
+                Rejection::InvalidTimestamp,
+            ),
+            (r#"{"user_id":"u","event":"x","ts":1e300}"#, Rejection::InvalidTimestamp),
+            (r#"{"user_id":"u","event":"x","ts":true}"#, Rejection::InvalidTimestamp),
+            (
+                r#"{"user_id":"u","event":"x","ts":9223372036854775807}"#,
+                Rejection::InvalidTimestamp,
+            ),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(decode(json).map(|_| ()), Err(expected), "{json}");
+        }
+        // MissingTimestamp is decided by the router, which knows whether a fallback exists.
+    }
+
+    #[test]
+    fn invalid_utf8_is_not_json() {
+        let decoder = decoder();
+        let bytes = b"{\"user_id\":\"\xff\xfe\",\"event\":\"x\"}";
+        assert_eq!(decoder.decode(bytes).map(|_| ()), Err(Rejection::NotJson));
+    }
+
+    #[test]
+    fn pointer_escapes_follow_rfc_6901() {
+        let mut settings = EngineSettings::default();
+        settings.fields.user = vec!["/a~1b/c~0d".into()];
+        let decoder = Decoder::new(&settings);
+        let e = decoder.decode(br#"{"a/b":{"c~d":"deep"},"event":"x"}"#).unwrap();
+        assert_eq!(e.user, "deep");
+    }
+}

@@ -1,0 +1,81 @@
+//! The whole engine on one thread: a router and its shards, driven by the caller.
+//!
+//! Replay and the tests use it directly; the multi-threaded runners in the binary use the
+//! same [`Ingestor`] and [`Shard`] types with the shards on their own threads, and must give
+//! the very same snapshot (a test holds them to it).
+
+use crate::event::Rejection;
+use crate::ingest::{Ingestor, Outcome};
+use crate::settings::EngineSettings;
+use crate::shard::{Shard, ShardState, sketch_shape};
+use crate::snapshot::{self, KpiSnapshot};
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    settings: EngineSettings,
+    ingestor: Ingestor,
+    shards: Vec<Shard>,
+}
+
+impl Engine {
+    /// `settings` must be validated; `wall_ms` is the wall clock now.
+    pub fn new(settings: EngineSettings, wall_ms: i64) -> Engine {
+        let ingestor = Ingestor::new(&settings, wall_ms);
+        let shards = (0..settings.shards).map(|_| Shard::new(&settings)).collect();
+        Engine { settings, ingestor, shards }
+    }
+
+    /// Decodes and applies one record; returns what became of it.
+    pub fn ingest(&mut self, bytes: &[u8], fallback_ts_ms: Option<i64>) -> Outcome {
+        let outcome = self.ingestor.ingest(bytes, fallback_ts_ms);
+        if let Outcome::Accepted { shard, event } = &outcome {
+            let shard = &mut self.shards[*shard];
+            shard.apply(event);
+            if let Some(watermark) = self.ingestor.watermark_ms() {
+                shard.advance(watermark);
+            }
+        }
+        outcome
+    }
+
+    /// Counts a record that could not even be read as a record (e.g. an over-long line).
+    pub fn reject(&mut self, reason: Rejection) {
+        self.ingestor.count_rejection(reason);
+    }
+
+    pub fn set_wall_clock(&mut self, wall_ms: i64) {
+        self.ingestor.set_wall_clock(wall_ms);
+    }
+
+    /// Closes every open session: the end of a replay's input.
+    pub fn close_all_sessions(&mut self) {
+        self.shards.iter_mut().for_each(Shard::close_all);
+    }
+
+    pub fn snapshot(&mut self) -> KpiSnapshot {
+        if let Some(watermark) = self.ingestor.watermark_ms() {
+            self.shards.iter_mut().for_each(|s| s.advance(watermark));
+        }
+        let states: Vec<&ShardState> = self.shards.iter().map(Shard::state).collect();
+        let mut calendar = self.ingestor.calendar().clone();
+        snapshot::build(
+            self.ingestor.state(),
+            &states,
+            &mut calendar,
+            sketch_shape(&self.settings),
+            self.ingestor.now_ms(),
+        )
+    }
+
+    pub fn ingestor(&self) -> &Ingestor {
+        &self.ingestor
+    }
+
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+}

@@ -1,0 +1,113 @@
+//! The event model: what a decoded record is, what kind it is, and why one was rejected.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// What an event means for the KPIs. Every kind makes its user active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventKind {
+    Login,
+    PageView,
+    FeatureUsed,
+    SessionStart,
+    SessionEnd,
+    Signup,
+    Other,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Login,
+        EventKind::PageView,
+        EventKind::FeatureUsed,
+        EventKind::SessionStart,
+        EventKind::SessionEnd,
+        EventKind::Signup,
+        EventKind::Other,
+    ];
+
+    /// Stable lowercase name, used as a metric label and JSON key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Login => "login",
+            EventKind::PageView => "page_view",
+            EventKind::FeatureUsed => "feature_used",
+            EventKind::SessionStart => "session_start",
+            EventKind::SessionEnd => "session_end",
+            EventKind::Signup => "signup",
+            EventKind::Other => "other",
+        }
+    }
+}
+
+/// Why a record was not accepted. Each reason is counted separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Rejection {
+    /// Not valid JSON (including invalid UTF-8 inside strings).
+    NotJson,
+    /// Valid JSON, but not an object.
+    NotObject,
+    MissingUser,
+    /// The user field is an empty string.
+    EmptyUser,
+    /// The user field is not a string or an integer (object, array, bool, fraction).
+    InvalidUser,
+    MissingEventName,
+    /// The event name is not a non-empty string.
+    InvalidEventName,
+    /// No time in the record, and no fallback (a Kafka message timestamp) either.
+    MissingTimestamp,
+    /// A time that is neither RFC 3339 nor epoch milliseconds in range.
+    InvalidTimestamp,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 9] = [
+        Rejection::NotJson,
+        Rejection::NotObject,
+        Rejection::MissingUser,
+        Rejection::EmptyUser,
+        Rejection::InvalidUser,
+        Rejection::MissingEventName,
+        Rejection::InvalidEventName,
+        Rejection::MissingTimestamp,
+        Rejection::InvalidTimestamp,
+    ];
+
+    /// Stable snake_case name, used as a metric label, a JSON key and a dead-letter header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::NotJson => "not_json",
+            Rejection::NotObject => "not_object",
+            Rejection::MissingUser => "missing_user",
+            Rejection::EmptyUser => "empty_user",
+            Rejection::InvalidUser => "invalid_user",
+            Rejection::MissingEventName => "missing_event_name",
+            Rejection::InvalidEventName => "invalid_event_name",
+            Rejection::MissingTimestamp => "missing_timestamp",
+            Rejection::InvalidTimestamp => "invalid_timestamp",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One accepted record, borrowing from the input bytes where it can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedEvent<'a> {
+    /// The user id as text: an integer id is rendered in decimal, so `42` and `"42"` are
+    /// one user.
+    pub user: Cow<'a, str>,
+    pub kind: EventKind,
+    pub name: Cow<'a, str>,
+    /// Event time in epoch milliseconds; `None` when the record has no time field.
+    pub ts_ms: Option<i64>,
+    /// The feature this event uses, for `FeatureUsed` events and mapped event names.
+    pub feature: Option<Cow<'a, str>>,
+    pub session_id: Option<Cow<'a, str>>,
+}

@@ -1,0 +1,272 @@
+//! The router: decoded records in, shard-ready events out.
+//!
+//! Everything that must be decided once for the whole stream lives here, so the answer does
+//! not depend on the number of shards: the clock (`now` and the session watermark), the
+//! late / future classification, the feature registry, the counters, and the choice of
+//! shard. Users are hashed once here; shards never see a user id.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::Decoder;
+use crate::event::{DecodedEvent, EventKind, Rejection};
+use crate::features::FeatureRegistry;
+use crate::settings::{ClockMode, EngineSettings};
+use crate::shard::ShardEvent;
+use crate::sketch::UserHash;
+use crate::time::{Calendar, Day};
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted { shard: usize, event: ShardEvent },
+    Rejected(Rejection),
+    /// Older than the retention: counted, not applied.
+    Late,
+    /// Further in the future than the allowed skew: counted, not applied.
+    Future,
+}
+
+/// Stream-wide counters, exact.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub accepted: u64,
+    /// Indexed like [`Rejection::ALL`].
+    pub rejected: [u64; Rejection::ALL.len()],
+    pub late: u64,
+    pub future: u64,
+    /// Applied to the windows, but too late (past the allowed lateness) to join a session.
+    pub late_for_sessions: u64,
+    /// Indexed like [`EventKind::ALL`].
+    pub by_kind: [u64; EventKind::ALL.len()],
+    /// `feature_used` events that named no feature.
+    pub feature_missing: u64,
+}
+
+impl Counters {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    pub fn reject(&mut self, reason: Rejection) {
+        self.rejected[reason as usize] += 1;
+    }
+}
+
+/// The serialisable part of the router.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouterState {
+    pub counters: Counters,
+    pub features: FeatureRegistry,
+    /// The largest accepted event time: the event-time clock and the session watermark.
+    pub max_event_ms: Option<i64>,
+}
+
+/// Decodes, classifies and routes events. One per input stream.
+#[derive(Debug, Clone)]
+pub struct Ingestor {
+    decoder: Decoder,
+    calendar: Calendar,
+    state: RouterState,
+    clock: ClockMode,
+    /// The wall clock as last told by the caller: the reference for `future`, and `now` in
+    /// [`ClockMode::Wall`].
+    wall_ms: i64,
+    shards: usize,
+    retention_days: Day,
+    lateness_ms: i64,
+    max_future_skew_ms: i64,
+}
+
+impl Ingestor {
+    /// `settings` must be validated; `wall_ms` is the wall clock now.
+    pub fn new(settings: &EngineSettings, wall_ms: i64) -> Ingestor {
+        let state = RouterState {
+            counters: Counters::default(),
+            features: FeatureRegistry::new(settings.max_features),
+            max_event_ms: None,
+        };
+        Ingestor::with_state(settings, wall_ms, state)
+    }
+
+    pub fn with_state(settings: &EngineSettings, wall_ms: i64, mut state: RouterState) -> Ingestor {
+        state.features.restore_index();
+        Ingestor {
+            decoder: Decoder::new(settings),
+            calendar: Calendar::new(settings.timezone.clone()),
+            state,
+            clock: settings.clock,
+            wall_ms,
+            shards: settings.shards,
+            retention_days: settings.retention_days as Day,
+            lateness_ms: settings.allowed_lateness_ms,
+            max_future_skew_ms: settings.max_future_skew_ms,
+        }
+    }
+
+    pub fn set_wall_clock(&mut self, wall_ms: i64) {
+        self.wall_ms = wall_ms;
+    }
+
+    /// Decodes and routes one record. `fallback_ts_ms` is used when the record has no time
+    /// (a Kafka message timestamp); without one, such a record is rejected.
+    pub fn ingest(&mut self, bytes: &[u8], fallback_ts_ms: Option<i64>) -> Outcome {
+        match self.decoder.decode(bytes) {
+            Ok(event) => self.route(&event, fallback_ts_ms),
+            Err(reason) => self.reject(reason),
+        }
+    }
+
+    /// Routes an already decoded event.
+    pub fn route(&mut self, event: &DecodedEvent<'_>, fallback_ts_ms: Option<i64>) -> Outcome {
+        let Some(ts_ms) = event.ts_ms.or(fallback_ts_ms) else {
+            return self.reject(Rejection::MissingTimestamp);
+        };
+        if ts_ms > self.wall_ms.saturating_add(self.max_future_skew_ms) {
+            self.state.counters.future += 1;
+            return Outcome::Future;
+        }
+        let now_ms = match self.clock {
+            ClockMode::EventTime => self.state.max_event_ms.map_or(ts_ms, |m| m.max(ts_ms)),
+            ClockMode::Wall => self.wall_ms,
+        };
+        let day = self.calendar.day_of(ts_ms);
+        if day < self.calendar.day_of(now_ms) - self.retention_days {
+            self.state.counters.late += 1;
+            return Outcome::Late;
+        }
+        let watermark = self.state.max_event_ms.unwrap_or(ts_ms);
+        let sessionize = ts_ms >= watermark.saturating_sub(self.lateness_ms);
+        self.state.max_event_ms = Some(watermark.max(ts_ms));
+
+        let counters = &mut self.state.counters;
+        counters.accepted += 1;
+        counters.by_kind[event.kind as usize] += 1;
+        counters.late_for_sessions += u64::from(!sessionize);
+        let feature = match &event.feature {
+            Some(name) => Some(self.state.features.intern(name)),
+            None => {
+                counters.feature_missing += u64::from(event.kind == EventKind::FeatureUsed);
+                None
+            }
+        };
+        let user = UserHash::of(&event.user);
+        let session_key = match &event.session_id {
+            Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), user.key),
+            None => user.key,
+        };
+        let shard = shard_of(user.key, self.shards);
+        let event = ShardEvent { user, session_key, ts_ms, day, kind: event.kind, feature, sessionize };
+        Outcome::Accepted { shard, event }
+    }
+
+    fn reject(&mut self, reason: Rejection) -> Outcome {
+        self.count_rejection(reason);
+        Outcome::Rejected(reason)
+    }
+
+    /// Counts a rejection found outside the decoder (an unreadable line, say).
+    pub fn count_rejection(&mut self, reason: Rejection) {
+        self.state.counters.reject(reason);
+    }
+
+    /// `now` for the windows, if the clock has started.
+    pub fn now_ms(&self) -> Option<i64> {
+        match self.clock {
+            ClockMode::EventTime => self.state.max_event_ms,
+            ClockMode::Wall => Some(self.wall_ms),
+        }
+    }
+
+    /// The instant up to which sessions may be closed.
+    pub fn watermark_ms(&self) -> Option<i64> {
+        self.state.max_event_ms
+    }
+
+    pub fn state(&self) -> &RouterState {
+        &self.state
+    }
+
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
+    }
+}
+
+/// The shard that owns a user: a multiply-shift of the key, uniform for any shard count.
+pub fn shard_of(user_key: u64, shards: usize) -> usize {
+    ((u128::from(user_key) * shards as u128) >> 64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
+
+    fn ingestor() -> Ingestor {
+        Ingestor::new(&EngineSettings::default(), T0 + 100 * DAY)
+    }
+
+    fn line(ts: i64) -> String {
+        format!(r#"{{"user_id":"u","event":"login","ts":{ts}}}"#)
+    }
+
+    #[test]
+    fn missing_time_uses_the_fallback_or_is_rejected() {
+        let mut ing = ingestor();
+        let json = br#"{"user_id":"u","event":"login"}"#;
+        assert_eq!(ing.ingest(json, None), Outcome::Rejected(Rejection::MissingTimestamp));
+        assert!(matches!(ing.ingest(json, Some(T0)), Outcome::Accepted { .. }));
+        assert_eq!(ing.state().counters.rejected[Rejection::MissingTimestamp as usize], 1);
+    }
+
+    #[test]
+    fn retention_and_future_skew() {
+        let mut ing = ingestor();
+        assert!(matches!(ing.ingest(line(T0).as_bytes(), None), Outcome::Accepted { .. }));
+        // Day -35 is kept, day -36 is late.
+        assert!(matches!(ing.ingest(line(T0 - 35 * DAY).as_bytes(), None), Outcome::Accepted { .. }));
+        assert_eq!(ing.ingest(line(T0 - 35 * DAY - 1).as_bytes(), None), Outcome::Late);
+        let far = T0 + 100 * DAY + 3_600_001;
+        assert_eq!(ing.ingest(line(far).as_bytes(), None), Outcome::Future);
+        assert_eq!(ing.state().counters.late, 1);
+        assert_eq!(ing.state().counters.future, 1);
+        assert_eq!(ing.now_ms(), Some(T0), "a future event must not move the clock");
+    }
+
+    #[test]
+    fn events_past_the_lateness_are_not_sessionized() {
+        let mut ing = ingestor();
+        ing.ingest(line(T0).as_bytes(), None);
+        let within = ing.ingest(line(T0 - 300_000).as_bytes(), None);
+        let beyond = ing.ingest(line(T0 - 300_001).as_bytes(), None);
+        assert!(matches!(within, Outcome::Accepted { event, .. } if event.sessionize));
+        assert!(matches!(beyond, Outcome::Accepted { event, .. } if !event.sessionize));
+        assert_eq!(ing.state().counters.late_for_sessions, 1);
+    }
+
+    #[test]
+    fn routing_is_uniform_and_stable() {
+        let mut counts = [0usize; 4];
+        for i in 0..40_000 {
+            counts[shard_of(UserHash::of(&format!("user-{i}")).key, 4)] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(shard_of(u64::MAX, 7), 6);
+        assert_eq!(shard_of(0, 7), 0);
+    }
+
+    #[test]
+    fn session_ids_give_separate_keys_per_user() {
+        let mut ing = ingestor();
+        let a = ing.ingest(br#"{"user_id":"u","event":"x","ts":1,"session_id":"s"}"#, None);
+        let b = ing.ingest(br#"{"user_id":"v","event":"x","ts":1,"session_id":"s"}"#, None);
+        let (Outcome::Accepted { event: a, .. }, Outcome::Accepted { event: b, .. }) = (a, b) else {
+            panic!("both accepted");
+        };
+        assert_ne!(a.session_key, b.session_key);
+        assert_ne!(a.session_key, a.user.key);
+    }
+}

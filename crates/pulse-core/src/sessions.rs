@@ -1,0 +1,313 @@
+//! Sessions: grouping a user's events into visits, exactly, despite out-of-order arrival.
+//!
+//! A session key (the user, or the user and a session id) keeps its not-yet-final events
+//! sorted by time. Sessions are cut only when they become final: once the watermark passes
+//! `last event + timeout + allowed lateness`, no event that may still arrive can join or
+//! split them (the router marks anything older than `watermark − lateness` as too late for
+//! sessions). Cutting only final prefixes is what makes the result equal to processing the
+//! events in time order, including a late event that bridges two sessions.
+//!
+//! Deadlines sit in a min-heap with exactly one live entry per key (`scheduled`), so closing
+//! sessions as time passes costs O(log n) per closed key, not a scan of the table.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::Range;
+
+use foldhash::HashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventKind;
+use crate::time::Day;
+
+/// The rules that cut sessions, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRules {
+    pub timeout_ms: i64,
+    pub max_length_ms: i64,
+    pub lateness_ms: i64,
+}
+
+/// One event as the session table keeps it: 16 bytes, no user id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEvent {
+    pub ts_ms: i64,
+    pub day: Day,
+    /// Order among equal times: a start comes first, an end last.
+    pub rank: u8,
+}
+
+const RANK_START: u8 = 0;
+const RANK_OTHER: u8 = 1;
+const RANK_END: u8 = 2;
+
+impl SessionEvent {
+    pub fn new(ts_ms: i64, day: Day, kind: EventKind) -> SessionEvent {
+        let rank = match kind {
+            EventKind::SessionStart => RANK_START,
+            EventKind::SessionEnd => RANK_END,
+            _ => RANK_OTHER,
+        };
+        SessionEvent { ts_ms, day, rank }
+    }
+
+    fn order(&self) -> (i64, u8) {
+        (self.ts_ms, self.rank)
+    }
+}
+
+/// A finished session, ready to be counted in the day it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedSession {
+    pub start_day: Day,
+    pub events: u32,
+    pub duration_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpenKey {
+    /// The deadline of this key's one live heap entry.
+    scheduled: i64,
+    events: Vec<SessionEvent>,
+}
+
+/// The open sessions of one shard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SessionTable {
+    open: HashMap<u64, OpenKey>,
+    #[serde(skip)]
+    deadlines: BinaryHeap<Reverse<(i64, u64)>>,
+    open_events: usize,
+}
+
+impl SessionTable {
+    /// Adds an event of `key` (the router has checked it is not too late).
+    pub fn insert(&mut self, key: u64, event: SessionEvent, rules: &SessionRules) {
+        let entry = self.open.entry(key).or_insert_with(|| OpenKey {
+            scheduled: i64::MIN,
+            events: Vec::new(),
+        });
+        let events = &mut entry.events;
+        // Nearly always an append; otherwise insert after every event that sorts first.
+        let at = events.partition_point(|e| e.order() <= event.order());
+        events.insert(at, event);
+        self.open_events += 1;
+        if entry.scheduled == i64::MIN {
+            let deadline = deadline(events, rules);
+            entry.scheduled = deadline;
+            self.deadlines.push(Reverse((deadline, key)));
+        }
+    }
+
+    /// Closes every session that is final at `watermark_ms`.
+    pub fn advance(
+        &mut self,
+        watermark_ms: i64,
+        rules: &SessionRules,
+        mut emit: impl FnMut(ClosedSession),
+    ) {
+        while let Some(Reverse((due, key))) = self.deadlines.peek().copied() {
+            if due >= watermark_ms {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(entry) = self.open.get_mut(&key) else { continue };
+            if entry.scheduled != due {
+                continue; // A stale entry; the key's live one is still in the heap.
+            }
+            let closed = close_final_prefix(&mut entry.events, watermark_ms, rules, &mut emit);
+            self.open_events -= closed;
+            if entry.events.is_empty() {
+                self.open.remove(&key);
+            } else {
+                entry.scheduled = deadline(&entry.events, rules);
+                self.deadlines.push(Reverse((entry.scheduled, key)));
+            }
+        }
+    }
+
+    /// Closes every session (end of a replay's input).
+    pub fn close_all(&mut self, rules: &SessionRules, mut emit: impl FnMut(ClosedSession)) {
+        for (_, mut entry) in self.open.drain() {
+            close_final_prefix(&mut entry.events, i64::MAX, rules, &mut emit);
+        }
+        self.deadlines.clear();
+        self.open_events = 0;
+    }
+
+    /// Session keys with at least one open event.
+    pub fn open_keys(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn estimated_bytes(&self) -> usize {
+        // Hash-map slot + heap entry per key, 16 bytes per held event.
+        self.open.len() * (std::mem::size_of::<(u64, OpenKey)>() + 24) + self.open_events * 16
+    }
+
+    /// Rebuilds the deadline heap after deserialisation.
+    pub fn restore_index(&mut self) {
+        self.deadlines = self.open.iter().map(|(key, e)| Reverse((e.scheduled, *key))).collect();
+        self.open_events = self.open.values().map(|e| e.events.len()).sum();
+    }
+}
+
+/// When a key's last session becomes final.
+fn deadline(events: &[SessionEvent], rules: &SessionRules) -> i64 {
+    let last = events.last().map_or(i64::MIN, |e| e.ts_ms);
+    last.saturating_add(rules.timeout_ms).saturating_add(rules.lateness_ms)
+}
+
+/// Splits events sorted by time into sessions, as in-order processing would.
+pub fn split_sessions(
+    events: &[SessionEvent],
+    rules: &SessionRules,
+) -> impl Iterator<Item = Range<usize>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= events.len() {
+            return None;
+        }
+        let mut i = start + 1;
+        while i < events.len() {
+            let (prev, event) = (&events[i - 1], &events[i]);
+            let starts_new = prev.rank == RANK_END
+                || event.rank == RANK_START
+                || event.ts_ms - prev.ts_ms > rules.timeout_ms
+                || event.ts_ms - events[start].ts_ms > rules.max_length_ms;
+            if starts_new {
+                break;
+            }
+            i += 1;
+        }
+        let session = start..i;
+        start = i;
+        Some(session)
+    })
+}
+
+/// Emits and removes the leading sessions that are final; returns how many events went.
+fn close_final_prefix(
+    events: &mut Vec<SessionEvent>,
+    watermark_ms: i64,
+    rules: &SessionRules,
+    emit: &mut impl FnMut(ClosedSession),
+) -> usize {
+    let mut closed_until = 0;
+    for session in split_sessions(events, rules) {
+        let (first, last) = (events[session.start], events[session.end - 1]);
+        let due = last.ts_ms.saturating_add(rules.timeout_ms).saturating_add(rules.lateness_ms);
+        if due >= watermark_ms {
+            break;
+        }
+        emit(ClosedSession {
+            start_day: first.day,
+            events: session.len() as u32,
+            duration_ms: last.ts_ms - first.ts_ms,
+        });
+        closed_until = session.end;
+    }
+    events.drain(..closed_until);
+    closed_until
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: SessionRules =
+        SessionRules { timeout_ms: 1_000, max_length_ms: 10_000, lateness_ms: 100 };
+
+    fn ev(ts_ms: i64, kind: EventKind) -> SessionEvent {
+        SessionEvent::new(ts_ms, 0, kind)
+    }
+
+    fn sessions_of(events: &[(i64, EventKind)]) -> Vec<(u32, i64)> {
+        let mut table = SessionTable::default();
+        for (ts, kind) in events {
+            table.insert(7, ev(*ts, *kind), &RULES);
+        }
+        let mut out = Vec::new();
+        table.close_all(&RULES, |s| out.push((s.events, s.duration_ms)));
+        out
+    }
+
+    use EventKind::{Other as O, SessionEnd as End, SessionStart as Start};
+
+    #[test]
+    fn gap_equal_to_timeout_stays_in_the_session() {
+        assert_eq!(sessions_of(&[(0, O), (1_000, O)]), vec![(2, 1_000)]);
+        assert_eq!(sessions_of(&[(0, O), (1_001, O)]), vec![(1, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn markers_and_max_length() {
+        assert_eq!(sessions_of(&[(0, O), (500, Start), (900, O)]), vec![(1, 0), (2, 400)]);
+        assert_eq!(sessions_of(&[(0, O), (500, End), (900, O)]), vec![(2, 500), (1, 0)]);
+        let steady: Vec<(i64, EventKind)> = (0..=12).map(|i| (i * 1_000, O)).collect();
+        assert_eq!(sessions_of(&steady), vec![(11, 10_000), (2, 1_000)]);
+    }
+
+    #[test]
+    fn equal_times_order_start_before_end() {
+        // Arrival order must not matter: start < other < end at the same instant.
+        assert_eq!(sessions_of(&[(5, End), (5, O), (5, Start)]), vec![(3, 0)]);
+    }
+
+    #[test]
+    fn late_event_bridges_two_sessions() {
+        assert_eq!(sessions_of(&[(0, O), (1_500, O), (800, O)]), vec![(3, 1_500)]);
+    }
+
+    #[test]
+    fn sessions_close_as_the_watermark_passes() {
+        let mut table = SessionTable::default();
+        table.insert(1, ev(0, O), &RULES);
+        table.insert(2, ev(5_000, O), &RULES);
+        let mut closed = Vec::new();
+        table.advance(1_100, &RULES, |s| closed.push(s)); // deadline 1_100 is not passed yet
+        assert!(closed.is_empty());
+        table.advance(1_101, &RULES, |s| closed.push(s));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(table.open_keys(), 1);
+        // A key that keeps extending gets one re-scheduled heap entry, not many.
+        for t in [5_500, 6_000, 6_400] {
+            table.insert(2, ev(t, O), &RULES);
+        }
+        table.advance(6_200, &RULES, |s| closed.push(s));
+        assert_eq!(table.deadlines.len(), 1);
+        table.advance(7_501, &RULES, |s| closed.push(s));
+        assert_eq!(closed.len(), 2);
+        assert_eq!(table.open_keys(), 0);
+    }
+
+    #[test]
+    fn final_prefix_closes_while_the_key_stays_open() {
+        let mut table = SessionTable::default();
+        // Activity every 900 ms: max length splits at 10 s, the key never goes quiet.
+        for i in 0..=20 {
+            table.insert(1, ev(i * 900, O), &RULES);
+        }
+        let mut closed = Vec::new();
+        table.advance(19_000, &RULES, |s| closed.push(s));
+        // The first 10-second slice (0 ..= 9.9 s) is final; the second is still open.
+        assert_eq!(closed, vec![ClosedSession { start_day: 0, events: 12, duration_ms: 9_900 }]);
+        assert_eq!(table.open_keys(), 1);
+        table.advance(i64::MAX, &RULES, |s| closed.push(s));
+        let total: u32 = closed.iter().map(|s| s.events).sum();
+        assert_eq!(total, 21);
+    }
+
+    #[test]
+    fn table_round_trips() {
+        let mut table = SessionTable::default();
+        table.insert(1, ev(0, O), &RULES);
+        table.insert(2, ev(10, O), &RULES);
+        let bytes = postcard::to_stdvec(&table).unwrap();
+        let mut back: SessionTable = postcard::from_bytes(&bytes).unwrap();
+        back.restore_index();
+        let mut closed = 0;
+        back.advance(i64::MAX, &RULES, |_| closed += 1);
+        assert_eq!(closed, 2);
+    }
+}

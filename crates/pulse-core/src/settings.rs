@@ -1,0 +1,290 @@
+//! Validated engine settings.
+//!
+//! The binary parses `pulse.toml` and the environment into raw values; this module is where
+//! they become a checked [`EngineSettings`]. Every cross-field rule lives in
+//! [`EngineSettings::validate`] and fails with a [`SettingsError`] naming the key, so a bad
+//! config stops pulse at start-up rather than skewing numbers later.
+
+use std::collections::BTreeMap;
+
+use jiff::tz::TimeZone;
+
+/// Which instant is "now" for the windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockMode {
+    /// The largest accepted event time: replays of history and deterministic tests.
+    #[default]
+    EventTime,
+    /// The wall clock given by the caller: the live service, whose days roll at midnight.
+    Wall,
+}
+
+/// Register width of the HyperLogLog sketches: a memory / update-speed trade-off with the
+/// same estimates (DataSketches `HllType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HllWidth {
+    Hll4,
+    Hll6,
+    #[default]
+    Hll8,
+}
+
+/// JSON pointers tried in order for each field; the first one present (and not null) wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPaths {
+    pub user: Vec<String>,
+    pub event: Vec<String>,
+    pub time: Vec<String>,
+    pub feature: Vec<String>,
+    pub session_id: Vec<String>,
+}
+
+impl Default for FieldPaths {
+    fn default() -> Self {
+        fn owned(paths: &[&str]) -> Vec<String> {
+            paths.iter().map(|p| (*p).to_owned()).collect()
+        }
+        FieldPaths {
+            user: owned(&["/user_id", "/userId", "/distinct_id"]),
+            event: owned(&["/event", "/type"]),
+            time: owned(&["/timestamp", "/ts", "/time"]),
+            feature: owned(&["/feature", "/properties/feature"]),
+            session_id: owned(&["/session_id", "/properties/$session_id"]),
+        }
+    }
+}
+
+/// Event names that give an event its [`crate::EventKind`]; any other name is `Other`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindNames {
+    pub login: Vec<String>,
+    pub page_view: Vec<String>,
+    pub feature_used: Vec<String>,
+    pub session_start: Vec<String>,
+    pub session_end: Vec<String>,
+    pub signup: Vec<String>,
+}
+
+impl Default for KindNames {
+    fn default() -> Self {
+        fn owned(names: &[&str]) -> Vec<String> {
+            names.iter().map(|n| (*n).to_owned()).collect()
+        }
+        KindNames {
+            login: owned(&["login"]),
+            page_view: owned(&["page_view", "$pageview", "Page Viewed", "page", "screen"]),
+            feature_used: owned(&["feature_used", "Feature Used"]),
+            session_start: owned(&["session_start", "Session Started"]),
+            session_end: owned(&["session_end", "Session Ended"]),
+            signup: owned(&["signup", "Signed Up"]),
+        }
+    }
+}
+
+/// Everything the engine needs, already checked.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub timezone: TimeZone,
+    pub clock: ClockMode,
+    /// Number of shards (worker threads); users are routed by hash.
+    pub shards: usize,
+    /// log2 of the HLL register count: 14 gives about 0.8 % standard error.
+    pub hll_lg_k: u8,
+    pub hll_width: HllWidth,
+    pub session_timeout_ms: i64,
+    pub session_max_length_ms: i64,
+    /// How far out of order an event may arrive and still join its session exactly.
+    pub allowed_lateness_ms: i64,
+    /// Days before today that are kept; older events count as `late`.
+    pub retention_days: u32,
+    /// Events further than this past the wall clock count as `future`.
+    pub max_future_skew_ms: i64,
+    /// Distinct features tracked; the rest are pooled as `__other__`.
+    pub max_features: usize,
+    pub fields: FieldPaths,
+    pub kinds: KindNames,
+    /// Event names that count as use of a feature (event name → feature name).
+    pub feature_events: BTreeMap<String, String>,
+}
+
+/// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
+pub const MIN_RETENTION_DAYS: u32 = 30;
+const MAX_SHARDS: usize = 1024;
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            timezone: TimeZone::UTC,
+            clock: ClockMode::EventTime,
+            shards: 1,
+            hll_lg_k: 14,
+            hll_width: HllWidth::Hll8,
+            session_timeout_ms: 30 * 60 * 1000,
+            session_max_length_ms: 24 * 3600 * 1000,
+            allowed_lateness_ms: 5 * 60 * 1000,
+            retention_days: 35,
+            max_future_skew_ms: 3600 * 1000,
+            max_features: 200,
+            fields: FieldPaths::default(),
+            kinds: KindNames::default(),
+            feature_events: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{key} = {value} is out of range: {expected}")]
+    OutOfRange { key: &'static str, value: String, expected: &'static str },
+    #[error("{key}: {pointer:?} is not a JSON pointer (it must be empty or start with '/')")]
+    BadPointer { key: &'static str, pointer: String },
+    #[error("{key} must list at least one JSON pointer")]
+    NoPointers { key: &'static str },
+    #[error("event name {name:?} is listed under both {first} and {second}")]
+    AmbiguousKind { name: String, first: &'static str, second: &'static str },
+    #[error("unknown time zone {name:?}: {reason}")]
+    UnknownTimeZone { name: String, reason: String },
+}
+
+impl EngineSettings {
+    /// Checks every rule a running engine relies on.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        fn range<T: std::fmt::Display + PartialOrd>(
+            key: &'static str,
+            value: T,
+            ok: bool,
+            expected: &'static str,
+        ) -> Result<(), SettingsError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(SettingsError::OutOfRange { key, value: value.to_string(), expected })
+            }
+        }
+        range("shards", self.shards, (1..=MAX_SHARDS).contains(&self.shards), "1 to 1024")?;
+        range("hll.lg_k", self.hll_lg_k, (4..=21).contains(&self.hll_lg_k), "4 to 21")?;
+        range(
+            "sessions.timeout",
+            self.session_timeout_ms,
+            self.session_timeout_ms > 0,
+            "greater than zero",
+        )?;
+        range(
+            "sessions.max_length",
+            self.session_max_length_ms,
+            self.session_max_length_ms >= self.session_timeout_ms,
+            "at least sessions.timeout",
+        )?;
+        range(
+            "allowed_lateness",
+            self.allowed_lateness_ms,
+            self.allowed_lateness_ms >= 0,
+            "zero or more",
+        )?;
+        range(
+            "retention_days",
+            self.retention_days,
+            (MIN_RETENTION_DAYS..=366).contains(&self.retention_days),
+            "30 to 366 (the previous 30-day window needs 30 days before today)",
+        )?;
+        range(
+            "max_future_skew",
+            self.max_future_skew_ms,
+            self.max_future_skew_ms >= 0,
+            "zero or more",
+        )?;
+        range(
+            "features.max_tracked",
+            self.max_features,
+            (1..usize::from(u16::MAX)).contains(&self.max_features),
+            "1 to 65534",
+        )?;
+        for (key, paths) in [
+            ("fields.user", &self.fields.user),
+            ("fields.event", &self.fields.event),
+            ("fields.time", &self.fields.time),
+            ("fields.feature", &self.fields.feature),
+            ("fields.session_id", &self.fields.session_id),
+        ] {
+            if paths.is_empty() && (key == "fields.user" || key == "fields.event") {
+                return Err(SettingsError::NoPointers { key });
+            }
+            if let Some(bad) = paths.iter().find(|p| !p.starts_with('/')) {
+                return Err(SettingsError::BadPointer { key, pointer: bad.clone() });
+            }
+        }
+        let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
+        for (key, names) in self.kind_lists() {
+            for name in names {
+                if let Some(first) = seen.insert(name, key) {
+                    return Err(SettingsError::AmbiguousKind {
+                        name: name.clone(),
+                        first,
+                        second: key,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn kind_lists(&self) -> [(&'static str, &Vec<String>); 6] {
+        let k = &self.kinds;
+        [
+            ("events.login", &k.login),
+            ("events.page_view", &k.page_view),
+            ("events.feature_used", &k.feature_used),
+            ("events.session_start", &k.session_start),
+            ("events.session_end", &k.session_end),
+            ("events.signup", &k.signup),
+        ]
+    }
+}
+
+/// Looks up an IANA time zone name ("UTC", "Europe/Berlin") in the bundled database.
+pub fn time_zone(name: &str) -> Result<TimeZone, SettingsError> {
+    TimeZone::get(name).map_err(|error| SettingsError::UnknownTimeZone {
+        name: name.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        EngineSettings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_rule_names_its_key() {
+        let cases: Vec<(Box<dyn Fn(&mut EngineSettings)>, &str)> = vec![
+            (Box::new(|s| s.shards = 0), "shards"),
+            (Box::new(|s| s.hll_lg_k = 3), "hll.lg_k"),
+            (Box::new(|s| s.session_timeout_ms = 0), "sessions.timeout"),
+            (Box::new(|s| s.session_max_length_ms = 1000), "sessions.max_length"),
+            (Box::new(|s| s.allowed_lateness_ms = -1), "allowed_lateness"),
+            (Box::new(|s| s.retention_days = 29), "retention_days"),
+            (Box::new(|s| s.max_future_skew_ms = -1), "max_future_skew"),
+            (Box::new(|s| s.max_features = 0), "features.max_tracked"),
+            (Box::new(|s| s.fields.user.clear()), "fields.user"),
+            (Box::new(|s| s.fields.time = vec!["timestamp".into()]), "fields.time"),
+            (Box::new(|s| s.kinds.signup.push("login".into())), "events.signup"),
+        ];
+        for (mutate, key) in cases {
+            let mut settings = EngineSettings::default();
+            mutate(&mut settings);
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{error:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn time_zones_come_from_the_bundled_database() {
+        assert!(time_zone("Europe/Berlin").is_ok());
+        let error = time_zone("Mars/Olympus").unwrap_err().to_string();
+        assert!(error.contains("Mars/Olympus"));
+    }
+}

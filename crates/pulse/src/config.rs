@@ -1,0 +1,231 @@
+//! Configuration: `default.toml` (compiled in) ← the user's file ← `PULSE_…` environment.
+//!
+//! The layers are merged by figment into a [`RawConfig`] that mirrors the file one to one
+//! (with `deny_unknown_fields`, so a typo is an error, not a silently ignored key). It is
+//! then checked once into pulse-core's [`EngineSettings`]; nothing downstream re-reads the
+//! raw values.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
+use pulse_core::EngineSettings;
+use serde::{Deserialize, Serialize};
+
+/// The documented defaults, also the base layer of every configuration.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub timezone: String,
+    pub shards: usize,
+    #[serde(with = "human_duration")]
+    pub allowed_lateness: Duration,
+    pub retention_days: u32,
+    #[serde(with = "human_duration")]
+    pub max_future_skew: Duration,
+    pub hll: RawHll,
+    pub sessions: RawSessions,
+    pub features: RawFeatures,
+    pub fields: RawFields,
+    pub events: RawEvents,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHll {
+    pub lg_k: u8,
+    pub width: RawHllWidth,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawHllWidth {
+    Hll4,
+    Hll6,
+    Hll8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
+    #[serde(with = "human_duration")]
+    pub max_length: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeatures {
+    pub max_tracked: usize,
+    pub events: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFields {
+    pub user: Vec<String>,
+    pub event: Vec<String>,
+    pub time: Vec<String>,
+    pub feature: Vec<String>,
+    pub session_id: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    pub login: Vec<String>,
+    pub page_view: Vec<String>,
+    pub feature_used: Vec<String>,
+    pub session_start: Vec<String>,
+    pub session_end: Vec<String>,
+    pub signup: Vec<String>,
+}
+
+/// Loads the layers. `env` is the process environment in production and a fixed list in
+/// tests, so tests never depend on the machine's variables.
+pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> {
+    let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(path) = file {
+        if !path.is_file() {
+            bail!("config file {} does not exist or is not a file", path.display());
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let env = env.to_vec();
+    let provider = Env::prefixed("PULSE_").split("__").lowercase(true);
+    // figment reads variables itself; filter it down to the list we were given.
+    let provider = provider.filter(move |key| {
+        env.iter().any(|(name, _)| {
+            name.strip_prefix("PULSE_")
+                .is_some_and(|rest| rest.to_lowercase() == key.as_str().to_lowercase())
+        })
+    });
+    figment = figment.merge(provider);
+    let source = file.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
+    figment.extract().with_context(|| format!("invalid configuration in {source}"))
+}
+
+impl RawConfig {
+    /// Checks the configuration and turns it into engine settings.
+    pub fn engine_settings(&self) -> Result<EngineSettings> {
+        let shards = if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.shards
+        };
+        let settings = EngineSettings {
+            timezone: time_zone(&self.timezone).context("timezone")?,
+            clock: ClockMode::EventTime,
+            shards,
+            hll_lg_k: self.hll.lg_k,
+            hll_width: match self.hll.width {
+                RawHllWidth::Hll4 => HllWidth::Hll4,
+                RawHllWidth::Hll6 => HllWidth::Hll6,
+                RawHllWidth::Hll8 => HllWidth::Hll8,
+            },
+            session_timeout_ms: millis(self.sessions.timeout),
+            session_max_length_ms: millis(self.sessions.max_length),
+            allowed_lateness_ms: millis(self.allowed_lateness),
+            retention_days: self.retention_days,
+            max_future_skew_ms: millis(self.max_future_skew),
+            max_features: self.features.max_tracked,
+            fields: FieldPaths {
+                user: self.fields.user.clone(),
+                event: self.fields.event.clone(),
+                time: self.fields.time.clone(),
+                feature: self.fields.feature.clone(),
+                session_id: self.fields.session_id.clone(),
+            },
+            kinds: KindNames {
+                login: self.events.login.clone(),
+                page_view: self.events.page_view.clone(),
+                feature_used: self.events.feature_used.clone(),
+                session_start: self.events.session_start.clone(),
+                session_end: self.events.session_end.clone(),
+                signup: self.events.signup.clone(),
+            },
+            feature_events: self.features.events.clone(),
+        };
+        settings.validate().context("invalid configuration")?;
+        Ok(settings)
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Durations as humans write them: "30m", "1h 30m", "250ms".
+mod human_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"30m\": {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn shipped_defaults_equal_the_engine_defaults() {
+        let raw = load(None, &[]).unwrap();
+        let mut settings = raw.engine_settings().unwrap();
+        let defaults = EngineSettings::default();
+        settings.shards = defaults.shards;
+        assert_eq!(format!("{settings:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn file_then_environment_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulse.toml");
+        std::fs::write(&path, "timezone = \"Europe/Berlin\"\n[sessions]\ntimeout = \"45m\"\n").unwrap();
+        let raw = load(Some(&path), &env(&[("PULSE_SESSIONS__TIMEOUT", "10m")])).unwrap();
+        let settings = raw.engine_settings().unwrap();
+        assert_eq!(raw.timezone, "Europe/Berlin");
+        assert_eq!(settings.session_timeout_ms, 600_000);
+        assert_eq!(settings.session_max_length_ms, 86_400_000, "untouched keys keep defaults");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulse.toml");
+        let cases = [
+            ("timezon = \"UTC\"\n", "timezon"),
+            ("[sessions]\ntimeout = \"soon\"\n", "timeout"),
+            ("retention_days = 3\n", "retention_days"),
+            ("timezone = \"Mars/Base\"\n", "Mars/Base"),
+        ];
+        for (text, key) in cases {
+            std::fs::write(&path, text).unwrap();
+            let result = load(Some(&path), &[]).and_then(|raw| raw.engine_settings());
+            let message = format!("{:#}", result.unwrap_err());
+            assert!(message.contains(key), "{message:?} should mention {key}");
+        }
+        let missing = load(Some(&dir.path().join("nope.toml")), &[]).unwrap_err();
+        assert!(missing.to_string().contains("nope.toml"));
+    }
+}
