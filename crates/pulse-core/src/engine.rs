@@ -4,11 +4,46 @@
 //! same [`Ingestor`] and [`Shard`] types with the shards on their own threads, and must give
 //! the very same snapshot (a test holds them to it).
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::Rejection;
-use crate::ingest::{Ingestor, Outcome};
+use crate::ingest::{Ingestor, Outcome, RouterState};
 use crate::settings::EngineSettings;
 use crate::shard::{Shard, ShardState, sketch_shape};
 use crate::snapshot::{self, KpiSnapshot};
+
+/// Everything an engine knows, as plain data: what a checkpoint stores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineState {
+    pub router: RouterState,
+    pub shards: Vec<ShardState>,
+}
+
+/// Leading bytes of an encoded [`EngineState`]: a magic number and the format version.
+const STATE_MAGIC: &[u8; 4] = b"PLS\x01";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("not a pulse state image (bad magic or unsupported format version)")]
+    BadMagic,
+    #[error("corrupt pulse state image: {0}")]
+    Corrupt(String),
+    #[error("the state has {found} shards but the configuration asks for {expected}")]
+    ShardCount { found: usize, expected: usize },
+}
+
+impl EngineState {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = STATE_MAGIC.to_vec();
+        postcard::to_io(self, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<EngineState, StateError> {
+        let body = bytes.strip_prefix(STATE_MAGIC.as_slice()).ok_or(StateError::BadMagic)?;
+        postcard::from_bytes(body).map_err(|e| StateError::Corrupt(e.to_string()))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -23,6 +58,24 @@ impl Engine {
         let ingestor = Ingestor::new(&settings, wall_ms);
         let shards = (0..settings.shards).map(|_| Shard::new(&settings)).collect();
         Engine { settings, ingestor, shards }
+    }
+
+    /// Resumes from saved state; the shard count must match the settings.
+    pub fn restore(settings: EngineSettings, wall_ms: i64, state: EngineState) -> Result<Engine, StateError> {
+        if state.shards.len() != settings.shards {
+            return Err(StateError::ShardCount { found: state.shards.len(), expected: settings.shards });
+        }
+        let ingestor = Ingestor::with_state(&settings, wall_ms, state.router);
+        let shards = state.shards.into_iter().map(|s| Shard::with_state(&settings, s)).collect();
+        Ok(Engine { settings, ingestor, shards })
+    }
+
+    /// A copy of the whole state.
+    pub fn state(&self) -> EngineState {
+        EngineState {
+            router: self.ingestor.state().clone(),
+            shards: self.shards.iter().map(|s| s.state().clone()).collect(),
+        }
     }
 
     /// Decodes and applies one record; returns what became of it.

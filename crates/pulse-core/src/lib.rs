@@ -34,7 +34,7 @@ pub mod sketch;
 pub mod snapshot;
 pub mod time;
 
-pub use engine::Engine;
+pub use engine::{Engine, EngineState, StateError};
 pub use event::{EventKind, Rejection};
 pub use settings::{EngineSettings, SettingsError};
 pub use snapshot::KpiSnapshot;

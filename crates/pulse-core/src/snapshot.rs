@@ -135,11 +135,11 @@ pub fn build(
         .collect();
 
     let active = Family::build(&buckets, shape, |b| Some(&b.active));
-    snapshot.active_users = active.current.map(|e| e.round() as u64);
-    snapshot.active_users_previous = active.previous.map(|e| e.round() as u64);
+    snapshot.active_users = active.current.map(|e| *e as u64);
+    snapshot.active_users_previous = active.previous.map(|e| *e as u64);
     snapshot.stickiness = stickiness(&active);
     snapshot.new_users =
-        Family::build(&buckets, shape, |b| b.signups.as_ref()).current.map(|e| e.round() as u64);
+        Family::build(&buckets, shape, |b| b.signups.as_ref()).current.map(|e| *e as u64);
 
     let sessions = session_windows(&buckets);
     snapshot.sessions = Windowed {
@@ -155,7 +155,7 @@ pub fn build(
     }
     for id in ids {
         let family = Family::build(&buckets, shape, |b| b.feature(id));
-        let users = family.current.map(|e| e.round() as u64);
+        let users = family.current.map(|e| *e as u64);
         let adoption = Windowed {
             d1: ratio(users.d1 as f64, snapshot.active_users.d1 as f64),
             d7: ratio(users.d7 as f64, snapshot.active_users.d7 as f64),
@@ -167,7 +167,8 @@ pub fn build(
     snapshot
 }
 
-/// Estimates of one sketch family (active users, signups, one feature) over the windows.
+/// Estimates of one sketch family (active users, signups, one feature) over the windows,
+/// rounded to whole users so that ratios agree with the counts shown beside them.
 struct Family {
     current: Windowed<f64>,
     previous: Windowed<f64>,
@@ -191,7 +192,7 @@ impl Family {
                     union.add(sketch);
                     any = true;
                 }
-                daily.push(union.estimate());
+                daily.push(union.estimate().round());
                 any.then(|| union.to_sketch())
             })
             .collect();
@@ -203,7 +204,7 @@ impl Family {
                     union.add(sketch);
                 }
                 if let Some(w) = WINDOWS.iter().position(|w| *w == length + 1) {
-                    out[w] = union.estimate();
+                    out[w] = union.estimate().round();
                 }
             }
             Windowed { d1: out[0], d7: out[1], d30: out[2] }
@@ -248,7 +249,7 @@ fn session_kpis(stats: &SessionStats, active_users: f64) -> SessionKpis {
         p90_duration_seconds: stats.durations.quantile_ms(0.9) / 1000.0,
         bounce_rate: ratio(stats.bounces as f64, count),
         events_per_session: ratio(stats.events as f64, count),
-        sessions_per_user: ratio(count, active_users.round()),
+        sessions_per_user: ratio(count, active_users),
     }
 }
 

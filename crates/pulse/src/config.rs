@@ -11,13 +11,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
 use pulse_core::EngineSettings;
 use serde::{Deserialize, Serialize};
 
 /// The documented defaults, also the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// `PULSE_…` variables that belong to the command line, not to the configuration.
+const COMMAND_LINE_VARIABLES: [&str; 1] = ["PULSE_CONFIG"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,16 +101,17 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    let env = env.to_vec();
-    let provider = Env::prefixed("PULSE_").split("__").lowercase(true);
-    // figment reads variables itself; filter it down to the list we were given.
-    let provider = provider.filter(move |key| {
-        env.iter().any(|(name, _)| {
-            name.strip_prefix("PULSE_")
-                .is_some_and(|rest| rest.to_lowercase() == key.as_str().to_lowercase())
-        })
-    });
-    figment = figment.merge(provider);
+    // The variables are passed in (not read by figment from the process) so that tests
+    // are independent of the machine's environment.
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("PULSE_") else { continue };
+        if COMMAND_LINE_VARIABLES.contains(&name.as_str()) || rest.is_empty() {
+            continue;
+        }
+        let key = rest.to_lowercase().replace("__", ".");
+        let value: figment::value::Value = value.parse().expect("parsing an env value is infallible");
+        figment = figment.merge(Serialized::default(&key, value));
+    }
     let source = file.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
     figment.extract().with_context(|| format!("invalid configuration in {source}"))
 }

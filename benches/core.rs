@@ -1,0 +1,68 @@
+//! Core throughput: JSON parse alone (the ceiling), decode, decode + apply, and snapshot.
+//!
+//! Run with `make bench-core` (or `cargo bench -p pulse-benches --bench core`); results are
+//! recorded in BENCHMARKS.md.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use pulse_benches::{WALL_MS, event_lines};
+use pulse_core::decode::Decoder;
+use pulse_core::{Engine, EngineSettings};
+use serde::de::IgnoredAny;
+
+fn throughput(c: &mut Criterion) {
+    let lines = event_lines(20_000, 7, 1);
+    let bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
+    let settings = EngineSettings::default();
+    let mut group = c.benchmark_group("per_event");
+    group.sample_size(10).throughput(Throughput::Elements(lines.len() as u64));
+    eprintln!("{} events, {:.0} bytes per event", lines.len(), bytes as f64 / lines.len() as f64);
+
+    group.bench_function("parse_only", |b| {
+        b.iter(|| {
+            for line in &lines {
+                black_box(serde_json::from_slice::<IgnoredAny>(line).ok());
+            }
+        })
+    });
+    let decoder = Decoder::new(&settings);
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            for line in &lines {
+                black_box(decoder.decode(line).ok());
+            }
+        })
+    });
+    group.bench_function("decode_apply", |b| {
+        b.iter_batched(
+            || Engine::new(settings.clone(), WALL_MS),
+            |mut engine| {
+                for line in &lines {
+                    engine.ingest(line, None);
+                }
+                engine
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+fn snapshot(c: &mut Criterion) {
+    let mut group = c.benchmark_group("snapshot");
+    group.sample_size(10);
+    for users in [2_000u32, 50_000] {
+        let mut engine = Engine::new(EngineSettings::default(), WALL_MS);
+        for line in event_lines(users, 31, 2) {
+            engine.ingest(&line, None);
+        }
+        group.bench_with_input(BenchmarkId::from_parameter(users), &users, |b, _| {
+            b.iter(|| black_box(engine.snapshot()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, throughput, snapshot);
+criterion_main!(benches);

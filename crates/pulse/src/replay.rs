@@ -1,0 +1,145 @@
+//! `pulse replay`: an NDJSON file through the engine, with one thread per shard.
+//!
+//! The calling thread reads and routes (decode, classify, hash); each shard thread applies
+//! its users' events. Batches travel through bounded channels, so a slow shard slows the
+//! reader instead of growing memory. Each batch carries the router's watermark at the time
+//! it was sent, which is all a shard needs to close sessions exactly.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use pulse_core::ingest::{Ingestor, Outcome};
+use pulse_core::shard::{Shard, ShardEvent, ShardState, sketch_shape};
+use pulse_core::snapshot::{self, KpiSnapshot};
+use pulse_core::EngineSettings;
+
+/// Events per batch sent to a shard: large enough to amortise the channel, small enough
+/// to keep shards busy together.
+const BATCH: usize = 2048;
+/// Batches that may wait per shard before the reader blocks.
+const QUEUE: usize = 4;
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+struct Batch {
+    events: Vec<ShardEvent>,
+    watermark_ms: Option<i64>,
+}
+
+/// Replays a file ("-" for stdin) and returns the final snapshot.
+pub fn replay_path(path: &Path, settings: EngineSettings, wall_ms: i64) -> Result<KpiSnapshot> {
+    let reader: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(path).with_context(|| format!("cannot open input {}", path.display()))?)
+    };
+    let source = path.display().to_string();
+    replay(BufReader::with_capacity(1 << 20, reader), &source, settings, wall_ms)
+}
+
+pub fn replay(
+    mut input: impl BufRead,
+    source: &str,
+    settings: EngineSettings,
+    wall_ms: i64,
+) -> Result<KpiSnapshot> {
+    let started = Instant::now();
+    tracing::info!(input = source, shards = settings.shards, "Replay started.");
+    let mut router = Ingestor::new(&settings, wall_ms);
+    let workers: Vec<(SyncSender<Batch>, JoinHandle<ShardState>)> =
+        (0..settings.shards).map(|index| spawn_shard(index, &settings)).collect::<Result<_>>()?;
+    let mut pending: Vec<Vec<ShardEvent>> = vec![Vec::with_capacity(BATCH); settings.shards];
+
+    let mut line = Vec::with_capacity(4096);
+    let mut lines: u64 = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        line.clear();
+        let read = input
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {source} after line {lines}"))?;
+        if read == 0 {
+            break;
+        }
+        lines += 1;
+        let record = line.trim_ascii();
+        if record.is_empty() {
+            continue;
+        }
+        if let Outcome::Accepted { shard, event } = router.ingest(record, None) {
+            let batch = &mut pending[shard];
+            batch.push(event);
+            if batch.len() == BATCH {
+                let events = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                send(&workers[shard].0, Batch { events, watermark_ms: router.watermark_ms() })?;
+            }
+        }
+        if lines.is_multiple_of(65_536) && last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            let rate = lines as f64 / started.elapsed().as_secs_f64();
+            let accepted = router.state().counters.accepted;
+            tracing::info!(lines, accepted, lines_per_second = rate.round(), "Replaying.");
+        }
+    }
+    let mut states = Vec::with_capacity(workers.len());
+    for ((sender, handle), events) in workers.into_iter().zip(pending) {
+        send(&sender, Batch { events, watermark_ms: router.watermark_ms() })?;
+        drop(sender); // Closing the channel tells the shard the input has ended.
+        states.push(handle.join().map_err(|_| anyhow!("a shard thread panicked"))?);
+    }
+    let counters = &router.state().counters;
+    tracing::info!(
+        lines,
+        accepted = counters.accepted,
+        rejected = counters.rejected_total(),
+        late = counters.late,
+        future = counters.future,
+        seconds = started.elapsed().as_secs_f64(),
+        "Replay finished."
+    );
+    if counters.late_for_sessions > 0 {
+        tracing::warn!(
+            events = counters.late_for_sessions,
+            "Some events came more than `allowed_lateness` after later ones: they count as \
+             activity but not in sessions. Sort the input by time or raise allowed_lateness."
+        );
+    }
+    let shard_states: Vec<&ShardState> = states.iter().collect();
+    let mut calendar = router.calendar().clone();
+    Ok(snapshot::build(
+        router.state(),
+        &shard_states,
+        &mut calendar,
+        sketch_shape(&settings),
+        router.now_ms(),
+    ))
+}
+
+fn spawn_shard(index: usize, settings: &EngineSettings) -> Result<(SyncSender<Batch>, JoinHandle<ShardState>)> {
+    let (sender, receiver) = sync_channel::<Batch>(QUEUE);
+    let mut shard = Shard::new(settings);
+    let handle = std::thread::Builder::new()
+        .name(format!("shard-{index}"))
+        .spawn(move || {
+            for batch in receiver {
+                for event in &batch.events {
+                    shard.apply(event);
+                }
+                if let Some(watermark) = batch.watermark_ms {
+                    shard.advance(watermark);
+                }
+            }
+            shard.close_all();
+            shard.into_state()
+        })
+        .context("starting a shard thread")?;
+    Ok((sender, handle))
+}
+
+fn send(sender: &SyncSender<Batch>, batch: Batch) -> Result<()> {
+    sender.send(batch).map_err(|_| anyhow!("a shard thread stopped unexpectedly"))
+}

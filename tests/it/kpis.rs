@@ -1,0 +1,57 @@
+//! Every KPI against the exact model, on realistic generated workloads: several seeds,
+//! out-of-order arrivals, the three JSON shapes, integer and text user ids, two time zones.
+
+use pulse_core::EngineSettings;
+use pulse_tests::small_workload;
+
+use crate::helpers::{assert_matches_exact, generate, kpis_only, oracle, run_engine};
+
+fn check_seed(seed: u64, settings: EngineSettings) {
+    let (events, lines) = generate(&small_workload(seed));
+    let snapshot = run_engine(&lines, settings.clone());
+    assert_eq!(snapshot.events.late_for_sessions, 0, "the workload stays within the lateness");
+    assert_eq!(snapshot.events.rejected, 0);
+    assert_matches_exact(&kpis_only(&snapshot), &oracle(&events, &settings), 0.03);
+}
+
+#[test]
+fn utc_over_several_seeds() {
+    for seed in [1, 2, 3] {
+        check_seed(seed, EngineSettings { shards: 2, ..EngineSettings::default() });
+    }
+}
+
+#[test]
+fn days_follow_the_configured_zone() {
+    for zone in ["America/New_York", "Asia/Kolkata"] {
+        let timezone = pulse_core::settings::time_zone(zone).unwrap();
+        check_seed(7, EngineSettings { timezone, shards: 3, ..EngineSettings::default() });
+    }
+}
+
+#[test]
+fn other_session_rules_and_a_coarser_sketch() {
+    let settings = EngineSettings {
+        session_timeout_ms: 10 * 60 * 1000,
+        session_max_length_ms: 2 * 3600 * 1000,
+        hll_lg_k: 12,
+        shards: 2,
+        ..EngineSettings::default()
+    };
+    // lg_k 12 has about 1.6 % standard error: allow three of them.
+    let (events, lines) = generate(&small_workload(11));
+    let snapshot = run_engine(&lines, settings.clone());
+    assert_matches_exact(&kpis_only(&snapshot), &oracle(&events, &settings), 0.05);
+}
+
+#[test]
+fn a_larger_population_in_the_sketches_dense_mode() {
+    // 2 000 users over 35 days: daily and monthly sketches leave the exact small-set mode.
+    let config = pulse_tests::default_workload(5);
+    let (events, lines) = generate(&config);
+    let settings = EngineSettings { shards: 4, ..EngineSettings::default() };
+    let snapshot = run_engine(&lines, settings.clone());
+    let exact = oracle(&events, &settings);
+    assert!(exact["active_users"]["30d"].as_u64().unwrap() > 1_000);
+    assert_matches_exact(&kpis_only(&snapshot), &exact, 0.03);
+}
