@@ -16,8 +16,14 @@ fn throughput(c: &mut Criterion) {
     let bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
     let settings = EngineSettings::default();
     let mut group = c.benchmark_group("per_event");
-    group.sample_size(10).throughput(Throughput::Elements(lines.len() as u64));
-    eprintln!("{} events, {:.0} bytes per event", lines.len(), bytes as f64 / lines.len() as f64);
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(lines.len() as u64));
+    eprintln!(
+        "{} events, {:.0} bytes per event",
+        lines.len(),
+        bytes as f64 / lines.len() as f64
+    );
 
     group.bench_function("parse_only", |b| {
         b.iter(|| {

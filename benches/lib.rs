@@ -7,6 +7,14 @@ pub const WALL_MS: i64 = 1_900_000_000_000;
 
 /// Realistic events in all three JSON shapes, as raw lines, in arrival order.
 pub fn event_lines(users: u32, days: u32, seed: u64) -> Vec<Vec<u8>> {
-    let config = WorkloadConfig { seed, users, days, ..WorkloadConfig::default() };
-    generate(&config).iter().map(|e| e.to_json().into_bytes()).collect()
+    let config = WorkloadConfig {
+        seed,
+        users,
+        days,
+        ..WorkloadConfig::default()
+    };
+    generate(&config)
+        .iter()
+        .map(|e| e.to_json().into_bytes())
+        .collect()
 }

@@ -46,7 +46,11 @@ fn replay_equals_the_engine_for_any_shard_count_and_stdin() {
     let expected = kpis_only(&run_engine(&lines, EngineSettings::default()));
     for shards in ["1", "3"] {
         let output = replay(&["--input", path, "--shards", shards], None);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let snapshot: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(without_state(snapshot), expected, "shards = {shards}");
     }
@@ -66,7 +70,10 @@ fn missing_input_and_bad_config_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pulse.toml");
     std::fs::write(&config, "[sessions]\ntimeout = \"-5m\"\n").unwrap();
-    let output = replay(&["--input", "-", "--config", config.to_str().unwrap()], Some(""));
+    let output = replay(
+        &["--input", "-", "--config", config.to_str().unwrap()],
+        Some(""),
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("timeout"), "{stderr}");
@@ -82,7 +89,11 @@ fn check_config_prints_the_effective_settings() {
         .env("PULSE_SESSIONS__TIMEOUT", "45m")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("timezone = \"Europe/Berlin\""), "{stdout}");
     assert!(stdout.contains("timeout = \"45m\""), "{stdout}");

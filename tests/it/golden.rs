@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use pulse_core::decode::Decoder;
 use pulse_core::EngineSettings;
+use pulse_core::decode::Decoder;
 use serde_json::{Value, json};
 
 use crate::helpers::{golden_dir, pulse_bin};
@@ -15,8 +15,12 @@ fn compare_or_update(path: &Path, actual: &str) {
         std::fs::write(path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
     assert!(
         expected == actual,
         "{} differs from the output:\n--- expected\n{expected}\n--- actual\n{actual}",
@@ -46,13 +50,24 @@ fn decoder_shapes() {
 #[test]
 fn small_replay_snapshot() {
     let output = std::process::Command::new(pulse_bin())
-        .args(["replay", "--compact", "--shards", "2", "--wall-clock", "2026-03-11T00:00:00Z"])
+        .args([
+            "replay",
+            "--compact",
+            "--shards",
+            "2",
+            "--wall-clock",
+            "2026-03-11T00:00:00Z",
+        ])
         .arg("--input")
         .arg(golden_dir().join("small.ndjson"))
         .env_remove("PULSE_CONFIG")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut snapshot: Value = serde_json::from_slice(&output.stdout).unwrap();
     // Bytes of state depend on the sketch library's internals, not on the data's meaning.
     snapshot["state"]["estimated_bytes"] = json!("(varies)");

@@ -66,30 +66,47 @@ pub fn assert_matches_exact(engine: &Value, exact: &Value, count_tolerance: f64)
         for family in ["active_users", "active_users_previous", "new_users"] {
             check(format!("/{family}/{window}"), count_tolerance);
         }
-        for exact_field in ["count", "avg_duration_seconds", "bounce_rate", "events_per_session"] {
+        for exact_field in [
+            "count",
+            "avg_duration_seconds",
+            "bounce_rate",
+            "events_per_session",
+        ] {
             check(format!("/sessions/{window}/{exact_field}"), 0.0);
         }
         for quantile in ["p50_duration_seconds", "p90_duration_seconds"] {
             check(format!("/sessions/{window}/{quantile}"), 0.01);
         }
-        check(format!("/sessions/{window}/sessions_per_user"), count_tolerance);
+        check(
+            format!("/sessions/{window}/sessions_per_user"),
+            count_tolerance,
+        );
     }
     for ratio in ["dau_mau", "dau_wau", "wau_mau"] {
         check(format!("/stickiness/{ratio}"), count_tolerance);
     }
-    let names = |v: &Value| -> Vec<String> {
-        v["features"].as_object().unwrap().keys().cloned().collect()
-    };
+    let names =
+        |v: &Value| -> Vec<String> { v["features"].as_object().unwrap().keys().cloned().collect() };
     assert_eq!(names(engine), names(exact), "tracked features");
     for name in names(exact) {
         let escaped = name.replace('~', "~0").replace('/', "~1");
         for window in ["1d", "7d", "30d"] {
-            check(format!("/features/{escaped}/active_users/{window}"), count_tolerance);
-            check(format!("/features/{escaped}/adoption/{window}"), count_tolerance);
+            check(
+                format!("/features/{escaped}/active_users/{window}"),
+                count_tolerance,
+            );
+            check(
+                format!("/features/{escaped}/adoption/{window}"),
+                count_tolerance,
+            );
         }
     }
     assert_eq!(engine["as_of"], exact["as_of"]);
-    assert!(failures.is_empty(), "engine differs from the exact model:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "engine differs from the exact model:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The `pulse` binary built next to this test binary.
@@ -100,7 +117,11 @@ pub fn pulse_bin() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join(format!("pulse{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "{} not found: run `cargo build -p pulse` first", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build -p pulse` first",
+        bin.display()
+    );
     bin
 }
 

@@ -9,7 +9,10 @@ use crate::helpers::{assert_matches_exact, generate, kpis_only, oracle, run_engi
 fn check_seed(seed: u64, settings: EngineSettings) {
     let (events, lines) = generate(&small_workload(seed));
     let snapshot = run_engine(&lines, settings.clone());
-    assert_eq!(snapshot.events.late_for_sessions, 0, "the workload stays within the lateness");
+    assert_eq!(
+        snapshot.events.late_for_sessions, 0,
+        "the workload stays within the lateness"
+    );
     assert_eq!(snapshot.events.rejected, 0);
     assert_matches_exact(&kpis_only(&snapshot), &oracle(&events, &settings), 0.03);
 }
@@ -17,7 +20,13 @@ fn check_seed(seed: u64, settings: EngineSettings) {
 #[test]
 fn utc_over_several_seeds() {
     for seed in [1, 2, 3] {
-        check_seed(seed, EngineSettings { shards: 2, ..EngineSettings::default() });
+        check_seed(
+            seed,
+            EngineSettings {
+                shards: 2,
+                ..EngineSettings::default()
+            },
+        );
     }
 }
 
@@ -25,7 +34,14 @@ fn utc_over_several_seeds() {
 fn days_follow_the_configured_zone() {
     for zone in ["America/New_York", "Asia/Kolkata"] {
         let timezone = pulse_core::settings::time_zone(zone).unwrap();
-        check_seed(7, EngineSettings { timezone, shards: 3, ..EngineSettings::default() });
+        check_seed(
+            7,
+            EngineSettings {
+                timezone,
+                shards: 3,
+                ..EngineSettings::default()
+            },
+        );
     }
 }
 
@@ -49,7 +65,10 @@ fn a_larger_population_in_the_sketches_dense_mode() {
     // 2 000 users over 35 days: daily and monthly sketches leave the exact small-set mode.
     let config = pulse_tests::default_workload(5);
     let (events, lines) = generate(&config);
-    let settings = EngineSettings { shards: 4, ..EngineSettings::default() };
+    let settings = EngineSettings {
+        shards: 4,
+        ..EngineSettings::default()
+    };
     let snapshot = run_engine(&lines, settings.clone());
     let exact = oracle(&events, &settings);
     assert!(exact["active_users"]["30d"].as_u64().unwrap() > 1_000);

@@ -9,7 +9,10 @@ use crate::helpers::{WALL_MS, generate, kpis_only, run_engine};
 #[test]
 fn restore_mid_stream_gives_the_uninterrupted_answer() {
     let (_, lines) = generate(&small_workload(21));
-    let settings = EngineSettings { shards: 3, ..EngineSettings::default() };
+    let settings = EngineSettings {
+        shards: 3,
+        ..EngineSettings::default()
+    };
     let uninterrupted = run_engine(&lines, settings.clone());
 
     let (first, second) = lines.split_at(lines.len() / 2);
@@ -40,12 +43,24 @@ fn bad_images_are_errors() {
         engine.ingest(line.as_bytes(), None);
     }
     let bytes = engine.state().to_bytes();
-    assert!(matches!(EngineState::from_bytes(b"nope"), Err(StateError::BadMagic)));
-    assert!(matches!(EngineState::from_bytes(&bytes[..bytes.len() / 2]), Err(StateError::Corrupt(_))));
+    assert!(matches!(
+        EngineState::from_bytes(b"nope"),
+        Err(StateError::BadMagic)
+    ));
+    assert!(matches!(
+        EngineState::from_bytes(&bytes[..bytes.len() / 2]),
+        Err(StateError::Corrupt(_))
+    ));
     let state = EngineState::from_bytes(&bytes).unwrap();
-    let two_shards = EngineSettings { shards: 2, ..EngineSettings::default() };
+    let two_shards = EngineSettings {
+        shards: 2,
+        ..EngineSettings::default()
+    };
     assert!(matches!(
         Engine::restore(two_shards, WALL_MS, state),
-        Err(StateError::ShardCount { found: 1, expected: 2 })
+        Err(StateError::ShardCount {
+            found: 1,
+            expected: 2
+        })
     ));
 }

@@ -1,7 +1,7 @@
 //! Test support shared by pulse's integration tests and benchmarks.
 //!
 //! The centre piece is [`oracle`]: an exact, deliberately naive model of every KPI in
-//! SPEC-NOTES.md, computed with hash sets and sorting. The engine answers with sketches and
+//! the README's Definitions, computed with hash sets and sorting. The engine answers with sketches and
 //! streaming state; tests compare the two on generated workloads. The oracle must stay an
 //! *independent* implementation of the definitions, so this crate does not depend on
 //! `pulse-core`: sharing code with the engine would let one bug hide in both.

@@ -1,4 +1,4 @@
-//! The exact model: the snapshot JSON of SPEC-NOTES.md computed from a complete list of
+//! The exact model: the snapshot JSON of the README's Definitions computed from a complete list of
 //! events with hash sets and sorting, no sketches and no streaming state.
 //!
 //! It must be obviously correct, so it follows the definitions literally and in their
@@ -38,7 +38,7 @@ impl Kind {
     }
 }
 
-/// Event names per kind; the defaults are those of SPEC-NOTES.md.
+/// Event names per kind; the defaults are those of the README's Definitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindNames {
     pub login: Vec<String>,
@@ -191,7 +191,7 @@ struct Session {
     events: u64,
 }
 
-/// Splits every session key's events into sessions by the rules of SPEC-NOTES.md.
+/// Splits every session key's events into sessions by the rules of the README's Definitions.
 fn sessions(facts: &[Fact<'_>], settings: &OracleSettings) -> Vec<Session> {
     // Session key (user, session id) -> its events as (ts, rank).
     type SessionKey<'a> = (usize, Option<&'a str>);
@@ -276,7 +276,7 @@ fn session_stats(started_in_w: &[(Session, Date)], active_users: usize) -> Value
     })
 }
 
-/// The snapshot JSON of SPEC-NOTES.md, computed exactly as if every event had been accepted.
+/// The snapshot JSON of the README's Definitions, computed exactly as if every event had been accepted.
 ///
 /// With no events there is no `now`: `as_of` is `null` and every figure is 0.
 pub fn exact_snapshot(events: &[GeneratedEvent], settings: &OracleSettings) -> Value {

@@ -90,7 +90,12 @@ impl Decoder {
             .map(|(event, feature)| (event.as_str().into(), feature.as_str().into()))
             .collect();
         let event_from_type = fields.event.iter().map(|p| p.ends_with("/type")).collect();
-        Decoder { root, kinds, feature_events, event_from_type }
+        Decoder {
+            root,
+            kinds,
+            feature_events,
+            event_from_type,
+        }
     }
 
     /// Decodes one record. Never panics; a bad record is a [`Rejection`].
@@ -98,7 +103,10 @@ impl Decoder {
         let mut captures = Captures::default();
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let is_object = de
-            .deserialize_any(RootVisitor { nodes: &self.root, captures: &mut captures })
+            .deserialize_any(RootVisitor {
+                nodes: &self.root,
+                captures: &mut captures,
+            })
             .map_err(|_| Rejection::NotJson)?;
         de.end().map_err(|_| Rejection::NotJson)?;
         if !is_object {
@@ -134,14 +142,20 @@ impl Decoder {
             None => None,
             Some((_, value)) => Some(parse_time(&value).ok_or(Rejection::InvalidTimestamp)?),
         };
-        let kind = self.kinds.get(name.as_ref()).copied().unwrap_or(EventKind::Other);
+        let kind = self
+            .kinds
+            .get(name.as_ref())
+            .copied()
+            .unwrap_or(EventKind::Other);
         let feature = if kind == EventKind::FeatureUsed {
             match captures.take(Field::Feature) {
                 Some((_, Scalar::Str(s))) if !s.is_empty() => Some(s),
                 _ => None,
             }
         } else {
-            self.feature_events.get(name.as_ref()).map(|f| Cow::Owned(f.to_string()))
+            self.feature_events
+                .get(name.as_ref())
+                .map(|f| Cow::Owned(f.to_string()))
         };
         let session_id = match captures.take(Field::SessionId) {
             Some((_, Scalar::Str(s))) if !s.is_empty() => Some(s),
@@ -149,7 +163,14 @@ impl Decoder {
             Some((_, Scalar::UInt(u))) => Some(Cow::Owned(u.to_string())),
             _ => None,
         };
-        Ok(DecodedEvent { user, kind, name, ts_ms, feature, session_id })
+        Ok(DecodedEvent {
+            user,
+            kind,
+            name,
+            ts_ms,
+            feature,
+            session_id,
+        })
     }
 }
 
@@ -161,7 +182,10 @@ fn in_range(ms: i64) -> Option<i64> {
 
 fn parse_time(value: &Scalar<'_>) -> Option<i64> {
     match value {
-        Scalar::Str(s) => s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()),
+        Scalar::Str(s) => s
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_millisecond()),
         Scalar::Int(i) => in_range(*i),
         Scalar::UInt(u) => i64::try_from(*u).ok().and_then(in_range),
         Scalar::Float(f) if f.is_finite() && f.abs() < 1e15 => in_range(f.trunc() as i64),
@@ -171,7 +195,9 @@ fn parse_time(value: &Scalar<'_>) -> Option<i64> {
 
 fn insert_path(nodes: &mut Vec<Node>, pointer: &str, field: Field, priority: u8) {
     // RFC 6901: "" is the whole document, which is never a scalar field.
-    let Some(rest) = pointer.strip_prefix('/') else { return };
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return;
+    };
     let mut current = nodes;
     let mut segments = rest.split('/').peekable();
     while let Some(raw) = segments.next() {
@@ -179,7 +205,11 @@ fn insert_path(nodes: &mut Vec<Node>, pointer: &str, field: Field, priority: u8)
         let index = match current.iter().position(|n| *n.key == *key) {
             Some(i) => i,
             None => {
-                current.push(Node { key: key.into(), targets: Vec::new(), children: Vec::new() });
+                current.push(Node {
+                    key: key.into(),
+                    targets: Vec::new(),
+                    children: Vec::new(),
+                });
                 current.len() - 1
             }
         };
@@ -231,7 +261,10 @@ fn walk_object<'de, A: MapAccess<'de>>(
 ) -> Result<(), A::Error> {
     while let Some(found) = map.next_key_seed(KeySeed { nodes })? {
         match found {
-            Some(index) => map.next_value_seed(ValueSeed { node: &nodes[index], captures })?,
+            Some(index) => map.next_value_seed(ValueSeed {
+                node: &nodes[index],
+                captures,
+            })?,
             None => {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -320,11 +353,13 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, 'de> {
         f.write_str("any JSON value")
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
-        self.captures.record(&self.node.targets, Scalar::Str(Cow::Borrowed(v)));
+        self.captures
+            .record(&self.node.targets, Scalar::Str(Cow::Borrowed(v)));
         Ok(())
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.captures.record(&self.node.targets, Scalar::Str(Cow::Owned(v.to_owned())));
+        self.captures
+            .record(&self.node.targets, Scalar::Str(Cow::Owned(v.to_owned())));
         Ok(())
     }
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
@@ -380,7 +415,10 @@ mod tests {
         assert_eq!(e.user, "u1");
         assert_eq!(e.kind, EventKind::Login);
         assert_eq!(e.ts_ms, Some(1_772_359_200_250));
-        assert!(matches!(e.user, Cow::Borrowed(_)), "plain strings borrow from the input");
+        assert!(
+            matches!(e.user, Cow::Borrowed(_)),
+            "plain strings borrow from the input"
+        );
     }
 
     #[test]
@@ -438,7 +476,10 @@ mod tests {
         assert_eq!(e.kind, EventKind::Signup);
         let e = decode(r#"{"type":"page","userId":"u"}"#).unwrap();
         assert_eq!(e.kind, EventKind::PageView);
-        assert_eq!(decode(r#"{"type":"track","userId":"u"}"#), Err(Rejection::MissingEventName));
+        assert_eq!(
+            decode(r#"{"type":"track","userId":"u"}"#),
+            Err(Rejection::MissingEventName)
+        );
     }
 
     #[test]
@@ -446,7 +487,9 @@ mod tests {
         let e = decode(r#"{"user_id":"u","event":"login","feature":"export"}"#).unwrap();
         assert_eq!(e.feature, None);
         let mut settings = EngineSettings::default();
-        settings.feature_events.insert("Report Exported".into(), "export".into());
+        settings
+            .feature_events
+            .insert("Report Exported".into(), "export".into());
         let decoder = Decoder::new(&settings);
         let json = br#"{"user_id":"u","event":"Report Exported"}"#;
         let e = decoder.decode(json).unwrap();
@@ -464,7 +507,10 @@ mod tests {
     fn every_rejection_reason() {
         let cases = [
             (r#"{"user_id":"u","event":"x""#, Rejection::NotJson),
-            (r#"{"user_id":"u","event":"x"} trailing"#, Rejection::NotJson),
+            (
+                r#"{"user_id":"u","event":"x"} trailing"#,
+                Rejection::NotJson,
+            ),
             ("", Rejection::NotJson),
             (r#"[{"user_id":"u","event":"x"}]"#, Rejection::NotObject),
             (r#""just a string""#, Rejection::NotObject),
@@ -472,20 +518,32 @@ mod tests {
             (r#"{"event":"x"}"#, Rejection::MissingUser),
             (r#"{"user_id":null,"event":"x"}"#, Rejection::MissingUser),
             (r#"{"user_id":"","event":"x"}"#, Rejection::EmptyUser),
-            (r#"{"user_id":{"id":1},"event":"x"}"#, Rejection::InvalidUser),
+            (
+                r#"{"user_id":{"id":1},"event":"x"}"#,
+                Rejection::InvalidUser,
+            ),
             (r#"{"user_id":[1],"event":"x"}"#, Rejection::InvalidUser),
             (r#"{"user_id":true,"event":"x"}"#, Rejection::InvalidUser),
             (r#"{"user_id":1.5,"event":"x"}"#, Rejection::InvalidUser),
             (r#"{"user_id":"u"}"#, Rejection::MissingEventName),
             (r#"{"user_id":"u","event":""}"#, Rejection::InvalidEventName),
             (r#"{"user_id":"u","event":7}"#, Rejection::InvalidEventName),
-            (r#"{"user_id":"u","event":"x","timestamp":"yesterday"}"#, Rejection::InvalidTimestamp),
+            (
+                r#"{"user_id":"u","event":"x","timestamp":"yesterday"}"#,
+                Rejection::InvalidTimestamp,
+            ),
             (
                 r#"{"user_id":"u","event":"x","timestamp":"2026-03-01T10:00:00"}"#,
                 Rejection::InvalidTimestamp,
             ),
-            (r#"{"user_id":"u","event":"x","ts":1e300}"#, Rejection::InvalidTimestamp),
-            (r#"{"user_id":"u","event":"x","ts":true}"#, Rejection::InvalidTimestamp),
+            (
+                r#"{"user_id":"u","event":"x","ts":1e300}"#,
+                Rejection::InvalidTimestamp,
+            ),
+            (
+                r#"{"user_id":"u","event":"x","ts":true}"#,
+                Rejection::InvalidTimestamp,
+            ),
             (
                 r#"{"user_id":"u","event":"x","ts":9223372036854775807}"#,
                 Rejection::InvalidTimestamp,
@@ -509,7 +567,9 @@ mod tests {
         let mut settings = EngineSettings::default();
         settings.fields.user = vec!["/a~1b/c~0d".into()];
         let decoder = Decoder::new(&settings);
-        let e = decoder.decode(br#"{"a/b":{"c~d":"deep"},"event":"x"}"#).unwrap();
+        let e = decoder
+            .decode(br#"{"a/b":{"c~d":"deep"},"event":"x"}"#)
+            .unwrap();
         assert_eq!(e.user, "deep");
     }
 }

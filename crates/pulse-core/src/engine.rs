@@ -40,7 +40,9 @@ impl EngineState {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<EngineState, StateError> {
-        let body = bytes.strip_prefix(STATE_MAGIC.as_slice()).ok_or(StateError::BadMagic)?;
+        let body = bytes
+            .strip_prefix(STATE_MAGIC.as_slice())
+            .ok_or(StateError::BadMagic)?;
         postcard::from_bytes(body).map_err(|e| StateError::Corrupt(e.to_string()))
     }
 }
@@ -56,18 +58,39 @@ impl Engine {
     /// `settings` must be validated; `wall_ms` is the wall clock now.
     pub fn new(settings: EngineSettings, wall_ms: i64) -> Engine {
         let ingestor = Ingestor::new(&settings, wall_ms);
-        let shards = (0..settings.shards).map(|_| Shard::new(&settings)).collect();
-        Engine { settings, ingestor, shards }
+        let shards = (0..settings.shards)
+            .map(|_| Shard::new(&settings))
+            .collect();
+        Engine {
+            settings,
+            ingestor,
+            shards,
+        }
     }
 
     /// Resumes from saved state; the shard count must match the settings.
-    pub fn restore(settings: EngineSettings, wall_ms: i64, state: EngineState) -> Result<Engine, StateError> {
+    pub fn restore(
+        settings: EngineSettings,
+        wall_ms: i64,
+        state: EngineState,
+    ) -> Result<Engine, StateError> {
         if state.shards.len() != settings.shards {
-            return Err(StateError::ShardCount { found: state.shards.len(), expected: settings.shards });
+            return Err(StateError::ShardCount {
+                found: state.shards.len(),
+                expected: settings.shards,
+            });
         }
         let ingestor = Ingestor::with_state(&settings, wall_ms, state.router);
-        let shards = state.shards.into_iter().map(|s| Shard::with_state(&settings, s)).collect();
-        Ok(Engine { settings, ingestor, shards })
+        let shards = state
+            .shards
+            .into_iter()
+            .map(|s| Shard::with_state(&settings, s))
+            .collect();
+        Ok(Engine {
+            settings,
+            ingestor,
+            shards,
+        })
     }
 
     /// A copy of the whole state.

@@ -61,7 +61,9 @@ impl FeatureRegistry {
 
     /// The name of an id (`__other__` for the pool).
     pub fn name(&self, id: FeatureId) -> &str {
-        self.names.get(usize::from(id)).map_or(OTHER_FEATURE, String::as_str)
+        self.names
+            .get(usize::from(id))
+            .map_or(OTHER_FEATURE, String::as_str)
     }
 
     pub fn tracked(&self) -> usize {
@@ -70,7 +72,12 @@ impl FeatureRegistry {
 
     /// Rebuilds the lookup table after deserialisation.
     pub fn restore_index(&mut self) {
-        self.ids = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as FeatureId)).collect();
+        self.ids = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as FeatureId))
+            .collect();
     }
 }
 

@@ -18,7 +18,10 @@ use crate::time::{Calendar, Day};
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Accepted { shard: usize, event: ShardEvent },
+    Accepted {
+        shard: usize,
+        event: ShardEvent,
+    },
     Rejected(Rejection),
     /// Older than the retention: counted, not applied.
     Late,
@@ -155,7 +158,15 @@ impl Ingestor {
             None => user.key,
         };
         let shard = shard_of(user.key, self.shards);
-        let event = ShardEvent { user, session_key, ts_ms, day, kind: event.kind, feature, sessionize };
+        let event = ShardEvent {
+            user,
+            session_key,
+            ts_ms,
+            day,
+            kind: event.kind,
+            feature,
+            sessionize,
+        };
         Outcome::Accepted { shard, event }
     }
 
@@ -215,23 +226,45 @@ mod tests {
     fn missing_time_uses_the_fallback_or_is_rejected() {
         let mut ing = ingestor();
         let json = br#"{"user_id":"u","event":"login"}"#;
-        assert_eq!(ing.ingest(json, None), Outcome::Rejected(Rejection::MissingTimestamp));
-        assert!(matches!(ing.ingest(json, Some(T0)), Outcome::Accepted { .. }));
-        assert_eq!(ing.state().counters.rejected[Rejection::MissingTimestamp as usize], 1);
+        assert_eq!(
+            ing.ingest(json, None),
+            Outcome::Rejected(Rejection::MissingTimestamp)
+        );
+        assert!(matches!(
+            ing.ingest(json, Some(T0)),
+            Outcome::Accepted { .. }
+        ));
+        assert_eq!(
+            ing.state().counters.rejected[Rejection::MissingTimestamp as usize],
+            1
+        );
     }
 
     #[test]
     fn retention_and_future_skew() {
         let mut ing = ingestor();
-        assert!(matches!(ing.ingest(line(T0).as_bytes(), None), Outcome::Accepted { .. }));
+        assert!(matches!(
+            ing.ingest(line(T0).as_bytes(), None),
+            Outcome::Accepted { .. }
+        ));
         // Day -35 is kept, day -36 is late.
-        assert!(matches!(ing.ingest(line(T0 - 35 * DAY).as_bytes(), None), Outcome::Accepted { .. }));
-        assert_eq!(ing.ingest(line(T0 - 35 * DAY - 1).as_bytes(), None), Outcome::Late);
+        assert!(matches!(
+            ing.ingest(line(T0 - 35 * DAY).as_bytes(), None),
+            Outcome::Accepted { .. }
+        ));
+        assert_eq!(
+            ing.ingest(line(T0 - 35 * DAY - 1).as_bytes(), None),
+            Outcome::Late
+        );
         let far = T0 + 100 * DAY + 3_600_001;
         assert_eq!(ing.ingest(line(far).as_bytes(), None), Outcome::Future);
         assert_eq!(ing.state().counters.late, 1);
         assert_eq!(ing.state().counters.future, 1);
-        assert_eq!(ing.now_ms(), Some(T0), "a future event must not move the clock");
+        assert_eq!(
+            ing.now_ms(),
+            Some(T0),
+            "a future event must not move the clock"
+        );
     }
 
     #[test]
@@ -261,9 +294,16 @@ mod tests {
     #[test]
     fn session_ids_give_separate_keys_per_user() {
         let mut ing = ingestor();
-        let a = ing.ingest(br#"{"user_id":"u","event":"x","ts":1,"session_id":"s"}"#, None);
-        let b = ing.ingest(br#"{"user_id":"v","event":"x","ts":1,"session_id":"s"}"#, None);
-        let (Outcome::Accepted { event: a, .. }, Outcome::Accepted { event: b, .. }) = (a, b) else {
+        let a = ing.ingest(
+            br#"{"user_id":"u","event":"x","ts":1,"session_id":"s"}"#,
+            None,
+        );
+        let b = ing.ingest(
+            br#"{"user_id":"v","event":"x","ts":1,"session_id":"s"}"#,
+            None,
+        );
+        let (Outcome::Accepted { event: a, .. }, Outcome::Accepted { event: b, .. }) = (a, b)
+        else {
             panic!("both accepted");
         };
         assert_ne!(a.session_key, b.session_key);

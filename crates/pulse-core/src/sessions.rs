@@ -111,7 +111,9 @@ impl SessionTable {
                 break;
             }
             self.deadlines.pop();
-            let Some(entry) = self.open.get_mut(&key) else { continue };
+            let Some(entry) = self.open.get_mut(&key) else {
+                continue;
+            };
             if entry.scheduled != due {
                 continue; // A stale entry; the key's live one is still in the heap.
             }
@@ -147,7 +149,11 @@ impl SessionTable {
 
     /// Rebuilds the deadline heap after deserialisation.
     pub fn restore_index(&mut self) {
-        self.deadlines = self.open.iter().map(|(key, e)| Reverse((e.scheduled, *key))).collect();
+        self.deadlines = self
+            .open
+            .iter()
+            .map(|(key, e)| Reverse((e.scheduled, *key)))
+            .collect();
         self.open_events = self.open.values().map(|e| e.events.len()).sum();
     }
 }
@@ -155,7 +161,8 @@ impl SessionTable {
 /// When a key's last session becomes final.
 fn deadline(events: &[SessionEvent], rules: &SessionRules) -> i64 {
     let last = events.last().map_or(i64::MIN, |e| e.ts_ms);
-    last.saturating_add(rules.timeout_ms).saturating_add(rules.lateness_ms)
+    last.saturating_add(rules.timeout_ms)
+        .saturating_add(rules.lateness_ms)
 }
 
 /// Splits events sorted by time into sessions, as in-order processing would.
@@ -196,7 +203,10 @@ fn close_final_prefix(
     let mut closed_until = 0;
     for session in split_sessions(events, rules) {
         let (first, last) = (events[session.start], events[session.end - 1]);
-        let due = last.ts_ms.saturating_add(rules.timeout_ms).saturating_add(rules.lateness_ms);
+        let due = last
+            .ts_ms
+            .saturating_add(rules.timeout_ms)
+            .saturating_add(rules.lateness_ms);
         if due >= watermark_ms {
             break;
         }
@@ -215,8 +225,11 @@ fn close_final_prefix(
 mod tests {
     use super::*;
 
-    const RULES: SessionRules =
-        SessionRules { timeout_ms: 1_000, max_length_ms: 10_000, lateness_ms: 100 };
+    const RULES: SessionRules = SessionRules {
+        timeout_ms: 1_000,
+        max_length_ms: 10_000,
+        lateness_ms: 100,
+    };
 
     fn ev(ts_ms: i64, kind: EventKind) -> SessionEvent {
         SessionEvent::new(ts_ms, 0, kind)
@@ -242,8 +255,14 @@ mod tests {
 
     #[test]
     fn markers_and_max_length() {
-        assert_eq!(sessions_of(&[(0, O), (500, Start), (900, O)]), vec![(1, 0), (2, 400)]);
-        assert_eq!(sessions_of(&[(0, O), (500, End), (900, O)]), vec![(2, 500), (1, 0)]);
+        assert_eq!(
+            sessions_of(&[(0, O), (500, Start), (900, O)]),
+            vec![(1, 0), (2, 400)]
+        );
+        assert_eq!(
+            sessions_of(&[(0, O), (500, End), (900, O)]),
+            vec![(2, 500), (1, 0)]
+        );
         let steady: Vec<(i64, EventKind)> = (0..=12).map(|i| (i * 1_000, O)).collect();
         assert_eq!(sessions_of(&steady), vec![(11, 10_000), (2, 1_000)]);
     }
@@ -256,7 +275,10 @@ mod tests {
 
     #[test]
     fn late_event_bridges_two_sessions() {
-        assert_eq!(sessions_of(&[(0, O), (1_500, O), (800, O)]), vec![(3, 1_500)]);
+        assert_eq!(
+            sessions_of(&[(0, O), (1_500, O), (800, O)]),
+            vec![(3, 1_500)]
+        );
     }
 
     #[test]
@@ -291,7 +313,14 @@ mod tests {
         let mut closed = Vec::new();
         table.advance(19_000, &RULES, |s| closed.push(s));
         // The first 10-second slice (0 ..= 9.9 s) is final; the second is still open.
-        assert_eq!(closed, vec![ClosedSession { start_day: 0, events: 12, duration_ms: 9_900 }]);
+        assert_eq!(
+            closed,
+            vec![ClosedSession {
+                start_day: 0,
+                events: 12,
+                duration_ms: 9_900
+            }]
+        );
         assert_eq!(table.open_keys(), 1);
         table.advance(i64::MAX, &RULES, |s| closed.push(s));
         let total: u32 = closed.iter().map(|s| s.events).sum();

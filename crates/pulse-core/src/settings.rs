@@ -135,13 +135,21 @@ impl Default for EngineSettings {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
     #[error("{key} = {value} is out of range: {expected}")]
-    OutOfRange { key: &'static str, value: String, expected: &'static str },
+    OutOfRange {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("{key}: {pointer:?} is not a JSON pointer (it must be empty or start with '/')")]
     BadPointer { key: &'static str, pointer: String },
     #[error("{key} must list at least one JSON pointer")]
     NoPointers { key: &'static str },
     #[error("event name {name:?} is listed under both {first} and {second}")]
-    AmbiguousKind { name: String, first: &'static str, second: &'static str },
+    AmbiguousKind {
+        name: String,
+        first: &'static str,
+        second: &'static str,
+    },
     #[error("unknown time zone {name:?}: {reason}")]
     UnknownTimeZone { name: String, reason: String },
 }
@@ -158,11 +166,25 @@ impl EngineSettings {
             if ok {
                 Ok(())
             } else {
-                Err(SettingsError::OutOfRange { key, value: value.to_string(), expected })
+                Err(SettingsError::OutOfRange {
+                    key,
+                    value: value.to_string(),
+                    expected,
+                })
             }
         }
-        range("shards", self.shards, (1..=MAX_SHARDS).contains(&self.shards), "1 to 1024")?;
-        range("hll.lg_k", self.hll_lg_k, (4..=21).contains(&self.hll_lg_k), "4 to 21")?;
+        range(
+            "shards",
+            self.shards,
+            (1..=MAX_SHARDS).contains(&self.shards),
+            "1 to 1024",
+        )?;
+        range(
+            "hll.lg_k",
+            self.hll_lg_k,
+            (4..=21).contains(&self.hll_lg_k),
+            "4 to 21",
+        )?;
         range(
             "sessions.timeout",
             self.session_timeout_ms,
@@ -210,7 +232,10 @@ impl EngineSettings {
                 return Err(SettingsError::NoPointers { key });
             }
             if let Some(bad) = paths.iter().find(|p| !p.starts_with('/')) {
-                return Err(SettingsError::BadPointer { key, pointer: bad.clone() });
+                return Err(SettingsError::BadPointer {
+                    key,
+                    pointer: bad.clone(),
+                });
             }
         }
         let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
@@ -260,18 +285,28 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_key() {
-        let cases: Vec<(Box<dyn Fn(&mut EngineSettings)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut EngineSettings)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.shards = 0), "shards"),
             (Box::new(|s| s.hll_lg_k = 3), "hll.lg_k"),
             (Box::new(|s| s.session_timeout_ms = 0), "sessions.timeout"),
-            (Box::new(|s| s.session_max_length_ms = 1000), "sessions.max_length"),
+            (
+                Box::new(|s| s.session_max_length_ms = 1000),
+                "sessions.max_length",
+            ),
             (Box::new(|s| s.allowed_lateness_ms = -1), "allowed_lateness"),
             (Box::new(|s| s.retention_days = 29), "retention_days"),
             (Box::new(|s| s.max_future_skew_ms = -1), "max_future_skew"),
             (Box::new(|s| s.max_features = 0), "features.max_tracked"),
             (Box::new(|s| s.fields.user.clear()), "fields.user"),
-            (Box::new(|s| s.fields.time = vec!["timestamp".into()]), "fields.time"),
-            (Box::new(|s| s.kinds.signup.push("login".into())), "events.signup"),
+            (
+                Box::new(|s| s.fields.time = vec!["timestamp".into()]),
+                "fields.time",
+            ),
+            (
+                Box::new(|s| s.kinds.signup.push("login".into())),
+                "events.signup",
+            ),
         ];
         for (mutate, key) in cases {
             let mut settings = EngineSettings::default();

@@ -118,7 +118,11 @@ impl Shard {
         let slots = settings.retention_days as usize + 1;
         Shard::with_state(
             settings,
-            ShardState { days: vec![None; slots], sessions: SessionTable::default(), dropped: 0 },
+            ShardState {
+                days: vec![None; slots],
+                sessions: SessionTable::default(),
+                dropped: 0,
+            },
         )
     }
 
@@ -137,7 +141,11 @@ impl Shard {
             }
             state.days = days;
         }
-        Shard { state, shape: sketch_shape(settings), rules: session_rules(settings) }
+        Shard {
+            state,
+            shape: sketch_shape(settings),
+            rules: session_rules(settings),
+        }
     }
 
     pub fn apply(&mut self, event: &ShardEvent) {
@@ -147,7 +155,10 @@ impl Shard {
         };
         bucket.active.insert(&event.user);
         if event.kind == EventKind::Signup {
-            bucket.signups.get_or_insert_with(|| DistinctSketch::new(self.shape)).insert(&event.user);
+            bucket
+                .signups
+                .get_or_insert_with(|| DistinctSketch::new(self.shape))
+                .insert(&event.user);
         }
         if let Some(id) = event.feature {
             let index = usize::from(id);
@@ -160,19 +171,31 @@ impl Shard {
         }
         if event.sessionize {
             let session_event = SessionEvent::new(event.ts_ms, event.day, event.kind);
-            self.state.sessions.insert(event.session_key, session_event, &self.rules);
+            self.state
+                .sessions
+                .insert(event.session_key, session_event, &self.rules);
         }
     }
 
     /// Closes the sessions that are final once the watermark has reached `watermark_ms`.
     pub fn advance(&mut self, watermark_ms: i64) {
-        let ShardState { days, sessions, dropped } = &mut self.state;
-        sessions.advance(watermark_ms, &self.rules, |s| record_session(days, dropped, &s));
+        let ShardState {
+            days,
+            sessions,
+            dropped,
+        } = &mut self.state;
+        sessions.advance(watermark_ms, &self.rules, |s| {
+            record_session(days, dropped, &s)
+        });
     }
 
     /// Closes every open session: the end of a replay.
     pub fn close_all(&mut self) {
-        let ShardState { days, sessions, dropped } = &mut self.state;
+        let ShardState {
+            days,
+            sessions,
+            dropped,
+        } = &mut self.state;
         sessions.close_all(&self.rules, |s| record_session(days, dropped, &s));
     }
 
@@ -197,7 +220,11 @@ impl ShardState {
     }
 
     pub fn estimated_bytes(&self) -> usize {
-        self.days.iter().flatten().map(DayBucket::estimated_bytes).sum::<usize>()
+        self.days
+            .iter()
+            .flatten()
+            .map(DayBucket::estimated_bytes)
+            .sum::<usize>()
             + self.sessions.estimated_bytes()
     }
 }
@@ -210,7 +237,11 @@ fn record_session(days: &mut [Option<DayBucket>], dropped: &mut u64, session: &C
     }
 }
 
-fn bucket_mut(days: &mut [Option<DayBucket>], day: Day, shape: SketchShape) -> Option<&mut DayBucket> {
+fn bucket_mut(
+    days: &mut [Option<DayBucket>],
+    day: Day,
+    shape: SketchShape,
+) -> Option<&mut DayBucket> {
     let slot = day.rem_euclid(days.len() as Day) as usize;
     let entry = &mut days[slot];
     match entry.as_ref().map(|b| b.day) {
@@ -221,7 +252,10 @@ fn bucket_mut(days: &mut [Option<DayBucket>], day: Day, shape: SketchShape) -> O
 }
 
 pub fn sketch_shape(settings: &EngineSettings) -> SketchShape {
-    SketchShape { lg_k: settings.hll_lg_k, width: settings.hll_width }
+    SketchShape {
+        lg_k: settings.hll_lg_k,
+        width: settings.hll_width,
+    }
 }
 
 pub fn session_rules(settings: &EngineSettings) -> SessionRules {

@@ -175,11 +175,17 @@ impl DistinctUnion {
 
     /// The composite estimate, as [`DistinctSketch::estimate`].
     pub fn estimate(&self) -> f64 {
-        if self.inner.is_empty() { 0.0 } else { self.inner.composite_estimate() }
+        if self.inner.is_empty() {
+            0.0
+        } else {
+            self.inner.composite_estimate()
+        }
     }
 
     pub fn to_sketch(&self) -> DistinctSketch {
-        DistinctSketch { inner: self.inner.to_sketch(self.shape.hll_type()) }
+        DistinctSketch {
+            inner: self.inner.to_sketch(self.shape.hll_type()),
+        }
     }
 }
 
@@ -188,7 +194,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const SHAPE: SketchShape = SketchShape { lg_k: 12, width: HllWidth::Hll8 };
+    const SHAPE: SketchShape = SketchShape {
+        lg_k: 12,
+        width: HllWidth::Hll8,
+    };
 
     fn sketch_of(users: &[u32]) -> DistinctSketch {
         let mut sketch = DistinctSketch::new(SHAPE);
@@ -234,7 +243,12 @@ mod tests {
 
     #[test]
     fn garbage_bytes_are_an_error_not_a_panic() {
-        for bytes in [&b""[..], b"\x00", b"garbage bytes here", &[2, 1, 7, 12, 3, 8, 0, 0]] {
+        for bytes in [
+            &b""[..],
+            b"\x00",
+            b"garbage bytes here",
+            &[2, 1, 7, 12, 3, 8, 0, 0],
+        ] {
             assert!(DistinctSketch::from_bytes(bytes).is_err());
         }
     }

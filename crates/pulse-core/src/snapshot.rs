@@ -35,7 +35,11 @@ pub struct Windowed<T> {
 
 impl<T> Windowed<T> {
     pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Windowed<U> {
-        Windowed { d1: f(&self.d1), d7: f(&self.d7), d30: f(&self.d30) }
+        Windowed {
+            d1: f(&self.d1),
+            d7: f(&self.d7),
+            d30: f(&self.d30),
+        }
     }
 
     /// (window label, value) pairs, for exporters.
@@ -127,19 +131,27 @@ pub fn build(
         },
         ..KpiSnapshot::default()
     };
-    let Some(now_ms) = now_ms else { return snapshot };
+    let Some(now_ms) = now_ms else {
+        return snapshot;
+    };
     let today = calendar.day_of(now_ms);
     // buckets[offset] = every shard's bucket of day `today - offset`.
     let buckets: Vec<Vec<&DayBucket>> = (0..SPAN)
-        .map(|offset| shards.iter().filter_map(|s| s.bucket(today - offset as Day)).collect())
+        .map(|offset| {
+            shards
+                .iter()
+                .filter_map(|s| s.bucket(today - offset as Day))
+                .collect()
+        })
         .collect();
 
     let active = Family::build(&buckets, shape, |b| Some(&b.active));
     snapshot.active_users = active.current.map(|e| *e as u64);
     snapshot.active_users_previous = active.previous.map(|e| *e as u64);
     snapshot.stickiness = stickiness(&active);
-    snapshot.new_users =
-        Family::build(&buckets, shape, |b| b.signups.as_ref()).current.map(|e| *e as u64);
+    snapshot.new_users = Family::build(&buckets, shape, |b| b.signups.as_ref())
+        .current
+        .map(|e| *e as u64);
 
     let sessions = session_windows(&buckets);
     snapshot.sessions = Windowed {
@@ -162,7 +174,13 @@ pub fn build(
             d30: ratio(users.d30 as f64, snapshot.active_users.d30 as f64),
         };
         let name = router.features.name(id).to_owned();
-        snapshot.features.insert(name, FeatureKpis { active_users: users, adoption });
+        snapshot.features.insert(
+            name,
+            FeatureKpis {
+                active_users: users,
+                adoption,
+            },
+        );
     }
     snapshot
 }
@@ -207,9 +225,17 @@ impl Family {
                     out[w] = union.estimate().round();
                 }
             }
-            Windowed { d1: out[0], d7: out[1], d30: out[2] }
+            Windowed {
+                d1: out[0],
+                d7: out[1],
+                d30: out[2],
+            }
         };
-        Family { current: chain(0), previous: chain(1), daily }
+        Family {
+            current: chain(0),
+            previous: chain(1),
+            daily,
+        }
     }
 }
 
@@ -255,7 +281,11 @@ fn session_kpis(stats: &SessionStats, active_users: f64) -> SessionKpis {
 
 /// A ratio that is 0, not NaN, when nothing was measured.
 fn ratio(numerator: f64, denominator: f64) -> f64 {
-    if denominator > 0.0 { numerator / denominator } else { 0.0 }
+    if denominator > 0.0 {
+        numerator / denominator
+    } else {
+        0.0
+    }
 }
 
 fn event_counts(router: &RouterState) -> EventCounts {

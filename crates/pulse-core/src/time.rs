@@ -26,7 +26,11 @@ pub struct Calendar {
 impl Calendar {
     pub fn new(zone: TimeZone) -> Calendar {
         let is_utc = zone.iana_name() == Some("UTC") || zone == TimeZone::UTC;
-        Calendar { zone, is_utc, cached: None }
+        Calendar {
+            zone,
+            is_utc,
+            cached: None,
+        }
     }
 
     pub fn zone(&self) -> &TimeZone {
@@ -65,19 +69,26 @@ impl Calendar {
     }
 
     fn start_of(&self, date: Date) -> Option<i64> {
-        date.to_zoned_datetime(self.zone.clone()).ok().map(|z| z.timestamp().as_millisecond())
+        date.to_zoned_datetime(self.zone.clone())
+            .ok()
+            .map(|z| z.timestamp().as_millisecond())
     }
 
     /// The first instant of a day (midnight, or the first instant after a DST gap).
     pub fn day_start_ms(&self, day: Day) -> i64 {
-        self.start_of(date_of(day)).unwrap_or(i64::from(day) * MS_PER_DAY)
+        self.start_of(date_of(day))
+            .unwrap_or(i64::from(day) * MS_PER_DAY)
     }
 }
 
 /// Days since 1970-01-01 of a civil date.
 pub fn day_number(date: Date) -> Day {
     // Howard Hinnant's days_from_civil: exact for every proleptic Gregorian date.
-    let (y, m, d) = (i64::from(date.year()), i64::from(date.month()), i64::from(date.day()));
+    let (y, m, d) = (
+        i64::from(date.year()),
+        i64::from(date.month()),
+        i64::from(date.day()),
+    );
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -112,7 +123,10 @@ mod tests {
         assert_eq!(cal.day_of(0), 0);
         assert_eq!(cal.day_of(-1), -1);
         assert_eq!(cal.day_of(MS_PER_DAY), 1);
-        assert_eq!(date_of(cal.day_of(1_772_359_200_000)), jiff::civil::date(2026, 3, 1));
+        assert_eq!(
+            date_of(cal.day_of(1_772_359_200_000)),
+            jiff::civil::date(2026, 3, 1)
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::io::{BufWriter, Write};
 use pulse_workload::{WorkloadConfig, generate};
 
 fn main() -> std::io::Result<()> {
-    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("a number")).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a number"))
+        .collect();
     let config = WorkloadConfig {
         users: args.first().map_or(80, |u| *u as u32),
         days: args.get(1).map_or(35, |d| *d as u32),

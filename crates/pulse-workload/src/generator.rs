@@ -107,7 +107,7 @@ enum Kind {
     Other(u8),
 }
 
-/// The wire name of a kind in a shape, using each default alias of SPEC-NOTES.md somewhere.
+/// The wire name of a kind in a shape, using each default alias of the README's Definitions somewhere.
 fn name_for(kind: Kind, shape: Shape) -> &'static str {
     match (shape, kind) {
         (_, Kind::Login) => "login",

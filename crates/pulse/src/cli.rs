@@ -10,7 +10,11 @@ use crate::logging::LogFormat;
 use crate::replay;
 
 #[derive(Debug, Parser)]
-#[command(name = "pulse", version, about = "Streaming engagement analytics: DAU/WAU/MAU, stickiness, sessions and feature adoption from product events.")]
+#[command(
+    name = "pulse",
+    version,
+    about = "Streaming engagement analytics: DAU/WAU/MAU, stickiness, sessions and feature adoption from product events."
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -67,7 +71,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 raw.shards = shards;
             }
             let settings = raw.engine_settings()?;
-            let wall_ms = args.wall_clock.unwrap_or_else(jiff::Timestamp::now).as_millisecond();
+            let wall_ms = args
+                .wall_clock
+                .unwrap_or_else(jiff::Timestamp::now)
+                .as_millisecond();
             let snapshot = replay::replay_path(&args.input, settings, wall_ms)?;
             let text = if args.compact {
                 serde_json::to_string(&snapshot)
@@ -81,7 +88,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let raw = load_config(&args)?;
             let settings = raw.engine_settings()?;
             tracing::info!(shards = settings.shards, timezone = %raw.timezone, "Configuration is valid.");
-            let text = toml::to_string_pretty(&raw).context("rendering the effective configuration")?;
+            let text =
+                toml::to_string_pretty(&raw).context("rendering the effective configuration")?;
             println!("{text}");
             Ok(())
         }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
 use pulse_core::EngineSettings;
+use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
 
 /// The documented defaults, also the base layer of every configuration.
@@ -97,23 +97,31 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
     let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
     if let Some(path) = file {
         if !path.is_file() {
-            bail!("config file {} does not exist or is not a file", path.display());
+            bail!(
+                "config file {} does not exist or is not a file",
+                path.display()
+            );
         }
         figment = figment.merge(Toml::file_exact(path));
     }
     // The variables are passed in (not read by figment from the process) so that tests
     // are independent of the machine's environment.
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix("PULSE_") else { continue };
+        let Some(rest) = name.strip_prefix("PULSE_") else {
+            continue;
+        };
         if COMMAND_LINE_VARIABLES.contains(&name.as_str()) || rest.is_empty() {
             continue;
         }
         let key = rest.to_lowercase().replace("__", ".");
-        let value: figment::value::Value = value.parse().expect("parsing an env value is infallible");
+        let value: figment::value::Value =
+            value.parse().expect("parsing an env value is infallible");
         figment = figment.merge(Serialized::default(&key, value));
     }
     let source = file.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
-    figment.extract().with_context(|| format!("invalid configuration in {source}"))
+    figment
+        .extract()
+        .with_context(|| format!("invalid configuration in {source}"))
 }
 
 impl RawConfig {
@@ -189,7 +197,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -205,12 +216,19 @@ mod tests {
     fn file_then_environment_override() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pulse.toml");
-        std::fs::write(&path, "timezone = \"Europe/Berlin\"\n[sessions]\ntimeout = \"45m\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "timezone = \"Europe/Berlin\"\n[sessions]\ntimeout = \"45m\"\n",
+        )
+        .unwrap();
         let raw = load(Some(&path), &env(&[("PULSE_SESSIONS__TIMEOUT", "10m")])).unwrap();
         let settings = raw.engine_settings().unwrap();
         assert_eq!(raw.timezone, "Europe/Berlin");
         assert_eq!(settings.session_timeout_ms, 600_000);
-        assert_eq!(settings.session_max_length_ms, 86_400_000, "untouched keys keep defaults");
+        assert_eq!(
+            settings.session_max_length_ms, 86_400_000,
+            "untouched keys keep defaults"
+        );
     }
 
     #[test]

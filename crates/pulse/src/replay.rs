@@ -13,10 +13,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
+use pulse_core::EngineSettings;
 use pulse_core::ingest::{Ingestor, Outcome};
 use pulse_core::shard::{Shard, ShardEvent, ShardState, sketch_shape};
 use pulse_core::snapshot::{self, KpiSnapshot};
-use pulse_core::EngineSettings;
 
 /// Events per batch sent to a shard: large enough to amortise the channel, small enough
 /// to keep shards busy together.
@@ -38,7 +38,12 @@ pub fn replay_path(path: &Path, settings: EngineSettings, wall_ms: i64) -> Resul
         Box::new(File::open(path).with_context(|| format!("cannot open input {}", path.display()))?)
     };
     let source = path.display().to_string();
-    replay(BufReader::with_capacity(1 << 20, reader), &source, settings, wall_ms)
+    replay(
+        BufReader::with_capacity(1 << 20, reader),
+        &source,
+        settings,
+        wall_ms,
+    )
 }
 
 pub fn replay(
@@ -50,8 +55,9 @@ pub fn replay(
     let started = Instant::now();
     tracing::info!(input = source, shards = settings.shards, "Replay started.");
     let mut router = Ingestor::new(&settings, wall_ms);
-    let workers: Vec<(SyncSender<Batch>, JoinHandle<ShardState>)> =
-        (0..settings.shards).map(|index| spawn_shard(index, &settings)).collect::<Result<_>>()?;
+    let workers: Vec<(SyncSender<Batch>, JoinHandle<ShardState>)> = (0..settings.shards)
+        .map(|index| spawn_shard(index, &settings))
+        .collect::<Result<_>>()?;
     let mut pending: Vec<Vec<ShardEvent>> = vec![Vec::with_capacity(BATCH); settings.shards];
 
     let mut line = Vec::with_capacity(4096);
@@ -75,21 +81,42 @@ pub fn replay(
             batch.push(event);
             if batch.len() == BATCH {
                 let events = std::mem::replace(batch, Vec::with_capacity(BATCH));
-                send(&workers[shard].0, Batch { events, watermark_ms: router.watermark_ms() })?;
+                send(
+                    &workers[shard].0,
+                    Batch {
+                        events,
+                        watermark_ms: router.watermark_ms(),
+                    },
+                )?;
             }
         }
         if lines.is_multiple_of(65_536) && last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             let rate = lines as f64 / started.elapsed().as_secs_f64();
             let accepted = router.state().counters.accepted;
-            tracing::info!(lines, accepted, lines_per_second = rate.round(), "Replaying.");
+            tracing::info!(
+                lines,
+                accepted,
+                lines_per_second = rate.round(),
+                "Replaying."
+            );
         }
     }
     let mut states = Vec::with_capacity(workers.len());
     for ((sender, handle), events) in workers.into_iter().zip(pending) {
-        send(&sender, Batch { events, watermark_ms: router.watermark_ms() })?;
+        send(
+            &sender,
+            Batch {
+                events,
+                watermark_ms: router.watermark_ms(),
+            },
+        )?;
         drop(sender); // Closing the channel tells the shard the input has ended.
-        states.push(handle.join().map_err(|_| anyhow!("a shard thread panicked"))?);
+        states.push(
+            handle
+                .join()
+                .map_err(|_| anyhow!("a shard thread panicked"))?,
+        );
     }
     let counters = &router.state().counters;
     tracing::info!(
@@ -119,7 +146,10 @@ pub fn replay(
     ))
 }
 
-fn spawn_shard(index: usize, settings: &EngineSettings) -> Result<(SyncSender<Batch>, JoinHandle<ShardState>)> {
+fn spawn_shard(
+    index: usize,
+    settings: &EngineSettings,
+) -> Result<(SyncSender<Batch>, JoinHandle<ShardState>)> {
     let (sender, receiver) = sync_channel::<Batch>(QUEUE);
     let mut shard = Shard::new(settings);
     let handle = std::thread::Builder::new()
@@ -141,5 +171,7 @@ fn spawn_shard(index: usize, settings: &EngineSettings) -> Result<(SyncSender<Ba
 }
 
 fn send(sender: &SyncSender<Batch>, batch: Batch) -> Result<()> {
-    sender.send(batch).map_err(|_| anyhow!("a shard thread stopped unexpectedly"))
+    sender
+        .send(batch)
+        .map_err(|_| anyhow!("a shard thread stopped unexpectedly"))
 }
