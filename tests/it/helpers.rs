@@ -35,6 +35,26 @@ pub fn oracle(events: &[GeneratedEvent], settings: &EngineSettings) -> Value {
     exact_snapshot(events, &oracle_settings)
 }
 
+/// Exact distinct users over the recent windows: the current minute of the latest event
+/// and the 4 (5m) or 59 (1h) minutes before it.
+pub fn exact_recent(events: &[GeneratedEvent]) -> (u64, u64) {
+    let now_minute = events
+        .iter()
+        .map(|e| e.ts_ms)
+        .max()
+        .unwrap_or(0)
+        .div_euclid(60_000);
+    let users = |minutes: i64| {
+        let set: std::collections::HashSet<String> = events
+            .iter()
+            .filter(|e| e.ts_ms.div_euclid(60_000) > now_minute - minutes)
+            .map(|e| e.user.to_string())
+            .collect();
+        set.len() as u64
+    };
+    (users(5), users(60))
+}
+
 /// The snapshot without the fields that describe the run rather than the data.
 pub fn kpis_only(snapshot: &KpiSnapshot) -> Value {
     let mut value = serde_json::to_value(snapshot).unwrap();

@@ -4,7 +4,7 @@
 use pulse_core::EngineSettings;
 use pulse_tests::small_workload;
 
-use crate::helpers::{assert_matches_exact, generate, kpis_only, oracle, run_engine};
+use crate::helpers::{assert_matches_exact, exact_recent, generate, kpis_only, oracle, run_engine};
 
 fn check_seed(seed: u64, settings: EngineSettings) {
     let (events, lines) = generate(&small_workload(seed));
@@ -15,6 +15,21 @@ fn check_seed(seed: u64, settings: EngineSettings) {
     );
     assert_eq!(snapshot.events.rejected, 0);
     assert_matches_exact(&kpis_only(&snapshot), &oracle(&events, &settings), 0.03);
+    let (m5, h1) = exact_recent(&events);
+    assert!(h1 > 0, "the workload is active in its last hour");
+    assert_eq!(
+        (
+            snapshot.recent_active_users.m5,
+            snapshot.recent_active_users.h1
+        ),
+        (m5, h1)
+    );
+    let sessions = snapshot.session_durations;
+    assert_eq!(sessions.counts.iter().sum::<u64>(), sessions.count);
+    assert!(
+        sessions.count >= snapshot.sessions.d30.count,
+        "lifetime covers the 30 days"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use crate::ingest::{Ingestor, Outcome, RouterState};
 use crate::settings::EngineSettings;
 use crate::shard::{Shard, ShardState, sketch_shape};
 use crate::snapshot::{self, KpiSnapshot};
+use crate::summary::ShardSummary;
 
 /// Everything an engine knows, as plain data: what a checkpoint stores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,13 +133,19 @@ impl Engine {
         if let Some(watermark) = self.ingestor.watermark_ms() {
             self.shards.iter_mut().for_each(|s| s.advance(watermark));
         }
-        let states: Vec<&ShardState> = self.shards.iter().map(Shard::state).collect();
+        let at = self.ingestor.summary_point();
+        let shape = sketch_shape(&self.settings);
+        let summaries: Vec<ShardSummary> = self
+            .shards
+            .iter()
+            .map(|s| s.state().summarize(at, shape))
+            .collect();
         let mut calendar = self.ingestor.calendar().clone();
         snapshot::build(
             self.ingestor.state(),
-            &states,
+            &summaries,
             &mut calendar,
-            sketch_shape(&self.settings),
+            shape,
             self.ingestor.now_ms(),
         )
     }

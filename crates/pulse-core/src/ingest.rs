@@ -13,6 +13,7 @@ use crate::features::FeatureRegistry;
 use crate::settings::{ClockMode, EngineSettings};
 use crate::shard::ShardEvent;
 use crate::sketch::UserHash;
+use crate::summary::SummaryPoint;
 use crate::time::{Calendar, Day};
 
 /// What became of one record.
@@ -185,6 +186,15 @@ impl Ingestor {
         match self.clock {
             ClockMode::EventTime => self.state.max_event_ms,
             ClockMode::Wall => Some(self.wall_ms),
+        }
+    }
+
+    /// Where summaries are taken: the day and minute of `now` (the epoch before any event).
+    pub fn summary_point(&mut self) -> SummaryPoint {
+        let now_ms = self.now_ms().unwrap_or(0);
+        SummaryPoint {
+            today: self.calendar.day_of(now_ms),
+            now_minute: now_ms.div_euclid(60_000),
         }
     }
 

@@ -32,6 +32,7 @@ pub mod settings;
 pub mod shard;
 pub mod sketch;
 pub mod snapshot;
+pub mod summary;
 pub mod time;
 
 pub use engine::{Engine, EngineState, StateError};

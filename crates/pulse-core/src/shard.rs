@@ -58,6 +58,62 @@ impl SessionStats {
     }
 }
 
+/// Upper bounds (seconds) of the buckets of the closed-session histogram, a fixed set so
+/// that it can be exported as a Prometheus histogram.
+pub const SESSION_BUCKETS_SECONDS: [f64; 14] = [
+    1.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+    86400.0,
+];
+
+/// Every session closed since the state began, by duration: monotonic, so it can be
+/// exported as a Prometheus histogram and survive restarts with the state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifetimeSessions {
+    /// Per bucket of [`SESSION_BUCKETS_SECONDS`], not cumulative; the last is `+Inf`.
+    pub counts: Vec<u64>,
+    pub sum_ms: u64,
+    pub count: u64,
+}
+
+impl Default for LifetimeSessions {
+    fn default() -> Self {
+        LifetimeSessions {
+            counts: vec![0; SESSION_BUCKETS_SECONDS.len() + 1],
+            sum_ms: 0,
+            count: 0,
+        }
+    }
+}
+
+impl LifetimeSessions {
+    fn record(&mut self, duration_ms: i64) {
+        let seconds = duration_ms.max(0) as f64 / 1000.0;
+        let bucket = SESSION_BUCKETS_SECONDS.partition_point(|bound| *bound < seconds);
+        self.counts[bucket] += 1;
+        self.sum_ms += duration_ms.max(0) as u64;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, other: &LifetimeSessions) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.sum_ms += other.sum_ms;
+        self.count += other.count;
+    }
+}
+
+/// Active users of one minute, for the recent (5-minute, 1-hour) windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteBucket {
+    /// Minutes since the epoch.
+    pub minute: i64,
+    pub active: DistinctSketch,
+}
+
+/// Minute slots kept: the longest recent window (an hour) plus the minute in progress.
+const MINUTE_SLOTS: usize = 61;
+
 /// Everything one shard knows about one day.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DayBucket {
@@ -100,6 +156,9 @@ pub struct ShardState {
     /// Slot `day mod len` holds that day's bucket.
     days: Vec<Option<DayBucket>>,
     sessions: SessionTable,
+    /// Slot `minute mod len` holds that minute's bucket.
+    minutes: Vec<Option<MinuteBucket>>,
+    lifetime_sessions: LifetimeSessions,
     /// Events or sessions that met a slot already holding a newer day (should stay 0).
     pub dropped: u64,
 }
@@ -121,6 +180,8 @@ impl Shard {
             ShardState {
                 days: vec![None; slots],
                 sessions: SessionTable::default(),
+                minutes: vec![None; MINUTE_SLOTS],
+                lifetime_sessions: LifetimeSessions::default(),
                 dropped: 0,
             },
         )
@@ -149,6 +210,7 @@ impl Shard {
     }
 
     pub fn apply(&mut self, event: &ShardEvent) {
+        self.record_minute(event);
         let Some(bucket) = bucket_mut(&mut self.state.days, event.day, self.shape) else {
             self.state.dropped += 1;
             return;
@@ -177,15 +239,32 @@ impl Shard {
         }
     }
 
+    fn record_minute(&mut self, event: &ShardEvent) {
+        let minute = event.ts_ms.div_euclid(60_000);
+        let slot = &mut self.state.minutes[minute.rem_euclid(MINUTE_SLOTS as i64) as usize];
+        match slot {
+            // Older than the hour the ring holds: only the day buckets need it.
+            Some(bucket) if bucket.minute > minute => {}
+            Some(bucket) if bucket.minute == minute => bucket.active.insert(&event.user),
+            _ => {
+                let mut active = DistinctSketch::new(self.shape);
+                active.insert(&event.user);
+                *slot = Some(MinuteBucket { minute, active });
+            }
+        }
+    }
+
     /// Closes the sessions that are final once the watermark has reached `watermark_ms`.
     pub fn advance(&mut self, watermark_ms: i64) {
         let ShardState {
             days,
             sessions,
+            lifetime_sessions,
             dropped,
+            ..
         } = &mut self.state;
         sessions.advance(watermark_ms, &self.rules, |s| {
-            record_session(days, dropped, &s)
+            record_session(days, lifetime_sessions, dropped, &s)
         });
     }
 
@@ -194,9 +273,13 @@ impl Shard {
         let ShardState {
             days,
             sessions,
+            lifetime_sessions,
             dropped,
+            ..
         } = &mut self.state;
-        sessions.close_all(&self.rules, |s| record_session(days, dropped, &s));
+        sessions.close_all(&self.rules, |s| {
+            record_session(days, lifetime_sessions, dropped, &s)
+        });
     }
 
     pub fn state(&self) -> &ShardState {
@@ -215,6 +298,19 @@ impl ShardState {
         self.days[slot].as_ref().filter(|b| b.day == day)
     }
 
+    /// The active-user sketch of a minute (minutes since the epoch), if held.
+    pub fn minute(&self, minute: i64) -> Option<&DistinctSketch> {
+        let slot = minute.rem_euclid(self.minutes.len() as i64) as usize;
+        self.minutes[slot]
+            .as_ref()
+            .filter(|b| b.minute == minute)
+            .map(|b| &b.active)
+    }
+
+    pub fn lifetime_sessions(&self) -> &LifetimeSessions {
+        &self.lifetime_sessions
+    }
+
     pub fn open_session_keys(&self) -> usize {
         self.sessions.open_keys()
     }
@@ -229,7 +325,13 @@ impl ShardState {
     }
 }
 
-fn record_session(days: &mut [Option<DayBucket>], dropped: &mut u64, session: &ClosedSession) {
+fn record_session(
+    days: &mut [Option<DayBucket>],
+    lifetime: &mut LifetimeSessions,
+    dropped: &mut u64,
+    session: &ClosedSession,
+) {
+    lifetime.record(session.duration_ms);
     let slot = session.start_day.rem_euclid(days.len() as Day) as usize;
     match days[slot].as_mut() {
         Some(bucket) if bucket.day == session.start_day => bucket.sessions.record(session),

@@ -1,10 +1,9 @@
-//! KPI snapshots: shard states merged into plain numbers.
+//! KPI snapshots: shard summaries merged into plain numbers.
 //!
 //! Distinct counts always come from a union, even with one shard: the union's estimator
 //! depends only on the registers, so any split of users across shards (or machines) gives
-//! the very same figure. Per-day unions are built once and then chained (today, then
-//! yesterday, …), so the 1-, 7- and 30-day windows and their previous windows cost 31
-//! per-day unions and two chains per family, not one union per window.
+//! the very same figure. The per-window unions are folded by each shard
+//! ([`crate::summary`]); here they are only unioned across shards and estimated.
 
 use std::collections::BTreeMap;
 
@@ -13,14 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::event::{EventKind, Rejection};
 use crate::features::FeatureId;
 use crate::ingest::RouterState;
-use crate::shard::{DayBucket, SessionStats, ShardState};
+use crate::shard::{LifetimeSessions, SESSION_BUCKETS_SECONDS, SessionStats};
 use crate::sketch::{DistinctSketch, DistinctUnion, SketchShape};
-use crate::time::{Calendar, Day, rfc3339};
-
-/// Lengths of the KPI windows, in days.
-pub const WINDOWS: [usize; 3] = [1, 7, 30];
-/// Days looked at: the current 30-day window and the previous one, which ends yesterday.
-const SPAN: usize = 31;
+use crate::summary::{FamilyParts, SPAN, ShardSummary};
+use crate::time::{Calendar, rfc3339};
 
 /// One value per window, serialised under the keys `1d`, `7d`, `30d`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -87,6 +82,33 @@ pub struct FeatureKpis {
     pub adoption: Windowed<f64>,
 }
 
+/// Distinct active users over the trailing minutes, for fast alerting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recent<T> {
+    #[serde(rename = "5m")]
+    pub m5: T,
+    #[serde(rename = "1h")]
+    pub h1: T,
+}
+
+impl<T> Recent<T> {
+    /// (window label, value) pairs, for exporters.
+    pub fn labelled(&self) -> [(&'static str, &T); 2] {
+        [("5m", &self.m5), ("1h", &self.h1)]
+    }
+}
+
+/// Every session closed since the state began, by duration (a Prometheus histogram).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionDurations {
+    /// Upper bounds of the buckets; `counts` has one more entry, for `+Inf`.
+    pub bounds_seconds: Vec<f64>,
+    /// Sessions per bucket, not cumulative.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateInfo {
     pub shards: usize,
@@ -101,6 +123,8 @@ pub struct KpiSnapshot {
     /// RFC 3339 of `now`; absent numbers mean no event has been seen yet.
     pub as_of: Option<String>,
     pub timezone: String,
+    /// RFC 3339 of the latest accepted event time.
+    pub last_event_at: Option<String>,
     pub events: EventCounts,
     pub active_users: Windowed<u64>,
     pub active_users_previous: Windowed<u64>,
@@ -108,66 +132,81 @@ pub struct KpiSnapshot {
     pub stickiness: Stickiness,
     pub sessions: Windowed<SessionKpis>,
     pub features: BTreeMap<String, FeatureKpis>,
+    pub recent_active_users: Recent<u64>,
+    pub session_durations: SessionDurations,
     pub state: StateInfo,
 }
 
-/// Builds the snapshot at `now_ms` (`None` before the first event).
+/// Builds the snapshot at `now_ms` (`None` before the first event) from every shard's
+/// summary (see [`crate::summary`]).
 pub fn build(
     router: &RouterState,
-    shards: &[&ShardState],
+    summaries: &[ShardSummary],
     calendar: &mut Calendar,
     shape: SketchShape,
     now_ms: Option<i64>,
 ) -> KpiSnapshot {
+    let mut lifetime = LifetimeSessions::default();
+    summaries
+        .iter()
+        .for_each(|s| lifetime.merge(&s.lifetime_sessions));
     let mut snapshot = KpiSnapshot {
         as_of: now_ms.map(rfc3339),
         timezone: calendar.zone().iana_name().unwrap_or("UTC").to_owned(),
+        last_event_at: router.max_event_ms.map(rfc3339),
         events: event_counts(router),
+        session_durations: SessionDurations {
+            bounds_seconds: SESSION_BUCKETS_SECONDS.to_vec(),
+            counts: lifetime.counts,
+            sum_seconds: lifetime.sum_ms as f64 / 1000.0,
+            count: lifetime.count,
+        },
         state: StateInfo {
-            shards: shards.len(),
-            estimated_bytes: shards.iter().map(|s| s.estimated_bytes() as u64).sum(),
-            open_session_keys: shards.iter().map(|s| s.open_session_keys() as u64).sum(),
+            shards: summaries.len(),
+            estimated_bytes: summaries.iter().map(|s| s.estimated_bytes).sum(),
+            open_session_keys: summaries.iter().map(|s| s.open_session_keys).sum(),
             tracked_features: router.features.tracked() as u64,
         },
         ..KpiSnapshot::default()
     };
-    let Some(now_ms) = now_ms else {
+    if now_ms.is_none() {
         return snapshot;
+    }
+    let active = Estimates::of(summaries, shape, |s| Some(&s.active));
+    snapshot.active_users = active.current;
+    snapshot.active_users_previous = active.previous;
+    snapshot.stickiness = stickiness(summaries, shape, &active);
+    snapshot.new_users = Estimates::of(summaries, shape, |s| Some(&s.signups)).current;
+    let recent =
+        |w: usize| union_estimate(shape, summaries.iter().filter_map(|s| s.recent[w].as_ref()));
+    snapshot.recent_active_users = Recent {
+        m5: recent(0),
+        h1: recent(1),
     };
-    let today = calendar.day_of(now_ms);
-    // buckets[offset] = every shard's bucket of day `today - offset`.
-    let buckets: Vec<Vec<&DayBucket>> = (0..SPAN)
-        .map(|offset| {
-            shards
-                .iter()
-                .filter_map(|s| s.bucket(today - offset as Day))
-                .collect()
-        })
-        .collect();
 
-    let active = Family::build(&buckets, shape, |b| Some(&b.active));
-    snapshot.active_users = active.current.map(|e| *e as u64);
-    snapshot.active_users_previous = active.previous.map(|e| *e as u64);
-    snapshot.stickiness = stickiness(&active);
-    snapshot.new_users = Family::build(&buckets, shape, |b| b.signups.as_ref())
-        .current
-        .map(|e| *e as u64);
-
-    let sessions = session_windows(&buckets);
+    let mut windows: [SessionStats; 3] = Default::default();
+    for summary in summaries {
+        for (total, part) in windows.iter_mut().zip(&summary.sessions) {
+            total.merge(part);
+        }
+    }
+    let [d1, d7, d30] = windows;
     snapshot.sessions = Windowed {
-        d1: session_kpis(&sessions.d1, active.current.d1),
-        d7: session_kpis(&sessions.d7, active.current.d7),
-        d30: session_kpis(&sessions.d30, active.current.d30),
+        d1: session_kpis(&d1, active.current.d1),
+        d7: session_kpis(&d7, active.current.d7),
+        d30: session_kpis(&d30, active.current.d30),
     };
 
     let mut ids: Vec<FeatureId> = (0..router.features.tracked() as FeatureId).collect();
     let other = router.features.other_id();
-    if buckets.iter().flatten().any(|b| b.feature(other).is_some()) {
+    if summaries
+        .iter()
+        .any(|s| s.features.len() > usize::from(other))
+    {
         ids.push(other);
     }
     for id in ids {
-        let family = Family::build(&buckets, shape, |b| b.feature(id));
-        let users = family.current.map(|e| *e as u64);
+        let users = Estimates::of(summaries, shape, |s| s.features.get(usize::from(id))).current;
         let adoption = Windowed {
             d1: ratio(users.d1 as f64, snapshot.active_users.d1 as f64),
             d7: ratio(users.d7 as f64, snapshot.active_users.d7 as f64),
@@ -185,88 +224,77 @@ pub fn build(
     snapshot
 }
 
-/// Estimates of one sketch family (active users, signups, one feature) over the windows,
-/// rounded to whole users so that ratios agree with the counts shown beside them.
-struct Family {
-    current: Windowed<f64>,
-    previous: Windowed<f64>,
-    /// Distinct users of each day, by offset from today.
-    daily: Vec<f64>,
+/// The union estimate of some sketches, rounded to whole users so that ratios agree with
+/// the counts shown beside them.
+fn union_estimate<'a>(
+    shape: SketchShape,
+    sketches: impl Iterator<Item = &'a DistinctSketch>,
+) -> u64 {
+    let mut union = DistinctUnion::new(shape);
+    sketches.for_each(|s| union.add(s));
+    union.estimate().round() as u64
 }
 
-impl Family {
-    fn build(
-        buckets: &[Vec<&DayBucket>],
+/// Window estimates of one sketch family across shards.
+struct Estimates {
+    current: Windowed<u64>,
+    previous: Windowed<u64>,
+}
+
+impl Estimates {
+    fn of(
+        summaries: &[ShardSummary],
         shape: SketchShape,
-        pick: impl Fn(&DayBucket) -> Option<&DistinctSketch>,
-    ) -> Family {
-        let mut daily = Vec::with_capacity(SPAN);
-        let per_day: Vec<Option<DistinctSketch>> = buckets
-            .iter()
-            .map(|shards| {
-                let mut union = DistinctUnion::new(shape);
-                let mut any = false;
-                for sketch in shards.iter().filter_map(|b| pick(b)) {
-                    union.add(sketch);
-                    any = true;
-                }
-                daily.push(union.estimate().round());
-                any.then(|| union.to_sketch())
-            })
-            .collect();
-        let chain = |first_offset: usize| {
-            let mut union = DistinctUnion::new(shape);
-            let mut out = [0.0; 3];
-            for (length, day) in per_day[first_offset..].iter().take(30).enumerate() {
-                if let Some(sketch) = day {
-                    union.add(sketch);
-                }
-                if let Some(w) = WINDOWS.iter().position(|w| *w == length + 1) {
-                    out[w] = union.estimate().round();
-                }
-            }
-            Windowed {
-                d1: out[0],
-                d7: out[1],
-                d30: out[2],
-            }
+        pick: impl Fn(&ShardSummary) -> Option<&FamilyParts>,
+    ) -> Estimates {
+        let window = |w: usize, previous: bool| {
+            let parts = summaries.iter().filter_map(&pick);
+            union_estimate(
+                shape,
+                parts.filter_map(|p| {
+                    if previous {
+                        p.previous[w].as_ref()
+                    } else {
+                        p.current[w].as_ref()
+                    }
+                }),
+            )
         };
-        Family {
-            current: chain(0),
-            previous: chain(1),
-            daily,
+        Estimates {
+            current: Windowed {
+                d1: window(0, false),
+                d7: window(1, false),
+                d30: window(2, false),
+            },
+            previous: Windowed {
+                d1: window(0, true),
+                d7: window(1, true),
+                d30: window(2, true),
+            },
         }
     }
 }
 
-fn stickiness(active: &Family) -> Stickiness {
-    // Complete days only: offsets 1..=7 and 1..=30 (the day before today and back).
-    let mean = |days: usize| active.daily[1..=days].iter().sum::<f64>() / days as f64;
+fn stickiness(summaries: &[ShardSummary], shape: SketchShape, active: &Estimates) -> Stickiness {
+    // Complete days only: offsets 1..=7 and 1..=30 (yesterday and back).
+    let daily: Vec<f64> = (0..SPAN)
+        .map(|offset| {
+            let days = summaries
+                .iter()
+                .filter_map(|s| s.active_daily.get(offset)?.as_ref());
+            union_estimate(shape, days) as f64
+        })
+        .collect();
+    let mean = |days: usize| daily[1..=days].iter().sum::<f64>() / days as f64;
+    let (week, month) = (active.previous.d7 as f64, active.previous.d30 as f64);
     Stickiness {
-        dau_mau: ratio(mean(30), active.previous.d30),
-        dau_wau: ratio(mean(7), active.previous.d7),
-        wau_mau: ratio(active.previous.d7, active.previous.d30),
+        dau_mau: ratio(mean(30), month),
+        dau_wau: ratio(mean(7), week),
+        wau_mau: ratio(week, month),
     }
 }
 
-fn session_windows(buckets: &[Vec<&DayBucket>]) -> Windowed<SessionStats> {
-    let mut out: Windowed<SessionStats> = Windowed::default();
-    let mut running = SessionStats::default();
-    for (offset, shards) in buckets.iter().enumerate().take(30) {
-        for bucket in shards {
-            running.merge(&bucket.sessions);
-        }
-        match offset + 1 {
-            1 => out.d1 = running.clone(),
-            7 => out.d7 = running.clone(),
-            30 => out.d30 = running.clone(),
-            _ => {}
-        }
-    }
-    out
-}
-
-fn session_kpis(stats: &SessionStats, active_users: f64) -> SessionKpis {
+fn session_kpis(stats: &SessionStats, active_users: u64) -> SessionKpis {
     let count = stats.count as f64;
     SessionKpis {
         count: stats.count,
@@ -275,7 +303,7 @@ fn session_kpis(stats: &SessionStats, active_users: f64) -> SessionKpis {
         p90_duration_seconds: stats.durations.quantile_ms(0.9) / 1000.0,
         bounce_rate: ratio(stats.bounces as f64, count),
         events_per_session: ratio(stats.events as f64, count),
-        sessions_per_user: ratio(count, active_users),
+        sessions_per_user: ratio(count, active_users as f64),
     }
 }
 

@@ -17,6 +17,7 @@ use pulse_core::EngineSettings;
 use pulse_core::ingest::{Ingestor, Outcome};
 use pulse_core::shard::{Shard, ShardEvent, ShardState, sketch_shape};
 use pulse_core::snapshot::{self, KpiSnapshot};
+use pulse_core::summary::ShardSummary;
 
 /// Events per batch sent to a shard: large enough to amortise the channel, small enough
 /// to keep shards busy together.
@@ -135,13 +136,15 @@ pub fn replay(
              activity but not in sessions. Sort the input by time or raise allowed_lateness."
         );
     }
-    let shard_states: Vec<&ShardState> = states.iter().collect();
+    let at = router.summary_point();
+    let shape = sketch_shape(&settings);
+    let summaries: Vec<ShardSummary> = states.iter().map(|s| s.summarize(at, shape)).collect();
     let mut calendar = router.calendar().clone();
     Ok(snapshot::build(
         router.state(),
-        &shard_states,
+        &summaries,
         &mut calendar,
-        sketch_shape(&settings),
+        shape,
         router.now_ms(),
     ))
 }
