@@ -63,6 +63,9 @@ pub struct RouterState {
     pub features: FeatureRegistry,
     /// The largest accepted event time: the event-time clock and the session watermark.
     pub max_event_ms: Option<i64>,
+    /// A floor under the session watermark, raised by the caller while the input is idle so
+    /// that sessions still close as time passes.
+    pub watermark_floor_ms: Option<i64>,
 }
 
 /// Decodes, classifies and routes events. One per input stream.
@@ -88,6 +91,7 @@ impl Ingestor {
             counters: Counters::default(),
             features: FeatureRegistry::new(settings.max_features),
             max_event_ms: None,
+            watermark_floor_ms: None,
         };
         Ingestor::with_state(settings, wall_ms, state)
     }
@@ -138,9 +142,9 @@ impl Ingestor {
             self.state.counters.late += 1;
             return Outcome::Late;
         }
-        let watermark = self.state.max_event_ms.unwrap_or(ts_ms);
+        let watermark = self.watermark_ms().unwrap_or(ts_ms);
         let sessionize = ts_ms >= watermark.saturating_sub(self.lateness_ms);
-        self.state.max_event_ms = Some(watermark.max(ts_ms));
+        self.state.max_event_ms = Some(self.state.max_event_ms.map_or(ts_ms, |m| m.max(ts_ms)));
 
         let counters = &mut self.state.counters;
         counters.accepted += 1;
@@ -198,9 +202,21 @@ impl Ingestor {
         }
     }
 
-    /// The instant up to which sessions may be closed.
+    /// The instant up to which sessions may be closed: the latest event time, or the idle
+    /// floor if that is later.
     pub fn watermark_ms(&self) -> Option<i64> {
-        self.state.max_event_ms
+        match (self.state.max_event_ms, self.state.watermark_floor_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Lets sessions close while no event arrives: call it only when the input is caught
+    /// up (no backlog), with the wall clock minus the allowed lateness, so an event still in
+    /// flight is not cut off from its session.
+    pub fn raise_watermark(&mut self, floor_ms: i64) {
+        let floor = &mut self.state.watermark_floor_ms;
+        *floor = Some(floor.map_or(floor_ms, |f| f.max(floor_ms)));
     }
 
     pub fn state(&self) -> &RouterState {
@@ -286,6 +302,23 @@ mod tests {
         assert!(matches!(within, Outcome::Accepted { event, .. } if event.sessionize));
         assert!(matches!(beyond, Outcome::Accepted { event, .. } if !event.sessionize));
         assert_eq!(ing.state().counters.late_for_sessions, 1);
+    }
+
+    #[test]
+    fn an_idle_floor_closes_sessions_and_bounds_lateness() {
+        let mut ing = ingestor();
+        ing.ingest(line(T0).as_bytes(), None);
+        ing.raise_watermark(T0 + 3_600_000);
+        assert_eq!(ing.watermark_ms(), Some(T0 + 3_600_000));
+        assert_eq!(ing.now_ms(), Some(T0), "the floor is not an event time");
+        let stale = ing.ingest(line(T0 + 60_000).as_bytes(), None);
+        assert!(matches!(stale, Outcome::Accepted { event, .. } if !event.sessionize));
+        ing.raise_watermark(T0);
+        assert_eq!(
+            ing.watermark_ms(),
+            Some(T0 + 3_600_000),
+            "the floor never goes back"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! same answer as the live run that saw the same events.
 //!
 //! # Layout
+//! - [`message`]: a Kafka message → its records (one event, an array, a Segment batch).
 //! - [`decode`]: bytes → [`event::DecodedEvent`] along configurable JSON-pointer paths, in
 //!   one borrowed pass; bad records become counted [`event::Rejection`]s.
 //! - [`ingest`]: the router. It owns the clock, classifies events as late / future, interns
@@ -27,6 +28,7 @@ pub mod event;
 pub mod features;
 pub mod histogram;
 pub mod ingest;
+pub mod message;
 pub mod sessions;
 pub mod settings;
 pub mod shard;

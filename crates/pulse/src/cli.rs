@@ -5,9 +5,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use pulse_core::settings::ClockMode;
+use pulse_ingest::demo::DemoOptions;
+use pulse_ingest::kafka::LoadgenOptions;
+use pulse_workload::WorkloadConfig;
+
 use crate::config;
 use crate::logging::LogFormat;
-use crate::replay;
+use crate::{replay, service};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,8 +38,84 @@ pub enum Command {
     /// "Now" is the latest accepted event time, and the end of the input closes every
     /// open session, so the same file always gives the same snapshot.
     Replay(ReplayArgs),
-    /// Validate a configuration and print the effective settings.
+    /// The service: consume events from Kafka and serve the KPIs as Prometheus metrics.
+    Run(RunArgs),
+    /// The whole pipeline on a built-in generator of realistic product usage, no broker
+    /// needed: 35 days of history at start, then live events.
+    Demo(DemoArgs),
+    /// Produce the synthetic workload to a Kafka topic (trials, tests, benchmarks).
+    Loadgen(LoadgenArgs),
+    /// Validate a configuration and print the effective settings (secrets masked).
     CheckConfig(ConfigArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Clock {
+    /// "Now" is the wall clock: the service.
+    Wall,
+    /// "Now" is the latest event time: replaying history from a topic, deterministic tests.
+    EventTime,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[arg(long, value_enum, default_value = "wall")]
+    pub clock: Clock,
+    /// HTTP address; overrides http.listen ("127.0.0.1:0" picks a free port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// State directory; overrides state.dir.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Number of shards; overrides `shards`.
+    #[arg(long)]
+    pub shards: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// HTTP address; overrides http.listen.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Simulated users; overrides demo.users.
+    #[arg(long)]
+    pub users: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadgenArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Bootstrap servers; overrides kafka.brokers (and KAFKA_BROKERS).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Topic to produce to (created with --partitions if missing).
+    #[arg(long, default_value = "events")]
+    pub topic: String,
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Events per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Stop after this many events (default: the history, then stop). More than the
+    /// history keeps generating live events.
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Distinct users in the simulated population.
+    #[arg(long, default_value_t = 2_000)]
+    pub users: u32,
+    /// Days of history to produce, ending now (or at --end).
+    #[arg(long, default_value_t = 35)]
+    pub days: u32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// End of the history (RFC 3339) instead of now: makes a workload reproducible.
+    #[arg(long)]
+    pub end: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,10 +165,81 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{text}");
             Ok(())
         }
+        Command::Run(args) => {
+            let mut raw = load_config(&args.config)?;
+            if let Some(shards) = args.shards {
+                raw.shards = shards;
+            }
+            if let Some(listen) = args.listen {
+                raw.http.listen = listen;
+            }
+            let listen = raw.validate_service()?;
+            let mut settings = raw.engine_settings()?;
+            settings.clock = match args.clock {
+                Clock::Wall => ClockMode::Wall,
+                Clock::EventTime => ClockMode::EventTime,
+            };
+            let state_dir = args
+                .state
+                .or_else(|| (!raw.state.dir.is_empty()).then(|| PathBuf::from(&raw.state.dir)));
+            service::run(service::RunOptions {
+                settings,
+                raw,
+                listen,
+                state_dir,
+            })
+        }
+        Command::Demo(args) => {
+            let mut raw = load_config(&args.config)?;
+            if let Some(listen) = args.listen {
+                raw.http.listen = listen;
+            }
+            if let Some(users) = args.users {
+                raw.demo.users = users;
+            }
+            let listen = raw.validate_service()?;
+            let mut settings = raw.engine_settings()?;
+            settings.clock = ClockMode::Wall;
+            let options = DemoOptions {
+                users: raw.demo.users,
+                seed: raw.demo.seed,
+                backfill_days: settings.retention_days,
+                refresh: raw.http.refresh_interval,
+            };
+            service::demo(settings, listen, options, raw.state.shutdown_timeout)
+        }
+        Command::Loadgen(args) => {
+            let mut raw = load_config(&args.config)?;
+            if let Some(brokers) = args.brokers {
+                raw.kafka.brokers = brokers;
+            }
+            let end_ms = args
+                .end
+                .unwrap_or_else(jiff::Timestamp::now)
+                .as_millisecond();
+            let workload = WorkloadConfig {
+                seed: args.seed,
+                users: args.users,
+                days: args.days,
+                end_ms,
+                ..WorkloadConfig::default()
+            };
+            workload.validate().context("invalid loadgen options")?;
+            service::loadgen(LoadgenOptions {
+                kafka: service::kafka_options(&raw),
+                topic: args.topic,
+                partitions: args.partitions,
+                rate: args.rate,
+                events: args.events,
+                workload,
+            })
+        }
         Command::CheckConfig(args) => {
-            let raw = load_config(&args)?;
+            let mut raw = load_config(&args)?;
             let settings = raw.engine_settings()?;
+            raw.validate_service()?;
             tracing::info!(shards = settings.shards, timezone = %raw.timezone, "Configuration is valid.");
+            raw.kafka.properties = raw.kafka.masked_properties();
             let text =
                 toml::to_string_pretty(&raw).context("rendering the effective configuration")?;
             println!("{text}");

@@ -22,6 +22,9 @@ pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 /// `PULSE_…` variables that belong to the command line, not to the configuration.
 const COMMAND_LINE_VARIABLES: [&str; 1] = ["PULSE_CONFIG"];
 
+/// The conventional variable for Kafka bootstrap servers, honoured as `kafka.brokers`.
+const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -37,6 +40,79 @@ pub struct RawConfig {
     pub features: RawFeatures,
     pub fields: RawFields,
     pub events: RawEvents,
+    pub kafka: RawKafka,
+    pub http: RawHttp,
+    pub state: RawState,
+    pub demo: RawDemo,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub auto_offset_reset: String,
+    pub dead_letters: bool,
+    pub dead_letter_topic: String,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Property names whose values are secrets: masked in output, never logged.
+const SECRET_MARKERS: [&str; 3] = ["password", "secret", "key"];
+
+impl RawKafka {
+    /// The properties with secret values replaced, for `check-config` and logs.
+    pub fn masked_properties(&self) -> BTreeMap<String, String> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = SECRET_MARKERS.iter().any(|m| k.to_lowercase().contains(m));
+                (
+                    k.clone(),
+                    if secret {
+                        "********".to_owned()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for RawKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawKafka")
+            .field("brokers", &self.brokers)
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .field("properties", &self.masked_properties())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: String,
+    #[serde(with = "human_duration")]
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub dir: String,
+    #[serde(with = "human_duration")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    pub users: u32,
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,10 +189,21 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
         if COMMAND_LINE_VARIABLES.contains(&name.as_str()) || rest.is_empty() {
             continue;
         }
+        if let Some(property) = rest.strip_prefix("KAFKA__PROPERTIES__") {
+            // librdkafka names have dots, which variables cannot: SASL_PASSWORD → sasl.password.
+            let name = property.to_lowercase().replace('_', ".");
+            let properties = BTreeMap::from([(name, value.clone())]);
+            let nested = BTreeMap::from([("kafka", BTreeMap::from([("properties", properties)]))]);
+            figment = figment.merge(Serialized::defaults(nested));
+            continue;
+        }
         let key = rest.to_lowercase().replace("__", ".");
         let value: figment::value::Value =
             value.parse().expect("parsing an env value is infallible");
         figment = figment.merge(Serialized::default(&key, value));
+    }
+    if let Some((_, brokers)) = env.iter().find(|(name, _)| name == KAFKA_BROKERS) {
+        figment = figment.merge(Serialized::default("kafka.brokers", brokers));
     }
     let source = file.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
     figment
@@ -167,6 +254,46 @@ impl RawConfig {
         };
         settings.validate().context("invalid configuration")?;
         Ok(settings)
+    }
+}
+
+impl RawConfig {
+    /// Checks the service sections (Kafka, HTTP, state) that `run` and `demo` use.
+    pub fn validate_service(&self) -> Result<std::net::SocketAddr> {
+        if self.kafka.topics.is_empty() || self.kafka.topics.iter().any(String::is_empty) {
+            bail!("kafka.topics must list at least one non-empty topic name");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            bail!("kafka.brokers is empty (set it, or the KAFKA_BROKERS environment variable)");
+        }
+        if !["earliest", "latest"].contains(&self.kafka.auto_offset_reset.as_str()) {
+            bail!(
+                "kafka.auto_offset_reset = {:?}: expected \"earliest\" or \"latest\"",
+                self.kafka.auto_offset_reset
+            );
+        }
+        if self
+            .kafka
+            .properties
+            .get("enable.auto.commit")
+            .is_some_and(|v| v == "true")
+        {
+            bail!(
+                "kafka.properties: enable.auto.commit must stay false: pulse commits offsets only after applying their events"
+            );
+        }
+        if self.http.refresh_interval < Duration::from_millis(100) {
+            bail!("http.refresh_interval must be at least 100ms");
+        }
+        if self.demo.users == 0 {
+            bail!("demo.users must be at least 1");
+        }
+        self.http.listen.parse().with_context(|| {
+            format!(
+                "http.listen = {:?} is not an address like 127.0.0.1:9464",
+                self.http.listen
+            )
+        })
     }
 }
 
@@ -232,6 +359,23 @@ mod tests {
     }
 
     #[test]
+    fn kafka_brokers_variable_and_secret_masking() {
+        let raw = load(
+            None,
+            &env(&[
+                ("KAFKA_BROKERS", "k1:9092,k2:9092"),
+                ("PULSE_KAFKA__PROPERTIES__SASL_PASSWORD", "hunter2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(raw.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(raw.kafka.properties["sasl.password"], "hunter2");
+        assert_eq!(raw.kafka.masked_properties()["sasl.password"], "********");
+        assert!(!format!("{raw:?}").contains("hunter2"));
+        raw.validate_service().unwrap();
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pulse.toml");
@@ -247,6 +391,12 @@ mod tests {
             let message = format!("{:#}", result.unwrap_err());
             assert!(message.contains(key), "{message:?} should mention {key}");
         }
+        std::fs::write(&path, "[http]\nlisten = \"nowhere\"\n").unwrap();
+        let error = load(Some(&path), &[])
+            .unwrap()
+            .validate_service()
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("http.listen"));
         let missing = load(Some(&dir.path().join("nope.toml")), &[]).unwrap_err();
         assert!(missing.to_string().contains("nope.toml"));
     }

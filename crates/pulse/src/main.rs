@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod logging;
 mod replay;
+mod service;
 
 use std::process::ExitCode;
 

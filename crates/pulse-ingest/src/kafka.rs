@@ -1,0 +1,643 @@
+//! Kafka: the consumer-group source, the dead-letter producer, and `pulse loadgen`.
+//!
+//! Offsets are never auto-committed: the loop records, per partition, the next offset whose
+//! records have been routed, and commits it only after a [`Pipeline::snapshot`] barrier has
+//! proved those records applied (and, at a clean stop, after the state holding them is
+//! saved). A record the decoder rejects goes to the dead-letter topic with headers saying
+//! why and where it came from; its delivery is awaited before the offset behind it is
+//! committed, so a dead letter is never lost either. Broker health comes from a metadata
+//! probe and lag from librdkafka's statistics; neither ever blocks the consume loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use pulse_core::Rejection;
+use pulse_core::ingest::Outcome;
+use pulse_core::message::split_records;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::demo::wall_ms;
+use crate::pipeline::{PartitionStatus, Pipeline, Sink, SourceStatus};
+use crate::shards::ShardStopped;
+use crate::state_store::{Offsets, StateStore, StateStoreError};
+
+/// Everything the Kafka source needs, already validated by the binary.
+#[derive(Clone)]
+pub struct KafkaOptions {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub auto_offset_reset: String,
+    /// Dead-letter topic name template (`{topic}` is replaced), or `None` to disable.
+    pub dead_letter_topic: Option<String>,
+    /// Passed to librdkafka as they are (TLS, SASL, tuning); they win over pulse's defaults.
+    pub properties: BTreeMap<String, String>,
+    pub refresh: Duration,
+}
+
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Properties may hold SASL passwords: only their names are shown.
+        f.debug_struct("KafkaOptions")
+            .field("brokers", &self.brokers)
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KafkaOptions {
+    fn dead_letter_topic_for(&self, topic: &str) -> Option<String> {
+        self.dead_letter_topic
+            .as_ref()
+            .map(|t| t.replace("{topic}", topic))
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("cannot create the Kafka {what}: {source}")]
+    Client {
+        what: &'static str,
+        source: KafkaError,
+    },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        source: KafkaError,
+    },
+    #[error(transparent)]
+    Shards(#[from] ShardStopped),
+    #[error(transparent)]
+    State(#[from] StateStoreError),
+}
+
+/// Lag and errors reported by librdkafka's callbacks.
+#[derive(Default)]
+struct Shared {
+    /// (topic, partition) → high watermark, from the statistics callback.
+    high_watermarks: HashMap<(String, i32), i64>,
+    last_error: Option<String>,
+}
+
+struct PulseContext {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl ClientContext for PulseContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.hi_offset >= 0 {
+                    shared
+                        .high_watermarks
+                        .insert((topic.clone(), partition), p.hi_offset);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka client error.");
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.last_error = Some(format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for PulseContext {}
+
+/// Dead letters in flight and their outcome.
+struct DeadLetters {
+    producer: FutureProducer,
+    in_flight: FuturesUnordered<DeliveryFuture>,
+    delivered: u64,
+    failed: u64,
+}
+
+impl DeadLetters {
+    fn send(
+        &mut self,
+        topic: &str,
+        record: &[u8],
+        key: Option<&[u8]>,
+        reason: Rejection,
+        origin: &Origin,
+        index: Option<usize>,
+    ) {
+        let partition = origin.partition.to_string();
+        let offset = origin.offset.to_string();
+        let index = index.map(|i| i.to_string());
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "pulse.reason",
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: "pulse.source.topic",
+                value: Some(origin.topic.as_str()),
+            })
+            .insert(Header {
+                key: "pulse.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "pulse.source.offset",
+                value: Some(offset.as_str()),
+            });
+        if let Some(index) = &index {
+            headers = headers.insert(Header {
+                key: "pulse.record.index",
+                value: Some(index.as_str()),
+            });
+        }
+        let mut message = FutureRecord::to(topic).payload(record).headers(headers);
+        if let Some(key) = key {
+            message = message.key(key);
+        }
+        match self.producer.send_result(message) {
+            Ok(delivery) => self.in_flight.push(delivery),
+            Err((error, _)) => {
+                self.failed += 1;
+                tracing::warn!(%error, topic, "Could not queue a dead letter.");
+            }
+        }
+    }
+
+    /// Waits for every dead letter sent so far, so the offsets behind them can be committed.
+    async fn settle(&mut self) {
+        while let Some(result) = self.in_flight.next().await {
+            match result {
+                Ok(Ok(_)) => self.delivered += 1,
+                Ok(Err((error, _))) => {
+                    self.failed += 1;
+                    tracing::warn!(%error, "A dead letter was not delivered.");
+                }
+                Err(_) => self.failed += 1,
+            }
+        }
+    }
+}
+
+struct Origin {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// Creates the topics if they do not exist (best effort: a broker may forbid it).
+pub async fn ensure_topics(options: &KafkaOptions, topics: &[String], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = match options.client_config().create() {
+        Ok(admin) => admin,
+        Err(error) => return tracing::warn!(%error, "Cannot create a Kafka admin client."),
+    };
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let admin_options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics(&new, &admin_options).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(topic) => tracing::info!(topic, "Created topic."),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => tracing::warn!(topic, %code, "Cannot create topic."),
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "Cannot create topics."),
+    }
+}
+
+/// Consumes until `shutdown`, publishing a snapshot every refresh. At a clean stop: a last
+/// snapshot, the state saved (when a store is given), the offsets committed.
+pub async fn run(
+    pipeline: &mut Pipeline,
+    options: &KafkaOptions,
+    store: Option<&StateStore>,
+    sink: &dyn Sink,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), KafkaSourceError> {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut consumer_config = options.client_config();
+    for (key, value) in [
+        ("group.id", options.group_id.as_str()),
+        ("auto.offset.reset", options.auto_offset_reset.as_str()),
+        ("enable.partition.eof", "true"),
+    ] {
+        consumer_config.set(key, value);
+    }
+    // pulse's defaults, unless the operator set them.
+    for (key, value) in [
+        ("statistics.interval.ms", "2000"),
+        ("queued.max.messages.kbytes", "16384"),
+    ] {
+        if !options.properties.contains_key(key) {
+            consumer_config.set(key, value);
+        }
+    }
+    // Never auto-commit, whatever the properties say: offsets follow applied state.
+    consumer_config.set("enable.auto.commit", "false");
+    let consumer: StreamConsumer<PulseContext> = consumer_config
+        .create_with_context(PulseContext {
+            shared: shared.clone(),
+        })
+        .map_err(|source| KafkaSourceError::Client {
+            what: "consumer",
+            source,
+        })?;
+    let consumer = Arc::new(consumer);
+    let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| KafkaSourceError::Subscribe {
+            topics: options.topics.clone(),
+            source,
+        })?;
+
+    let mut dead_letters = match options.dead_letter_topic {
+        Some(_) => {
+            let letters: Vec<String> = options
+                .topics
+                .iter()
+                .filter_map(|t| options.dead_letter_topic_for(t))
+                .collect();
+            ensure_topics(options, &letters, 1).await;
+            let producer: FutureProducer =
+                options
+                    .client_config()
+                    .create()
+                    .map_err(|source| KafkaSourceError::Client {
+                        what: "dead-letter producer",
+                        source,
+                    })?;
+            Some(DeadLetters {
+                producer,
+                in_flight: FuturesUnordered::new(),
+                delivered: 0,
+                failed: 0,
+            })
+        }
+        None => None,
+    };
+    tracing::info!(brokers = %options.brokers, topics = ?options.topics, group = %options.group_id, "Consuming.");
+
+    let broker_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = tokio::spawn(probe_broker(consumer.clone(), broker_up.clone()));
+    let mut offsets: Offsets = BTreeMap::new();
+    let mut at_eof: HashMap<(String, i32), bool> = HashMap::new();
+    let mut tick = tokio::time::interval(options.refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_message = Instant::now();
+    tokio::pin!(shutdown);
+
+    let result: Result<(), KafkaSourceError> = async {
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = tick.tick() => {
+                    let caught_up = !at_eof.is_empty() && at_eof.values().all(|eof| *eof)
+                        || last_message.elapsed() > options.refresh * 5 && at_eof.is_empty();
+                    pipeline.advance_clock(wall_ms(), caught_up);
+                    let snapshot = pipeline.snapshot().await?;
+                    if let Some(letters) = dead_letters.as_mut() {
+                        letters.settle().await;
+                    }
+                    commit(&consumer, &offsets, CommitMode::Async);
+                    let status = status(&shared, &broker_up, &offsets, dead_letters.as_ref());
+                    sink.publish(snapshot, status);
+                }
+                received = consumer.recv() => {
+                    match received {
+                        Ok(message) => {
+                            last_message = Instant::now();
+                            let origin = Origin {
+                                topic: message.topic().to_owned(),
+                                partition: message.partition(),
+                                offset: message.offset(),
+                            };
+                            let fallback = message.timestamp().to_millis();
+                            let payload = message.payload().unwrap_or_default();
+                            let dead_letter = dead_letters.as_mut().and_then(|letters| {
+                                options.dead_letter_topic_for(&origin.topic).map(|topic| (letters, topic))
+                            });
+                            route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
+                            at_eof.insert((origin.topic.clone(), origin.partition), false);
+                            offsets.insert((origin.topic, origin.partition), origin.offset + 1);
+                        }
+                        Err(KafkaError::PartitionEOF(partition)) => {
+                            // The error names no topic; with one topic per partition number
+                            // ambiguity only arises for several topics, where all must agree.
+                            for ((_, p), eof) in at_eof.iter_mut() {
+                                if *p == partition {
+                                    *eof = true;
+                                }
+                            }
+                            if !at_eof.keys().any(|(_, p)| *p == partition) {
+                                for topic in &options.topics {
+                                    at_eof.insert((topic.clone(), partition), true);
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "Kafka consume error; retrying.");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                    pipeline.send_full_batches().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    probe.abort();
+    result?;
+
+    tracing::info!("Stopping: draining shards and committing.");
+    let snapshot = pipeline.snapshot().await?;
+    if let Some(letters) = dead_letters.as_mut() {
+        letters.settle().await;
+    }
+    if let Some(store) = store {
+        let state = pipeline.state().await?;
+        store.save(&state, &offsets, wall_ms())?;
+        tracing::info!(path = %store.path().display(), "State saved.");
+    }
+    commit(&consumer, &offsets, CommitMode::Sync);
+    sink.publish(
+        snapshot,
+        status(&shared, &broker_up, &offsets, dead_letters.as_ref()),
+    );
+    Ok(())
+}
+
+fn route_message(
+    pipeline: &mut Pipeline,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    fallback: Option<i64>,
+    origin: &Origin,
+    mut dead_letter: Option<(&mut DeadLetters, String)>,
+) {
+    match split_records(payload) {
+        Ok(records) => {
+            let many = records.iter().nth(1).is_some();
+            for (index, record) in records.iter().enumerate() {
+                if let Outcome::Rejected(reason) = pipeline.route(record, fallback)
+                    && let Some((letters, topic)) = dead_letter.as_mut()
+                {
+                    letters.send(topic, record, key, reason, origin, many.then_some(index));
+                }
+            }
+        }
+        Err(reason) => {
+            pipeline.count_rejection(reason);
+            if let Some((letters, topic)) = dead_letter.as_mut() {
+                letters.send(topic, payload, key, reason, origin, None);
+            }
+        }
+    }
+}
+
+fn commit(consumer: &StreamConsumer<PulseContext>, offsets: &Offsets, mode: CommitMode) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            tracing::warn!(%error, topic, partition, "Cannot build the commit list.");
+        }
+    }
+    if let Err(error) = consumer.commit(&list, mode) {
+        tracing::warn!(%error, "Offset commit failed; it will be retried at the next refresh.");
+    }
+}
+
+fn status(
+    shared: &Mutex<Shared>,
+    broker_up: &std::sync::atomic::AtomicBool,
+    offsets: &Offsets,
+    dead_letters: Option<&DeadLetters>,
+) -> SourceStatus {
+    let shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let up = broker_up.load(std::sync::atomic::Ordering::Relaxed);
+    let partitions = offsets
+        .iter()
+        .map(|((topic, partition), next)| PartitionStatus {
+            topic: topic.clone(),
+            partition: *partition,
+            lag: shared
+                .high_watermarks
+                .get(&(topic.clone(), *partition))
+                .map(|hi| (hi - next).max(0)),
+            committed_offset: Some(*next),
+        })
+        .collect();
+    SourceStatus {
+        broker_up: up,
+        ready: up,
+        not_ready_reason: (!up).then(|| {
+            shared
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "Kafka brokers are not reachable".to_owned())
+        }),
+        partitions,
+        dead_letters_total: dead_letters.map_or(0, |d| d.delivered),
+        dead_letter_errors_total: dead_letters.map_or(0, |d| d.failed),
+    }
+}
+
+/// Asks the brokers for metadata every few seconds; the answer (or its absence within the
+/// timeout) is the broker-up signal behind `/readyz`.
+async fn probe_broker(
+    consumer: Arc<StreamConsumer<PulseContext>>,
+    up: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        let client = consumer.clone();
+        let reachable = tokio::task::spawn_blocking(move || {
+            client.fetch_metadata(None, Duration::from_secs(2)).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        let was = up.swap(reachable, std::sync::atomic::Ordering::Relaxed);
+        if was != reachable {
+            if reachable {
+                tracing::info!("Kafka brokers reachable.");
+            } else {
+                tracing::warn!("Kafka brokers unreachable; not ready until they return.");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What `pulse loadgen` produces.
+#[derive(Debug, Clone)]
+pub struct LoadgenOptions {
+    pub kafka: KafkaOptions,
+    pub topic: String,
+    /// Partitions to create the topic with, if it does not exist.
+    pub partitions: i32,
+    /// Events per second; `None` is as fast as the broker takes them.
+    pub rate: Option<u64>,
+    /// Stop after this many events; `None` produces the history and then stops.
+    pub events: Option<u64>,
+    pub workload: pulse_workload::WorkloadConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(KafkaError),
+    #[error("{failed} of {sent} events were not delivered; first error: {first}")]
+    Delivery {
+        failed: u64,
+        sent: u64,
+        first: String,
+    },
+    #[error("invalid workload: {0}")]
+    Workload(#[from] pulse_workload::ConfigError),
+}
+
+/// Produces the synthetic workload (history, then live events if more are asked for),
+/// keyed by user so that each user's events stay in one partition. Returns the count.
+pub async fn loadgen(
+    options: &LoadgenOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<u64, LoadgenError> {
+    const IN_FLIGHT: usize = 20_000;
+    ensure_topics(
+        &options.kafka,
+        std::slice::from_ref(&options.topic),
+        options.partitions,
+    )
+    .await;
+    let mut config = options.kafka.client_config();
+    for (key, value) in [("linger.ms", "20"), ("compression.type", "lz4")] {
+        if !options.kafka.properties.contains_key(key) {
+            config.set(key, value);
+        }
+    }
+    let producer: FutureProducer = config.create().map_err(LoadgenError::Producer)?;
+    let mut generator = pulse_workload::Generator::new(&options.workload)?;
+    let history_end = options.workload.end_ms;
+    let mut history = generator.events_until(history_end + 1);
+    history.extend(generator.flush());
+    let started = Instant::now();
+    let (mut sent, mut failed, mut first_error) = (0u64, 0u64, None::<String>);
+    let mut in_flight = FuturesUnordered::new();
+    let mut line = String::new();
+    let mut live_cursor = history_end + 1;
+    let mut pending = history.into_iter();
+    tokio::pin!(shutdown);
+    loop {
+        if options.events.is_some_and(|limit| sent >= limit) {
+            break;
+        }
+        let event = match pending.next() {
+            Some(event) => event,
+            None if options.events.is_none() => break,
+            None => {
+                // History exhausted: keep generating as time passes.
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                let now = wall_ms().max(live_cursor + 1);
+                pending = generator.events_until(now).into_iter();
+                live_cursor = now;
+                continue;
+            }
+        };
+        if let Some(rate) = options.rate {
+            let due = Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        line.clear();
+        event.write_json(&mut line);
+        let key = event.user.to_string();
+        let record = FutureRecord::to(&options.topic).key(&key).payload(&line);
+        match producer.send_result(record) {
+            Ok(delivery) => in_flight.push(delivery),
+            Err((error, _)) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+        sent += 1;
+        while in_flight.len() >= IN_FLIGHT {
+            tally(in_flight.next().await, &mut failed, &mut first_error);
+        }
+        if sent.is_multiple_of(100_000) {
+            tracing::info!(
+                sent,
+                per_second = (sent as f64 / started.elapsed().as_secs_f64()).round(),
+                "Producing."
+            );
+        }
+    }
+    while let Some(result) = in_flight.next().await {
+        tally(Some(result), &mut failed, &mut first_error);
+    }
+    tracing::info!(sent, failed, seconds = started.elapsed().as_secs_f64(), topic = %options.topic, "Loadgen finished.");
+    match first_error {
+        Some(first) => Err(LoadgenError::Delivery {
+            failed,
+            sent,
+            first,
+        }),
+        None => Ok(sent),
+    }
+}
+
+type Delivery = Result<
+    Result<
+        rdkafka::producer::future_producer::Delivery,
+        (KafkaError, rdkafka::message::OwnedMessage),
+    >,
+    futures::channel::oneshot::Canceled,
+>;
+
+fn tally(result: Option<Delivery>, failed: &mut u64, first_error: &mut Option<String>) {
+    let error = match result {
+        Some(Ok(Ok(_))) | None => return,
+        Some(Ok(Err((error, _)))) => error.to_string(),
+        Some(Err(_)) => "delivery cancelled".to_owned(),
+    };
+    *failed += 1;
+    first_error.get_or_insert(error);
+}

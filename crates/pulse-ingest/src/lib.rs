@@ -1,0 +1,22 @@
+//! pulse-ingest: where events come from, and the runtime that feeds them to the engine.
+//!
+//! # Layout
+//! - [`shards`]: the shard threads — one OS thread per shard, each the single owner of its
+//!   state, fed through a bounded channel. A full channel makes the router wait: back
+//!   pressure instead of memory growth.
+//! - [`pipeline`]: the router side — decode, classify, batch per shard, and every refresh
+//!   interval a barrier that yields a consistent snapshot and the offsets it covers.
+//! - [`kafka`]: the Kafka source (consumer group, manual commits after apply, dead-letter
+//!   topic, lag and broker health) and the `loadgen` producer.
+//! - [`demo`]: the built-in generator source, no broker needed.
+//! - [`state_store`]: engine state and offsets saved on disk at a clean stop, loaded at start.
+//!
+//! The engine itself (pulse-core) never sees a thread, a socket or a file.
+
+pub mod demo;
+pub mod kafka;
+pub mod pipeline;
+pub mod shards;
+pub mod state_store;
+
+pub use pipeline::{Pipeline, Sink, SourceStatus};

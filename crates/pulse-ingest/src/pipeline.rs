@@ -1,0 +1,194 @@
+//! The router side of the runtime: records in, batches to shards, snapshots out.
+//!
+//! One [`Pipeline`] is driven by one source loop (Kafka or the demo generator). It owns the
+//! [`Ingestor`] (clock, classification, feature registry), buffers accepted events per shard,
+//! and sends a batch when it is full — awaiting a full queue, which is the back pressure
+//! that slows the source. [`Pipeline::snapshot`] flushes every buffer and puts a barrier
+//! through all shards, so the snapshot covers exactly the records routed before the call:
+//! the source may commit their offsets once it returns.
+
+use pulse_core::ingest::{Ingestor, Outcome};
+use pulse_core::settings::ClockMode;
+use pulse_core::shard::{ShardEvent, sketch_shape};
+use pulse_core::snapshot::{self, KpiSnapshot};
+use pulse_core::{EngineSettings, EngineState};
+
+use crate::shards::{ShardPool, ShardStopped};
+
+/// Events per batch: amortises the channel without delaying shards for long.
+const BATCH: usize = 1024;
+
+/// How the source is doing, published beside each snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceStatus {
+    pub broker_up: bool,
+    pub ready: bool,
+    pub not_ready_reason: Option<String>,
+    pub partitions: Vec<PartitionStatus>,
+    pub dead_letters_total: u64,
+    pub dead_letter_errors_total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    pub lag: Option<i64>,
+    pub committed_offset: Option<i64>,
+}
+
+/// Where snapshots and status go (the HTTP exporter in the service, a test collector in
+/// tests).
+pub trait Sink: Send + Sync {
+    fn publish(&self, snapshot: KpiSnapshot, status: SourceStatus);
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    settings: EngineSettings,
+    ingestor: Ingestor,
+    pool: ShardPool,
+    pending: Vec<Vec<ShardEvent>>,
+}
+
+impl Pipeline {
+    /// Starts the shard threads, from saved state when given.
+    pub fn start(
+        settings: EngineSettings,
+        wall_ms: i64,
+        saved: Option<EngineState>,
+    ) -> std::io::Result<Pipeline> {
+        let (ingestor, states) = match saved {
+            Some(state) => (
+                Ingestor::with_state(&settings, wall_ms, state.router),
+                Some(state.shards),
+            ),
+            None => (Ingestor::new(&settings, wall_ms), None),
+        };
+        let pool = ShardPool::start(&settings, states)?;
+        let pending = (0..settings.shards)
+            .map(|_| Vec::with_capacity(BATCH))
+            .collect();
+        Ok(Pipeline {
+            settings,
+            ingestor,
+            pool,
+            pending,
+        })
+    }
+
+    /// Routes one record and sends its shard's batch when full.
+    pub async fn ingest(
+        &mut self,
+        record: &[u8],
+        fallback_ts_ms: Option<i64>,
+    ) -> Result<Outcome, ShardStopped> {
+        let outcome = self.route(record, fallback_ts_ms);
+        self.send_full_batches().await?;
+        Ok(outcome)
+    }
+
+    /// Routes one record into its shard's buffer without waiting; call
+    /// [`Pipeline::send_full_batches`] afterwards. (A Kafka message borrows the consumer and
+    /// is not `Send`, so its records are routed first and the waiting happens after.)
+    pub fn route(&mut self, record: &[u8], fallback_ts_ms: Option<i64>) -> Outcome {
+        let outcome = self.ingestor.ingest(record, fallback_ts_ms);
+        if let Outcome::Accepted { shard, event } = outcome {
+            self.pending[shard].push(event);
+        }
+        outcome
+    }
+
+    /// Sends every buffer that has reached a batch; waits while a shard's queue is full.
+    pub async fn send_full_batches(&mut self) -> Result<(), ShardStopped> {
+        let watermark = self.ingestor.watermark_ms();
+        for shard in 0..self.pending.len() {
+            if self.pending[shard].len() >= BATCH {
+                let events = std::mem::replace(&mut self.pending[shard], Vec::with_capacity(BATCH));
+                self.pool.apply(shard, events, watermark).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a record that was rejected before decoding (e.g. a broken batch envelope).
+    pub fn count_rejection(&mut self, reason: pulse_core::Rejection) {
+        self.ingestor.count_rejection(reason);
+    }
+
+    /// Moves the wall clock. When the source is caught up (nothing left to read), the
+    /// session watermark moves too, so sessions close while no event arrives: to the wall
+    /// clock less the allowed lateness, or, on the event-time clock, past every open
+    /// session. With a backlog it must not, or the backlog's events would all count as too
+    /// late for sessions.
+    pub fn advance_clock(&mut self, wall_ms: i64, caught_up: bool) {
+        self.ingestor.set_wall_clock(wall_ms);
+        if !caught_up {
+            return;
+        }
+        let floor = match self.settings.clock {
+            ClockMode::Wall => Some(wall_ms.saturating_sub(self.settings.allowed_lateness_ms)),
+            // Replaying history: the end of what there is to read closes every session, as
+            // the end of a file does for `pulse replay`.
+            ClockMode::EventTime => self.ingestor.state().max_event_ms.map(|m| {
+                m.saturating_add(self.settings.session_timeout_ms)
+                    .saturating_add(self.settings.allowed_lateness_ms)
+                    .saturating_add(1)
+            }),
+        };
+        if let Some(floor) = floor {
+            self.ingestor.raise_watermark(floor);
+        }
+    }
+
+    pub fn ingestor(&self) -> &Ingestor {
+        &self.ingestor
+    }
+
+    /// Sends every buffered event, and the current watermark to every shard.
+    async fn flush(&mut self) -> Result<(), ShardStopped> {
+        let watermark = self.ingestor.watermark_ms();
+        for shard in 0..self.pending.len() {
+            let events = std::mem::replace(&mut self.pending[shard], Vec::with_capacity(BATCH));
+            self.pool.apply(shard, events, watermark).await?;
+        }
+        Ok(())
+    }
+
+    /// A consistent snapshot of everything routed so far.
+    pub async fn snapshot(&mut self) -> Result<KpiSnapshot, ShardStopped> {
+        self.flush().await?;
+        let at = self.ingestor.summary_point();
+        let summaries = self.pool.summarize(at).await?;
+        let mut calendar = self.ingestor.calendar().clone();
+        let shape = sketch_shape(&self.settings);
+        Ok(snapshot::build(
+            self.ingestor.state(),
+            &summaries,
+            &mut calendar,
+            shape,
+            self.ingestor.now_ms(),
+        ))
+    }
+
+    /// Closes every open session: the end of a finite input.
+    pub async fn close_all_sessions(&mut self) -> Result<(), ShardStopped> {
+        self.flush().await?;
+        self.pool.close_all().await
+    }
+
+    /// The whole engine state, consistent with everything routed so far.
+    pub async fn state(&mut self) -> Result<EngineState, ShardStopped> {
+        self.flush().await?;
+        let shards = self.pool.export().await?;
+        Ok(EngineState {
+            router: self.ingestor.state().clone(),
+            shards,
+        })
+    }
+
+    /// Stops the shard threads.
+    pub fn stop(self) {
+        self.pool.join();
+    }
+}

@@ -1,0 +1,258 @@
+//! The long-running commands: `run` (Kafka), `demo` (built-in generator) and `loadgen`.
+//!
+//! Wiring only: a tokio runtime, the HTTP exporter, the pipeline and its source, and the
+//! shutdown sequence. A SIGTERM or Ctrl-C cancels one token; the source loop then drains,
+//! saves and commits, the HTTP server stops, and the whole stop must finish within
+//! `state.shutdown_timeout` or pulse exits with an error rather than hang.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use pulse_core::EngineSettings;
+use pulse_core::snapshot::KpiSnapshot;
+use pulse_export::{BuildInfo, Exporter, IngestStatus, PartitionStatus};
+use pulse_ingest::demo::{self, DemoOptions, wall_ms};
+use pulse_ingest::kafka::{self, KafkaOptions, LoadgenOptions};
+use pulse_ingest::state_store::StateStore;
+use pulse_ingest::{Pipeline, Sink, SourceStatus};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RawConfig;
+
+/// Publishes each snapshot and status to the HTTP exporter.
+struct ExporterSink(Arc<Exporter>);
+
+impl Sink for ExporterSink {
+    fn publish(&self, snapshot: KpiSnapshot, status: SourceStatus) {
+        let last_event_unix_ms = snapshot
+            .last_event_at
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_millisecond());
+        self.0.set_status(IngestStatus {
+            broker_up: status.broker_up,
+            ready: status.ready,
+            not_ready_reason: status.not_ready_reason,
+            partitions: status
+                .partitions
+                .into_iter()
+                .map(|p| PartitionStatus {
+                    topic: p.topic,
+                    partition: p.partition,
+                    lag: p.lag,
+                    committed_offset: p.committed_offset,
+                })
+                .collect(),
+            dead_letters_total: status.dead_letters_total,
+            dead_letter_errors_total: status.dead_letter_errors_total,
+            last_event_unix_ms,
+        });
+        self.0.publish(snapshot);
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pulse-io")
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Completes on SIGTERM or Ctrl-C, and cancels `token`.
+async fn wait_for_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received; stopping."),
+        _ = term.recv() => tracing::info!("SIGTERM received; stopping."),
+        () = token.cancelled() => {}
+    }
+    token.cancel();
+}
+
+/// Binds the HTTP listener and starts serving; returns the server task.
+async fn start_http(
+    address: SocketAddr,
+    exporter: Arc<Exporter>,
+    token: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on http.listen = {address}"))?;
+    let bound = listener.local_addr()?;
+    let shutdown = async move { token.cancelled().await };
+    let server = tokio::spawn(pulse_export::serve(listener, exporter, shutdown));
+    tracing::info!(address = %bound, "Serving http://{bound}/metrics, /v1/metrics, /healthz and /readyz.");
+    Ok((bound, server))
+}
+
+fn exporter() -> Result<Arc<Exporter>> {
+    let build = BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        git_commit: option_env!("PULSE_GIT_COMMIT")
+            .unwrap_or("unknown")
+            .to_owned(),
+    };
+    let exporter =
+        Exporter::new(build).map_err(|e| anyhow!("creating the metrics registry: {e}"))?;
+    exporter.set_status(IngestStatus {
+        not_ready_reason: Some("starting".to_owned()),
+        ..IngestStatus::default()
+    });
+    Ok(Arc::new(exporter))
+}
+
+/// Runs a source loop with HTTP, signals and a bounded stop.
+fn serve<F, Fut>(listen: SocketAddr, shutdown_timeout: Duration, source: F) -> Result<()>
+where
+    F: FnOnce(Arc<Exporter>, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    runtime()?.block_on(async move {
+        let token = CancellationToken::new();
+        let exporter = exporter()?;
+        let (_, server) = start_http(listen, exporter.clone(), token.clone()).await?;
+        tokio::spawn(wait_for_signal(token.clone()));
+        let stop_deadline = {
+            let token = token.clone();
+            async move {
+                token.cancelled().await;
+                tokio::time::sleep(shutdown_timeout).await;
+            }
+        };
+        let outcome = tokio::select! {
+            result = source(exporter, token.clone()) => result,
+            () = stop_deadline => Err(anyhow!("the clean stop took longer than state.shutdown_timeout ({shutdown_timeout:?})")),
+        };
+        token.cancel();
+        if let Ok(Err(error)) = server.await {
+            tracing::warn!(%error, "The HTTP server stopped with an error.");
+        }
+        outcome
+    })
+}
+
+pub struct RunOptions {
+    pub settings: EngineSettings,
+    pub raw: RawConfig,
+    pub listen: SocketAddr,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `pulse run`: consume Kafka, serve the KPIs.
+pub fn run(options: RunOptions) -> Result<()> {
+    let RunOptions {
+        settings,
+        raw,
+        listen,
+        state_dir,
+    } = options;
+    let kafka = kafka_options(&raw);
+    let store = state_dir.map(StateStore::new);
+    let saved = match &store {
+        Some(store) => store.load().with_context(|| {
+            format!(
+                "refusing to start: the saved state {} cannot be read",
+                store.path().display()
+            )
+        })?,
+        None => None,
+    };
+    if let Some(saved) = &saved {
+        if saved.engine.shards.len() != settings.shards {
+            bail!(
+                "the saved state {} has {} shards but the configuration asks for {}: set shards = {}",
+                store
+                    .as_ref()
+                    .map(|s| s.path().display().to_string())
+                    .unwrap_or_default(),
+                saved.engine.shards.len(),
+                settings.shards,
+                saved.engine.shards.len()
+            );
+        }
+        tracing::info!(
+            accepted = saved.engine.router.counters.accepted,
+            "Resuming from saved state."
+        );
+    }
+    let shutdown_timeout = raw.state.shutdown_timeout;
+    serve(
+        listen,
+        shutdown_timeout,
+        move |exporter, token| async move {
+            let mut pipeline = Pipeline::start(settings, wall_ms(), saved.map(|s| s.engine))?;
+            let sink = ExporterSink(exporter);
+            let result = kafka::run(
+                &mut pipeline,
+                &kafka,
+                store.as_ref(),
+                &sink,
+                token.cancelled(),
+            )
+            .await;
+            pipeline.stop();
+            result.map_err(Into::into)
+        },
+    )
+}
+
+/// `pulse demo`: the generator instead of Kafka.
+pub fn demo(
+    settings: EngineSettings,
+    listen: SocketAddr,
+    options: DemoOptions,
+    shutdown_timeout: Duration,
+) -> Result<()> {
+    println!(
+        "pulse demo: generating {} users of synthetic product usage.",
+        options.users
+    );
+    println!("  metrics:   http://{listen}/metrics");
+    println!("  snapshot:  http://{listen}/v1/metrics");
+    println!("  health:    http://{listen}/healthz  http://{listen}/readyz");
+    serve(
+        listen,
+        shutdown_timeout,
+        move |exporter, token| async move {
+            let mut pipeline = Pipeline::start(settings, wall_ms(), None)?;
+            let sink = ExporterSink(exporter);
+            let result = demo::run(&mut pipeline, &options, &sink, token.cancelled()).await;
+            pipeline.stop();
+            result.map_err(Into::into)
+        },
+    )
+}
+
+/// `pulse loadgen`: produce the synthetic workload to Kafka.
+pub fn loadgen(options: LoadgenOptions) -> Result<()> {
+    runtime()?.block_on(async move {
+        let token = CancellationToken::new();
+        tokio::spawn(wait_for_signal(token.clone()));
+        let sent = kafka::loadgen(&options, token.cancelled()).await?;
+        println!("{sent}");
+        Ok(())
+    })
+}
+
+pub fn kafka_options(raw: &RawConfig) -> KafkaOptions {
+    KafkaOptions {
+        brokers: raw.kafka.brokers.clone(),
+        topics: raw.kafka.topics.clone(),
+        group_id: raw.kafka.group_id.clone(),
+        auto_offset_reset: raw.kafka.auto_offset_reset.clone(),
+        dead_letter_topic: raw
+            .kafka
+            .dead_letters
+            .then(|| raw.kafka.dead_letter_topic.clone()),
+        properties: raw.kafka.properties.clone(),
+        refresh: raw.http.refresh_interval,
+    }
+}
