@@ -9,12 +9,23 @@ EXAMPLE ?= examples/events.ndjson
 help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
+.PHONY: deps
+deps: ## Install what building and testing need (Debian packages, tansu, promtool); idempotent.
+	bash scripts/ensure-build-deps.sh
+	bash scripts/ensure-tansu.sh >/dev/null
+	bash scripts/ensure-promtool.sh
+
 .PHONY: build
 build: ## Build the pulse binary (release).
+	bash scripts/ensure-build-deps.sh
 	$(CARGO) build --release -p pulse
 
 .PHONY: run
-run: build ## Run the main job on the shipped example: replay examples/events.ndjson.
+run: build ## Run the main job: `pulse demo`, the whole pipeline on built-in synthetic events; serves http://127.0.0.1:9464/metrics.
+	./target/release/pulse demo
+
+.PHONY: replay
+replay: build ## Replay the shipped example (examples/events.ndjson) and print the KPI snapshot.
 	./target/release/pulse replay --input $(EXAMPLE)
 
 .PHONY: fmt
@@ -23,11 +34,12 @@ fmt: ## Format the code.
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors.
+	bash scripts/ensure-build-deps.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: test
-test: lint ## Everything CI runs: lint, then every unit, property, golden and CLI test.
+test: deps lint ## Everything CI runs: set-up, lint, then every unit, property, golden, CLI and Kafka test.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc

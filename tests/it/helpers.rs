@@ -17,12 +17,23 @@ pub fn generate(config: &WorkloadConfig) -> (Vec<GeneratedEvent>, Vec<String>) {
 
 /// Runs the whole input through an engine and closes every session, as replay does.
 pub fn run_engine(lines: &[String], settings: EngineSettings) -> KpiSnapshot {
+    let mut engine = feed_engine(lines, settings);
+    engine.close_all_sessions();
+    engine.snapshot()
+}
+
+/// Runs the whole input through an engine and leaves open sessions open, as a live service
+/// on the event-time clock does at the end of a topic.
+pub fn run_engine_open(lines: &[String], settings: EngineSettings) -> KpiSnapshot {
+    feed_engine(lines, settings).snapshot()
+}
+
+fn feed_engine(lines: &[String], settings: EngineSettings) -> Engine {
     let mut engine = Engine::new(settings, WALL_MS);
     for line in lines {
         engine.ingest(line.as_bytes(), None);
     }
-    engine.close_all_sessions();
-    engine.snapshot()
+    engine
 }
 
 pub fn oracle(events: &[GeneratedEvent], settings: &EngineSettings) -> Value {
@@ -148,4 +159,27 @@ pub fn pulse_bin() -> PathBuf {
 /// The folder of checked-in golden files.
 pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+/// The paths where two JSON values differ, for readable failures.
+pub fn json_diff(left: &Value, right: &Value) -> Vec<String> {
+    fn walk(path: String, l: &Value, r: &Value, out: &mut Vec<String>) {
+        match (l, r) {
+            (Value::Object(a), Value::Object(b)) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for key in keys {
+                    let (x, y) = (
+                        a.get(key).unwrap_or(&Value::Null),
+                        b.get(key).unwrap_or(&Value::Null),
+                    );
+                    walk(format!("{path}/{key}"), x, y, out);
+                }
+            }
+            _ if l != r => out.push(format!("{path}: {l} != {r}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(String::new(), left, right, &mut out);
+    out
 }

@@ -5,10 +5,16 @@
 //! - `state`: engine state survives a serialise / restore round trip mid-stream.
 //! - `golden`: decoder shapes and a small replay snapshot against checked-in files.
 //! - `cli`: the `pulse` binary itself (`replay`, `check-config`).
+//! - `kafka`: `pulse run` and `pulse loadgen` against a real broker.
+//! - `service`: `pulse demo` serving metrics, and its clean stop.
+//! - `process`: a running `pulse` for the service tests.
 
 mod cli;
 mod golden;
 mod helpers;
+mod kafka;
 mod kpis;
+mod process;
+mod service;
 mod sharding;
 mod state;

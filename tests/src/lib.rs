@@ -6,6 +6,7 @@
 //! *independent* implementation of the definitions, so this crate does not depend on
 //! `pulse-core`: sharing code with the engine would let one bug hide in both.
 
+pub mod kafka;
 pub mod oracle;
 
 pub use oracle::{Kind, KindNames, OracleSettings, exact_snapshot};

@@ -61,11 +61,11 @@ impl Counters {
 pub struct RouterState {
     pub counters: Counters,
     pub features: FeatureRegistry,
-    /// The largest accepted event time: the event-time clock and the session watermark.
+    /// The largest accepted event time: the event-time clock.
     pub max_event_ms: Option<i64>,
-    /// A floor under the session watermark, raised by the caller while the input is idle so
-    /// that sessions still close as time passes.
-    pub watermark_floor_ms: Option<i64>,
+    /// The session watermark: no event older than this minus the allowed lateness is
+    /// expected any more. It only moves forward.
+    pub watermark_ms: Option<i64>,
 }
 
 /// Decodes, classifies and routes events. One per input stream.
@@ -82,6 +82,9 @@ pub struct Ingestor {
     retention_days: Day,
     lateness_ms: i64,
     max_future_skew_ms: i64,
+    /// Whether the caller drives the watermark (a Kafka source: the minimum over its
+    /// partitions) instead of the largest event time seen.
+    source_watermark: bool,
 }
 
 impl Ingestor {
@@ -91,7 +94,7 @@ impl Ingestor {
             counters: Counters::default(),
             features: FeatureRegistry::new(settings.max_features),
             max_event_ms: None,
-            watermark_floor_ms: None,
+            watermark_ms: None,
         };
         Ingestor::with_state(settings, wall_ms, state)
     }
@@ -108,6 +111,7 @@ impl Ingestor {
             retention_days: settings.retention_days as Day,
             lateness_ms: settings.allowed_lateness_ms,
             max_future_skew_ms: settings.max_future_skew_ms,
+            source_watermark: false,
         }
     }
 
@@ -142,9 +146,14 @@ impl Ingestor {
             self.state.counters.late += 1;
             return Outcome::Late;
         }
-        let watermark = self.watermark_ms().unwrap_or(ts_ms);
-        let sessionize = ts_ms >= watermark.saturating_sub(self.lateness_ms);
+        let sessionize = self
+            .state
+            .watermark_ms
+            .is_none_or(|w| ts_ms >= w.saturating_sub(self.lateness_ms));
         self.state.max_event_ms = Some(self.state.max_event_ms.map_or(ts_ms, |m| m.max(ts_ms)));
+        if !self.source_watermark {
+            self.advance_watermark(ts_ms);
+        }
 
         let counters = &mut self.state.counters;
         counters.accepted += 1;
@@ -202,21 +211,23 @@ impl Ingestor {
         }
     }
 
-    /// The instant up to which sessions may be closed: the latest event time, or the idle
-    /// floor if that is later.
+    /// The instant up to which sessions may be closed.
     pub fn watermark_ms(&self) -> Option<i64> {
-        match (self.state.max_event_ms, self.state.watermark_floor_ms) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        self.state.watermark_ms
     }
 
-    /// Lets sessions close while no event arrives: call it only when the input is caught
-    /// up (no backlog), with the wall clock minus the allowed lateness, so an event still in
-    /// flight is not cut off from its session.
-    pub fn raise_watermark(&mut self, floor_ms: i64) {
-        let floor = &mut self.state.watermark_floor_ms;
-        *floor = Some(floor.map_or(floor_ms, |f| f.max(floor_ms)));
+    /// Hands the watermark to the caller: a source of several partitions knows that its
+    /// stream is only as far as its slowest partition, and says so with
+    /// [`Ingestor::advance_watermark`]. Otherwise the watermark is the largest event time.
+    pub fn use_source_watermark(&mut self) {
+        self.source_watermark = true;
+    }
+
+    /// Moves the watermark forward (never back). Also used while the input is idle and
+    /// caught up, so that sessions still close as time passes.
+    pub fn advance_watermark(&mut self, watermark_ms: i64) {
+        let current = &mut self.state.watermark_ms;
+        *current = Some(current.map_or(watermark_ms, |w| w.max(watermark_ms)));
     }
 
     pub fn state(&self) -> &RouterState {
@@ -308,17 +319,35 @@ mod tests {
     fn an_idle_floor_closes_sessions_and_bounds_lateness() {
         let mut ing = ingestor();
         ing.ingest(line(T0).as_bytes(), None);
-        ing.raise_watermark(T0 + 3_600_000);
+        ing.advance_watermark(T0 + 3_600_000);
         assert_eq!(ing.watermark_ms(), Some(T0 + 3_600_000));
         assert_eq!(ing.now_ms(), Some(T0), "the floor is not an event time");
         let stale = ing.ingest(line(T0 + 60_000).as_bytes(), None);
         assert!(matches!(stale, Outcome::Accepted { event, .. } if !event.sessionize));
-        ing.raise_watermark(T0);
+        ing.advance_watermark(T0);
         assert_eq!(
             ing.watermark_ms(),
             Some(T0 + 3_600_000),
             "the floor never goes back"
         );
+    }
+
+    #[test]
+    fn a_source_watermark_holds_back_for_the_slowest_partition() {
+        let mut ing = ingestor();
+        ing.use_source_watermark();
+        ing.ingest(line(T0).as_bytes(), None);
+        assert_eq!(
+            ing.watermark_ms(),
+            None,
+            "the source has not vouched for anything yet"
+        );
+        let behind = ing.ingest(line(T0 - 3_600_000).as_bytes(), None);
+        assert!(matches!(behind, Outcome::Accepted { event, .. } if event.sessionize));
+        ing.advance_watermark(T0 - 3_600_000);
+        let late = ing.ingest(line(T0 - 3_600_000 - 300_001).as_bytes(), None);
+        assert!(matches!(late, Outcome::Accepted { event, .. } if !event.sessionize));
+        assert_eq!(ing.now_ms(), Some(T0), "now is still the latest event");
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //! events in time order, including a late event that bridges two sessions.
 //!
 //! Deadlines sit in a min-heap with exactly one live entry per key (`scheduled`), so closing
-//! sessions as time passes costs O(log n) per closed key, not a scan of the table.
+//! sessions as time passes costs O(log n) per closed key, not a scan of the table. A key's
+//! deadline is that of its *first* open session, never later: scheduling by the last event
+//! would leave a final first session open while a later one is still growing, and the set
+//! of closed sessions would then depend on how the watermark moved, not only on where it
+//! is (a partitioned consumer and a replay would disagree).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -93,9 +97,16 @@ impl SessionTable {
         events.insert(at, event);
         self.open_events += 1;
         if entry.scheduled == i64::MIN {
-            let deadline = deadline(events, rules);
-            entry.scheduled = deadline;
-            self.deadlines.push(Reverse((deadline, key)));
+            entry.scheduled = first_session_deadline(events, rules);
+            self.deadlines.push(Reverse((entry.scheduled, key)));
+        } else if event.ts_ms <= entry.scheduled - rules.timeout_ms - rules.lateness_ms {
+            // The event lands in (or before) the first open session and may cut it short:
+            // fall back to a deadline no later than any session's, refined when it fires.
+            let bound = due(events[0].ts_ms, rules);
+            if bound < entry.scheduled {
+                entry.scheduled = bound;
+                self.deadlines.push(Reverse((bound, key)));
+            }
         }
     }
 
@@ -106,15 +117,15 @@ impl SessionTable {
         rules: &SessionRules,
         mut emit: impl FnMut(ClosedSession),
     ) {
-        while let Some(Reverse((due, key))) = self.deadlines.peek().copied() {
-            if due >= watermark_ms {
+        while let Some(Reverse((fires_at, key))) = self.deadlines.peek().copied() {
+            if fires_at >= watermark_ms {
                 break;
             }
             self.deadlines.pop();
             let Some(entry) = self.open.get_mut(&key) else {
                 continue;
             };
-            if entry.scheduled != due {
+            if entry.scheduled != fires_at {
                 continue; // A stale entry; the key's live one is still in the heap.
             }
             let closed = close_final_prefix(&mut entry.events, watermark_ms, rules, &mut emit);
@@ -122,7 +133,7 @@ impl SessionTable {
             if entry.events.is_empty() {
                 self.open.remove(&key);
             } else {
-                entry.scheduled = deadline(&entry.events, rules);
+                entry.scheduled = first_session_deadline(&entry.events, rules);
                 self.deadlines.push(Reverse((entry.scheduled, key)));
             }
         }
@@ -158,11 +169,20 @@ impl SessionTable {
     }
 }
 
-/// When a key's last session becomes final.
-fn deadline(events: &[SessionEvent], rules: &SessionRules) -> i64 {
-    let last = events.last().map_or(i64::MIN, |e| e.ts_ms);
-    last.saturating_add(rules.timeout_ms)
+/// When a session whose last event is at `last_ms` becomes final.
+fn due(last_ms: i64, rules: &SessionRules) -> i64 {
+    last_ms
+        .saturating_add(rules.timeout_ms)
         .saturating_add(rules.lateness_ms)
+}
+
+/// When a key's first open session becomes final.
+fn first_session_deadline(events: &[SessionEvent], rules: &SessionRules) -> i64 {
+    split_sessions(events, rules)
+        .next()
+        .map_or(i64::MAX, |session| {
+            due(events[session.end - 1].ts_ms, rules)
+        })
 }
 
 /// Splits events sorted by time into sessions, as in-order processing would.
@@ -203,11 +223,7 @@ fn close_final_prefix(
     let mut closed_until = 0;
     for session in split_sessions(events, rules) {
         let (first, last) = (events[session.start], events[session.end - 1]);
-        let due = last
-            .ts_ms
-            .saturating_add(rules.timeout_ms)
-            .saturating_add(rules.lateness_ms);
-        if due >= watermark_ms {
+        if due(last.ts_ms, rules) >= watermark_ms {
             break;
         }
         emit(ClosedSession {
@@ -297,7 +313,7 @@ mod tests {
             table.insert(2, ev(t, O), &RULES);
         }
         table.advance(6_200, &RULES, |s| closed.push(s));
-        assert_eq!(table.deadlines.len(), 1);
+        assert_eq!(table.open_keys(), 1);
         table.advance(7_501, &RULES, |s| closed.push(s));
         assert_eq!(closed.len(), 2);
         assert_eq!(table.open_keys(), 0);
@@ -325,6 +341,61 @@ mod tests {
         table.advance(i64::MAX, &RULES, |s| closed.push(s));
         let total: u32 = closed.iter().map(|s| s.events).sum();
         assert_eq!(total, 21);
+    }
+
+    #[test]
+    fn a_final_first_session_closes_while_a_later_one_grows() {
+        let mut table = SessionTable::default();
+        // Session one: 0..=500. Session two starts at 3 s and keeps growing.
+        for t in [0, 500, 3_000, 3_800, 4_600] {
+            table.insert(1, ev(t, O), &RULES);
+        }
+        let mut closed = Vec::new();
+        // The first deadline (1.1 s) fires before session one is final (1.6 s): the key must
+        // be rescheduled for session one, not for the growing session two (5.7 s).
+        table.advance(1_200, &RULES, |s| closed.push(s));
+        assert!(closed.is_empty());
+        table.advance(1_601, &RULES, |s| closed.push(s));
+        assert_eq!(
+            closed,
+            vec![ClosedSession {
+                start_day: 0,
+                events: 2,
+                duration_ms: 500
+            }]
+        );
+    }
+
+    proptest::proptest! {
+        /// Which sessions are closed depends only on where the watermark is, not on the
+        /// steps it took to get there.
+        #[test]
+        fn closing_depends_only_on_the_final_watermark(
+            gaps in proptest::collection::vec((0i64..2_500, 0u8..10, 0i64..100), 1..60),
+            key_count in 1u64..4,
+        ) {
+            let kinds = |k: u8| match k { 0 => Start, 1 => End, _ => O };
+            let mut ts = 0;
+            let mut stepped = SessionTable::default();
+            let mut once = SessionTable::default();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for (i, (gap, kind, behind)) in gaps.iter().enumerate() {
+                ts += gap;
+                let key = i as u64 % key_count;
+                stepped.insert(key, ev(ts, kinds(*kind)), &RULES);
+                once.insert(key, ev(ts, kinds(*kind)), &RULES);
+                // The watermark trails the newest event by less than the lateness.
+                stepped.advance(ts - behind, &RULES, |s| a.push((key, s)));
+            }
+            stepped.advance(ts, &RULES, |s| a.push((0, s)));
+            once.advance(ts, &RULES, |s| b.push((0, s)));
+            let mut a: Vec<ClosedSession> = a.into_iter().map(|(_, s)| s).collect();
+            let mut b: Vec<ClosedSession> = b.into_iter().map(|(_, s)| s).collect();
+            a.sort_by_key(|s| (s.duration_ms, s.events));
+            b.sort_by_key(|s| (s.duration_ms, s.events));
+            proptest::prop_assert_eq!(a, b);
+            proptest::prop_assert_eq!(stepped.open_keys(), once.open_keys());
+        }
     }
 
     #[test]

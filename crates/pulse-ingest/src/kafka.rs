@@ -310,9 +310,11 @@ pub async fn run(
     let probe = tokio::spawn(probe_broker(consumer.clone(), broker_up.clone()));
     let mut offsets: Offsets = BTreeMap::new();
     let mut at_eof: HashMap<(String, i32), bool> = HashMap::new();
+    let mut watermarks = PartitionWatermarks::default();
+    let mut was_caught_up = false;
+    pipeline.use_source_watermark();
     let mut tick = tokio::time::interval(options.refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_message = Instant::now();
     tokio::pin!(shutdown);
 
     let result: Result<(), KafkaSourceError> = async {
@@ -321,8 +323,18 @@ pub async fn run(
                 biased;
                 () = &mut shutdown => break,
                 _ = tick.tick() => {
-                    let caught_up = !at_eof.is_empty() && at_eof.values().all(|eof| *eof)
-                        || last_message.elapsed() > options.refresh * 5 && at_eof.is_empty();
+                    watermarks.refresh_assignment(&consumer);
+                    // Caught up: every assigned partition has reported its end.
+                    let caught_up = !watermarks.assigned.is_empty()
+                        && watermarks.assigned.iter().all(|p| at_eof.get(p).copied().unwrap_or(false));
+                    if caught_up != was_caught_up {
+                        was_caught_up = caught_up;
+                        if caught_up {
+                            tracing::info!(partitions = watermarks.assigned.len(), "Caught up with every assigned partition.");
+                        } else {
+                            tracing::debug!("Reading a backlog.");
+                        }
+                    }
                     pipeline.advance_clock(wall_ms(), caught_up);
                     let snapshot = pipeline.snapshot().await?;
                     if let Some(letters) = dead_letters.as_mut() {
@@ -335,7 +347,6 @@ pub async fn run(
                 received = consumer.recv() => {
                     match received {
                         Ok(message) => {
-                            last_message = Instant::now();
                             let origin = Origin {
                                 topic: message.topic().to_owned(),
                                 partition: message.partition(),
@@ -346,8 +357,16 @@ pub async fn run(
                             let dead_letter = dead_letters.as_mut().and_then(|letters| {
                                 options.dead_letter_topic_for(&origin.topic).map(|topic| (letters, topic))
                             });
-                            route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
-                            at_eof.insert((origin.topic.clone(), origin.partition), false);
+                            let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
+                            let key = (origin.topic.clone(), origin.partition);
+                            if !watermarks.assigned.contains(&key) {
+                                watermarks.refresh_assignment(&consumer);
+                            }
+                            watermarks.observe(key.clone(), newest);
+                            at_eof.insert(key, false);
+                            if let Some(watermark) = watermarks.combined(&at_eof) {
+                                pipeline.advance_watermark(watermark);
+                            }
                             offsets.insert((origin.topic, origin.partition), origin.offset + 1);
                         }
                         Err(KafkaError::PartitionEOF(partition)) => {
@@ -397,6 +416,50 @@ pub async fn run(
     Ok(())
 }
 
+/// The session watermark of a consumer: each assigned partition is as far as its newest
+/// event, and the stream only as far as its slowest partition that still has data to read.
+/// Partitions are consumed in batches, so one may run hours ahead of another during a
+/// backfill; the largest event time would then mark the other's events too late.
+#[derive(Default)]
+struct PartitionWatermarks {
+    assigned: Vec<(String, i32)>,
+    newest: HashMap<(String, i32), i64>,
+}
+
+impl PartitionWatermarks {
+    fn refresh_assignment(&mut self, consumer: &StreamConsumer<PulseContext>) {
+        if let Ok(list) = consumer.assignment() {
+            self.assigned = list
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+        }
+    }
+
+    fn observe(&mut self, partition: (String, i32), newest: Option<i64>) {
+        if let Some(ts) = newest {
+            let entry = self.newest.entry(partition).or_insert(ts);
+            *entry = (*entry).max(ts);
+        }
+    }
+
+    /// The minimum over assigned partitions not at their end; `None` while one of them has
+    /// not delivered an event yet (it may hold older ones).
+    fn combined(&self, at_eof: &HashMap<(String, i32), bool>) -> Option<i64> {
+        let mut reading = self
+            .assigned
+            .iter()
+            .filter(|p| !at_eof.get(*p).copied().unwrap_or(false))
+            .peekable();
+        reading.peek()?;
+        reading
+            .map(|p| self.newest.get(p).copied())
+            .try_fold(i64::MAX, |min, ts| ts.map(|t| min.min(t)))
+    }
+}
+
+/// Routes a message's records; returns the newest accepted event time among them.
 fn route_message(
     pipeline: &mut Pipeline,
     payload: &[u8],
@@ -404,15 +467,22 @@ fn route_message(
     fallback: Option<i64>,
     origin: &Origin,
     mut dead_letter: Option<(&mut DeadLetters, String)>,
-) {
+) -> Option<i64> {
+    let mut newest: Option<i64> = None;
     match split_records(payload) {
         Ok(records) => {
             let many = records.iter().nth(1).is_some();
             for (index, record) in records.iter().enumerate() {
-                if let Outcome::Rejected(reason) = pipeline.route(record, fallback)
-                    && let Some((letters, topic)) = dead_letter.as_mut()
-                {
-                    letters.send(topic, record, key, reason, origin, many.then_some(index));
+                match pipeline.route(record, fallback) {
+                    Outcome::Accepted { event, .. } => {
+                        newest = Some(newest.map_or(event.ts_ms, |n| n.max(event.ts_ms)));
+                    }
+                    Outcome::Rejected(reason) => {
+                        if let Some((letters, topic)) = dead_letter.as_mut() {
+                            letters.send(topic, record, key, reason, origin, many.then_some(index));
+                        }
+                    }
+                    Outcome::Late | Outcome::Future => {}
                 }
             }
         }
@@ -423,6 +493,7 @@ fn route_message(
             }
         }
     }
+    newest
 }
 
 fn commit(consumer: &StreamConsumer<PulseContext>, offsets: &Offsets, mode: CommitMode) {

@@ -118,30 +118,35 @@ impl Pipeline {
 
     /// Moves the wall clock. When the source is caught up (nothing left to read), the
     /// session watermark moves too, so sessions close while no event arrives: to the wall
-    /// clock less the allowed lateness, or, on the event-time clock, past every open
-    /// session. With a backlog it must not, or the backlog's events would all count as too
-    /// late for sessions.
+    /// clock less the allowed lateness, or, on the event-time clock, to the latest event
+    /// time (as a single ordered stream would have it; the end of a topic is not the end
+    /// of the input, so open sessions stay open). With a backlog it must not move, or the
+    /// backlog's events would all count as too late for sessions.
     pub fn advance_clock(&mut self, wall_ms: i64, caught_up: bool) {
         self.ingestor.set_wall_clock(wall_ms);
         if !caught_up {
             return;
         }
-        let floor = match self.settings.clock {
+        let watermark = match self.settings.clock {
             ClockMode::Wall => Some(wall_ms.saturating_sub(self.settings.allowed_lateness_ms)),
-            // Replaying history: the end of what there is to read closes every session, as
-            // the end of a file does for `pulse replay`.
-            ClockMode::EventTime => self.ingestor.state().max_event_ms.map(|m| {
-                m.saturating_add(self.settings.session_timeout_ms)
-                    .saturating_add(self.settings.allowed_lateness_ms)
-                    .saturating_add(1)
-            }),
+            ClockMode::EventTime => self.ingestor.state().max_event_ms,
         };
-        if let Some(floor) = floor {
-            self.ingestor.raise_watermark(floor);
+        if let Some(watermark) = watermark {
+            self.ingestor.advance_watermark(watermark);
         }
     }
 
-    pub fn ingestor(&self) -> &Ingestor {
+    /// See [`Ingestor::use_source_watermark`].
+    pub fn use_source_watermark(&mut self) {
+        self.ingestor.use_source_watermark();
+    }
+
+    /// See [`Ingestor::advance_watermark`].
+    pub fn advance_watermark(&mut self, watermark_ms: i64) {
+        self.ingestor.advance_watermark(watermark_ms);
+    }
+
+    pub fn ingestor(&self) -> &pulse_core::ingest::Ingestor {
         &self.ingestor
     }
 
@@ -190,5 +195,80 @@ impl Pipeline {
     /// Stops the shard threads.
     pub fn stop(self) {
         self.pool.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulse_core::Engine;
+    use pulse_workload::{WorkloadConfig, generate};
+
+    /// Partitions read in uneven chunks, as a Kafka consumer does, with the watermark held
+    /// back for the slowest partition, give exactly the single ordered stream's answer.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn partitioned_reading_equals_the_ordered_stream() {
+        let config = WorkloadConfig {
+            seed: 41,
+            users: 300,
+            ..WorkloadConfig::default()
+        };
+        let lines: Vec<(String, String)> = generate(&config)
+            .iter()
+            .map(|e| (e.user.to_string(), e.to_json()))
+            .collect();
+        let settings = EngineSettings {
+            shards: 2,
+            ..EngineSettings::default()
+        };
+        let wall = 1_900_000_000_000;
+        let mut engine = Engine::new(settings.clone(), wall);
+        for (_, line) in &lines {
+            engine.ingest(line.as_bytes(), None);
+        }
+        let expected = engine.snapshot();
+
+        let mut partitions: Vec<Vec<&str>> = vec![Vec::new(); 3];
+        for (user, line) in &lines {
+            partitions[(xxhash_rust::xxh3::xxh3_64(user.as_bytes()) % 3) as usize].push(line);
+        }
+        let mut pipeline = Pipeline::start(settings, wall, None).unwrap();
+        pipeline.use_source_watermark();
+        let mut cursor = [0usize; 3];
+        let mut newest = [None::<i64>; 3];
+        let chunks = [700, 250, 1300];
+        while (0..3).any(|p| cursor[p] < partitions[p].len()) {
+            for p in 0..3 {
+                let end = (cursor[p] + chunks[p]).min(partitions[p].len());
+                for line in &partitions[p][cursor[p]..end] {
+                    if let Outcome::Accepted { event, .. } = pipeline.route(line.as_bytes(), None) {
+                        newest[p] =
+                            Some(newest[p].map_or(event.ts_ms, |n: i64| n.max(event.ts_ms)));
+                    }
+                }
+                cursor[p] = end;
+                let reading: Vec<usize> = (0..3)
+                    .filter(|q| cursor[*q] < partitions[*q].len())
+                    .collect();
+                let min = reading
+                    .iter()
+                    .map(|q| newest[*q])
+                    .collect::<Option<Vec<i64>>>();
+                if let Some(min) = min.and_then(|m| m.into_iter().min()) {
+                    pipeline.advance_watermark(min);
+                }
+                pipeline.send_full_batches().await.unwrap();
+            }
+        }
+        pipeline.advance_clock(wall, true);
+        let got = pipeline.snapshot().await.unwrap();
+        pipeline.stop();
+        assert_eq!(got.events.late_for_sessions, 0);
+        assert_eq!(
+            serde_json::to_value(got.sessions).unwrap(),
+            serde_json::to_value(expected.sessions).unwrap()
+        );
+        assert_eq!(got.session_durations, expected.session_durations);
+        assert_eq!(got.active_users, expected.active_users);
     }
 }

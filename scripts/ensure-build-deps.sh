@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Debian packages that building pulse needs beyond a Rust toolchain: librdkafka (built from
+# source by rdkafka-sys) wants a C compiler, make, pkg-config, and the OpenSSL and zlib
+# headers; the tansu install uses pip. Idempotent: installs only what is missing.
+set -euo pipefail
+
+packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-pip)
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-build-deps: missing ${missing[*]} and apt-get is unavailable; install them." >&2
+    exit 1
+fi
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+    sudo="sudo"
+fi
+echo "ensure-build-deps: installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

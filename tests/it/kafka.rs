@@ -1,0 +1,333 @@
+//! `pulse run` against a real Kafka-protocol broker (tansu, or `KAFKA_BROKERS`): a seeded
+//! workload end to end, malformed messages and the dead-letter topic, a clean stop and
+//! restart, and a broker outage.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use pulse_core::EngineSettings;
+use pulse_tests::WorkloadConfig;
+use pulse_tests::kafka;
+use serde_json::{Value, json};
+
+use crate::helpers::{generate, json_diff, kpis_only, pulse_bin, run_engine_open};
+use crate::process::{Pulse, metric, signal};
+
+/// One Kafka test at a time: they share one broker, which the outage test pauses.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// 2026-03-01T12:00:00Z: workloads end in the past, on the event-time clock.
+const END_MS: i64 = 1_772_366_400_000;
+const SHARDS: usize = 2;
+
+fn workload(seed: u64, users: u32) -> WorkloadConfig {
+    WorkloadConfig {
+        seed,
+        users,
+        days: 35,
+        end_ms: END_MS,
+        ..WorkloadConfig::default()
+    }
+}
+
+/// A configuration for one test: its own topic, group and state directory.
+fn write_config(dir: &Path, brokers: &str, topic: &str) -> String {
+    let group = kafka::unique_name("pulse-group");
+    let mut properties = String::new();
+    for (key, value) in kafka::test_consumer_properties() {
+        properties.push_str(&format!("\"{key}\" = \"{value}\"\n"));
+    }
+    let text = format!(
+        "shards = {SHARDS}\n\
+         [kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
+         [kafka.properties]\n{properties}\
+         [http]\nrefresh_interval = \"300ms\"\n\
+         [state]\ndir = \"{}\"\n",
+        dir.join("state").display()
+    );
+    let path = dir.join("pulse.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn run_args(config: &str) -> Vec<&str> {
+    vec!["run", "--config", config, "--clock", "event-time"]
+}
+
+fn accepted(snapshot: &Value) -> u64 {
+    snapshot["events"]["accepted"].as_u64().unwrap_or(0)
+}
+
+fn without_state(mut value: Value) -> Value {
+    value.as_object_mut().unwrap().remove("state");
+    value
+}
+
+fn engine_settings() -> EngineSettings {
+    EngineSettings {
+        shards: SHARDS,
+        ..EngineSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_then_run_gives_the_replay_kpis() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "e2e", 3).await;
+    let config = workload(41, 300);
+    let output = Command::new(pulse_bin())
+        .args([
+            "loadgen",
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--users",
+            "300",
+        ])
+        .args([
+            "--days",
+            "35",
+            "--seed",
+            "41",
+            "--end",
+            "2026-03-01T12:00:00Z",
+        ])
+        .env_remove("PULSE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (events, lines) = generate(&config);
+    let produced: usize = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        produced,
+        events.len(),
+        "loadgen produces exactly the seeded workload"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &brokers, &topic);
+    let pulse = Pulse::start(&run_args(&config_path));
+    pulse.wait_for_status("/readyz", 200, Duration::from_secs(30));
+    let expected = kpis_only(&run_engine_open(&lines, engine_settings()));
+    pulse.wait_for("every event applied", Duration::from_secs(90), |s| {
+        accepted(s) == events.len() as u64
+    });
+    let snapshot = pulse.wait_for("the replay's KPIs", Duration::from_secs(10), |s| {
+        let diff = json_diff(&without_state(s.clone()), &expected);
+        if !diff.is_empty() {
+            eprintln!("differs from the replay: {diff:?}");
+        }
+        diff.is_empty()
+    });
+    assert_eq!(snapshot["events"]["late_for_sessions"], json!(0));
+
+    let (status, metrics) = pulse.get("/metrics");
+    assert_eq!(status, 200);
+    let mau = expected["active_users"]["30d"].as_f64().unwrap();
+    assert_eq!(
+        metric(&metrics, "pulse_active_users{window=\"30d\"}"),
+        Some(mau)
+    );
+    assert_eq!(
+        metric(&metrics, "pulse_events_total{kind=\"page_view\"}"),
+        expected["events"]["by_kind"]["page_view"].as_f64()
+    );
+    assert_eq!(metric(&metrics, "pulse_broker_up"), Some(1.0));
+    for partition in 0..3 {
+        let lag = metric(
+            &metrics,
+            &format!("pulse_consumer_lag_messages{{partition=\"{partition}\",topic=\"{topic}\"}}"),
+        );
+        assert!(
+            lag.is_none_or(|lag| lag == 0.0),
+            "partition {partition} lag {lag:?}"
+        );
+    }
+    assert!(pulse.stop(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_messages_are_counted_and_dead_lettered() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "bad", 1).await;
+    let good = |user: &str, minute: i64| {
+        format!(
+            r#"{{"user_id":"{user}","event":"page_view","ts":{}}}"#,
+            END_MS + minute * 60_000
+        )
+    };
+    let messages: Vec<String> = vec![
+        good("a", 0),
+        "not json at all".to_owned(),
+        format!(
+            r#"[{},{{"event":"page_view","ts":{END_MS}}}]"#,
+            good("b", 1)
+        ),
+        format!(
+            r#"{{"batch":[{},{}],"sentAt":"2026-03-01T12:00:00Z"}}"#,
+            good("c", 2),
+            good("d", 3)
+        ),
+        r#"{"user_id":"e","event":"login"}"#.to_owned(), // no time: the message timestamp counts
+        r#"[{"user_id":"f","event":"login""#.to_owned(),
+    ];
+    kafka::produce(
+        &brokers,
+        &topic,
+        messages.into_iter().map(|m| (None, m.into_bytes())),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &brokers, &topic);
+    let pulse = Pulse::start(&run_args(&config_path));
+    let snapshot = pulse.wait_for("all six messages", Duration::from_secs(60), |s| {
+        accepted(s) == 5 && s["events"]["rejected"] == json!(3)
+    });
+    let reasons = &snapshot["events"]["rejected_by_reason"];
+    assert_eq!(
+        (reasons["not_json"].clone(), reasons["missing_user"].clone()),
+        (json!(2), json!(1))
+    );
+
+    let dead_letter_topic = format!("{topic}.dlq");
+    let letters =
+        kafka::consume_all(&brokers, &dead_letter_topic, 3, Duration::from_secs(30)).await;
+    kafka::delete_topic(&brokers, &dead_letter_topic).await;
+    assert_eq!(letters.len(), 3);
+    let header = |record: &kafka::Record, name: &str| {
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let summary: Vec<[Option<String>; 4]> = letters
+        .iter()
+        .map(|r| {
+            [
+                "pulse.reason",
+                "pulse.source.offset",
+                "pulse.record.index",
+                "pulse.source.topic",
+            ]
+            .map(|name| header(r, name))
+        })
+        .collect();
+    let t = Some(topic.clone());
+    assert_eq!(
+        summary,
+        vec![
+            [Some("not_json".into()), Some("1".into()), None, t.clone()],
+            [
+                Some("missing_user".into()),
+                Some("2".into()),
+                Some("1".into()),
+                t.clone()
+            ],
+            [Some("not_json".into()), Some("5".into()), None, t],
+        ]
+    );
+    assert_eq!(letters[0].payload.as_deref(), Some(&b"not json at all"[..]));
+    assert_eq!(
+        letters[1].payload.as_deref(),
+        Some(format!(r#"{{"event":"page_view","ts":{END_MS}}}"#).as_bytes())
+    );
+
+    let (_, metrics) = pulse.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "pulse_events_rejected_total{reason=\"not_json\"}"),
+        Some(2.0)
+    );
+    pulse.wait_for("dead letters settled", Duration::from_secs(10), |_| {
+        metric(&pulse.get("/metrics").1, "pulse_dead_letters_total") == Some(3.0)
+    });
+    assert!(pulse.stop(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_and_restart_neither_loses_nor_double_counts() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "restart", 3).await;
+    let (events, lines) = generate(&workload(51, 200));
+    let keyed: Vec<(Option<String>, Vec<u8>)> = events
+        .iter()
+        .zip(&lines)
+        .map(|(e, l)| (Some(e.user.to_string()), l.clone().into_bytes()))
+        .collect();
+    let half = keyed.len() / 2;
+    kafka::produce(&brokers, &topic, keyed[..half].to_vec()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &brokers, &topic);
+    let first = Pulse::start(&run_args(&config_path));
+    first.wait_for("the first half", Duration::from_secs(60), |s| {
+        accepted(s) == half as u64
+    });
+    let status = first.stop(Duration::from_secs(30));
+    assert!(status.success(), "a clean stop exits 0, got {status}");
+    assert!(
+        dir.path().join("state/state.bin").is_file(),
+        "the state was saved"
+    );
+
+    kafka::produce(&brokers, &topic, keyed[half..].to_vec()).await;
+    let second = Pulse::start(&run_args(&config_path));
+    let expected = kpis_only(&run_engine_open(&lines, engine_settings()));
+    let snapshot = second.wait_for("every event exactly once", Duration::from_secs(60), |s| {
+        accepted(s) >= events.len() as u64 && without_state(s.clone()) == expected
+    });
+    assert_eq!(
+        accepted(&snapshot),
+        events.len() as u64,
+        "no event counted twice"
+    );
+    assert!(second.stop(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_outage_makes_pulse_not_ready_until_it_returns() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let Some(broker) = kafka::broker_pid() else {
+        eprintln!(
+            "skipped: the outage test pauses the broker it started, and KAFKA_BROKERS is set"
+        );
+        return;
+    };
+    let (topic, _guard) = kafka::temp_topic(&brokers, "outage", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &brokers, &topic);
+    let pulse = Pulse::start(&run_args(&config_path));
+    pulse.wait_for_status("/readyz", 200, Duration::from_secs(30));
+
+    signal(broker, "STOP");
+    let paused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pulse.wait_for_status("/readyz", 503, Duration::from_secs(30));
+        assert_eq!(pulse.get("/healthz").0, 200, "alive while not ready");
+    }));
+    signal(broker, "CONT");
+    paused.unwrap();
+
+    pulse.wait_for_status("/readyz", 200, Duration::from_secs(60));
+    let line = format!(r#"{{"user_id":"after","event":"login","ts":{END_MS}}}"#);
+    kafka::produce(&brokers, &topic, [(None, line.into_bytes())]).await;
+    pulse.wait_for(
+        "the event sent after the outage",
+        Duration::from_secs(60),
+        |s| accepted(s) == 1,
+    );
+    assert!(pulse.stop(Duration::from_secs(30)).success());
+}
