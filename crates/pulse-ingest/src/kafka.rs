@@ -218,7 +218,9 @@ pub async fn ensure_topics(options: &KafkaOptions, topics: &[String], partitions
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
-    let admin_options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let admin_options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
     match admin.create_topics(&new, &admin_options).await {
         Ok(results) => {
             for result in results {

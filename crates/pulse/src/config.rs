@@ -359,6 +359,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_deployment_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/pulse.toml");
+        let raw = load(Some(&path), &[]).unwrap();
+        raw.engine_settings().unwrap();
+        assert_eq!(raw.validate_service().unwrap().port(), 9464);
+    }
+
+    #[test]
     fn kafka_brokers_variable_and_secret_masking() {
         let raw = load(
             None,
