@@ -34,6 +34,7 @@ pub mod settings;
 pub mod shard;
 pub mod sketch;
 pub mod snapshot;
+pub mod status;
 pub mod summary;
 pub mod time;
 

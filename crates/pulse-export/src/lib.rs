@@ -32,37 +32,7 @@ pub struct BuildInfo {
     pub git_commit: String,
 }
 
-/// The state of ingestion as the binary sees it, replaced wholesale by
-/// [`Exporter::set_status`]. The default is "not connected, not ready".
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct IngestStatus {
-    /// Connected to Kafka (always true for the file and demo sources).
-    pub broker_up: bool,
-    /// Serving meaningful numbers: `/readyz` answers 200 only while this is true.
-    pub ready: bool,
-    /// Why not ready, shown by `/readyz` (e.g. "restoring checkpoint", "broker down").
-    pub not_ready_reason: Option<String>,
-    /// Currently assigned partitions; a revoked partition disappears from the metrics.
-    pub partitions: Vec<PartitionStatus>,
-    /// Records written to the dead-letter topic since start.
-    pub dead_letters_total: u64,
-    /// Dead letters that could not be written (they were counted and dropped).
-    pub dead_letter_errors_total: u64,
-    /// Unix time (ms) of the latest accepted event; when `None` the snapshot's
-    /// `last_event_at` is used.
-    pub last_event_unix_ms: Option<i64>,
-}
-
-/// One assigned partition. `None` means "not known yet" and is left out of the metrics
-/// rather than shown as 0, which would look like a caught-up consumer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionStatus {
-    pub topic: String,
-    pub partition: i32,
-    /// High watermark minus the next offset to consume, in messages.
-    pub lag: Option<i64>,
-    pub committed_offset: Option<i64>,
-}
+pub use pulse_core::status::{CheckpointStatus, IngestStatus, PartitionStatus};
 
 /// Why an [`Exporter`] could not be built. Both cases are programming errors caught on the
 /// first start (a bad metric definition), never a consequence of the data.

@@ -230,6 +230,36 @@ pub const DEAD_LETTER_ERRORS_TOTAL: Def = counter(
     &[],
     "Bad records that could not be written to the dead-letter topic.",
 );
+pub const CHECKPOINTS_TOTAL: Def = counter(
+    "pulse_checkpoints_total",
+    &[],
+    "State checkpoints written durably since start.",
+);
+pub const CHECKPOINT_FAILURES_TOTAL: Def = counter(
+    "pulse_checkpoint_failures_total",
+    &[],
+    "State checkpoints that could not be written (disk full, read-only, ...); the previous one stays usable.",
+);
+pub const LAST_CHECKPOINT_TIMESTAMP_SECONDS: Def = gauge(
+    "pulse_last_checkpoint_timestamp_seconds",
+    &[],
+    "Unix time the latest durable checkpoint was taken.",
+);
+pub const CHECKPOINT_BYTES: Def = gauge(
+    "pulse_checkpoint_bytes",
+    &[],
+    "Size of the latest checkpoint file.",
+);
+pub const CHECKPOINT_PAUSE_SECONDS: Def = gauge(
+    "pulse_checkpoint_pause_seconds",
+    &[],
+    "How long ingestion stood still while the latest checkpoint copied the state.",
+);
+pub const CHECKPOINT_WRITE_SECONDS: Def = gauge(
+    "pulse_checkpoint_write_seconds",
+    &[],
+    "How long encoding, writing and syncing the latest checkpoint took (off the ingest path).",
+);
 pub const SNAPSHOT_TIMESTAMP_SECONDS: Def = gauge(
     "pulse_snapshot_timestamp_seconds",
     &[],
@@ -274,6 +304,12 @@ pub const ALL: &[Def] = &[
     READY,
     DEAD_LETTERS_TOTAL,
     DEAD_LETTER_ERRORS_TOTAL,
+    CHECKPOINTS_TOTAL,
+    CHECKPOINT_FAILURES_TOTAL,
+    LAST_CHECKPOINT_TIMESTAMP_SECONDS,
+    CHECKPOINT_BYTES,
+    CHECKPOINT_PAUSE_SECONDS,
+    CHECKPOINT_WRITE_SECONDS,
     SNAPSHOT_TIMESTAMP_SECONDS,
     BUILD_INFO,
 ];
@@ -366,6 +402,18 @@ pub(crate) fn families(
         &DEAD_LETTER_ERRORS_TOTAL,
         status.dead_letter_errors_total as f64,
     ));
+    // Absent without a state directory: no checkpoint is expected, so none is "missing".
+    if let Some(c) = &status.checkpoint {
+        out.push(Family::single(&CHECKPOINTS_TOTAL, c.written_total as f64));
+        out.push(Family::single(&CHECKPOINT_FAILURES_TOTAL, c.failed_total as f64));
+        out.push(Family::single_opt(
+            &LAST_CHECKPOINT_TIMESTAMP_SECONDS,
+            c.last_success_unix_ms.map(|ms| ms as f64 / 1000.0),
+        ));
+        out.push(Family::single(&CHECKPOINT_BYTES, c.last_bytes as f64));
+        out.push(Family::single(&CHECKPOINT_PAUSE_SECONDS, c.last_pause_seconds));
+        out.push(Family::single(&CHECKPOINT_WRITE_SECONDS, c.last_write_seconds));
+    }
     let mut info = Family::new(&BUILD_INFO);
     info.sample(&[&build.version, &build.git_commit], 1.0);
     out.push(info.done());
@@ -711,6 +759,14 @@ mod tests {
             dead_letters_total: 5,
             dead_letter_errors_total: 1,
             last_event_unix_ms: Some(1_773_143_999_000),
+            checkpoint: Some(pulse_core::status::CheckpointStatus {
+                written_total: 12,
+                failed_total: 1,
+                last_success_unix_ms: Some(1_773_143_990_000),
+                last_bytes: 4096,
+                last_pause_seconds: 0.002,
+                last_write_seconds: 0.03,
+            }),
         }
     }
 
@@ -865,6 +921,9 @@ mod tests {
         assert_eq!(e.value("pulse_broker_up"), 1.0);
         assert_eq!(e.value("pulse_ready"), 1.0);
         assert_eq!(e.value("pulse_dead_letters_total"), 5.0);
+        assert_eq!(e.value("pulse_checkpoints_total"), 12.0);
+        assert_eq!(e.value("pulse_checkpoint_failures_total"), 1.0);
+        assert_eq!(e.value("pulse_last_checkpoint_timestamp_seconds"), 1_773_143_990.0);
         assert_eq!(e.value("pulse_dead_letter_errors_total"), 1.0);
         assert_eq!(
             e.value(r#"pulse_consumer_lag_messages{topic="events",partition="0"}"#),

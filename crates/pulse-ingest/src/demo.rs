@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pulse_workload::{DAY_MS, Generator, WorkloadConfig};
 
-use crate::pipeline::{Pipeline, Sink, SourceStatus};
+use pulse_core::status::IngestStatus;
+
+use crate::pipeline::{Pipeline, Sink};
 use crate::shards::ShardStopped;
 
 #[derive(Debug, Clone)]
@@ -27,11 +29,11 @@ pub fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn ready() -> SourceStatus {
-    SourceStatus {
+fn ready() -> IngestStatus {
+    IngestStatus {
         broker_up: true,
         ready: true,
-        ..SourceStatus::default()
+        ..IngestStatus::default()
     }
 }
 

@@ -29,7 +29,9 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::demo::wall_ms;
-use crate::pipeline::{PartitionStatus, Pipeline, Sink, SourceStatus};
+use pulse_core::status::{IngestStatus, PartitionStatus};
+
+use crate::pipeline::{Pipeline, Sink};
 use crate::shards::ShardStopped;
 use crate::state_store::{Offsets, StateStore, StateStoreError};
 
@@ -518,7 +520,7 @@ fn status(
     broker_up: &std::sync::atomic::AtomicBool,
     offsets: &Offsets,
     dead_letters: Option<&DeadLetters>,
-) -> SourceStatus {
+) -> IngestStatus {
     let shared = shared.lock().unwrap_or_else(|e| e.into_inner());
     let up = broker_up.load(std::sync::atomic::Ordering::Relaxed);
     let partitions = offsets
@@ -533,7 +535,7 @@ fn status(
             committed_offset: Some(*next),
         })
         .collect();
-    SourceStatus {
+    IngestStatus {
         broker_up: up,
         ready: up,
         not_ready_reason: (!up).then(|| {
@@ -545,6 +547,7 @@ fn status(
         partitions,
         dead_letters_total: dead_letters.map_or(0, |d| d.delivered),
         dead_letter_errors_total: dead_letters.map_or(0, |d| d.failed),
+        ..IngestStatus::default()
     }
 }
 

@@ -19,4 +19,4 @@ pub mod pipeline;
 pub mod shards;
 pub mod state_store;
 
-pub use pipeline::{Pipeline, Sink, SourceStatus};
+pub use pipeline::{Pipeline, Sink};

@@ -11,6 +11,7 @@ use pulse_core::ingest::{Ingestor, Outcome};
 use pulse_core::settings::ClockMode;
 use pulse_core::shard::{ShardEvent, sketch_shape};
 use pulse_core::snapshot::{self, KpiSnapshot};
+use pulse_core::status::IngestStatus;
 use pulse_core::{EngineSettings, EngineState};
 
 use crate::shards::{ShardPool, ShardStopped};
@@ -18,29 +19,10 @@ use crate::shards::{ShardPool, ShardStopped};
 /// Events per batch: amortises the channel without delaying shards for long.
 const BATCH: usize = 1024;
 
-/// How the source is doing, published beside each snapshot.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SourceStatus {
-    pub broker_up: bool,
-    pub ready: bool,
-    pub not_ready_reason: Option<String>,
-    pub partitions: Vec<PartitionStatus>,
-    pub dead_letters_total: u64,
-    pub dead_letter_errors_total: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionStatus {
-    pub topic: String,
-    pub partition: i32,
-    pub lag: Option<i64>,
-    pub committed_offset: Option<i64>,
-}
-
 /// Where snapshots and status go (the HTTP exporter in the service, a test collector in
 /// tests).
 pub trait Sink: Send + Sync {
-    fn publish(&self, snapshot: KpiSnapshot, status: SourceStatus);
+    fn publish(&self, snapshot: KpiSnapshot, status: IngestStatus);
 }
 
 #[derive(Debug)]

@@ -14,11 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use pulse_core::EngineSettings;
 use pulse_core::snapshot::KpiSnapshot;
-use pulse_export::{BuildInfo, Exporter, IngestStatus, PartitionStatus};
+use pulse_export::{BuildInfo, Exporter, IngestStatus};
 use pulse_ingest::demo::{self, DemoOptions, wall_ms};
 use pulse_ingest::kafka::{self, KafkaOptions, LoadgenOptions};
 use pulse_ingest::state_store::StateStore;
-use pulse_ingest::{Pipeline, Sink, SourceStatus};
+use pulse_ingest::{Pipeline, Sink};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -28,30 +28,13 @@ use crate::config::RawConfig;
 struct ExporterSink(Arc<Exporter>);
 
 impl Sink for ExporterSink {
-    fn publish(&self, snapshot: KpiSnapshot, status: SourceStatus) {
-        let last_event_unix_ms = snapshot
+    fn publish(&self, snapshot: KpiSnapshot, mut status: IngestStatus) {
+        status.last_event_unix_ms = snapshot
             .last_event_at
             .as_deref()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
             .map(|t| t.as_millisecond());
-        self.0.set_status(IngestStatus {
-            broker_up: status.broker_up,
-            ready: status.ready,
-            not_ready_reason: status.not_ready_reason,
-            partitions: status
-                .partitions
-                .into_iter()
-                .map(|p| PartitionStatus {
-                    topic: p.topic,
-                    partition: p.partition,
-                    lag: p.lag,
-                    committed_offset: p.committed_offset,
-                })
-                .collect(),
-            dead_letters_total: status.dead_letters_total,
-            dead_letter_errors_total: status.dead_letter_errors_total,
-            last_event_unix_ms,
-        });
+        self.0.set_status(status);
         self.0.publish(snapshot);
     }
 }
