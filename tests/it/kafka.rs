@@ -15,7 +15,7 @@ use crate::helpers::{generate, json_diff, kpis_only, pulse_bin, run_engine_open}
 use crate::process::{Pulse, metric, signal};
 
 /// One Kafka test at a time: they share one broker, which the outage test pauses.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// 2026-03-01T12:00:00Z: workloads end in the past, on the event-time clock.
 const END_MS: i64 = 1_772_366_400_000;
@@ -33,6 +33,11 @@ fn workload(seed: u64, users: u32) -> WorkloadConfig {
 
 /// A configuration for one test: its own topic, group and state directory.
 fn write_config(dir: &Path, brokers: &str, topic: &str) -> String {
+    write_config_with(dir, brokers, topic, "")
+}
+
+/// The same, with extra lines for the `[state]` table.
+pub fn write_config_with(dir: &Path, brokers: &str, topic: &str, state_extra: &str) -> String {
     let group = kafka::unique_name("pulse-group");
     let mut properties = String::new();
     for (key, value) in kafka::test_consumer_properties() {
@@ -43,7 +48,7 @@ fn write_config(dir: &Path, brokers: &str, topic: &str) -> String {
          [kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
          [kafka.properties]\n{properties}\
          [http]\nrefresh_interval = \"300ms\"\n\
-         [state]\ndir = \"{}\"\n",
+         [state]\ndir = \"{}\"\n{state_extra}",
         dir.join("state").display()
     );
     let path = dir.join("pulse.toml");
@@ -55,7 +60,7 @@ fn run_args(config: &str) -> Vec<&str> {
     vec!["run", "--config", config, "--clock", "event-time"]
 }
 
-fn accepted(snapshot: &Value) -> u64 {
+pub fn accepted(snapshot: &Value) -> u64 {
     snapshot["events"]["accepted"].as_u64().unwrap_or(0)
 }
 

@@ -5,14 +5,17 @@
 //! - `state`: engine state survives a serialise / restore round trip mid-stream.
 //! - `golden`: decoder shapes and a small replay snapshot against checked-in files.
 //! - `cli`: the `pulse` binary itself (`replay`, `check-config`).
-//! - `kafka`: `pulse run` and `pulse loadgen` against a real broker.
+//! - `kafka_tests`: `pulse run` and `pulse loadgen` against a real broker.
+//! - `durability`: checkpoints, SIGKILL crashes, history hand-over, unreadable state.
 //! - `service`: `pulse demo` serving metrics, and its clean stop.
 //! - `process`: a running `pulse` for the service tests.
 
 mod cli;
+mod durability;
 mod golden;
 mod helpers;
-mod kafka;
+#[path = "kafka.rs"]
+mod kafka_tests;
 mod kpis;
 mod process;
 mod service;

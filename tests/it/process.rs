@@ -127,6 +127,24 @@ impl Pulse {
     }
 }
 
+impl Pulse {
+    /// SIGKILL: a crash, no chance to clean up.
+    pub fn kill(mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Runs `pulse ARGS` to completion (a command expected to fail fast, say).
+    pub fn run_to_end(args: &[&str]) -> std::process::Output {
+        Command::new(pulse_bin())
+            .args(args)
+            .env_remove("PULSE_CONFIG")
+            .env_remove("KAFKA_BROKERS")
+            .output()
+            .expect("running pulse")
+    }
+}
+
 impl Drop for Pulse {
     fn drop(&mut self) {
         let _ = self.child.kill();

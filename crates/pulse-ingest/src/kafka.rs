@@ -31,9 +31,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::demo::wall_ms;
 use pulse_core::status::{IngestStatus, PartitionStatus};
 
+use crate::checkpointer::Checkpointer;
 use crate::pipeline::{Pipeline, Sink};
 use crate::shards::ShardStopped;
-use crate::state_store::{Offsets, StateStore, StateStoreError};
+use crate::state_store::{Offsets, StateStoreError};
 
 /// Everything the Kafka source needs, already validated by the binary.
 #[derive(Clone)]
@@ -237,12 +238,71 @@ pub async fn ensure_topics(options: &KafkaOptions, topics: &[String], partitions
     }
 }
 
-/// Consumes until `shutdown`, publishing a snapshot every refresh. At a clean stop: a last
-/// snapshot, the state saved (when a store is given), the offsets committed.
+/// Durable state for the Kafka source: where checkpoints go, and the offsets of the one the
+/// pipeline was restored from.
+#[derive(Debug)]
+pub struct Durability {
+    pub checkpointer: Checkpointer,
+    /// Next offset per partition in the restored checkpoint; these win over the group's
+    /// committed offsets.
+    pub restored: Offsets,
+}
+
+/// Where each partition must resume after a restore, and whether it has been checked.
+#[derive(Default)]
+struct Resume {
+    restored: Offsets,
+    checked: std::collections::HashSet<(String, i32)>,
+    sought: std::collections::HashSet<(String, i32)>,
+}
+
+enum Placement {
+    Apply,
+    /// Already in the restored state: skip it.
+    Skip,
+    /// Past the restored position (the group committed more than the checkpoint holds):
+    /// seek back and skip it.
+    SeekBack(i64),
+}
+
+impl Resume {
+    fn place(&mut self, topic: &str, partition: i32, offset: i64) -> Placement {
+        let key = (topic.to_owned(), partition);
+        if self.checked.contains(&key) {
+            return Placement::Apply;
+        }
+        let Some(&resume_at) = self.restored.get(&key) else {
+            self.checked.insert(key);
+            return Placement::Apply;
+        };
+        if offset < resume_at {
+            Placement::Skip
+        } else if offset == resume_at || self.sought.contains(&key) {
+            if offset > resume_at {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    resume_at,
+                    offset,
+                    "Records between the checkpoint and this offset are no longer in Kafka."
+                );
+            }
+            self.checked.insert(key);
+            Placement::Apply
+        } else {
+            self.sought.insert(key);
+            Placement::SeekBack(resume_at)
+        }
+    }
+}
+
+/// Consumes until `shutdown`, publishing a snapshot every refresh and, with `durability`,
+/// writing checkpoints. At a clean stop: a last snapshot, a last checkpoint, the offsets
+/// committed.
 pub async fn run(
     pipeline: &mut Pipeline,
     options: &KafkaOptions,
-    store: Option<&StateStore>,
+    mut durability: Option<Durability>,
     sink: &dyn Sink,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaSourceError> {
@@ -312,7 +372,14 @@ pub async fn run(
 
     let broker_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let probe = tokio::spawn(probe_broker(consumer.clone(), broker_up.clone()));
-    let mut offsets: Offsets = BTreeMap::new();
+    let mut resume = Resume {
+        restored: durability
+            .as_ref()
+            .map(|d| d.restored.clone())
+            .unwrap_or_default(),
+        ..Resume::default()
+    };
+    let mut offsets: Offsets = resume.restored.clone();
     let mut at_eof: HashMap<(String, i32), bool> = HashMap::new();
     let mut watermarks = PartitionWatermarks::default();
     let mut was_caught_up = false;
@@ -344,8 +411,21 @@ pub async fn run(
                     if let Some(letters) = dead_letters.as_mut() {
                         letters.settle().await;
                     }
-                    commit(&consumer, &offsets, CommitMode::Async);
-                    let status = status(&shared, &broker_up, &offsets, dead_letters.as_ref());
+                    match durability.as_mut() {
+                        Some(durable) => {
+                            if let Some(written) = durable.checkpointer.poll().await {
+                                commit(&consumer, &written, CommitMode::Async);
+                            }
+                            if durable.checkpointer.due() {
+                                let started = Instant::now();
+                                let state = pipeline.state().await?;
+                                durable.checkpointer.start(state, offsets.clone(), started.elapsed());
+                            }
+                        }
+                        None => commit(&consumer, &offsets, CommitMode::Async),
+                    }
+                    let mut status = status(&shared, &broker_up, &offsets, dead_letters.as_ref());
+                    status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
                     sink.publish(snapshot, status);
                 }
                 received = consumer.recv() => {
@@ -356,6 +436,18 @@ pub async fn run(
                                 partition: message.partition(),
                                 offset: message.offset(),
                             };
+                            match resume.place(&origin.topic, origin.partition, origin.offset) {
+                                Placement::Apply => {}
+                                Placement::Skip => continue,
+                                Placement::SeekBack(to) => {
+                                    tracing::info!(topic = %origin.topic, partition = origin.partition, offset = to, "Seeking back to the checkpoint's position.");
+                                    if let Err(error) = consumer.seek(&origin.topic, origin.partition, Offset::Offset(to), Duration::from_secs(10)) {
+                                        tracing::warn!(%error, "Seek failed; retrying on the next record.");
+                                        resume.sought.remove(&(origin.topic.clone(), origin.partition));
+                                    }
+                                    continue;
+                                }
+                            }
                             let fallback = message.timestamp().to_millis();
                             let payload = message.payload().unwrap_or_default();
                             let dead_letter = dead_letters.as_mut().and_then(|letters| {
@@ -407,16 +499,24 @@ pub async fn run(
     if let Some(letters) = dead_letters.as_mut() {
         letters.settle().await;
     }
-    if let Some(store) = store {
-        let state = pipeline.state().await?;
-        store.save(&state, &offsets, wall_ms())?;
-        tracing::info!(path = %store.path().display(), "State saved.");
+    match durability.as_mut() {
+        Some(durable) => {
+            let state = pipeline.state().await?;
+            match durable.checkpointer.save_now(state, offsets.clone()).await {
+                Some(written) => {
+                    commit(&consumer, &written, CommitMode::Sync);
+                    tracing::info!("State saved and offsets committed.");
+                }
+                None => {
+                    tracing::error!("The last checkpoint failed; offsets stay at the previous one.")
+                }
+            }
+        }
+        None => commit(&consumer, &offsets, CommitMode::Sync),
     }
-    commit(&consumer, &offsets, CommitMode::Sync);
-    sink.publish(
-        snapshot,
-        status(&shared, &broker_up, &offsets, dead_letters.as_ref()),
-    );
+    let mut status = status(&shared, &broker_up, &offsets, dead_letters.as_ref());
+    status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
+    sink.publish(snapshot, status);
     Ok(())
 }
 

@@ -9,10 +9,13 @@
 //! - [`kafka`]: the Kafka source (consumer group, manual commits after apply, dead-letter
 //!   topic, lag and broker health) and the `loadgen` producer.
 //! - [`demo`]: the built-in generator source, no broker needed.
-//! - [`state_store`]: engine state and offsets saved on disk at a clean stop, loaded at start.
+//! - [`state_store`]: checkpoint files — versioned, checksummed, written atomically.
+//! - [`checkpointer`]: periodic checkpoints off the ingest path; offsets are committed to
+//!   Kafka only once the checkpoint holding them is durable.
 //!
 //! The engine itself (pulse-core) never sees a thread, a socket or a file.
 
+pub mod checkpointer;
 pub mod demo;
 pub mod kafka;
 pub mod pipeline;

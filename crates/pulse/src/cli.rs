@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use pulse_core::settings::ClockMode;
 use pulse_ingest::demo::DemoOptions;
 use pulse_ingest::kafka::LoadgenOptions;
+use pulse_ingest::state_store::StateStore;
 use pulse_workload::WorkloadConfig;
 
 use crate::config;
@@ -69,6 +70,10 @@ pub struct RunArgs {
     /// State directory; overrides state.dir.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Start with empty state even though the state directory holds checkpoints (they are
+    /// moved into a `discarded-…` folder, not deleted).
+    #[arg(long)]
+    pub reset_state: bool,
     /// Number of shards; overrides `shards`.
     #[arg(long)]
     pub shards: Option<usize>,
@@ -138,6 +143,11 @@ pub struct ReplayArgs {
     /// Print the snapshot on one line instead of indented.
     #[arg(long)]
     pub compact: bool,
+    /// Also write the engine state as a checkpoint in DIR, with sessions still open at the
+    /// end of the input, so `pulse run --state DIR` continues from it (seed 30 days of
+    /// history from a warehouse export, then go live). Use the same `shards` for both.
+    #[arg(long, value_name = "DIR")]
+    pub save_state: Option<PathBuf>,
     /// Reference instant for "future" events (RFC 3339); defaults to the wall clock.
     /// Tests pin it to make runs reproducible.
     #[arg(long, hide = true)]
@@ -156,7 +166,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 .wall_clock
                 .unwrap_or_else(jiff::Timestamp::now)
                 .as_millisecond();
-            let snapshot = replay::replay_path(&args.input, settings, wall_ms)?;
+            let store = args
+                .save_state
+                .map(|dir| StateStore::with_keep(dir, raw.state.keep));
+            let snapshot = replay::replay_path(&args.input, settings, wall_ms, store.as_ref())?;
             let text = if args.compact {
                 serde_json::to_string(&snapshot)
             } else {
@@ -187,6 +200,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 raw,
                 listen,
                 state_dir,
+                reset_state: args.reset_state,
             })
         }
         Command::Demo(args) => {

@@ -105,6 +105,9 @@ pub struct RawHttp {
 pub struct RawState {
     pub dir: String,
     #[serde(with = "human_duration")]
+    pub checkpoint_interval: Duration,
+    pub keep: usize,
+    #[serde(with = "human_duration")]
     pub shutdown_timeout: Duration,
 }
 
@@ -284,6 +287,12 @@ impl RawConfig {
         }
         if self.http.refresh_interval < Duration::from_millis(100) {
             bail!("http.refresh_interval must be at least 100ms");
+        }
+        if self.state.keep == 0 {
+            bail!("state.keep must be at least 1");
+        }
+        if self.state.checkpoint_interval < Duration::from_millis(100) {
+            bail!("state.checkpoint_interval must be at least 100ms");
         }
         if self.demo.users == 0 {
             bail!("demo.users must be at least 1");

@@ -13,11 +13,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use pulse_core::EngineSettings;
 use pulse_core::ingest::{Ingestor, Outcome};
-use pulse_core::shard::{Shard, ShardEvent, ShardState, sketch_shape};
+use pulse_core::shard::{Shard, ShardEvent, sketch_shape};
 use pulse_core::snapshot::{self, KpiSnapshot};
 use pulse_core::summary::ShardSummary;
+use pulse_core::{EngineSettings, EngineState};
+use pulse_ingest::state_store::StateStore;
 
 /// Events per batch sent to a shard: large enough to amortise the channel, small enough
 /// to keep shards busy together.
@@ -32,7 +33,12 @@ struct Batch {
 }
 
 /// Replays a file ("-" for stdin) and returns the final snapshot.
-pub fn replay_path(path: &Path, settings: EngineSettings, wall_ms: i64) -> Result<KpiSnapshot> {
+pub fn replay_path(
+    path: &Path,
+    settings: EngineSettings,
+    wall_ms: i64,
+    save_state: Option<&StateStore>,
+) -> Result<KpiSnapshot> {
     let reader: Box<dyn Read> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -44,6 +50,7 @@ pub fn replay_path(path: &Path, settings: EngineSettings, wall_ms: i64) -> Resul
         &source,
         settings,
         wall_ms,
+        save_state,
     )
 }
 
@@ -52,11 +59,12 @@ pub fn replay(
     source: &str,
     settings: EngineSettings,
     wall_ms: i64,
+    save_state: Option<&StateStore>,
 ) -> Result<KpiSnapshot> {
     let started = Instant::now();
     tracing::info!(input = source, shards = settings.shards, "Replay started.");
     let mut router = Ingestor::new(&settings, wall_ms);
-    let workers: Vec<(SyncSender<Batch>, JoinHandle<ShardState>)> = (0..settings.shards)
+    let workers: Vec<(SyncSender<Batch>, JoinHandle<Shard>)> = (0..settings.shards)
         .map(|index| spawn_shard(index, &settings))
         .collect::<Result<_>>()?;
     let mut pending: Vec<Vec<ShardEvent>> = vec![Vec::with_capacity(BATCH); settings.shards];
@@ -103,7 +111,7 @@ pub fn replay(
             );
         }
     }
-    let mut states = Vec::with_capacity(workers.len());
+    let mut shards = Vec::with_capacity(workers.len());
     for ((sender, handle), events) in workers.into_iter().zip(pending) {
         send(
             &sender,
@@ -113,7 +121,7 @@ pub fn replay(
             },
         )?;
         drop(sender); // Closing the channel tells the shard the input has ended.
-        states.push(
+        shards.push(
             handle
                 .join()
                 .map_err(|_| anyhow!("a shard thread panicked"))?,
@@ -136,9 +144,25 @@ pub fn replay(
              activity but not in sessions. Sort the input by time or raise allowed_lateness."
         );
     }
+    if let Some(store) = save_state {
+        // Saved before the end of input closes the sessions: a live run that continues
+        // from here must see the sessions still open at the hand-over.
+        let state = EngineState {
+            router: router.state().clone(),
+            shards: shards.iter().map(|s| s.state().clone()).collect(),
+        };
+        let path = store
+            .save(&state, &Default::default(), router.now_ms().unwrap_or(0))
+            .context("--save-state")?;
+        tracing::info!(path = %path.display(), "State saved; `pulse run --state` can start from it.");
+    }
+    shards.iter_mut().for_each(Shard::close_all);
     let at = router.summary_point();
     let shape = sketch_shape(&settings);
-    let summaries: Vec<ShardSummary> = states.iter().map(|s| s.summarize(at, shape)).collect();
+    let summaries: Vec<ShardSummary> = shards
+        .iter()
+        .map(|s| s.state().summarize(at, shape))
+        .collect();
     let mut calendar = router.calendar().clone();
     Ok(snapshot::build(
         router.state(),
@@ -152,7 +176,7 @@ pub fn replay(
 fn spawn_shard(
     index: usize,
     settings: &EngineSettings,
-) -> Result<(SyncSender<Batch>, JoinHandle<ShardState>)> {
+) -> Result<(SyncSender<Batch>, JoinHandle<Shard>)> {
     let (sender, receiver) = sync_channel::<Batch>(QUEUE);
     let mut shard = Shard::new(settings);
     let handle = std::thread::Builder::new()
@@ -166,8 +190,7 @@ fn spawn_shard(
                     shard.advance(watermark);
                 }
             }
-            shard.close_all();
-            shard.into_state()
+            shard
         })
         .context("starting a shard thread")?;
     Ok((sender, handle))

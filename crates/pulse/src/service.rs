@@ -15,8 +15,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use pulse_core::EngineSettings;
 use pulse_core::snapshot::KpiSnapshot;
 use pulse_export::{BuildInfo, Exporter, IngestStatus};
+use pulse_ingest::checkpointer::Checkpointer;
 use pulse_ingest::demo::{self, DemoOptions, wall_ms};
-use pulse_ingest::kafka::{self, KafkaOptions, LoadgenOptions};
+use pulse_ingest::kafka::{self, Durability, KafkaOptions, LoadgenOptions};
 use pulse_ingest::state_store::StateStore;
 use pulse_ingest::{Pipeline, Sink};
 use tokio::net::TcpListener;
@@ -127,6 +128,8 @@ pub struct RunOptions {
     pub raw: RawConfig,
     pub listen: SocketAddr,
     pub state_dir: Option<PathBuf>,
+    /// Start empty even if the state directory holds checkpoints (they are moved aside).
+    pub reset_state: bool,
 }
 
 /// `pulse run`: consume Kafka, serve the KPIs.
@@ -136,26 +139,27 @@ pub fn run(options: RunOptions) -> Result<()> {
         raw,
         listen,
         state_dir,
+        reset_state,
     } = options;
     let kafka = kafka_options(&raw);
-    let store = state_dir.map(StateStore::new);
+    let store = state_dir.map(|dir| StateStore::with_keep(dir, raw.state.keep));
     let saved = match &store {
-        Some(store) => store.load().with_context(|| {
-            format!(
-                "refusing to start: the saved state {} cannot be read",
-                store.path().display()
-            )
-        })?,
+        Some(store) if reset_state => {
+            let moved = store
+                .reset()
+                .context("--reset-state: cannot move the old checkpoints aside")?;
+            tracing::warn!(checkpoints = moved, dir = %store.path().display(), "Starting with empty state (--reset-state); old checkpoints moved aside.");
+            None
+        }
+        Some(store) => store
+            .load()
+            .context("refusing to start: the saved state cannot be used")?,
         None => None,
     };
     if let Some(saved) = &saved {
         if saved.engine.shards.len() != settings.shards {
             bail!(
-                "the saved state {} has {} shards but the configuration asks for {}: set shards = {}",
-                store
-                    .as_ref()
-                    .map(|s| s.path().display().to_string())
-                    .unwrap_or_default(),
+                "the saved state has {} shards but the configuration asks for {}: set shards = {} (or start over with --reset-state)",
                 saved.engine.shards.len(),
                 settings.shards,
                 saved.engine.shards.len()
@@ -163,24 +167,28 @@ pub fn run(options: RunOptions) -> Result<()> {
         }
         tracing::info!(
             accepted = saved.engine.router.counters.accepted,
-            "Resuming from saved state."
+            partitions = saved.offsets.len(),
+            "Resuming from the saved state."
         );
     }
     let shutdown_timeout = raw.state.shutdown_timeout;
+    let interval = raw.state.checkpoint_interval;
     serve(
         listen,
         shutdown_timeout,
         move |exporter, token| async move {
-            let mut pipeline = Pipeline::start(settings, wall_ms(), saved.map(|s| s.engine))?;
+            let (engine, restored) = match saved {
+                Some(saved) => (Some(saved.engine), saved.offsets),
+                None => (None, Default::default()),
+            };
+            let durability = store.map(|store| Durability {
+                checkpointer: Checkpointer::new(store, interval),
+                restored,
+            });
+            let mut pipeline = Pipeline::start(settings, wall_ms(), engine)?;
             let sink = ExporterSink(exporter);
-            let result = kafka::run(
-                &mut pipeline,
-                &kafka,
-                store.as_ref(),
-                &sink,
-                token.cancelled(),
-            )
-            .await;
+            let result =
+                kafka::run(&mut pipeline, &kafka, durability, &sink, token.cancelled()).await;
             pipeline.stop();
             result.map_err(Into::into)
         },

@@ -1,0 +1,116 @@
+//! Periodic checkpoints: a copy of the state taken at a barrier, written off the ingest path.
+//!
+//! Taking the copy is the only pause ingestion sees (the shards clone their state at the
+//! barrier); encoding, writing and fsyncing run on a blocking thread while consumption goes
+//! on. One checkpoint is in flight at a time. The offsets a checkpoint holds are handed back
+//! only once it is durable: those, and only those, may be committed to Kafka, so the group's
+//! committed offsets never run ahead of a state that could be restored.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pulse_core::EngineState;
+use pulse_core::status::CheckpointStatus;
+use tokio::task::JoinHandle;
+
+use crate::demo::wall_ms;
+use crate::state_store::{Offsets, StateStore, StateStoreError};
+
+type Written = (Offsets, Result<PathBuf, StateStoreError>, Duration, i64);
+
+#[derive(Debug)]
+pub struct Checkpointer {
+    store: StateStore,
+    interval: Duration,
+    last_started: Instant,
+    in_flight: Option<JoinHandle<Written>>,
+    status: CheckpointStatus,
+}
+
+impl Checkpointer {
+    pub fn new(store: StateStore, interval: Duration) -> Checkpointer {
+        Checkpointer {
+            store,
+            interval,
+            last_started: Instant::now(),
+            in_flight: None,
+            status: CheckpointStatus::default(),
+        }
+    }
+
+    pub fn status(&self) -> &CheckpointStatus {
+        &self.status
+    }
+
+    /// Whether it is time for the next checkpoint (and none is being written).
+    pub fn due(&self) -> bool {
+        self.in_flight.is_none() && self.last_started.elapsed() >= self.interval
+    }
+
+    /// Starts writing `state`, which holds exactly the records before `offsets`; `pause` is
+    /// how long taking the copy stalled ingestion.
+    pub fn start(&mut self, state: EngineState, offsets: Offsets, pause: Duration) {
+        self.last_started = Instant::now();
+        self.status.last_pause_seconds = pause.as_secs_f64();
+        let store = self.store.clone();
+        let taken_at = wall_ms();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = store.save(&state, &offsets, taken_at);
+            (offsets, result, started.elapsed(), taken_at)
+        }));
+    }
+
+    /// The offsets of a checkpoint that has become durable since the last call, if any.
+    pub async fn poll(&mut self) -> Option<Offsets> {
+        if self.in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.finish().await
+        } else {
+            None
+        }
+    }
+
+    /// Waits for the checkpoint in flight; its offsets if it became durable.
+    pub async fn finish(&mut self) -> Option<Offsets> {
+        let task = self.in_flight.take()?;
+        match task.await {
+            Ok((offsets, result, took, taken_at)) => self.record(offsets, result, took, taken_at),
+            Err(error) => {
+                self.status.failed_total += 1;
+                tracing::error!(%error, "The checkpoint writer crashed.");
+                None
+            }
+        }
+    }
+
+    /// Writes a checkpoint now and waits for it (a clean stop).
+    pub async fn save_now(&mut self, state: EngineState, offsets: Offsets) -> Option<Offsets> {
+        self.finish().await;
+        self.start(state, offsets, Duration::ZERO);
+        self.finish().await
+    }
+
+    fn record(
+        &mut self,
+        offsets: Offsets,
+        result: Result<PathBuf, StateStoreError>,
+        took: Duration,
+        taken_at: i64,
+    ) -> Option<Offsets> {
+        match result {
+            Ok(path) => {
+                self.status.written_total += 1;
+                self.status.last_success_unix_ms = Some(taken_at);
+                self.status.last_write_seconds = took.as_secs_f64();
+                self.status.last_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+                tracing::debug!(path = %path.display(), bytes = self.status.last_bytes, "Checkpoint written.");
+                Some(offsets)
+            }
+            Err(error) => {
+                self.status.failed_total += 1;
+                tracing::error!(%error, "Checkpoint failed; the previous one stays in place and offsets are not committed past it.");
+                None
+            }
+        }
+    }
+}
