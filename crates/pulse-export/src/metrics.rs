@@ -405,14 +405,23 @@ pub(crate) fn families(
     // Absent without a state directory: no checkpoint is expected, so none is "missing".
     if let Some(c) = &status.checkpoint {
         out.push(Family::single(&CHECKPOINTS_TOTAL, c.written_total as f64));
-        out.push(Family::single(&CHECKPOINT_FAILURES_TOTAL, c.failed_total as f64));
+        out.push(Family::single(
+            &CHECKPOINT_FAILURES_TOTAL,
+            c.failed_total as f64,
+        ));
         out.push(Family::single_opt(
             &LAST_CHECKPOINT_TIMESTAMP_SECONDS,
             c.last_success_unix_ms.map(|ms| ms as f64 / 1000.0),
         ));
         out.push(Family::single(&CHECKPOINT_BYTES, c.last_bytes as f64));
-        out.push(Family::single(&CHECKPOINT_PAUSE_SECONDS, c.last_pause_seconds));
-        out.push(Family::single(&CHECKPOINT_WRITE_SECONDS, c.last_write_seconds));
+        out.push(Family::single(
+            &CHECKPOINT_PAUSE_SECONDS,
+            c.last_pause_seconds,
+        ));
+        out.push(Family::single(
+            &CHECKPOINT_WRITE_SECONDS,
+            c.last_write_seconds,
+        ));
     }
     let mut info = Family::new(&BUILD_INFO);
     info.sample(&[&build.version, &build.git_commit], 1.0);
@@ -923,7 +932,10 @@ mod tests {
         assert_eq!(e.value("pulse_dead_letters_total"), 5.0);
         assert_eq!(e.value("pulse_checkpoints_total"), 12.0);
         assert_eq!(e.value("pulse_checkpoint_failures_total"), 1.0);
-        assert_eq!(e.value("pulse_last_checkpoint_timestamp_seconds"), 1_773_143_990.0);
+        assert_eq!(
+            e.value("pulse_last_checkpoint_timestamp_seconds"),
+            1_773_143_990.0
+        );
         assert_eq!(e.value("pulse_dead_letter_errors_total"), 1.0);
         assert_eq!(
             e.value(r#"pulse_consumer_lag_messages{topic="events",partition="0"}"#),
