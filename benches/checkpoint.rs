@@ -1,0 +1,133 @@
+//! Checkpoint cost at production scale: a month of 1 million users and 200 features.
+//!
+//! Measures `EngineState::to_bytes` (encode), `StateStore::save` (encode + checksum + write +
+//! fsync + rename, into `target/tmp`, i.e. the disk the build runs on) and `StateStore::load`
+//! (read + checksum + decode), and prints the checkpoint size. The events are synthetic and
+//! written straight into an `Engine`, not made by `pulse-workload`, so the setup of 10 M
+//! events takes seconds rather than minutes.
+//!
+//! Run with `cargo bench -p pulse-benches --bench checkpoint`; results are recorded in
+//! BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use pulse_benches::WALL_MS;
+use pulse_core::{Engine, EngineSettings, EngineState};
+use pulse_ingest::state_store::{Offsets, StateStore};
+
+const USERS: u64 = 1_000_000;
+const FEATURES: u64 = 200;
+const DAYS: i64 = 30;
+/// Each user is active on one day in `ACTIVE_EVERY`: 3 days of 30, about 100 000 a day.
+const ACTIVE_EVERY: u64 = 10;
+const DAY_MS: i64 = 86_400_000;
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64's finaliser: a cheap, well-spread hash for synthetic choices.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A month of activity: every user active on 3 of the 30 days, each active day a login, a
+/// page view and one feature use (feature popularity skewed: low numbers are popular), and
+/// a signup on the user's first day. Events arrive in time order. Returns the state and the
+/// number of events.
+fn month(shards: usize) -> (EngineState, u64) {
+    let settings = EngineSettings {
+        shards,
+        ..EngineSettings::default()
+    };
+    let mut engine = Engine::new(settings, WALL_MS);
+    let start = WALL_MS - DAYS * DAY_MS;
+    let per_day = USERS / ACTIVE_EVERY;
+    let spacing = DAY_MS / (per_day as i64 + 1);
+    let mut line = String::with_capacity(128);
+    let mut events = 0;
+    let mut send = |line: &str| {
+        engine.ingest(line.as_bytes(), None);
+        events += 1;
+    };
+    for day in 0..DAYS {
+        let day_start = start + day * DAY_MS;
+        let first = (ACTIVE_EVERY - day as u64 % ACTIVE_EVERY) % ACTIVE_EVERY;
+        for (i, user) in (first..USERS).step_by(ACTIVE_EVERY as usize).enumerate() {
+            let ts = day_start + i as i64 * spacing;
+            let x = (mix(user << 8 | day as u64) >> 11) as f64 / (1u64 << 53) as f64;
+            let feature = ((x * x) * FEATURES as f64) as u64;
+            if day < ACTIVE_EVERY as i64 {
+                line.clear();
+                write!(
+                    line,
+                    r#"{{"user_id":"u{user}","event":"signup","ts":{ts}}}"#
+                )
+                .unwrap();
+                send(&line);
+            }
+            for (offset, event) in [(0, "login"), (100, "page_view")] {
+                line.clear();
+                let ts = ts + offset;
+                write!(
+                    line,
+                    r#"{{"user_id":"u{user}","event":"{event}","ts":{ts}}}"#
+                )
+                .unwrap();
+                send(&line);
+            }
+            line.clear();
+            let ts = ts + 200;
+            write!(
+                line,
+                r#"{{"user_id":"u{user}","event":"feature_used","feature":"feature-{feature}","ts":{ts}}}"#
+            )
+            .unwrap();
+            send(&line);
+        }
+    }
+    let state = engine.state();
+    assert_eq!(state.router.counters.accepted, events, "every event counts");
+    assert_eq!(state.router.features.tracked(), FEATURES as usize);
+    (state, events)
+}
+
+fn checkpoint(c: &mut Criterion) {
+    let offsets: Offsets = (0..12)
+        .map(|p| (("events".to_owned(), p), 1_000_000 + i64::from(p)))
+        .collect();
+    let mut group = c.benchmark_group("checkpoint");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    for shards in [1usize, 4] {
+        let started = Instant::now();
+        let (state, events) = month(shards);
+        let setup = started.elapsed();
+        let image = state.to_bytes().len() as u64;
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let store = StateStore::new(dir.path());
+        let path = store.save(&state, &offsets, 0).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        eprintln!(
+            "{shards} shard(s): {events} events, {USERS} users over {DAYS} days, {FEATURES} features; \
+             setup {setup:.1?}; engine image {image} bytes; checkpoint file {size} bytes ({:.1} MiB)",
+            size as f64 / 1024.0 / 1024.0
+        );
+        group.throughput(Throughput::Bytes(size));
+        group.bench_with_input(BenchmarkId::new("encode", shards), &state, |b, state| {
+            b.iter(|| black_box(state.to_bytes()))
+        });
+        group.bench_with_input(BenchmarkId::new("save", shards), &state, |b, state| {
+            b.iter(|| black_box(store.save(state, &offsets, 0).unwrap()))
+        });
+        group.bench_with_input(BenchmarkId::new("load", shards), &store, |b, store| {
+            b.iter(|| black_box(store.load().unwrap().expect("a checkpoint")))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, checkpoint);
+criterion_main!(benches);
