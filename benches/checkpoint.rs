@@ -116,6 +116,12 @@ fn checkpoint(c: &mut Criterion) {
             size as f64 / 1024.0 / 1024.0
         );
         group.throughput(Throughput::Bytes(size));
+        // The ingest pause: the shards copy their state at the barrier (the live service
+        // does it on every shard thread at once, so the pause is about this ÷ shards);
+        // encoding and writing then run off the ingest path.
+        group.bench_with_input(BenchmarkId::new("copy", shards), &state, |b, state| {
+            b.iter(|| black_box(state.clone()))
+        });
         group.bench_with_input(BenchmarkId::new("encode", shards), &state, |b, state| {
             b.iter(|| black_box(state.to_bytes()))
         });
