@@ -8,7 +8,7 @@ use pulse_core::EngineSettings;
 use pulse_tests::small_workload;
 use serde_json::Value;
 
-use crate::helpers::{generate, kpis_only, pulse_bin, run_engine};
+use crate::helpers::{generate, kpis_only, pulse_bin, run_engine, without_state};
 
 const WALL: &str = "2030-01-01T00:00:00Z";
 
@@ -28,11 +28,6 @@ fn replay(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     }
     drop(pipe);
     child.wait_with_output().unwrap()
-}
-
-fn without_state(mut value: Value) -> Value {
-    value.as_object_mut().unwrap().remove("state");
-    value
 }
 
 #[test]

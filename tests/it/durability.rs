@@ -6,18 +6,12 @@ use std::time::Duration;
 
 use pulse_core::EngineSettings;
 use pulse_tests::{WorkloadConfig, kafka};
-use serde_json::Value;
 
-use crate::helpers::{generate, json_diff, kpis_only, run_engine_open};
+use crate::helpers::{generate, json_diff, kpis_only, run_engine_open, without_state};
 use crate::kafka_tests::{SERIAL, accepted, write_config_with};
 use crate::process::Pulse;
 
 const END_MS: i64 = 1_772_366_400_000;
-
-fn without_state(mut value: Value) -> Value {
-    value.as_object_mut().unwrap().remove("state");
-    value
-}
 
 /// A small deterministic generator for the crash points (no dependency needed).
 fn pauses(seed: u64, count: usize) -> Vec<Duration> {
@@ -189,5 +183,8 @@ fn an_unreadable_state_directory_stops_pulse_unless_reset() {
         .find(|e| e.file_name().to_string_lossy().starts_with("discarded-"))
         .expect("the old checkpoint is kept in a discarded-… folder");
     let moved = discarded.path().join("checkpoint-00000000000000000001.bin");
-    assert_eq!(std::fs::read(moved).unwrap(), b"definitely not a checkpoint");
+    assert_eq!(
+        std::fs::read(moved).unwrap(),
+        b"definitely not a checkpoint"
+    );
 }

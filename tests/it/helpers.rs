@@ -68,7 +68,11 @@ pub fn exact_recent(events: &[GeneratedEvent]) -> (u64, u64) {
 
 /// The snapshot without the fields that describe the run rather than the data.
 pub fn kpis_only(snapshot: &KpiSnapshot) -> Value {
-    let mut value = serde_json::to_value(snapshot).unwrap();
+    without_state(serde_json::to_value(snapshot).unwrap())
+}
+
+/// A JSON snapshot (from `/v1/metrics` or `replay`) without its `state` (shards, bytes).
+pub fn without_state(mut value: Value) -> Value {
     value.as_object_mut().unwrap().remove("state");
     value
 }

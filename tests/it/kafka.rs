@@ -11,7 +11,7 @@ use pulse_tests::WorkloadConfig;
 use pulse_tests::kafka;
 use serde_json::{Value, json};
 
-use crate::helpers::{generate, json_diff, kpis_only, pulse_bin, run_engine_open};
+use crate::helpers::{generate, json_diff, kpis_only, pulse_bin, run_engine_open, without_state};
 use crate::process::{Pulse, metric, signal};
 
 /// One Kafka test at a time: they share one broker, which the outage test pauses.
@@ -62,11 +62,6 @@ fn run_args(config: &str) -> Vec<&str> {
 
 pub fn accepted(snapshot: &Value) -> u64 {
     snapshot["events"]["accepted"].as_u64().unwrap_or(0)
-}
-
-fn without_state(mut value: Value) -> Value {
-    value.as_object_mut().unwrap().remove("state");
-    value
 }
 
 fn engine_settings() -> EngineSettings {

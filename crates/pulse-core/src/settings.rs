@@ -30,7 +30,9 @@ pub enum HllWidth {
 }
 
 /// JSON pointers tried in order for each field; the first one present (and not null) wins.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (Also the `[fields]` table of `pulse.toml`, hence serde.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FieldPaths {
     pub user: Vec<String>,
     pub event: Vec<String>,
@@ -55,7 +57,9 @@ impl Default for FieldPaths {
 }
 
 /// Event names that give an event its [`crate::EventKind`]; any other name is `Other`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (Also the `[events]` table of `pulse.toml`, hence serde.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KindNames {
     pub login: Vec<String>,
     pub page_view: Vec<String>,

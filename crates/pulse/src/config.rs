@@ -38,8 +38,8 @@ pub struct RawConfig {
     pub hll: RawHll,
     pub sessions: RawSessions,
     pub features: RawFeatures,
-    pub fields: RawFields,
-    pub events: RawEvents,
+    pub fields: FieldPaths,
+    pub events: KindNames,
     pub kafka: RawKafka,
     pub http: RawHttp,
     pub state: RawState,
@@ -149,27 +149,6 @@ pub struct RawFeatures {
     pub events: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawFields {
-    pub user: Vec<String>,
-    pub event: Vec<String>,
-    pub time: Vec<String>,
-    pub feature: Vec<String>,
-    pub session_id: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEvents {
-    pub login: Vec<String>,
-    pub page_view: Vec<String>,
-    pub feature_used: Vec<String>,
-    pub session_start: Vec<String>,
-    pub session_end: Vec<String>,
-    pub signup: Vec<String>,
-}
-
 /// Loads the layers. `env` is the process environment in production and a fixed list in
 /// tests, so tests never depend on the machine's variables.
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> {
@@ -238,21 +217,8 @@ impl RawConfig {
             retention_days: self.retention_days,
             max_future_skew_ms: millis(self.max_future_skew),
             max_features: self.features.max_tracked,
-            fields: FieldPaths {
-                user: self.fields.user.clone(),
-                event: self.fields.event.clone(),
-                time: self.fields.time.clone(),
-                feature: self.fields.feature.clone(),
-                session_id: self.fields.session_id.clone(),
-            },
-            kinds: KindNames {
-                login: self.events.login.clone(),
-                page_view: self.events.page_view.clone(),
-                feature_used: self.events.feature_used.clone(),
-                session_start: self.events.session_start.clone(),
-                session_end: self.events.session_end.clone(),
-                signup: self.events.signup.clone(),
-            },
+            fields: self.fields.clone(),
+            kinds: self.events.clone(),
             feature_events: self.features.events.clone(),
         };
         settings.validate().context("invalid configuration")?;
