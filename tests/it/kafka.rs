@@ -153,7 +153,29 @@ async fn loadgen_then_run_gives_the_replay_kpis() {
             "partition {partition} lag {lag:?}"
         );
     }
-    assert!(pulse.stop(Duration::from_secs(30)).success());
+    let (status, pulse_log) = pulse.stop_and_log(Duration::from_secs(30));
+    assert!(status.success(), "{pulse_log}");
+    assert!(
+        pulse_log.contains("State saved and offsets committed."),
+        "{pulse_log}"
+    );
+
+    // Privacy: no user id in the metrics, the snapshot or the logs (at the default level).
+    // Ids shorter than 10 characters (small integers) would match unrelated numbers.
+    let outputs = [
+        metrics,
+        serde_json::to_string(&snapshot).unwrap(),
+        pulse_log,
+    ];
+    for user in events
+        .iter()
+        .map(|e| e.user.to_string())
+        .filter(|u| u.len() >= 10)
+    {
+        for output in &outputs {
+            assert!(!output.contains(&user), "user id {user} leaked");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -109,6 +109,16 @@ impl Pulse {
         )
     }
 
+    /// Sends SIGTERM, waits for the exit, and returns everything pulse logged.
+    pub fn stop_and_log(self, timeout: Duration) -> (ExitStatus, String) {
+        let log = self.log.clone();
+        let status = self.stop(timeout);
+        // The reader thread sees end-of-file right after the exit.
+        std::thread::sleep(Duration::from_millis(200));
+        let text = log.lock().unwrap().join("\n");
+        (status, text)
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn stop(mut self, timeout: Duration) -> ExitStatus {
         signal(self.child.id(), "TERM");

@@ -52,6 +52,8 @@ pub struct Decoder {
     feature_events: HashMap<Box<str>, Box<str>>,
     /// For each priority of the event-name list: whether that pointer ends in `type`.
     event_from_type: Vec<bool>,
+    max_record_bytes: usize,
+    max_user_id_bytes: usize,
 }
 
 impl Decoder {
@@ -95,11 +97,16 @@ impl Decoder {
             kinds,
             feature_events,
             event_from_type,
+            max_record_bytes: settings.max_record_bytes,
+            max_user_id_bytes: settings.max_user_id_bytes,
         }
     }
 
     /// Decodes one record. Never panics; a bad record is a [`Rejection`].
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> Result<DecodedEvent<'a>, Rejection> {
+        if bytes.len() > self.max_record_bytes {
+            return Err(Rejection::RecordTooLarge);
+        }
         let mut captures = Captures::default();
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let is_object = de
@@ -124,6 +131,9 @@ impl Decoder {
             Some((_, Scalar::UInt(u))) => Cow::Owned(itoa::Buffer::new().format(u).to_owned()),
             Some(_) => return Err(Rejection::InvalidUser),
         };
+        if user.len() > self.max_user_id_bytes {
+            return Err(Rejection::UserIdTooLong);
+        }
         let name = match captures.take(Field::Event) {
             None => return Err(Rejection::MissingEventName),
             Some((priority, Scalar::Str(s))) => {
@@ -553,6 +563,103 @@ mod tests {
             assert_eq!(decode(json).map(|_| ()), Err(expected), "{json}");
         }
         // MissingTimestamp is decided by the router, which knows whether a fallback exists.
+    }
+
+    #[test]
+    fn size_limits() {
+        let mut settings = EngineSettings::default();
+        settings.max_record_bytes = 100;
+        settings.max_user_id_bytes = 8;
+        let decoder = Decoder::new(&settings);
+        let padded = format!(
+            r#"{{"user_id":"u","event":"x","pad":"{}"}}"#,
+            "p".repeat(100)
+        );
+        assert_eq!(
+            decoder.decode(padded.as_bytes()).map(|_| ()),
+            Err(Rejection::RecordTooLarge)
+        );
+        let long = br#"{"user_id":"123456789","event":"x"}"#;
+        assert_eq!(
+            decoder.decode(long).map(|_| ()),
+            Err(Rejection::UserIdTooLong)
+        );
+        assert!(
+            decoder
+                .decode(br#"{"user_id":"12345678","event":"x"}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn hostile_shapes_are_rejected_not_fatal() {
+        let decoder = decoder();
+        // 100 000 levels of nesting: values off the configured paths are skipped without
+        // recursion, so this neither overflows the stack nor costs more than a scan.
+        let deep = format!(
+            r#"{{"user_id":"u","event":"x","p":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(decoder.decode(deep.as_bytes()).is_ok());
+        let deep_root = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            decoder.decode(deep_root.as_bytes()).map(|_| ()),
+            Err(Rejection::NotObject)
+        );
+        let deep_object = format!(
+            r#"{{"user_id":"u","event":"x","properties":{}1{}}}"#,
+            r#"{"properties":"#.repeat(10_000),
+            "}".repeat(10_000)
+        );
+        // Along a configured path too: our recursion follows configured keys only, so it is
+        // bounded by the deepest pointer, and the rest is skipped without recursion.
+        assert!(decoder.decode(deep_object.as_bytes()).is_ok());
+        let nested_user = format!(
+            r#"{{"user_id":{}1{},"event":"x"}}"#,
+            "[".repeat(50),
+            "]".repeat(50)
+        );
+        assert_eq!(
+            decoder.decode(nested_user.as_bytes()).map(|_| ()),
+            Err(Rejection::InvalidUser)
+        );
+        let huge_number = br#"{"user_id":"u","event":"x","ts":1e400}"#;
+        assert!(decoder.decode(huge_number).is_err());
+        // Times at the edges: 1970, 9999, and a leap second (accepted as the next second's
+        // neighbour by the RFC 3339 parser, or rejected — never a panic).
+        for time in [
+            "1970-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999Z",
+            "2016-12-31T23:59:60Z",
+            "-0001-01-01T00:00:00Z",
+        ] {
+            let json = format!(r#"{{"user_id":"u","event":"x","timestamp":"{time}"}}"#);
+            let _ = decoder.decode(json.as_bytes());
+        }
+        let e = decoder
+            .decode(br#"{"user_id":"u","event":"x","timestamp":"1970-01-01T00:00:00Z"}"#)
+            .unwrap();
+        assert_eq!(e.ts_ms, Some(0));
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, decoding returns (no panic, no hang).
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decoder().decode(&bytes);
+        }
+
+        /// JSON-looking noise built from the tokens the decoder cares about.
+        #[test]
+        fn json_like_noise_never_panics(parts in proptest::collection::vec(
+            proptest::sample::select(vec!["{", "}", "[", "]", ",", ":", "\"user_id\"", "\"event\"",
+                "\"ts\"", "\"timestamp\"", "\"properties\"", "\"feature\"", "1", "-1", "1e308",
+                "\"2026-03-01T00:00:00Z\"", "null", "true", "\"\\u0000\"", "\"x\""]),
+            0..40,
+        )) {
+            let _ = decoder().decode(parts.concat().as_bytes());
+        }
     }
 
     #[test]

@@ -60,10 +60,15 @@ pub enum Rejection {
     MissingTimestamp,
     /// A time that is neither RFC 3339 nor epoch milliseconds in range.
     InvalidTimestamp,
+    /// Longer than the configured record limit: not even parsed.
+    RecordTooLarge,
+    /// A user id longer than the configured limit (ids are hashed, but a megabyte "id" is
+    /// a bug upstream, not a user).
+    UserIdTooLong,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::NotJson,
         Rejection::NotObject,
         Rejection::MissingUser,
@@ -73,6 +78,8 @@ impl Rejection {
         Rejection::InvalidEventName,
         Rejection::MissingTimestamp,
         Rejection::InvalidTimestamp,
+        Rejection::RecordTooLarge,
+        Rejection::UserIdTooLong,
     ];
 
     /// Stable snake_case name, used as a metric label, a JSON key and a dead-letter header.
@@ -87,6 +94,8 @@ impl Rejection {
             Rejection::InvalidEventName => "invalid_event_name",
             Rejection::MissingTimestamp => "missing_timestamp",
             Rejection::InvalidTimestamp => "invalid_timestamp",
+            Rejection::RecordTooLarge => "record_too_large",
+            Rejection::UserIdTooLong => "user_id_too_long",
         }
     }
 }

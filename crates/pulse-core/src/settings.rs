@@ -109,6 +109,10 @@ pub struct EngineSettings {
     pub kinds: KindNames,
     /// Event names that count as use of a feature (event name → feature name).
     pub feature_events: BTreeMap<String, String>,
+    /// Records longer than this are rejected unread.
+    pub max_record_bytes: usize,
+    /// User ids longer than this (in UTF-8 bytes) are rejected.
+    pub max_user_id_bytes: usize,
 }
 
 /// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
@@ -132,6 +136,8 @@ impl Default for EngineSettings {
             fields: FieldPaths::default(),
             kinds: KindNames::default(),
             feature_events: BTreeMap::new(),
+            max_record_bytes: 1 << 20,
+            max_user_id_bytes: 256,
         }
     }
 }
@@ -224,6 +230,18 @@ impl EngineSettings {
             self.max_features,
             (1..usize::from(u16::MAX)).contains(&self.max_features),
             "1 to 65534",
+        )?;
+        range(
+            "limits.max_record_size",
+            self.max_record_bytes,
+            self.max_record_bytes >= 64,
+            "at least 64 bytes",
+        )?;
+        range(
+            "limits.max_user_id_bytes",
+            self.max_user_id_bytes,
+            self.max_user_id_bytes >= 1,
+            "at least 1",
         )?;
         for (key, paths) in [
             ("fields.user", &self.fields.user),

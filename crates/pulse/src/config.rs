@@ -35,6 +35,7 @@ pub struct RawConfig {
     pub retention_days: u32,
     #[serde(with = "human_duration")]
     pub max_future_skew: Duration,
+    pub limits: RawLimits,
     pub hll: RawHll,
     pub sessions: RawSessions,
     pub features: RawFeatures,
@@ -116,6 +117,13 @@ pub struct RawState {
 pub struct RawDemo {
     pub users: u32,
     pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_record_size: bytesize::ByteSize,
+    pub max_user_id_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,6 +228,9 @@ impl RawConfig {
             fields: self.fields.clone(),
             kinds: self.events.clone(),
             feature_events: self.features.events.clone(),
+            max_record_bytes: usize::try_from(self.limits.max_record_size.as_u64())
+                .unwrap_or(usize::MAX),
+            max_user_id_bytes: self.limits.max_user_id_bytes,
         };
         settings.validate().context("invalid configuration")?;
         Ok(settings)
