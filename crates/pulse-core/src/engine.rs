@@ -162,3 +162,59 @@ impl Engine {
         &self.settings
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn sample_image() -> Vec<u8> {
+        let mut engine = Engine::new(
+            EngineSettings {
+                shards: 2,
+                ..EngineSettings::default()
+            },
+            1_900_000_000_000,
+        );
+        for i in 0..300i64 {
+            let line = format!(
+                r#"{{"user_id":"user-{}","event":"feature_used","feature":"f{}","ts":{}}}"#,
+                i % 97,
+                i % 5,
+                1_772_323_200_000 + i * 60_000
+            );
+            engine.ingest(line.as_bytes(), None);
+        }
+        engine.state().to_bytes()
+    }
+
+    proptest! {
+        /// A damaged state image is an error, never a panic or a runaway allocation.
+        #[test]
+        fn damaged_images_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+            let mut image = sample_image();
+            for (at, byte) in flips {
+                let at = at % image.len();
+                image[at] ^= byte | 1;
+            }
+            let _ = EngineState::from_bytes(&image[..cut % image.len()]);
+            // Whatever decodes must also restore and run.
+            if let Ok(state) = EngineState::from_bytes(&image) {
+                let settings = EngineSettings { shards: state.shards.len(), ..EngineSettings::default() };
+                if settings.validate().is_ok()
+                    && let Ok(mut engine) = Engine::restore(settings, 1_900_000_000_000, state)
+                {
+                    engine.ingest(br#"{"user_id":"u","event":"login","ts":1772323200000}"#, None);
+                    let _ = engine.snapshot();
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            bytes.splice(0..0, STATE_MAGIC.iter().copied());
+            let _ = EngineState::from_bytes(&bytes);
+        }
+    }
+}

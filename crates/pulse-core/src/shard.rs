@@ -190,6 +190,15 @@ impl Shard {
     /// Resumes a shard from saved state (its indexes are rebuilt here).
     pub fn with_state(settings: &EngineSettings, mut state: ShardState) -> Shard {
         state.sessions.restore_index();
+        // An image that passed its checksum is trusted, but a shape it cannot have been
+        // written with is repaired rather than allowed to panic later.
+        if state.minutes.len() != MINUTE_SLOTS {
+            state.minutes = vec![None; MINUTE_SLOTS];
+        }
+        state
+            .lifetime_sessions
+            .counts
+            .resize(SESSION_BUCKETS_SECONDS.len() + 1, 0);
         let slots = settings.retention_days as usize + 1;
         if state.days.len() != slots {
             // Retention changed between runs: re-slot what fits, drop what no longer does.
