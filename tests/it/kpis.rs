@@ -89,3 +89,29 @@ fn a_larger_population_in_the_sketches_dense_mode() {
     assert!(exact["active_users"]["30d"].as_u64().unwrap() > 1_000);
     assert_matches_exact(&kpis_only(&snapshot), &exact, 0.03);
 }
+
+#[test]
+fn a_flood_of_feature_names_stays_within_the_cap() {
+    let settings = EngineSettings {
+        shards: 2,
+        ..EngineSettings::default()
+    };
+    let lines: Vec<String> = (0..100_000)
+        .map(|i| {
+            format!(
+                r#"{{"user_id":"u{}","event":"feature_used","feature":"feature-{i}","ts":{}}}"#,
+                i % 5_000,
+                1_772_323_200_000i64 + i
+            )
+        })
+        .collect();
+    let snapshot = run_engine(&lines, settings);
+    assert_eq!(snapshot.state.tracked_features, 200);
+    assert_eq!(snapshot.features.len(), 201, "200 names and __other__");
+    assert_eq!(snapshot.events.feature_overflow, 100_000 - 200);
+    let other = &snapshot.features["__other__"];
+    assert_eq!(
+        other.active_users.d1, snapshot.active_users.d1,
+        "every user used a pooled feature"
+    );
+}
