@@ -10,10 +10,12 @@ help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## Install what building and testing need (Debian packages, tansu, promtool); idempotent.
+deps: ## Install what building and testing need (Debian packages, tansu, promtool, PostgreSQL, compose validator); idempotent.
 	bash scripts/ensure-build-deps.sh
 	bash scripts/ensure-tansu.sh >/dev/null
 	bash scripts/ensure-promtool.sh
+	bash scripts/ensure-postgres.sh
+	bash deploy/docker/ensure-compose.sh
 
 .PHONY: build
 build: ## Build the pulse binary (release).
@@ -41,7 +43,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors.
 .PHONY: test
 test: deps lint ## Everything CI runs: set-up, lint, then every unit, property, golden, CLI and Kafka test.
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --lib --bins --tests --examples
 	$(CARGO) test --workspace --doc
 
 .PHONY: golden

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Makes `promtool` available for pulse-export's exposition test (`promtool check metrics`).
+# Makes `promtool` and `prometheus` available: pulse-export's exposition test runs
+# `promtool check metrics`; tests/it/observability.rs checks and unit-tests the rules in
+# deploy/prometheus with promtool and runs a throwaway `prometheus` against `pulse demo`.
 #
-# Idempotent: does nothing when promtool is already on PATH. Otherwise installs Debian's
-# `prometheus` package, which ships promtool. The package's service is never started here:
-# we only want the binary (policy-rc.d keeps dpkg from starting it where that matters).
+# Idempotent: does nothing when both are already on PATH. Otherwise installs Debian's
+# `prometheus` package, which ships both. The package's service is never started here:
+# we only want the binaries (policy-rc.d keeps dpkg from starting it where that matters).
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1; then
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-promtool: promtool is not on PATH and apt-get is unavailable;" \
-        "install promtool (https://prometheus.io/download/) and put it on PATH." >&2
+    echo "ensure-promtool: promtool or prometheus is not on PATH and apt-get is unavailable;" \
+        "install Prometheus (https://prometheus.io/download/) and put both on PATH." >&2
     exit 1
 fi
 
@@ -46,7 +48,9 @@ if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
-command -v promtool >/dev/null 2>&1 || {
-    echo "ensure-promtool: the prometheus package installed but promtool is not on PATH" >&2
-    exit 1
-}
+for tool in promtool prometheus; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "ensure-promtool: the prometheus package installed but $tool is not on PATH" >&2
+        exit 1
+    }
+done

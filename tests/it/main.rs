@@ -7,17 +7,23 @@
 //! - `cli`: the `pulse` binary itself (`replay`, `check-config`).
 //! - `kafka_tests`: `pulse run` and `pulse loadgen` against a real broker.
 //! - `durability`: checkpoints, SIGKILL crashes, history hand-over, unreadable state.
+//! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
 //! - `service`: `pulse demo` serving metrics, and its clean stop.
+//! - `observability`: alert rules and dashboard, through promtool and a real Prometheus.
 //! - `process`: a running `pulse` for the service tests.
+//! - `rollups`: `pulse replay --rollups` loaded into a real PostgreSQL, idempotently.
 
 mod cli;
+mod deploy;
 mod durability;
 mod golden;
 mod helpers;
 #[path = "kafka.rs"]
 mod kafka_tests;
 mod kpis;
+mod observability;
 mod process;
+mod rollups;
 mod service;
 mod sharding;
 mod state;

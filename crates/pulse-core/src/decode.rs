@@ -567,9 +567,11 @@ mod tests {
 
     #[test]
     fn size_limits() {
-        let mut settings = EngineSettings::default();
-        settings.max_record_bytes = 100;
-        settings.max_user_id_bytes = 8;
+        let settings = EngineSettings {
+            max_record_bytes: 100,
+            max_user_id_bytes: 8,
+            ..EngineSettings::default()
+        };
         let decoder = Decoder::new(&settings);
         let padded = format!(
             r#"{{"user_id":"u","event":"x","pad":"{}"}}"#,

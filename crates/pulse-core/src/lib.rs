@@ -29,6 +29,7 @@ pub mod features;
 pub mod histogram;
 pub mod ingest;
 pub mod message;
+pub mod rollup;
 pub mod sessions;
 pub mod settings;
 pub mod shard;

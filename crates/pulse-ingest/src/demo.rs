@@ -12,6 +12,7 @@ use pulse_workload::{DAY_MS, Generator, WorkloadConfig};
 use pulse_core::status::IngestStatus;
 
 use crate::pipeline::{Pipeline, Sink};
+use crate::rollups::RollupWriter;
 use crate::shards::ShardStopped;
 
 #[derive(Debug, Clone)]
@@ -37,10 +38,12 @@ fn ready() -> IngestStatus {
     }
 }
 
-/// Runs until `shutdown` completes.
+/// Runs until `shutdown` completes; with `rollups`, writes warehouse rollups on their
+/// schedule and once more at the stop.
 pub async fn run(
     pipeline: &mut Pipeline,
     options: &DemoOptions,
+    mut rollups: Option<RollupWriter>,
     sink: &dyn Sink,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ShardStopped> {
@@ -93,8 +96,14 @@ pub async fn run(
                 }
                 pipeline.advance_clock(now, true);
                 sink.publish(pipeline.snapshot().await?, ready());
+                if let Some(rollups) = rollups.as_mut() {
+                    rollups.tick(pipeline).await?;
+                }
             }
         }
+    }
+    if let Some(rollups) = rollups.as_mut() {
+        rollups.finish(pipeline).await?;
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ use pulse_core::status::{IngestStatus, PartitionStatus};
 
 use crate::checkpointer::Checkpointer;
 use crate::pipeline::{Pipeline, Sink};
+use crate::rollups::RollupWriter;
 use crate::shards::ShardStopped;
 use crate::state_store::{Offsets, StateStoreError};
 
@@ -70,7 +71,7 @@ impl KafkaOptions {
             .map(|t| t.replace("{topic}", topic))
     }
 
-    fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
         for (key, value) in &self.properties {
@@ -297,12 +298,13 @@ impl Resume {
 }
 
 /// Consumes until `shutdown`, publishing a snapshot every refresh and, with `durability`,
-/// writing checkpoints. At a clean stop: a last snapshot, a last checkpoint, the offsets
-/// committed.
+/// writing checkpoints (and, with `rollups`, warehouse rollups). At a clean stop: a last
+/// snapshot, a last checkpoint, the offsets committed, a last rollup.
 pub async fn run(
     pipeline: &mut Pipeline,
     options: &KafkaOptions,
     mut durability: Option<Durability>,
+    mut rollups: Option<RollupWriter>,
     sink: &dyn Sink,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaSourceError> {
@@ -368,6 +370,15 @@ pub async fn run(
         }
         None => None,
     };
+    if let Some(rollups) = rollups.as_mut() {
+        rollups
+            .connect(options)
+            .await
+            .map_err(|source| KafkaSourceError::Client {
+                what: "rollup producer",
+                source,
+            })?;
+    }
     tracing::info!(brokers = %options.brokers, topics = ?options.topics, group = %options.group_id, "Consuming.");
 
     let broker_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -423,6 +434,9 @@ pub async fn run(
                             }
                         }
                         None => commit(&consumer, &offsets, CommitMode::Async),
+                    }
+                    if let Some(rollups) = rollups.as_mut() {
+                        rollups.tick(pipeline).await?;
                     }
                     let mut status = status(&shared, &broker_up, &offsets, dead_letters.as_ref());
                     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
@@ -513,6 +527,9 @@ pub async fn run(
             }
         }
         None => commit(&consumer, &offsets, CommitMode::Sync),
+    }
+    if let Some(rollups) = rollups.as_mut() {
+        rollups.finish(pipeline).await?;
     }
     let mut status = status(&shared, &broker_up, &offsets, dead_letters.as_ref());
     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());

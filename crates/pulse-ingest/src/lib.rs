@@ -12,6 +12,8 @@
 //! - [`state_store`]: checkpoint files — versioned, checksummed, written atomically.
 //! - [`checkpointer`]: periodic checkpoints off the ingest path; offsets are committed to
 //!   Kafka only once the checkpoint holding them is durable.
+//! - [`rollups`]: warehouse rollup records to daily NDJSON files and a Kafka topic, off the
+//!   ingest path.
 //!
 //! The engine itself (pulse-core) never sees a thread, a socket or a file.
 
@@ -19,6 +21,7 @@ pub mod checkpointer;
 pub mod demo;
 pub mod kafka;
 pub mod pipeline;
+pub mod rollups;
 pub mod shards;
 pub mod state_store;
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use pulse_core::settings::ClockMode;
 use pulse_ingest::demo::DemoOptions;
 use pulse_ingest::kafka::LoadgenOptions;
+use pulse_ingest::rollups::RollupOptions;
 use pulse_ingest::state_store::StateStore;
 use pulse_workload::WorkloadConfig;
 
@@ -89,6 +90,10 @@ pub struct DemoArgs {
     /// Simulated users; overrides demo.users.
     #[arg(long)]
     pub users: Option<u32>,
+    /// Also write warehouse rollups (daily NDJSON files) into DIR, every rollups.interval
+    /// and at the stop.
+    #[arg(long, value_name = "DIR")]
+    pub rollups: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +153,11 @@ pub struct ReplayArgs {
     /// history from a warehouse export, then go live). Use the same `shards` for both.
     #[arg(long, value_name = "DIR")]
     pub save_state: Option<PathBuf>,
+    /// Also write the warehouse rollups of the final state (every day held, every metric and
+    /// window) to FILE as NDJSON, ready for the loads in deploy/warehouse/. The input is
+    /// then read by one thread (with the same result).
+    #[arg(long, value_name = "FILE")]
+    pub rollups: Option<PathBuf>,
     /// Reference instant for "future" events (RFC 3339); defaults to the wall clock.
     /// Tests pin it to make runs reproducible.
     #[arg(long, hide = true)]
@@ -169,7 +179,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let store = args
                 .save_state
                 .map(|dir| StateStore::with_keep(dir, raw.state.keep));
-            let snapshot = replay::replay_path(&args.input, settings, wall_ms, store.as_ref())?;
+            let outputs = replay::Outputs {
+                save_state: store.as_ref(),
+                rollups: args.rollups.as_deref(),
+                include_sketches: raw.rollups.include_sketches,
+            };
+            let snapshot = replay::replay_path(&args.input, settings, wall_ms, &outputs)?;
             let text = if args.compact {
                 serde_json::to_string(&snapshot)
             } else {
@@ -220,7 +235,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 backfill_days: settings.retention_days,
                 refresh: raw.http.refresh_interval,
             };
-            service::demo(settings, listen, options, raw.state.shutdown_timeout)
+            // No broker in the demo: files only, wherever --rollups says.
+            let rollups = args.rollups.map(|dir| RollupOptions {
+                interval: raw.rollups.interval,
+                dir: Some(dir),
+                topic: None,
+                include_sketches: raw.rollups.include_sketches,
+            });
+            service::demo(
+                settings,
+                listen,
+                options,
+                rollups,
+                raw.state.shutdown_timeout,
+            )
         }
         Command::Loadgen(args) => {
             let mut raw = load_config(&args.config)?;

@@ -22,6 +22,16 @@ pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 /// `PULSE_…` variables that belong to the command line, not to the configuration.
 const COMMAND_LINE_VARIABLES: [&str; 1] = ["PULSE_CONFIG"];
 
+/// The top-level keys and tables of the configuration, from the shipped defaults.
+fn top_level_keys() -> &'static std::collections::BTreeSet<String> {
+    static KEYS: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let table: toml::Table = DEFAULT_TOML.parse().expect("default.toml is valid TOML");
+        table.keys().cloned().collect()
+    })
+}
+
 /// The conventional variable for Kafka bootstrap servers, honoured as `kafka.brokers`.
 const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
 
@@ -44,6 +54,7 @@ pub struct RawConfig {
     pub kafka: RawKafka,
     pub http: RawHttp,
     pub state: RawState,
+    pub rollups: RawRollups,
     pub demo: RawDemo,
 }
 
@@ -110,6 +121,17 @@ pub struct RawState {
     pub keep: usize,
     #[serde(with = "human_duration")]
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollups {
+    pub enabled: bool,
+    #[serde(with = "human_duration")]
+    pub interval: Duration,
+    pub dir: String,
+    pub topic: String,
+    pub include_sketches: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +210,13 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
             continue;
         }
         let key = rest.to_lowercase().replace("__", ".");
+        let table = key.split('.').next().unwrap_or_default();
+        if !top_level_keys().contains(table) {
+            // Not ours: e.g. the PULSE_SERVICE_HOST / PULSE_PORT_… variables Kubernetes
+            // injects for a Service named "pulse". A typo inside a known table still fails.
+            tracing::warn!(variable = %name, "Ignoring an environment variable that is not a pulse setting.");
+            continue;
+        }
         let value: figment::value::Value =
             value.parse().expect("parsing an env value is infallible");
         figment = figment.merge(Serialized::default(&key, value));
@@ -270,6 +299,17 @@ impl RawConfig {
         }
         if self.state.checkpoint_interval < Duration::from_millis(100) {
             bail!("state.checkpoint_interval must be at least 100ms");
+        }
+        if self.rollups.interval < Duration::from_secs(1) {
+            bail!("rollups.interval must be at least 1s");
+        }
+        let topic = &self.rollups.topic;
+        let topic_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if topic.len() > 249 || !topic.chars().all(topic_char) {
+            bail!(
+                "rollups.topic = {:?} is not a Kafka topic name (letters, digits, '.', '_', '-')",
+                self.rollups.topic
+            );
         }
         if self.demo.users == 0 {
             bail!("demo.users must be at least 1");
@@ -370,6 +410,18 @@ mod tests {
     }
 
     #[test]
+    fn foreign_variables_are_ignored_but_typos_in_our_tables_are_not() {
+        let kubernetes = env(&[
+            ("PULSE_SERVICE_HOST", "10.0.0.1"),
+            ("PULSE_PORT", "tcp://10.0.0.1:9464"),
+            ("PULSE_PORT_9464_TCP_ADDR", "10.0.0.1"),
+        ]);
+        load(None, &kubernetes).unwrap().validate_service().unwrap();
+        let typo = load(None, &env(&[("PULSE_KAFKA__BROKRS", "x:9092")]));
+        assert!(format!("{:#}", typo.unwrap_err()).contains("brokrs"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pulse.toml");
@@ -385,6 +437,12 @@ mod tests {
             let message = format!("{:#}", result.unwrap_err());
             assert!(message.contains(key), "{message:?} should mention {key}");
         }
+        std::fs::write(&path, "[rollups]\ninterval = \"10ms\"\n").unwrap();
+        let error = load(Some(&path), &[])
+            .unwrap()
+            .validate_service()
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("rollups.interval"));
         std::fs::write(&path, "[http]\nlisten = \"nowhere\"\n").unwrap();
         let error = load(Some(&path), &[])
             .unwrap()

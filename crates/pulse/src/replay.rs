@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use pulse_core::ingest::{Ingestor, Outcome};
+use pulse_core::rollup::{self, RollupClock};
 use pulse_core::shard::{Shard, ShardEvent, sketch_shape};
 use pulse_core::snapshot::{self, KpiSnapshot};
 use pulse_core::summary::ShardSummary;
@@ -33,11 +34,21 @@ struct Batch {
 }
 
 /// Replays a file ("-" for stdin) and returns the final snapshot.
+/// What a replay writes besides its snapshot.
+#[derive(Debug, Default)]
+pub struct Outputs<'a> {
+    /// A checkpoint of the state at the end of the input, sessions still open.
+    pub save_state: Option<&'a StateStore>,
+    /// Warehouse rollups of the final state, as NDJSON.
+    pub rollups: Option<&'a Path>,
+    pub include_sketches: bool,
+}
+
 pub fn replay_path(
     path: &Path,
     settings: EngineSettings,
     wall_ms: i64,
-    save_state: Option<&StateStore>,
+    outputs: &Outputs<'_>,
 ) -> Result<KpiSnapshot> {
     let reader: Box<dyn Read> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
@@ -50,7 +61,7 @@ pub fn replay_path(
         &source,
         settings,
         wall_ms,
-        save_state,
+        outputs,
     )
 }
 
@@ -59,7 +70,7 @@ pub fn replay(
     source: &str,
     settings: EngineSettings,
     wall_ms: i64,
-    save_state: Option<&StateStore>,
+    outputs: &Outputs<'_>,
 ) -> Result<KpiSnapshot> {
     let started = Instant::now();
     tracing::info!(input = source, shards = settings.shards, "Replay started.");
@@ -144,7 +155,7 @@ pub fn replay(
              activity but not in sessions. Sort the input by time or raise allowed_lateness."
         );
     }
-    if let Some(store) = save_state {
+    if let Some(store) = outputs.save_state {
         // Saved before the end of input closes the sessions: a live run that continues
         // from here must see the sessions still open at the hand-over.
         let state = EngineState {
@@ -157,6 +168,19 @@ pub fn replay(
         tracing::info!(path = %path.display(), "State saved; `pulse run --state` can start from it.");
     }
     shards.iter_mut().for_each(Shard::close_all);
+    if let Some(file) = outputs.rollups {
+        let state = EngineState {
+            router: router.state().clone(),
+            shards: shards.iter().map(|s| s.state().clone()).collect(),
+        };
+        let clock = RollupClock {
+            now_ms: router.now_ms(),
+            computed_at_ms: wall_ms,
+        };
+        let records = rollup::rollups(&state, &settings, clock, outputs.include_sketches);
+        pulse_ingest::rollups::write_file(file, &records).context("--rollups")?;
+        tracing::info!(records = records.len(), file = %file.display(), "Rollups written.");
+    }
     let at = router.summary_point();
     let shape = sketch_shape(&settings);
     let summaries: Vec<ShardSummary> = shards

@@ -18,6 +18,7 @@ use pulse_export::{BuildInfo, Exporter, IngestStatus};
 use pulse_ingest::checkpointer::Checkpointer;
 use pulse_ingest::demo::{self, DemoOptions, wall_ms};
 use pulse_ingest::kafka::{self, Durability, KafkaOptions, LoadgenOptions};
+use pulse_ingest::rollups::{RollupOptions, RollupWriter};
 use pulse_ingest::state_store::StateStore;
 use pulse_ingest::{Pipeline, Sink};
 use tokio::net::TcpListener;
@@ -173,6 +174,7 @@ pub fn run(options: RunOptions) -> Result<()> {
     }
     let shutdown_timeout = raw.state.shutdown_timeout;
     let interval = raw.state.checkpoint_interval;
+    let rollups = rollup_options(&raw).map(|options| RollupWriter::new(settings.clone(), options));
     serve(
         listen,
         shutdown_timeout,
@@ -187,19 +189,27 @@ pub fn run(options: RunOptions) -> Result<()> {
             });
             let mut pipeline = Pipeline::start(settings, wall_ms(), engine)?;
             let sink = ExporterSink(exporter);
-            let result =
-                kafka::run(&mut pipeline, &kafka, durability, &sink, token.cancelled()).await;
+            let result = kafka::run(
+                &mut pipeline,
+                &kafka,
+                durability,
+                rollups,
+                &sink,
+                token.cancelled(),
+            )
+            .await;
             pipeline.stop();
             result.map_err(Into::into)
         },
     )
 }
 
-/// `pulse demo`: the generator instead of Kafka.
+/// `pulse demo`: the generator instead of Kafka; rollups (files only) when given.
 pub fn demo(
     settings: EngineSettings,
     listen: SocketAddr,
     options: DemoOptions,
+    rollups: Option<RollupOptions>,
     shutdown_timeout: Duration,
 ) -> Result<()> {
     println!(
@@ -213,9 +223,11 @@ pub fn demo(
         listen,
         shutdown_timeout,
         move |exporter, token| async move {
+            let rollups = rollups.map(|r| RollupWriter::new(settings.clone(), r));
             let mut pipeline = Pipeline::start(settings, wall_ms(), None)?;
             let sink = ExporterSink(exporter);
-            let result = demo::run(&mut pipeline, &options, &sink, token.cancelled()).await;
+            let result =
+                demo::run(&mut pipeline, &options, rollups, &sink, token.cancelled()).await;
             pipeline.stop();
             result.map_err(Into::into)
         },
@@ -231,6 +243,19 @@ pub fn loadgen(options: LoadgenOptions) -> Result<()> {
         println!("{sent}");
         Ok(())
     })
+}
+
+/// Where `pulse run` sends rollups: `None` when disabled or with neither a directory nor a
+/// topic.
+pub fn rollup_options(raw: &RawConfig) -> Option<RollupOptions> {
+    let r = &raw.rollups;
+    let options = RollupOptions {
+        interval: r.interval,
+        dir: (!r.dir.is_empty()).then(|| PathBuf::from(&r.dir)),
+        topic: (!r.topic.is_empty()).then(|| r.topic.clone()),
+        include_sketches: r.include_sketches,
+    };
+    (r.enabled && (options.dir.is_some() || options.topic.is_some())).then_some(options)
 }
 
 pub fn kafka_options(raw: &RawConfig) -> KafkaOptions {
