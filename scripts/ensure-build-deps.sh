@@ -14,14 +14,5 @@ done
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-build-deps: missing ${missing[*]} and apt-get is unavailable; install them." >&2
-    exit 1
-fi
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-    sudo="sudo"
-fi
-echo "ensure-build-deps: installing ${missing[*]}" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
+apt_install ensure-build-deps "${missing[@]}"

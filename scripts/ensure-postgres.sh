@@ -17,37 +17,8 @@ if have_postgres; then
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-postgres: PostgreSQL is not installed and apt-get is unavailable;" \
-        "install PostgreSQL (server binaries and psql) to run the rollup load test." >&2
-    exit 1
-fi
-
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-    sudo="sudo"
-fi
-
-policy=/usr/sbin/policy-rc.d
-own_policy=false
-if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-    $sudo chmod +x "$policy"
-    own_policy=true
-fi
-cleanup() {
-    if [[ $own_policy == true ]]; then
-        $sudo rm -f "$policy"
-    fi
-}
-trap cleanup EXIT
-
-$sudo apt-get update
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
-
-if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
-    $sudo systemctl disable --now postgresql >/dev/null 2>&1 || true
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
+apt_install ensure-postgres postgresql -- postgresql
 
 have_postgres || {
     echo "ensure-postgres: the postgresql package installed but initdb or psql is missing" >&2

@@ -17,13 +17,8 @@ if ! command -v apt-get >/dev/null 2>&1; then
         "validate deploy/docker/compose.yml (the tests check its structure without it)." >&2
     exit 0
 fi
-
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-    sudo="sudo"
-fi
-$sudo apt-get update -qq
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/apt-install.sh"
+apt_install ensure-compose docker-compose
 
 docker-compose version >/dev/null 2>&1 || {
     echo "ensure-compose: docker-compose installed but does not run" >&2
