@@ -29,8 +29,9 @@ use serde_json::Value;
 use crate::process::{Pulse, http_get};
 
 /// README metrics pulse only exports with Kafka or a state directory, neither of which
-/// `pulse demo` has: they cannot be ingested from it. (The Kafka tests check the lag and
-/// offsets; the durability tests the checkpoints.)
+/// `pulse demo` has: they cannot be ingested from it, so
+/// `prometheus_ingests_the_kafka_and_checkpoint_metrics_of_pulse_run` checks them against
+/// `pulse run` instead.
 const NOT_IN_DEMO: &[&str] = &[
     // One series per assigned partition: only `pulse run` has partitions.
     "pulse_consumer_lag_messages",
@@ -766,5 +767,76 @@ fn prometheus_scrapes_the_demo_evaluates_every_rule_and_answers_every_panel() {
     }
 
     drop(prometheus);
+    assert!(pulse.stop(Duration::from_secs(30)).success());
+}
+
+/// The metrics `pulse demo` cannot have (partitions, checkpoints), from a real Prometheus
+/// scraping `pulse run` on a real broker with a state directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_ingests_the_kafka_and_checkpoint_metrics_of_pulse_run() {
+    use pulse_tests::kafka;
+
+    let _serial = crate::kafka_tests::SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "observability", 2).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let records = (0..50).map(|i| {
+        let line = format!(
+            r#"{{"user_id":"u{i}","event":"login","ts":{}}}"#,
+            now_ms - i * 1_000
+        );
+        (Some(format!("u{i}")), line.into_bytes())
+    });
+    kafka::produce(&brokers, &topic, records).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = crate::kafka_tests::write_config_with(
+        dir.path(),
+        &brokers,
+        &topic,
+        "checkpoint_interval = \"300ms\"\n",
+    );
+    let pulse = Pulse::start(&["run", "--config", &config_path]);
+    pulse.wait_for(
+        "the events and a checkpoint",
+        Duration::from_secs(60),
+        |s| s["events"]["accepted"] == 50,
+    );
+    pulse.wait_for_status("/readyz", 200, Duration::from_secs(30));
+
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, test_config(&pulse.address)).unwrap();
+    let storage = dir.path().join("data");
+    let prometheus = Prometheus::start(&config, &storage, dir.path().join("prometheus.log"));
+    let context = || {
+        format!(
+            "prometheus log:\n{}\npulse log:\n{}",
+            prometheus.log(),
+            pulse.log()
+        )
+    };
+    eventually(
+        "the Kafka and checkpoint series",
+        Duration::from_secs(30),
+        context,
+        || {
+            let missing: Vec<&str> = NOT_IN_DEMO
+                .iter()
+                .copied()
+                .filter(|name| {
+                    prometheus
+                        .query(name)
+                        .map_or(true, |series| series.is_empty())
+                })
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not ingested yet: {missing:?}"))
+            }
+        },
+    );
     assert!(pulse.stop(Duration::from_secs(30)).success());
 }
