@@ -46,7 +46,8 @@ const NOT_IN_DEMO: &[&str] = &[
 ];
 
 /// Dashboard panels that show nothing in `pulse demo`, by title; their queries must still
-/// parse and succeed.
+/// parse and succeed there, and must return data against `pulse run`
+/// (`prometheus_ingests_the_kafka_and_checkpoint_metrics_of_pulse_run`).
 const EMPTY_IN_DEMO: &[&str] = &[
     // A ratio over the last 5 minutes of records read, absent without traffic: the demo's
     // 300 users send about one event a minute.
