@@ -105,6 +105,8 @@ struct Shared {
     /// (topic, partition) → high watermark, from the statistics callback.
     high_watermarks: HashMap<(String, i32), i64>,
     last_error: Option<String>,
+    /// Every partition of the subscribed topics, from the broker probe's metadata.
+    topic_partitions: Vec<(String, i32)>,
 }
 
 struct PulseContext {
@@ -126,6 +128,12 @@ impl ClientContext for PulseContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return; // Reaching the end of a partition is news for the consume loop, not an error.
+        }
         tracing::warn!(%error, reason, "Kafka client error.");
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         shared.last_error = Some(format!("{error}: {reason}"));
@@ -382,7 +390,12 @@ pub async fn run(
     tracing::info!(brokers = %options.brokers, topics = ?options.topics, group = %options.group_id, "Consuming.");
 
     let broker_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let probe = tokio::spawn(probe_broker(consumer.clone(), broker_up.clone()));
+    let probe = tokio::spawn(probe_broker(
+        consumer.clone(),
+        broker_up.clone(),
+        shared.clone(),
+        options.topics.clone(),
+    ));
     let mut resume = Resume {
         restored: durability
             .as_ref()
@@ -405,10 +418,9 @@ pub async fn run(
                 biased;
                 () = &mut shutdown => break,
                 _ = tick.tick() => {
-                    watermarks.refresh_assignment(&consumer);
-                    // Caught up: every assigned partition has reported its end.
-                    let caught_up = !watermarks.assigned.is_empty()
-                        && watermarks.assigned.iter().all(|p| at_eof.get(p).copied().unwrap_or(false));
+                    watermarks.refresh_assignment(&consumer, &shared);
+                    // Caught up: every partition is ours and has reported its end.
+                    let caught_up = watermarks.caught_up(&at_eof);
                     if caught_up != was_caught_up {
                         was_caught_up = caught_up;
                         if caught_up {
@@ -470,7 +482,7 @@ pub async fn run(
                             let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
                             let key = (origin.topic.clone(), origin.partition);
                             if !watermarks.assigned.contains(&key) {
-                                watermarks.refresh_assignment(&consumer);
+                                watermarks.refresh_assignment(&consumer, &shared);
                             }
                             watermarks.observe(key.clone(), newest);
                             at_eof.insert(key, false);
@@ -543,18 +555,32 @@ pub async fn run(
 /// backfill; the largest event time would then mark the other's events too late.
 #[derive(Default)]
 struct PartitionWatermarks {
+    /// Every partition of the subscribed topics (empty until the first metadata answer).
+    all: Vec<(String, i32)>,
     assigned: Vec<(String, i32)>,
     newest: HashMap<(String, i32), i64>,
 }
 
 impl PartitionWatermarks {
-    fn refresh_assignment(&mut self, consumer: &StreamConsumer<PulseContext>) {
+    fn refresh_assignment(
+        &mut self,
+        consumer: &StreamConsumer<PulseContext>,
+        shared: &Mutex<Shared>,
+    ) {
         if let Ok(list) = consumer.assignment() {
             self.assigned = list
                 .elements()
                 .iter()
                 .map(|e| (e.topic().to_owned(), e.partition()))
                 .collect();
+        }
+        let known = shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .topic_partitions
+            .clone();
+        if !known.is_empty() {
+            self.all = known;
         }
     }
 
@@ -565,18 +591,43 @@ impl PartitionWatermarks {
         }
     }
 
-    /// The minimum over assigned partitions not at their end; `None` while one of them has
-    /// not delivered an event yet (it may hold older ones).
+    fn partitions(&self) -> &[(String, i32)] {
+        if self.all.is_empty() {
+            &self.assigned
+        } else {
+            &self.all
+        }
+    }
+
+    fn done(&self, partition: &(String, i32), at_eof: &HashMap<(String, i32), bool>) -> bool {
+        self.assigned.contains(partition) && at_eof.get(partition).copied().unwrap_or(false)
+    }
+
+    /// The minimum over the partitions still being read. `None` (hold) while one of them
+    /// has not delivered an event yet, or is not assigned to this consumer: after a crash
+    /// or during a rebalance a partition may arrive later with older events, which a
+    /// watermark that had run ahead would count as too late for sessions.
     fn combined(&self, at_eof: &HashMap<(String, i32), bool>) -> Option<i64> {
         let mut reading = self
-            .assigned
+            .partitions()
             .iter()
-            .filter(|p| !at_eof.get(*p).copied().unwrap_or(false))
+            .filter(|p| !self.done(p, at_eof))
             .peekable();
         reading.peek()?;
         reading
-            .map(|p| self.newest.get(p).copied())
+            .map(|p| {
+                self.assigned
+                    .contains(p)
+                    .then(|| self.newest.get(p).copied())
+                    .flatten()
+            })
             .try_fold(i64::MAX, |min, ts| ts.map(|t| min.min(t)))
+    }
+
+    /// Every partition of the topics is assigned here and read to its end.
+    fn caught_up(&self, at_eof: &HashMap<(String, i32), bool>) -> bool {
+        let partitions = self.partitions();
+        !partitions.is_empty() && partitions.iter().all(|p| self.done(p, at_eof))
     }
 }
 
@@ -668,19 +719,38 @@ fn status(
     }
 }
 
-/// Asks the brokers for metadata every few seconds; the answer (or its absence within the
-/// timeout) is the broker-up signal behind `/readyz`.
+/// Asks the brokers for metadata every second; the answer (or its absence within the
+/// timeout) is the broker-up signal behind `/readyz`, and it says which partitions the
+/// subscribed topics have.
 async fn probe_broker(
     consumer: Arc<StreamConsumer<PulseContext>>,
     up: Arc<std::sync::atomic::AtomicBool>,
+    shared: Arc<Mutex<Shared>>,
+    topics: Vec<String>,
 ) {
     loop {
         let client = consumer.clone();
-        let reachable = tokio::task::spawn_blocking(move || {
-            client.fetch_metadata(None, Duration::from_secs(2)).is_ok()
+        let wanted = topics.clone();
+        let partitions = tokio::task::spawn_blocking(move || {
+            let metadata = client.fetch_metadata(None, Duration::from_secs(2)).ok()?;
+            let all: Vec<(String, i32)> = metadata
+                .topics()
+                .iter()
+                .filter(|t| wanted.iter().any(|w| w == t.name()))
+                .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_owned(), p.id())))
+                .collect();
+            Some(all)
         })
         .await
-        .unwrap_or(false);
+        .ok()
+        .flatten();
+        let reachable = partitions.is_some();
+        if let Some(all) = partitions.filter(|all| !all.is_empty()) {
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .topic_partitions = all;
+        }
         let was = up.swap(reachable, std::sync::atomic::Ordering::Relaxed);
         if was != reachable {
             if reachable {
