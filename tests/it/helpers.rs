@@ -187,3 +187,31 @@ pub fn json_diff(left: &Value, right: &Value) -> Vec<String> {
     walk(String::new(), left, right, &mut out);
     out
 }
+
+/// `pulse loadgen` of the seeded workload (35 days ending 2026-03-01T12:00Z) into `topic`;
+/// returns how many events it produced.
+pub fn loadgen(brokers: &str, topic: &str, users: u32, seed: u64) -> u64 {
+    let output = std::process::Command::new(pulse_bin())
+        .args(["loadgen", "--brokers", brokers, "--topic", topic])
+        .args([
+            "--users",
+            &users.to_string(),
+            "--days",
+            "35",
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args(["--end", "2026-03-01T12:00:00Z"])
+        .env_remove("PULSE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}

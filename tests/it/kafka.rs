@@ -3,7 +3,6 @@
 //! restart, and a broker outage.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use pulse_core::EngineSettings;
@@ -11,7 +10,7 @@ use pulse_tests::WorkloadConfig;
 use pulse_tests::kafka;
 use serde_json::{Value, json};
 
-use crate::helpers::{generate, json_diff, kpis_only, pulse_bin, run_engine_open, without_state};
+use crate::helpers::{generate, json_diff, kpis_only, loadgen, run_engine_open, without_state};
 use crate::process::{Pulse, metric, signal};
 
 /// One Kafka test at a time: they share one broker, which the outage test pauses.
@@ -79,40 +78,11 @@ async fn loadgen_then_run_gives_the_replay_kpis() {
     let brokers = kafka::brokers();
     let (topic, _guard) = kafka::temp_topic(&brokers, "e2e", 3).await;
     let config = workload(41, 300);
-    let output = Command::new(pulse_bin())
-        .args([
-            "loadgen",
-            "--brokers",
-            &brokers,
-            "--topic",
-            &topic,
-            "--users",
-            "300",
-        ])
-        .args([
-            "--days",
-            "35",
-            "--seed",
-            "41",
-            "--end",
-            "2026-03-01T12:00:00Z",
-        ])
-        .env_remove("PULSE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let produced = loadgen(&brokers, &topic, 300, 41);
     let (events, lines) = generate(&config);
-    let produced: usize = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap();
     assert_eq!(
         produced,
-        events.len(),
+        events.len() as u64,
         "loadgen produces exactly the seeded workload"
     );
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use pulse_tests::{kafka, small_workload};
 use serde_json::Value;
 
-use crate::helpers::{generate, pulse_bin};
+use crate::helpers::{generate, loadgen, pulse_bin};
 use crate::process::Pulse;
 
 const WALL: &str = "2030-01-01T00:00:00Z";
@@ -282,7 +282,7 @@ fn replay_rollups_load_into_postgres_idempotently() {
     assert_eq!(
         snapshot,
         without_state(replay(&events, None, &[])),
-        "--rollups (one thread) gives the multi-threaded replay's snapshot"
+        "--rollups does not change the snapshot"
     );
     let records: Vec<Value> = std::fs::read_to_string(&rollups)
         .unwrap()
@@ -422,22 +422,7 @@ async fn run_sends_rollups_to_kafka_and_files() {
     let brokers = kafka::brokers();
     let (topic, _events_guard) = kafka::temp_topic(&brokers, "rollup-events", 2).await;
     let (rollup_topic, _rollups_guard) = kafka::temp_topic(&brokers, "rollups", 1).await;
-    let output = Command::new(pulse_bin())
-        .args(["loadgen", "--brokers", &brokers, "--topic", &topic])
-        .args(["--users", "120", "--days", "35", "--seed", "8"])
-        .args(["--end", "2026-03-01T12:00:00Z"])
-        .env_remove("PULSE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let produced: u64 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let produced = loadgen(&brokers, &topic, 120, 8);
 
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("rollups");
