@@ -6,6 +6,7 @@
 //! - `golden`: decoder shapes and a small replay snapshot against checked-in files.
 //! - `cli`: the `pulse` binary itself (`replay`, `check-config`).
 //! - `kafka_tests`: `pulse run` and `pulse loadgen` against a real broker.
+//! - `overload`: a large backlog absorbed with bounded memory, ready throughout.
 //! - `durability`: checkpoints, SIGKILL crashes, history hand-over, unreadable state.
 //! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
 //! - `service`: `pulse demo` serving metrics, and its clean stop.
@@ -21,6 +22,7 @@ mod helpers;
 #[path = "kafka.rs"]
 mod kafka_tests;
 mod kpis;
+mod overload;
 mod observability;
 mod process;
 mod rollups;
