@@ -54,3 +54,8 @@ golden: ## Rewrite the golden files after an intended change (review the diff!).
 .PHONY: bench
 bench: ## criterion benchmarks of the core (decode, apply, snapshot); see BENCHMARKS.md.
 	$(CARGO) bench -p pulse-benches --bench core
+
+.PHONY: bench-load bench-e2e
+bench-load: ## Load harness: Kafka ceiling vs `pulse run`, pulse vs Redis HLL, accuracy (~5 min; alias bench-e2e; see BENCHMARKS.md).
+	bash benches/harness/run.sh
+bench-e2e: bench-load

@@ -22,8 +22,8 @@ mod helpers;
 #[path = "kafka.rs"]
 mod kafka_tests;
 mod kpis;
-mod overload;
 mod observability;
+mod overload;
 mod process;
 mod rollups;
 mod service;
