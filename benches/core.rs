@@ -70,5 +70,42 @@ fn snapshot(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, snapshot);
+fn timestamps(c: &mut Criterion) {
+    let times: Vec<String> = (0..10_000i64)
+        .map(|i| {
+            let ms = 1_772_323_200_000 + i * 7_919_311;
+            let ts = jiff::Timestamp::from_millisecond(ms).unwrap();
+            if i % 2 == 0 {
+                format!("{ts:.3}")
+            } else {
+                ts.to_zoned_datetime(jiff::tz::TimeZone::fixed(jiff::tz::offset(5)))
+                    .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+                    .to_string()
+            }
+        })
+        .collect();
+    let mut group = c.benchmark_group("rfc3339");
+    group.throughput(Throughput::Elements(times.len() as u64));
+    group.bench_function("jiff", |b| {
+        b.iter(|| {
+            for t in &times {
+                black_box(
+                    t.parse::<jiff::Timestamp>()
+                        .ok()
+                        .map(|t| t.as_millisecond()),
+                );
+            }
+        })
+    });
+    group.bench_function("pulse", |b| {
+        b.iter(|| {
+            for t in &times {
+                black_box(pulse_core::decode::parse_rfc3339_ms(t));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, throughput, snapshot, timestamps);
 criterion_main!(benches);
