@@ -115,3 +115,49 @@ fn a_flood_of_feature_names_stays_within_the_cap() {
         "every user used a pooled feature"
     );
 }
+
+#[test]
+fn a_million_new_users_in_one_second() {
+    // One signup each, all within the same second: the sketches leave their exact mode at
+    // once, memory stays that of the sketches (not of the users), and the counts hold.
+    let second_start = 1_772_323_200_000i64;
+    let lines: Vec<String> = (0..1_000_000)
+        .map(|i| {
+            format!(
+                r#"{{"user_id":"new-{i}","event":"signup","ts":{}}}"#,
+                second_start + i % 1000
+            )
+        })
+        .collect();
+    let snapshot = run_engine(
+        &lines,
+        EngineSettings {
+            shards: 2,
+            ..EngineSettings::default()
+        },
+    );
+    for (name, value) in [
+        ("active 1d", snapshot.active_users.d1),
+        ("new 1d", snapshot.new_users.d1),
+        ("recent 5m", snapshot.recent_active_users.m5),
+    ] {
+        let error = (value as f64 - 1e6).abs() / 1e6;
+        assert!(
+            error < 0.03,
+            "{name}: {value} is {:.2} % off",
+            error * 100.0
+        );
+    }
+    assert_eq!(
+        snapshot.sessions.d1.count, 1_000_000,
+        "one bounce each, counted exactly"
+    );
+    assert_eq!(snapshot.sessions.d1.bounce_rate, 1.0);
+    // Two shards × (day, minute, signup) dense sketches and session statistics: far below
+    // what a set of a million ids would take.
+    assert!(
+        snapshot.state.estimated_bytes < 1 << 20,
+        "{} bytes",
+        snapshot.state.estimated_bytes
+    );
+}
