@@ -324,6 +324,10 @@ impl ShardState {
         self.sessions.open_keys()
     }
 
+    pub(crate) fn open_event_times(&self) -> impl Iterator<Item = i64> + '_ {
+        self.sessions.event_times()
+    }
+
     pub fn estimated_bytes(&self) -> usize {
         self.days
             .iter()
