@@ -4,9 +4,8 @@
 # available at exactly VERSION; the Makefile holds the pins.
 #
 # Idempotent: does nothing when `cargo <name> --version` already reports VERSION. Otherwise
-# builds it from crates.io with its locked dependencies. cargo-deny's release profile asks
-# for fat LTO in one codegen unit, a long single-threaded final step; both are overridden so
-# the build uses every core (the tools run for seconds, their speed does not matter here).
+# builds it from crates.io with its locked dependencies (cargo-deny: about 7 minutes on two
+# cores, once per machine).
 set -euo pipefail
 
 crate=${1:?usage: ensure-cargo-tool.sh CRATE VERSION}
@@ -17,6 +16,5 @@ if [[ "$(cargo "$subcommand" --version 2>/dev/null)" == "$crate $version" ]]; th
     exit 0
 fi
 
-echo "ensure-cargo-tool: installing $crate $version (a few minutes, once)" >&2
-CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    cargo install "$crate" --version "$version" --locked --force
+echo "ensure-cargo-tool: installing $crate $version (minutes, once per machine)" >&2
+cargo install "$crate" --version "$version" --locked --force
