@@ -38,6 +38,17 @@ fn write_config(dir: &Path, brokers: &str, topic: &str) -> String {
 /// The same, with extra lines for the `[state]` table.
 pub fn write_config_with(dir: &Path, brokers: &str, topic: &str, state_extra: &str) -> String {
     let group = kafka::unique_name("pulse-group");
+    write_config_in_group(dir, brokers, topic, &group, state_extra)
+}
+
+/// The same, for a member of the consumer group `group`.
+pub fn write_config_in_group(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    state_extra: &str,
+) -> String {
     let mut properties = String::new();
     for (key, value) in kafka::test_consumer_properties() {
         properties.push_str(&format!("\"{key}\" = \"{value}\"\n"));

@@ -11,6 +11,7 @@
 //! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
 //! - `service`: `pulse demo` serving metrics, and its clean stop.
 //! - `observability`: alert rules and dashboard, through promtool and a real Prometheus.
+//! - `rebalance`: a second pulse joins the consumer group and leaves while events flow.
 //! - `process`: a running `pulse` for the service tests.
 //! - `rollups`: `pulse replay --rollups` loaded into a real PostgreSQL, idempotently.
 
@@ -25,6 +26,7 @@ mod kpis;
 mod observability;
 mod overload;
 mod process;
+mod rebalance;
 mod rollups;
 mod service;
 mod sharding;
