@@ -190,11 +190,18 @@ impl PulseContext {
         positions.clone()
     }
 
-    fn advance(&self, partition: (String, i32), next: i64) {
-        self.positions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(partition, next);
+    /// Moves the position past the record at `offset`; `false` if this instance has applied
+    /// that record already. Whatever makes librdkafka deliver a partition again from an
+    /// older offset (an offset reset after the broker lost data, say), no record is applied
+    /// twice.
+    fn claim(&self, partition: (String, i32), offset: i64) -> bool {
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let next = positions.entry(partition).or_insert(offset);
+        if offset < *next {
+            return false;
+        }
+        *next = offset + 1;
+        true
     }
 
     /// `None` if the assignment is unchanged since the last call, else the partitions
@@ -421,9 +428,9 @@ pub struct Durability {
 /// A partition resumes where *this instance* stopped applying it: after a restore, the
 /// checkpoint's offset; after a rebalance gave it back, the position it had when it was
 /// taken away. The assignment asks librdkafka to start there ([`PulseContext::rebalance`]);
-/// the first record of each assignment is checked all the same: records before the
-/// position are skipped, and a record past it seeks back once (and, if the records between
-/// are gone from Kafka, is applied with a warning).
+/// the first record of each assignment is checked all the same: a record past the position
+/// seeks back once (and, if the records between are gone from Kafka, is applied with a
+/// warning). Records before it are skipped by [`PulseContext::claim`].
 #[derive(Default)]
 struct Resume {
     resume_at: Offsets,
@@ -433,8 +440,6 @@ struct Resume {
 
 enum Placement {
     Apply,
-    /// Already in the state: skip it.
-    Skip,
     /// Past the position (the group committed more than this instance applied): seek back
     /// and skip it.
     SeekBack(i64),
@@ -457,9 +462,8 @@ impl Resume {
             self.checked.insert(key);
             return Placement::Apply;
         };
-        if offset < resume_at {
-            Placement::Skip
-        } else if offset == resume_at || self.sought.contains(&key) {
+        // Records before the position are [`PulseContext::claim`]'s to skip.
+        if offset <= resume_at || self.sought.contains(&key) {
             if offset > resume_at {
                 tracing::warn!(
                     topic,
@@ -640,7 +644,6 @@ pub async fn run(
                             };
                             match resume.place(&origin.topic, origin.partition, origin.offset) {
                                 Placement::Apply => {}
-                                Placement::Skip => continue,
                                 Placement::SeekBack(to) => {
                                     tracing::info!(topic = %origin.topic, partition = origin.partition, offset = to, "Seeking back to this instance's position.");
                                     if let Err(error) = consumer.seek(&origin.topic, origin.partition, Offset::Offset(to), Duration::from_secs(10)) {
@@ -649,6 +652,10 @@ pub async fn run(
                                     }
                                     continue;
                                 }
+                            }
+                            if !consumer.context().claim((origin.topic.clone(), origin.partition), origin.offset) {
+                                tracing::debug!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
+                                continue;
                             }
                             let fallback = message.timestamp().to_millis();
                             let payload = message.payload().unwrap_or_default();
@@ -665,7 +672,6 @@ pub async fn run(
                             if let Some(watermark) = watermarks.combined(&at_eof) {
                                 pipeline.advance_watermark(watermark);
                             }
-                            consumer.context().advance((origin.topic, origin.partition), origin.offset + 1);
                         }
                         Err(KafkaError::PartitionEOF(partition)) => {
                             // The error names no topic; with one topic per partition number
