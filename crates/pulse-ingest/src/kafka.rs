@@ -148,9 +148,26 @@ struct DeadLetters {
     in_flight: FuturesUnordered<DeliveryFuture>,
     delivered: u64,
     failed: u64,
+    /// The longest record a dead letter carries whole; see [`DeadLetters::payload_limit`].
+    payload_limit: usize,
 }
 
 impl DeadLetters {
+    /// A dead letter must fit the producer's `message.max.bytes` (librdkafka's default,
+    /// 1 000 000, is also below a Kafka broker's default limit), less room for the key,
+    /// headers and framing. A longer record (a 10 MB message rejected as too large) is cut
+    /// to its start, with a `pulse.truncated` header giving its full length: refused
+    /// whole, it would be no dead letter at all.
+    fn payload_limit(properties: &BTreeMap<String, String>) -> usize {
+        const LIBRDKAFKA_DEFAULT: usize = 1_000_000;
+        const ROOM_FOR_HEADERS: usize = 16 * 1024;
+        properties
+            .get("message.max.bytes")
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(LIBRDKAFKA_DEFAULT)
+            .saturating_sub(ROOM_FOR_HEADERS)
+    }
+
     fn send(
         &mut self,
         topic: &str,
@@ -186,7 +203,20 @@ impl DeadLetters {
                 value: Some(index.as_str()),
             });
         }
-        let mut message = FutureRecord::to(topic).payload(record).headers(headers);
+        let kept = record.len().min(
+            self.payload_limit
+                .saturating_sub(key.map_or(0, <[u8]>::len)),
+        );
+        let full_length = record.len().to_string();
+        if kept < record.len() {
+            headers = headers.insert(Header {
+                key: "pulse.truncated",
+                value: Some(full_length.as_str()),
+            });
+        }
+        let mut message = FutureRecord::to(topic)
+            .payload(&record[..kept])
+            .headers(headers);
         if let Some(key) = key {
             message = message.key(key);
         }
@@ -374,6 +404,7 @@ pub async fn run(
                 in_flight: FuturesUnordered::new(),
                 delivered: 0,
                 failed: 0,
+                payload_limit: DeadLetters::payload_limit(&options.properties),
             })
         }
         None => None,
