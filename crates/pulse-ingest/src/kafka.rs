@@ -505,13 +505,19 @@ pub async fn run(
                                     continue;
                                 }
                             }
+                            let key = (origin.topic.clone(), origin.partition);
+                            // Already applied: the group handed the partition back from an
+                            // older committed offset (commits follow checkpoints), as after a
+                            // broker restart that made the group rejoin.
+                            if offsets.get(&key).is_some_and(|&next| origin.offset < next) {
+                                continue;
+                            }
                             let fallback = message.timestamp().to_millis();
                             let payload = message.payload().unwrap_or_default();
                             let dead_letter = dead_letters.as_mut().and_then(|letters| {
                                 options.dead_letter_topic_for(&origin.topic).map(|topic| (letters, topic))
                             });
                             let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
-                            let key = (origin.topic.clone(), origin.partition);
                             if !watermarks.assigned.contains(&key) {
                                 watermarks.refresh_assignment(&consumer, &shared);
                             }
