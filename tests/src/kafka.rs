@@ -118,6 +118,12 @@ pub fn broker_pid() -> Option<u32> {
     }
 }
 
+/// Whether `KAFKA_BROKERS` names an external broker (so tests that must start, stop or
+/// front a broker of their own cannot apply).
+pub fn uses_external_brokers() -> bool {
+    external_brokers().is_some()
+}
+
 fn external_brokers() -> Option<String> {
     std::env::var("KAFKA_BROKERS")
         .ok()
@@ -163,28 +169,33 @@ fn repo_root() -> PathBuf {
 /// The path of `<repo>/.tools/tansu`, installing it with `scripts/ensure-tansu.sh` first
 /// if it is missing.
 fn ensure_tansu() -> PathBuf {
+    ensure_tool(Path::new("tansu"), "ensure-tansu.sh")
+}
+
+/// The path of `<repo>/.tools/<tool>`, running `scripts/<script>` first if it is missing.
+pub(crate) fn ensure_tool(tool: &Path, script: &str) -> PathBuf {
     let root = repo_root();
-    let tansu = root.join(".tools").join("tansu");
-    if tansu.is_file() {
-        return tansu;
+    let path = root.join(".tools").join(tool);
+    if path.is_file() {
+        return path;
     }
-    let script = root.join("scripts").join("ensure-tansu.sh");
+    let script = root.join("scripts").join(script);
     let output = Command::new("bash")
         .arg(&script)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|error| panic!("could not run {}: {error}", script.display()));
     assert!(
-        output.status.success() && tansu.is_file(),
+        output.status.success() && path.is_file(),
         "{} failed ({}); set KAFKA_BROKERS to use an existing broker instead.\n{}",
         script.display(),
         output.status,
         String::from_utf8_lossy(&output.stderr),
     );
-    tansu
+    path
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -219,26 +230,12 @@ fn start_tansu(tansu: &Path, port: u16, spec: &BrokerSpec) -> Result<(u32, Child
         .arg(format!("tcp://{advertised}"))
         .arg(&log)
         .arg(spec.storage.as_deref().unwrap_or("memory://tansu/"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for name in TANSU_ENV {
         command.env_remove(name);
     }
     command.envs(spec.env.iter().map(|(name, value)| (name, value)));
-    let mut watchdog = command
-        .spawn()
-        .map_err(|error| format!("could not spawn sh: {error}"))?;
-
-    let mut line = String::new();
-    let stdout = watchdog.stdout.take().expect("stdout is piped");
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|error| format!("could not read the broker pid: {error}"))?;
-    let pid: u32 = line
-        .trim()
-        .parse()
-        .map_err(|_| format!("the watchdog printed {line:?} instead of a pid"))?;
+    let (pid, watchdog) = spawn_watchdog(&mut command)?;
 
     // On failure `watchdog` is dropped here, closing its stdin: it kills tansu and cleans up.
     let failed = |why: String| {
@@ -385,9 +382,29 @@ impl Drop for OwnBroker {
     }
 }
 
+/// Spawns a watchdog script (see [`WATCHDOG`]) with its stdin piped; returns the pid of the
+/// process it watches, which is the first line it prints, and the watchdog itself.
+pub(crate) fn spawn_watchdog(command: &mut Command) -> Result<(u32, Child), String> {
+    let mut watchdog = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("could not spawn the watchdog: {error}"))?;
+    let mut line = String::new();
+    let stdout = watchdog.stdout.take().expect("stdout is piped");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|error| format!("could not read the watched pid: {error}"))?;
+    let pid = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("the watchdog printed {line:?} instead of a pid"))?;
+    Ok((pid, watchdog))
+}
+
 /// Whether `pid` is a live (possibly stopped) process. A tansu that exited stays a zombie
 /// until the watchdog reaps it, so the state letter is checked, not just existence.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name: "pid (comm) S ...".
         Ok(stat) => stat
