@@ -17,10 +17,12 @@
 //! tansu differs from Kafka in ways tests must respect: topics are never auto-created
 //! (use [`create_topic`] or [`temp_topic`]); a consumer group's first assignment takes
 //! about `session.timeout.ms / 2` (hence [`test_consumer_properties`]); there is no log
-//! compaction and no read-committed filtering; a restart loses everything. An outage is
-//! simulated by `kill -STOP` / `kill -CONT` of [`broker_pid`]: the broker is shared by every
-//! test of the process, so such a test must not run next to other Kafka tests (give it its
-//! own test binary or serialize it).
+//! compaction and no read-committed filtering; with memory storage a restart loses
+//! everything. An outage is simulated by `kill -STOP` / `kill -CONT` of [`broker_pid`]: the
+//! broker is shared by every test of the process, so such a test must not run next to other
+//! Kafka tests (give it its own test binary or serialize it). A test that must stop and
+//! restart a broker, or advertise another address for it, starts an [`OwnBroker`] (with S3
+//! storage from [`crate::s3`] its data survives the restart).
 //!
 //! # Cleanup without a teardown hook
 //!
