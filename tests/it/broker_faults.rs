@@ -7,8 +7,6 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pulse_core::EngineSettings;
-use pulse_tests::WorkloadConfig;
 use pulse_tests::kafka::{self, BrokerSpec, OwnBroker};
 use pulse_tests::s3::S3Server;
 use pulse_tests::tls::{Authority, TlsProxy};
@@ -16,10 +14,10 @@ use pulse_tests::tls::{Authority, TlsProxy};
 use crate::helpers::{
     generate, json_diff, kpis_only, loadgen_configured, run_engine_open, without_state,
 };
-use crate::kafka_tests::{SERIAL, accepted, write_config_with};
+use crate::kafka_tests::{
+    SERIAL, accepted, engine_settings, run_args, workload, write_config_with,
+};
 use crate::process::Pulse;
-
-const END_MS: i64 = 1_772_366_400_000;
 
 fn skipped(why: &str) -> bool {
     let external = kafka::uses_external_brokers();
@@ -29,24 +27,8 @@ fn skipped(why: &str) -> bool {
     external
 }
 
-fn workload(seed: u64, users: u32) -> WorkloadConfig {
-    WorkloadConfig {
-        seed,
-        users,
-        days: 35,
-        end_ms: END_MS,
-        ..WorkloadConfig::default()
-    }
-}
-
 fn expected_kpis(lines: &[String]) -> serde_json::Value {
-    kpis_only(&run_engine_open(
-        lines,
-        EngineSettings {
-            shards: 2,
-            ..EngineSettings::default()
-        },
-    ))
+    kpis_only(&run_engine_open(lines, engine_settings()))
 }
 
 /// A configuration (see [`write_config_with`]) whose `[kafka.properties]` also hold
@@ -69,10 +51,6 @@ fn config_with_properties(
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn run_args(config: &str) -> [&str; 5] {
-    ["run", "--config", config, "--clock", "event-time"]
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,10 +17,10 @@ use crate::process::{Pulse, metric, signal};
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// 2026-03-01T12:00:00Z: workloads end in the past, on the event-time clock.
-const END_MS: i64 = 1_772_366_400_000;
+pub const END_MS: i64 = 1_772_366_400_000;
 const SHARDS: usize = 2;
 
-fn workload(seed: u64, users: u32) -> WorkloadConfig {
+pub fn workload(seed: u64, users: u32) -> WorkloadConfig {
     WorkloadConfig {
         seed,
         users,
@@ -57,7 +57,7 @@ pub fn write_config_with(dir: &Path, brokers: &str, topic: &str, state_extra: &s
     path.to_str().unwrap().to_owned()
 }
 
-fn run_args(config: &str) -> Vec<&str> {
+pub fn run_args(config: &str) -> Vec<&str> {
     vec!["run", "--config", config, "--clock", "event-time"]
 }
 
@@ -65,7 +65,7 @@ pub fn accepted(snapshot: &Value) -> u64 {
     snapshot["events"]["accepted"].as_u64().unwrap_or(0)
 }
 
-fn engine_settings() -> EngineSettings {
+pub fn engine_settings() -> EngineSettings {
     EngineSettings {
         shards: SHARDS,
         ..EngineSettings::default()

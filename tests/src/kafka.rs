@@ -322,10 +322,6 @@ impl OwnBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// Sends `signal` (`TERM`, `KILL`) to the broker and waits until it has exited.
     pub fn stop(&mut self, signal: &str) {
         let status = Command::new("kill")
