@@ -1,7 +1,8 @@
 //! Kafka faults that the shared test broker cannot show, each on a broker of the test's
-//! own: TLS in front of the broker (and a CA pulse does not trust), and the broker process
-//! stopped and restarted mid-stream with its storage kept. With `KAFKA_BROKERS` set they
-//! are skipped: neither a TLS front nor a restart can be arranged on someone else's broker.
+//! own: TLS in front of the broker (and a CA pulse does not trust), SASL credentials the
+//! broker refuses, and the broker process stopped and restarted mid-stream with its storage
+//! kept. With `KAFKA_BROKERS` set they are skipped: none of these can be arranged on
+//! someone else's broker.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -51,6 +52,23 @@ fn config_with_properties(
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Polls `/readyz` until it answers 503 with a reason containing `why`; panics after 30 s.
+fn wait_until_not_ready_because(pulse: &Pulse, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = pulse.get("/readyz");
+        if status == 503 && body.contains(why) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no not-ready reason containing {why:?}; /readyz {status} {body}\n{}",
+            pulse.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,19 +127,7 @@ async fn over_tls_loadgen_and_run_give_the_replay_kpis_and_an_unknown_ca_is_refu
     ];
     let config_path = config_with_properties(stranger.path(), &tls, &topic, &ssl);
     let pulse = Pulse::start(&run_args(&config_path));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = pulse.get("/readyz");
-        if status == 503 && body.contains("certificate verify failed") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no not-ready reason naming the certificate; /readyz {status} {body}\n{}",
-            pulse.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_not_ready_because(&pulse, "certificate verify failed");
     assert!(
         pulse.log().contains("certificate verify failed"),
         "{}",
@@ -205,4 +211,38 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
         "no event counted twice"
     );
     assert!(pulse.stop(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sasl_credentials_the_broker_refuses_leave_pulse_not_ready_without_logging_the_password() {
+    let _serial = SERIAL.lock().await;
+    if skipped("the SASL test starts a broker that requires authentication") {
+        return;
+    }
+    // tansu's object-store engines keep no users (see RELIABILITY.md), so every SCRAM login
+    // is refused: the refusal is what can be tested against it.
+    let broker = OwnBroker::start(BrokerSpec {
+        authentication: true,
+        ..BrokerSpec::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let password = "correct-horse-battery-staple";
+    let sasl = [
+        ("security.protocol", "sasl_plaintext"),
+        ("sasl.mechanisms", "SCRAM-SHA-512"),
+        ("sasl.username", "pulse"),
+        ("sasl.password", password),
+    ];
+    let config_path = config_with_properties(dir.path(), &broker.address(), "events", &sasl);
+    let pulse = Pulse::start(&run_args(&config_path));
+    wait_until_not_ready_because(&pulse, "SASL SCRAM authentication failed");
+    assert_eq!(pulse.get("/healthz").0, 200, "alive while not ready");
+    let (_, metrics) = pulse.get("/metrics");
+    let (status, log) = pulse.stop_and_log(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    assert!(log.contains("SASL SCRAM authentication failed"), "{log}");
+    assert!(
+        !log.contains(password) && !metrics.contains(password),
+        "the password leaked"
+    );
 }

@@ -59,14 +59,16 @@ pub const LARGEST_RECORD: &str = "33554432";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The watchdog: `$0` tansu, `$1` listener URL, `$2` advertised URL, `$3` log file, `$4`
-/// storage engine. It prints the broker's pid, then blocks on stdin; EOF (the test process
-/// is gone, or the broker's owner dropped it) or a signal kills the broker.
+/// storage engine; any further arguments are passed on to tansu. It prints the broker's pid,
+/// then blocks on stdin; EOF (the test process is gone, or the broker's owner dropped it) or
+/// a signal kills the broker.
 /// `-KILL` rather than `-TERM` because the broker may be `SIGSTOP`ped by an outage test,
 /// and a stopped process would sit on a `TERM` forever. Memory storage has nothing to flush.
 const WATCHDOG: &str = r#"
-log=$3
-"$0" broker --listener-url "$1" --advertised-listener-url "$2" \
-    --storage-engine "$4" </dev/null >"$log" 2>&1 &
+tansu=$0 listener=$1 advertised=$2 log=$3 storage=$4
+shift 4
+"$tansu" broker --listener-url "$listener" --advertised-listener-url "$advertised" \
+    --storage-engine "$storage" "$@" </dev/null >"$log" 2>&1 &
 pid=$!
 trap 'kill -KILL "$pid" 2>/dev/null; rm -f "$log"; exit 0' INT TERM HUP
 echo "$pid"
@@ -214,10 +216,14 @@ pub struct BrokerSpec {
     pub advertised_port: Option<u16>,
     /// Extra environment for tansu, e.g. the `AWS_*` settings of S3 storage.
     pub env: Vec<(String, String)>,
+    /// `--authentication`: every client must pass a SASL exchange first. Startup is then
+    /// checked by a TCP connection only, as an anonymous metadata request is refused.
+    pub authentication: bool,
 }
 
 /// Starts tansu on `127.0.0.1:port` under a watchdog and waits until it answers a metadata
-/// request; returns its pid and the watchdog, whose stdin closing stops it.
+/// request (with authentication: accepts connections); returns its pid and the watchdog,
+/// whose stdin closing stops it.
 fn start_tansu(tansu: &Path, port: u16, spec: &BrokerSpec) -> Result<(u32, Child), String> {
     let address = format!("127.0.0.1:{port}");
     let advertised = format!("127.0.0.1:{}", spec.advertised_port.unwrap_or(port));
@@ -232,6 +238,7 @@ fn start_tansu(tansu: &Path, port: u16, spec: &BrokerSpec) -> Result<(u32, Child
         .arg(format!("tcp://{advertised}"))
         .arg(&log)
         .arg(spec.storage.as_deref().unwrap_or("memory://tansu/"))
+        .args(spec.authentication.then_some("--authentication"))
         .stderr(Stdio::null());
     for name in TANSU_ENV {
         command.env_remove(name);
@@ -263,6 +270,9 @@ fn start_tansu(tansu: &Path, port: u16, spec: &BrokerSpec) -> Result<(u32, Child
             )));
         }
         std::thread::sleep(Duration::from_millis(25));
+    }
+    if spec.authentication {
+        return Ok((pid, watchdog));
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
     metadata_client(&address)

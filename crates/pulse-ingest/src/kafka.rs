@@ -136,6 +136,12 @@ impl ClientContext for PulseContext {
         }
         tracing::warn!(%error, reason, "Kafka client error.");
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        // "All brokers are down" follows the error that took each one down (a refused
+        // connection, a failed TLS handshake or SASL login): that one stays the reason.
+        let summary = matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown));
+        if summary && shared.last_error.is_some() {
+            return;
+        }
         shared.last_error = Some(format!("{error}: {reason}"));
     }
 }
