@@ -213,11 +213,10 @@ impl DeadLetters {
             self.payload_limit
                 .saturating_sub(key.map_or(0, <[u8]>::len)),
         );
-        let full_length = record.len().to_string();
         if kept < record.len() {
             headers = headers.insert(Header {
                 key: "pulse.truncated",
-                value: Some(full_length.as_str()),
+                value: Some(record.len().to_string().as_str()),
             });
         }
         let mut message = FutureRecord::to(topic)
