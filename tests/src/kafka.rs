@@ -63,7 +63,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// then blocks on stdin; EOF (the test process is gone, or the broker's owner dropped it) or
 /// a signal kills the broker.
 /// `-KILL` rather than `-TERM` because the broker may be `SIGSTOP`ped by an outage test,
-/// and a stopped process would sit on a `TERM` forever. Memory storage has nothing to flush.
+/// and a stopped process would sit on a `TERM` forever. Nothing needs flushing at the end:
+/// the storage is memory, or a throwaway S3 server.
 const WATCHDOG: &str = r#"
 tansu=$0 listener=$1 advertised=$2 log=$3 storage=$4
 shift 4
