@@ -238,6 +238,12 @@ impl ClientContext for PulseContext {
         }
         tracing::warn!(%error, reason, "Kafka client error.");
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        // "All brokers are down" follows the error that took each one down (a refused
+        // connection, a failed TLS handshake or SASL login): that one stays the reason.
+        let summary = matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown));
+        if summary && shared.last_error.is_some() {
+            return;
+        }
         shared.last_error = Some(format!("{error}: {reason}"));
     }
 }
@@ -314,9 +320,26 @@ struct DeadLetters {
     in_flight: FuturesUnordered<DeliveryFuture>,
     delivered: u64,
     failed: u64,
+    /// The longest record a dead letter carries whole; see [`DeadLetters::payload_limit`].
+    payload_limit: usize,
 }
 
 impl DeadLetters {
+    /// A dead letter must fit the producer's `message.max.bytes` (librdkafka's default,
+    /// 1 000 000, is also below a Kafka broker's default limit), less room for the key,
+    /// headers and framing. A longer record (a 10 MB message rejected as too large) is cut
+    /// to its start, with a `pulse.truncated` header giving its full length: refused
+    /// whole, it would be no dead letter at all.
+    fn payload_limit(properties: &BTreeMap<String, String>) -> usize {
+        const LIBRDKAFKA_DEFAULT: usize = 1_000_000;
+        const ROOM_FOR_HEADERS: usize = 16 * 1024;
+        properties
+            .get("message.max.bytes")
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(LIBRDKAFKA_DEFAULT)
+            .saturating_sub(ROOM_FOR_HEADERS)
+    }
+
     fn send(
         &mut self,
         topic: &str,
@@ -352,7 +375,19 @@ impl DeadLetters {
                 value: Some(index.as_str()),
             });
         }
-        let mut message = FutureRecord::to(topic).payload(record).headers(headers);
+        let kept = record.len().min(
+            self.payload_limit
+                .saturating_sub(key.map_or(0, <[u8]>::len)),
+        );
+        if kept < record.len() {
+            headers = headers.insert(Header {
+                key: "pulse.truncated",
+                value: Some(record.len().to_string().as_str()),
+            });
+        }
+        let mut message = FutureRecord::to(topic)
+            .payload(&record[..kept])
+            .headers(headers);
         if let Some(key) = key {
             message = message.key(key);
         }
@@ -559,6 +594,7 @@ pub async fn run(
                 in_flight: FuturesUnordered::new(),
                 delivered: 0,
                 failed: 0,
+                payload_limit: DeadLetters::payload_limit(&options.properties),
             })
         }
         None => None,
@@ -653,7 +689,8 @@ pub async fn run(
                                     continue;
                                 }
                             }
-                            if !consumer.context().claim((origin.topic.clone(), origin.partition), origin.offset) {
+                            let key = (origin.topic.clone(), origin.partition);
+                            if !consumer.context().claim(key.clone(), origin.offset) {
                                 tracing::debug!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
                                 continue;
                             }
@@ -663,7 +700,6 @@ pub async fn run(
                                 options.dead_letter_topic_for(&origin.topic).map(|topic| (letters, topic))
                             });
                             let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
-                            let key = (origin.topic.clone(), origin.partition);
                             if !watermarks.assigned.contains(&key) {
                                 watermarks.refresh_assignment(&consumer, &shared);
                             }
