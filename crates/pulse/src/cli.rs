@@ -158,8 +158,7 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "DIR")]
     pub save_state: Option<PathBuf>,
     /// Also write the warehouse rollups of the final state (every day held, every metric and
-    /// window) to FILE as NDJSON, ready for the loads in deploy/warehouse/. The input is
-    /// then read by one thread (with the same result).
+    /// window) to FILE as NDJSON, ready for the loads in deploy/warehouse/.
     #[arg(long, value_name = "FILE")]
     pub rollups: Option<PathBuf>,
     /// Reference instant for "future" events (RFC 3339); defaults to the wall clock.
