@@ -2,9 +2,10 @@
 //!
 //! Decoding threads prepare the lines (decode, hash the user; see [`parallel_decode`]), the
 //! calling thread reads and routes them in input order (clock, classification, features),
-//! and each shard thread applies its users' events. Batches travel through bounded channels, so a slow shard slows the
-//! reader instead of growing memory. Each batch carries the router's watermark at the time
-//! it was sent, which is all a shard needs to close sessions exactly.
+//! and each shard thread applies its users' events. Batches travel through bounded
+//! channels, so a slow shard slows the reader instead of growing memory. Each batch carries
+//! the router's watermark at the time it was sent, which is all a shard needs to close
+//! sessions exactly.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
