@@ -113,7 +113,9 @@ async fn over_tls_loadgen_and_run_give_the_replay_kpis_and_an_unknown_ca_is_refu
         handshakes.completed.load(Ordering::Relaxed) > 0,
         "pulse spoke TLS"
     );
-    assert_eq!(handshakes.failed.load(Ordering::Relaxed), 0);
+    // Not asserted to be zero: a client that closes a connection mid-handshake (loadgen
+    // exiting, librdkafka dropping a spare connection on a loaded machine) counts as failed.
+    let failed_before = handshakes.failed.load(Ordering::Relaxed);
     assert!(pulse.stop(Duration::from_secs(30)).success());
 
     // A CA that did not sign the broker's certificate: pulse refuses the broker, says why,
@@ -134,7 +136,7 @@ async fn over_tls_loadgen_and_run_give_the_replay_kpis_and_an_unknown_ca_is_refu
         pulse.log()
     );
     assert!(
-        handshakes.failed.load(Ordering::Relaxed) > 0,
+        handshakes.failed.load(Ordering::Relaxed) > failed_before,
         "the proxy saw the refusal"
     );
     assert_eq!(pulse.get("/healthz").0, 200, "alive while not ready");
