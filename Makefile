@@ -2,6 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 EXAMPLE ?= examples/events.ndjson
+FUZZ_SECONDS ?= 60
+# Pinned tool versions (scripts/ensure-cargo-tool.sh installs exactly these).
+CARGO_DENY_VERSION := 0.20.2
+CARGO_FUZZ_VERSION := 0.13.2
 
 .DEFAULT_GOAL := help
 
@@ -36,16 +40,24 @@ fmt: ## Format the code.
 	$(CARGO) fmt --all
 
 .PHONY: lint
-lint: ## cargo fmt --check and clippy with warnings as errors.
+lint: ## cargo fmt --check, clippy with warnings as errors, cargo deny (licenses, bans, sources; deny.toml).
 	bash scripts/ensure-build-deps.sh
+	bash scripts/ensure-cargo-tool.sh cargo-deny $(CARGO_DENY_VERSION)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny check licenses bans sources
 
 .PHONY: test
 test: deps lint ## Everything CI runs: set-up, lint, then every unit, property, golden, CLI and Kafka test.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --lib --bins --tests --examples
 	$(CARGO) test --workspace --doc
+
+.PHONY: fuzz
+fuzz: ## libFuzzer on the event, state and checkpoint decoders, FUZZ_SECONDS (60) per target, stable Rust (README "Fuzzing").
+	bash scripts/ensure-build-deps.sh
+	bash scripts/ensure-cargo-tool.sh cargo-fuzz $(CARGO_FUZZ_VERSION)
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 .PHONY: golden
 golden: ## Rewrite the golden files after an intended change (review the diff!).

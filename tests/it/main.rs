@@ -9,6 +9,7 @@
 //! - `broker_faults`: TLS in front of the broker, and the broker restarted mid-stream.
 //! - `overload`: a large backlog absorbed with bounded memory, ready throughout.
 //! - `durability`: checkpoints, SIGKILL crashes, history hand-over, unreadable state.
+//! - `fuzz_corpus`: the checked-in fuzz inputs through the fuzz targets, on stable Rust.
 //! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
 //! - `service`: `pulse demo` serving metrics, and its clean stop.
 //! - `observability`: alert rules and dashboard, through promtool and a real Prometheus.
@@ -20,6 +21,7 @@ mod broker_faults;
 mod cli;
 mod deploy;
 mod durability;
+mod fuzz_corpus;
 mod golden;
 mod helpers;
 #[path = "kafka.rs"]

@@ -23,6 +23,11 @@ pub struct EngineState {
 /// Leading bytes of an encoded [`EngineState`]: a magic number and the format version.
 const STATE_MAGIC: &[u8; 4] = b"PLS\x01";
 
+/// Every count of a real state (the router's counters, the shards' session statistics and
+/// duration sums in ms), all added up, stays below this: 2^63 events is three centuries at
+/// a billion a second. The snapshot adds these counts across shards and days.
+const MAX_TOTAL_COUNT: u64 = 1 << 63;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("not a pulse state image (bad magic or unsupported format version)")]
@@ -44,7 +49,48 @@ impl EngineState {
         let body = bytes
             .strip_prefix(STATE_MAGIC.as_slice())
             .ok_or(StateError::BadMagic)?;
-        postcard::from_bytes(body).map_err(|e| StateError::Corrupt(e.to_string()))
+        let state: EngineState =
+            postcard::from_bytes(body).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        state.check_plausible().map_err(StateError::Corrupt)?;
+        Ok(state)
+    }
+
+    /// Values no stream could have produced. An image holding them is damaged (or forged
+    /// past its checksum), and the arithmetic of a restored engine, which trusts the
+    /// decoder's ranges, would overflow on them (found by fuzzing: a rejection counter and
+    /// a session-duration histogram near 2^64, an open event at an i64 extreme).
+    fn check_plausible(&self) -> Result<(), String> {
+        if self.total_count().is_none_or(|n| n >= MAX_TOTAL_COUNT) {
+            return Err("counts beyond what any stream could have produced".to_owned());
+        }
+        let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
+        if !self
+            .shards
+            .iter()
+            .flat_map(ShardState::open_event_times)
+            .all(accepted_time)
+        {
+            return Err("an open session holds an event time pulse never accepts".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The sum of every count in the state, `None` if it overflows.
+    fn total_count(&self) -> Option<u64> {
+        let c = &self.router.counters;
+        [
+            c.accepted,
+            c.late,
+            c.future,
+            c.late_for_sessions,
+            c.feature_missing,
+            self.router.features.overflow_events,
+        ]
+        .into_iter()
+        .chain(c.rejected)
+        .chain(c.by_kind)
+        .chain(self.shards.iter().flat_map(ShardState::session_counts))
+        .try_fold(0u64, u64::checked_add)
     }
 }
 
@@ -187,6 +233,43 @@ mod tests {
             engine.ingest(line.as_bytes(), None);
         }
         engine.state().to_bytes()
+    }
+
+    #[test]
+    fn counters_no_stream_could_reach_are_corrupt() {
+        // The fuzzer's find: a rejection count near 2^64 overflowed the snapshot's total.
+        let mut state = EngineState::from_bytes(&sample_image()).expect("a real image");
+        state.router.counters.rejected[0] = u64::MAX - 1;
+        assert!(matches!(
+            EngineState::from_bytes(&state.to_bytes()),
+            Err(StateError::Corrupt(_))
+        ));
+        state.router.counters.rejected[0] = 1 << 40;
+        assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
+    }
+
+    #[test]
+    fn open_session_times_outside_the_accepted_range_are_corrupt() {
+        // The fuzzer's find: an open event at an absurd time overflowed the session split.
+        let mut engine = Engine::new(EngineSettings::default(), 1_900_000_000_000);
+        engine.ingest(
+            br#"{"user_id":"u","event":"login","ts":1772323200000}"#,
+            None,
+        );
+        let image = engine.state().to_bytes();
+        assert!(EngineState::from_bytes(&image).is_ok());
+        // The open session's event is the last place its time appears in the image.
+        let varint = |ms: i64| postcard::to_allocvec(&ms).expect("to a Vec");
+        let (time, absurd) = (varint(1_772_323_200_000), varint(i64::MIN));
+        let at = image
+            .windows(time.len())
+            .rposition(|w| w == time)
+            .expect("the event time is in the image");
+        let damaged = [&image[..at], &absurd, &image[at + time.len()..]].concat();
+        assert!(matches!(
+            EngineState::from_bytes(&damaged),
+            Err(StateError::Corrupt(_))
+        ));
     }
 
     proptest! {

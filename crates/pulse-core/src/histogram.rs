@@ -44,6 +44,11 @@ impl DurationHistogram {
         self.zeros + self.buckets.values().sum::<u64>()
     }
 
+    /// Every count held, for checking a restored state.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.zeros).chain(self.buckets.values().copied())
+    }
+
     pub fn merge(&mut self, other: &DurationHistogram) {
         self.zeros += other.zeros;
         for (index, count) in &other.buckets {

@@ -158,6 +158,13 @@ impl SessionTable {
         self.open.len() * (std::mem::size_of::<(u64, OpenKey)>() + 24) + self.open_events * 16
     }
 
+    /// The time of every held event: a restored table is checked against them.
+    pub(crate) fn event_times(&self) -> impl Iterator<Item = i64> + '_ {
+        self.open
+            .values()
+            .flat_map(|key| key.events.iter().map(|event| event.ts_ms))
+    }
+
     /// Rebuilds the deadline heap after deserialisation.
     pub fn restore_index(&mut self) {
         self.deadlines = self

@@ -237,21 +237,17 @@ impl StateStore {
                 path: path.clone(),
                 source,
             })?;
-            match decode(&bytes) {
-                Ok((envelope, engine)) => {
-                    if envelope.sequence != sequence {
-                        tracing::warn!(path = %path.display(), stored = envelope.sequence, "Checkpoint was renamed; using it anyway.");
+            match read_checkpoint(&bytes) {
+                Ok(checkpoint) => {
+                    if checkpoint.sequence != sequence {
+                        tracing::warn!(path = %path.display(), stored = checkpoint.sequence, "Checkpoint was renamed; using it anyway.");
                     }
                     return Ok(Some(Saved {
-                        engine,
-                        offsets: envelope
-                            .offsets
-                            .into_iter()
-                            .map(|(topic, partition, offset)| ((topic, partition), offset))
-                            .collect(),
-                        saved_at_ms: envelope.saved_at_ms,
+                        engine: checkpoint.engine,
+                        offsets: checkpoint.offsets,
+                        saved_at_ms: checkpoint.saved_at_ms,
                         path,
-                        sequence: envelope.sequence,
+                        sequence: checkpoint.sequence,
                         skipped,
                     }));
                 }
@@ -398,14 +394,27 @@ fn encode(sequence: u64, saved_at_ms: i64, offsets: &Offsets, engine: &EngineSta
     out
 }
 
-enum Unusable {
+/// One checkpoint file's contents.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub sequence: u64,
+    pub saved_at_ms: i64,
+    pub offsets: Offsets,
+    pub engine: EngineState,
+}
+
+/// Why a checkpoint file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
     /// Truncated, corrupt or undecodable: try the previous checkpoint.
     Damaged(String),
     /// Intact, but another format version: refuse.
     Version(u16),
 }
 
-fn decode(bytes: &[u8]) -> Result<(Envelope<'_>, EngineState), Unusable> {
+/// Reads one checkpoint file's bytes with every check [`StateStore::load`] makes, and no
+/// I/O; public so that the fuzz targets (`fuzz/`) reach the exact parser `load` uses.
+pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
     let damaged = Unusable::Damaged;
     if !bytes.starts_with(MAGIC) {
         return Err(damaged(if MAGIC.starts_with(bytes) {
@@ -450,7 +459,16 @@ fn decode(bytes: &[u8]) -> Result<(Envelope<'_>, EngineState), Unusable> {
         .map_err(|e| damaged(format!("cannot decode the checkpoint body: {e}")))?;
     let engine = EngineState::from_bytes(envelope.engine)
         .map_err(|e| damaged(format!("cannot decode the engine state: {e}")))?;
-    Ok((envelope, engine))
+    Ok(Checkpoint {
+        sequence: envelope.sequence,
+        saved_at_ms: envelope.saved_at_ms,
+        offsets: envelope
+            .offsets
+            .into_iter()
+            .map(|(topic, partition, offset)| ((topic, partition), offset))
+            .collect(),
+        engine,
+    })
 }
 
 /// Temporary file, write, fsync, rename, fsync the directory. On error before the rename
