@@ -210,7 +210,7 @@ fn generated(ev: &Ev) -> GeneratedEvent {
         feature,
         session_id: None,
         shape: Shape::Plain,
-        timestamp_style: if ev.user % 2 == 0 {
+        timestamp_style: if ev.user.is_multiple_of(2) {
             TimestampStyle::EpochMillis
         } else {
             TimestampStyle::Rfc3339Utc

@@ -137,6 +137,7 @@ impl SessionTable {
                 self.deadlines.push(Reverse((entry.scheduled, key)));
             }
         }
+        self.release_room();
     }
 
     /// Closes every session (end of a replay's input).
@@ -146,6 +147,23 @@ impl SessionTable {
         }
         self.deadlines.clear();
         self.open_events = 0;
+        self.release_room();
+    }
+
+    /// Gives memory back once the table holds less than a quarter of its room: a burst of
+    /// open sessions (a launch, a backlog) must not pin its peak for the life of the
+    /// process, as hash tables and heaps never shrink by themselves. Shrinking to twice
+    /// what is held means at least half of it must close before the next shrink, so the
+    /// rehashing costs O(1) per closed key; small tables are left alone.
+    fn release_room(&mut self) {
+        const KEEP: usize = 1024;
+        if self.open.capacity() > KEEP && self.open.len() < self.open.capacity() / 4 {
+            self.open.shrink_to(self.open.len() * 2);
+        }
+        if self.deadlines.capacity() > KEEP && self.deadlines.len() < self.deadlines.capacity() / 4
+        {
+            self.deadlines.shrink_to(self.deadlines.len() * 2);
+        }
     }
 
     /// Session keys with at least one open event.
@@ -409,6 +427,34 @@ mod tests {
             proptest::prop_assert_eq!(a, b);
             proptest::prop_assert_eq!(stepped.open_keys(), once.open_keys());
         }
+    }
+
+    #[test]
+    fn a_burst_of_sessions_gives_its_memory_back_once_closed() {
+        let mut table = SessionTable::default();
+        let empty = table.estimated_bytes();
+        for key in 0..100_000 {
+            table.insert(key, ev(key as i64 % 1_000, O), &RULES);
+        }
+        let burst = table.estimated_bytes();
+        assert!(burst > 100_000 * 100, "{burst} bytes for 100 000 open keys");
+        // All but a few close: the table must not keep room for the hundred thousand.
+        for key in 0..10 {
+            table.insert(key, ev(50_000, O), &RULES);
+        }
+        let mut closed = 0;
+        table.advance(10_000, &RULES, |_| closed += 1);
+        assert_eq!((closed, table.open_keys()), (100_000, 10));
+        assert!(
+            table.estimated_bytes() < burst / 100,
+            "{} bytes kept for 10 open keys (burst: {burst})",
+            table.estimated_bytes()
+        );
+        table.close_all(&RULES, |_| closed += 1);
+        assert!(
+            table.estimated_bytes() < empty + 4096,
+            "small tables keep their room"
+        );
     }
 
     #[test]
