@@ -26,9 +26,12 @@
 //! - events/s: only the time inside `Pipeline::ingest` and the daily snapshots (rendering
 //!   JSON is excluded); the shards apply concurrently, the router's thread is the limit.
 //! - peak RSS (`VmHWM`) after the month and its final snapshot, RSS at the end of each day.
-//! - bytes per open session: a burst of `--burst` new users, one event each, a minute
-//!   before the newest event (so no session can close), then RSS and open keys again.
-//! - sketch sizes, from an exported copy of the state (taken after the RSS readings).
+//! - bytes per open session (one extra child, `--bursts`): after a small month, new users
+//!   with one event each a minute before the newest event (so no session can close), then
+//!   RSS, open keys and the engine's estimate again; finally one event past the timeout,
+//!   and the estimate once those sessions have closed.
+//! - sketch sizes and the checkpoint image, from an exported copy of the state (taken after
+//!   the RSS readings).
 
 mod support;
 
@@ -440,6 +443,21 @@ fn child() {
         // Sketch sizes and the checkpoint image, from a copy of the state (taken after
         // every RSS reading).
         let state = pipeline.state().await.expect("state");
+        // Then the watermark passes the burst (one event past timeout and lateness): the
+        // engine's estimate once those sessions have closed (RSS is no guide any more, the
+        // copy above has come and gone).
+        let closed = if open.len() > 1 {
+            chunk.push(&Ev {
+                user: 0,
+                ts_ms: newest + 36 * 60_000,
+                kind: Kind::PageView,
+            });
+            chunk.feed(&mut pipeline).await;
+            let state = pipeline.snapshot().await.expect("snapshot").state;
+            json!([state.open_session_keys, state.estimated_bytes])
+        } else {
+            Value::Null
+        };
         pipeline.stop();
         let dense_bytes = 1usize << lg_k;
         let mut sizes = SketchSizes::default();
@@ -478,6 +496,7 @@ fn child() {
             "open_session_keys": snapshot.state.open_session_keys,
             "sessions_closed": snapshot.session_durations.count,
             "open_sessions": open,
+            "after_burst_closed": closed,
             "active_sketches": sizes.active.json(),
             "feature_sketches": sizes.features.json(),
             "state_image_bytes": image_bytes,
@@ -929,6 +948,13 @@ fn print_open_sessions(config: &Config, report: &Value, plain: Option<&Value>) {
             mib(*estimate),
             step(|p| p[1]),
             step(|p| p[2]),
+        );
+    }
+    if let Some(closed) = report["after_burst_closed"].as_array() {
+        println!(
+            "| {} (the watermark passed them) | – | {} | | |",
+            closed[0],
+            mib(kib(&closed[1]))
         );
     }
     if let (Some(plain), Some(first), Some(last)) = (plain, points.first(), points.last()) {
