@@ -10,9 +10,10 @@ help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## Install what building and testing need (Debian packages, tansu, promtool, PostgreSQL, compose validator); idempotent.
+deps: ## Install what building and testing need (Debian packages, tansu, moto S3, promtool, PostgreSQL, compose validator); idempotent.
 	bash scripts/ensure-build-deps.sh
 	bash scripts/ensure-tansu.sh >/dev/null
+	bash scripts/ensure-moto.sh >/dev/null
 	bash scripts/ensure-promtool.sh
 	bash scripts/ensure-postgres.sh
 	bash deploy/docker/ensure-compose.sh

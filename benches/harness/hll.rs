@@ -86,10 +86,10 @@ fn main() {
 
     // pulse replay, as a process.
     let started = Instant::now();
-    // GNU time reports the peak RSS of pulse (its child, `timeout`, is tiny).
+    // GNU time reports the peak RSS and CPU time of pulse (its child, `timeout`, is tiny).
     let rss_file = work.path().join("replay.rss");
     let output = std::process::Command::new("/usr/bin/time")
-        .args(["-f", "%M", "-o"])
+        .args(["-f", "%M %U %S", "-o"])
         .arg(&rss_file)
         .args(["timeout", "-s", "KILL", &format!("{}s", limit.as_secs())])
         .arg(pulse_bin())
@@ -112,10 +112,17 @@ fn main() {
         String::from_utf8_lossy(&output.stderr)
     );
     let pulse: Value = serde_json::from_slice(&output.stdout).expect("replay JSON");
-    let rss_kib: u64 = std::fs::read_to_string(&rss_file)
+    let measured: Vec<f64> = std::fs::read_to_string(&rss_file)
         .ok()
-        .and_then(|t| t.trim().lines().last().and_then(|l| l.trim().parse().ok()))
-        .unwrap_or(0);
+        .and_then(|t| t.trim().lines().last().map(str::to_owned))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let rss_kib = measured.first().copied().unwrap_or(0.0) as u64;
+    let pulse_cpu_s: f64 = measured.iter().skip(1).sum();
     eprintln!(
         "pulse replay: {pulse_s:.2} s ({}/s)",
         per_second(count, pulse_s)
@@ -216,15 +223,25 @@ fn main() {
             r.seconds / pulse_s,
             r.used_memory as f64 / 1_048_576.0
         );
+        let redis_cpu_s = r.consumer_cpu_seconds + r.server_cpu_seconds;
+        println!(
+            "CPU time (user + system): pulse {pulse_cpu_s:.2} s; Redis {redis_cpu_s:.2} s \
+             (consumer {:.2} s, redis-server {:.2} s): pulse uses {:.1}× less",
+            r.consumer_cpu_seconds,
+            r.server_cpu_seconds,
+            redis_cpu_s / pulse_cpu_s
+        );
     }
     println!(
         "{}",
         serde_json::json!({
             "events": count, "bytes": bytes, "users": users, "days": days, "seed": seed,
             "mean_daily_sessions": sessions, "redis_decoder": if serde_decoder { "serde" } else { "pulse" },
-            "pulse_seconds": pulse_s, "pulse_peak_rss_kib": rss_kib, "pulse_mean_error": pm, "pulse_max_error": px,
+            "pulse_seconds": pulse_s, "pulse_cpu_seconds": pulse_cpu_s, "pulse_peak_rss_kib": rss_kib, "pulse_mean_error": pm, "pulse_max_error": px,
             "redis_seconds": redis.as_ref().map(|r| r.seconds),
             "redis_ingest_seconds": redis.as_ref().map(|r| r.ingest_seconds),
+            "redis_consumer_cpu_seconds": redis.as_ref().map(|r| r.consumer_cpu_seconds),
+            "redis_server_cpu_seconds": redis.as_ref().map(|r| r.server_cpu_seconds),
             "redis_mean_error": redis.as_ref().map(|_| rm),
             "redis_max_error": redis.as_ref().map(|_| rx),
             "redis_used_memory_bytes": redis.as_ref().map(|r| r.used_memory),
@@ -247,6 +264,42 @@ struct RedisResult {
     ingest_seconds: f64,
     counts: BTreeMap<String, f64>,
     used_memory: u64,
+    /// CPU time of the consumer (this process, both threads) and of `redis-server`, from
+    /// the start of ingestion to the last answer.
+    consumer_cpu_seconds: f64,
+    server_cpu_seconds: f64,
+}
+
+/// CPU time (user + system) this process has used so far, all threads: fields 14 and 15 of
+/// `/proc/self/stat`, in ticks of 1/100 s (`USER_HZ`, fixed at 100 by Linux's ABI).
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The name (field 2) may hold spaces; count from the ')' that closes it (field 3 on).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |field: usize| fields.get(field - 3).and_then(|f| f.parse::<f64>().ok());
+    (ticks(14).unwrap_or(0.0) + ticks(15).unwrap_or(0.0)) / 100.0
+}
+
+/// A section of `INFO` as `key:value` lines.
+fn info(conn: &mut BufReader<TcpStream>, section: &[u8]) -> String {
+    let mut request = Vec::new();
+    command(&mut request, &[b"INFO", section]);
+    conn.get_mut().write_all(&request).expect("write INFO");
+    let header = read_line(conn);
+    let len: usize = header[1..].parse().expect("bulk length");
+    let mut body = vec![0u8; len + 2];
+    conn.read_exact(&mut body).expect("INFO body");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+fn info_field(info: &str, key: &str) -> Option<f64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Appends one RESP command.
@@ -345,6 +398,7 @@ fn run_redis(
 
     let decoder = Decoder::new(&EngineSettings::default());
     let started = Instant::now();
+    let cpu_at_start = own_cpu_seconds();
     let mut file = BufReader::with_capacity(1 << 20, std::fs::File::open(input).expect("open"));
     let mut writer = &stream;
     let (mut line, mut out) = (Vec::new(), Vec::with_capacity(1 << 20));
@@ -430,25 +484,21 @@ fn run_redis(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let consumer_cpu_seconds = own_cpu_seconds() - cpu_at_start;
 
-    let mut info = Vec::new();
-    command(&mut info, &[b"INFO", b"memory"]);
-    conn.get_mut().write_all(&info).expect("write INFO");
-    let header = read_line(&mut conn);
-    let len: usize = header[1..].parse().expect("bulk length");
-    let mut body = vec![0u8; len + 2];
-    conn.read_exact(&mut body).expect("INFO body");
-    let used_memory = String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let used_memory = info_field(&info(&mut conn, b"memory"), "used_memory").unwrap_or(0.0) as u64;
+    // The server did nothing but this run (it started idle, a moment before).
+    let cpu = info(&mut conn, b"cpu");
+    let server_cpu_seconds = info_field(&cpu, "used_cpu_user").unwrap_or(0.0)
+        + info_field(&cpu, "used_cpu_sys").unwrap_or(0.0);
     eprintln!("redis: {sent} PFADDs, ingest {ingest_seconds:.2} s, total {seconds:.2} s");
     RedisResult {
         seconds,
         ingest_seconds,
         counts,
         used_memory,
+        consumer_cpu_seconds,
+        server_cpu_seconds,
     }
 }
 

@@ -191,8 +191,20 @@ pub fn json_diff(left: &Value, right: &Value) -> Vec<String> {
 /// `pulse loadgen` of the seeded workload (35 days ending 2026-03-01T12:00Z) into `topic`;
 /// returns how many events it produced.
 pub fn loadgen(brokers: &str, topic: &str, users: u32, seed: u64) -> u64 {
+    loadgen_configured(brokers, topic, users, seed, None)
+}
+
+/// [`loadgen`] with a configuration file, for its `[kafka.properties]` (TLS, say).
+pub fn loadgen_configured(
+    brokers: &str,
+    topic: &str,
+    users: u32,
+    seed: u64,
+    config: Option<&str>,
+) -> u64 {
     let output = std::process::Command::new(pulse_bin())
         .args(["loadgen", "--brokers", brokers, "--topic", topic])
+        .args(config.map(|path| ["--config", path]).into_iter().flatten())
         .args([
             "--users",
             &users.to_string(),

@@ -17,10 +17,10 @@ use crate::process::{Pulse, metric, signal};
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// 2026-03-01T12:00:00Z: workloads end in the past, on the event-time clock.
-const END_MS: i64 = 1_772_366_400_000;
+pub const END_MS: i64 = 1_772_366_400_000;
 const SHARDS: usize = 2;
 
-fn workload(seed: u64, users: u32) -> WorkloadConfig {
+pub fn workload(seed: u64, users: u32) -> WorkloadConfig {
     WorkloadConfig {
         seed,
         users,
@@ -38,6 +38,17 @@ fn write_config(dir: &Path, brokers: &str, topic: &str) -> String {
 /// The same, with extra lines for the `[state]` table.
 pub fn write_config_with(dir: &Path, brokers: &str, topic: &str, state_extra: &str) -> String {
     let group = kafka::unique_name("pulse-group");
+    write_config_in_group(dir, brokers, topic, &group, state_extra)
+}
+
+/// The same, for a member of the consumer group `group`.
+pub fn write_config_in_group(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    state_extra: &str,
+) -> String {
     let mut properties = String::new();
     for (key, value) in kafka::test_consumer_properties() {
         properties.push_str(&format!("\"{key}\" = \"{value}\"\n"));
@@ -57,7 +68,7 @@ pub fn write_config_with(dir: &Path, brokers: &str, topic: &str, state_extra: &s
     path.to_str().unwrap().to_owned()
 }
 
-fn run_args(config: &str) -> Vec<&str> {
+pub fn run_args(config: &str) -> Vec<&str> {
     vec!["run", "--config", config, "--clock", "event-time"]
 }
 
@@ -65,7 +76,7 @@ pub fn accepted(snapshot: &Value) -> u64 {
     snapshot["events"]["accepted"].as_u64().unwrap_or(0)
 }
 
-fn engine_settings() -> EngineSettings {
+pub fn engine_settings() -> EngineSettings {
     EngineSettings {
         shards: SHARDS,
         ..EngineSettings::default()
@@ -321,5 +332,72 @@ async fn a_broker_outage_makes_pulse_not_ready_until_it_returns() {
         Duration::from_secs(60),
         |s| accepted(s) == 1,
     );
+    assert!(pulse.stop(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ten_megabyte_message_is_rejected_dead_lettered_and_passed() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let large = [("max.message.bytes", kafka::LARGEST_RECORD)];
+    let (topic, _guard) = kafka::temp_topic_with(&brokers, "huge", 1, &large).await;
+    let (events, mut lines) = generate(&workload(83, 40));
+    let huge = format!(
+        r#"{{"user_id":"huge","event":"page_view","ts":{END_MS},"blob":"{}"}}"#,
+        "x".repeat(10 << 20)
+    );
+    let huge_at = lines.len() / 2;
+    lines.insert(huge_at, huge.clone());
+    kafka::produce(
+        &brokers,
+        &topic,
+        lines.iter().map(|line| (None, line.clone().into_bytes())),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &brokers, &topic);
+    let pulse = Pulse::start(&run_args(&config_path));
+    // The replay of the same lines rejects the huge one by the same default limit (1 MiB).
+    let expected = kpis_only(&run_engine_open(&lines, engine_settings()));
+    assert_eq!(
+        expected["events"]["rejected_by_reason"]["record_too_large"],
+        json!(1)
+    );
+    let snapshot = pulse.wait_for(
+        "every event, and the huge one rejected",
+        Duration::from_secs(90),
+        |s| {
+            accepted(s) == events.len() as u64
+                && json_diff(&without_state(s.clone()), &expected).is_empty()
+        },
+    );
+    assert_eq!(snapshot["events"]["rejected"], json!(1));
+
+    let dead_letter_topic = format!("{topic}.dlq");
+    let letters =
+        kafka::consume_all(&brokers, &dead_letter_topic, 2, Duration::from_secs(10)).await;
+    kafka::delete_topic(&brokers, &dead_letter_topic).await;
+    assert_eq!(letters.len(), 1, "one dead letter: the huge message");
+    let letter = &letters[0];
+    let header = |name: &str| {
+        letter
+            .headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+    };
+    assert_eq!(header("pulse.reason").as_deref(), Some("record_too_large"));
+    assert_eq!(header("pulse.source.offset"), Some(huge_at.to_string()));
+    assert_eq!(header("pulse.truncated"), Some(huge.len().to_string()));
+    let payload = letter.payload.as_deref().unwrap_or_default();
+    assert!(
+        !payload.is_empty() && payload.len() < 1_000_000 && huge.as_bytes().starts_with(payload),
+        "the dead letter holds the start of the message ({} bytes)",
+        payload.len()
+    );
+    pulse.wait_for("the dead letter counted", Duration::from_secs(10), |_| {
+        metric(&pulse.get("/metrics").1, "pulse_dead_letters_total") == Some(1.0)
+    });
     assert!(pulse.stop(Duration::from_secs(30)).success());
 }

@@ -6,14 +6,17 @@
 //! - `golden`: decoder shapes and a small replay snapshot against checked-in files.
 //! - `cli`: the `pulse` binary itself (`replay`, `check-config`).
 //! - `kafka_tests`: `pulse run` and `pulse loadgen` against a real broker.
+//! - `broker_faults`: TLS in front of the broker, and the broker restarted mid-stream.
 //! - `overload`: a large backlog absorbed with bounded memory, ready throughout.
 //! - `durability`: checkpoints, SIGKILL crashes, history hand-over, unreadable state.
 //! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
 //! - `service`: `pulse demo` serving metrics, and its clean stop.
 //! - `observability`: alert rules and dashboard, through promtool and a real Prometheus.
+//! - `rebalance`: a second pulse joins the consumer group and leaves while events flow.
 //! - `process`: a running `pulse` for the service tests.
 //! - `rollups`: `pulse replay --rollups` loaded into a real PostgreSQL, idempotently.
 
+mod broker_faults;
 mod cli;
 mod deploy;
 mod durability;
@@ -25,6 +28,7 @@ mod kpis;
 mod observability;
 mod overload;
 mod process;
+mod rebalance;
 mod rollups;
 mod service;
 mod sharding;

@@ -17,10 +17,12 @@
 //! tansu differs from Kafka in ways tests must respect: topics are never auto-created
 //! (use [`create_topic`] or [`temp_topic`]); a consumer group's first assignment takes
 //! about `session.timeout.ms / 2` (hence [`test_consumer_properties`]); there is no log
-//! compaction and no read-committed filtering; a restart loses everything. An outage is
-//! simulated by `kill -STOP` / `kill -CONT` of [`broker_pid`]: the broker is shared by every
-//! test of the process, so such a test must not run next to other Kafka tests (give it its
-//! own test binary or serialize it).
+//! compaction and no read-committed filtering; with memory storage a restart loses
+//! everything. An outage is simulated by `kill -STOP` / `kill -CONT` of [`broker_pid`]: the
+//! broker is shared by every test of the process, so such a test must not run next to other
+//! Kafka tests (give it its own test binary or serialize it). A test that must stop and
+//! restart a broker, or advertise another address for it, starts an [`OwnBroker`] (with S3
+//! storage from [`crate::s3`] its data survives the restart).
 //!
 //! # Cleanup without a teardown hook
 //!
@@ -50,23 +52,31 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// How long an admin request (create or delete topics) may take before the helper gives up.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest record [`produce`] sends, and a topic setting (`max.message.bytes`) that
+/// lets a broker take it: 32 MiB.
+pub const LARGEST_RECORD: &str = "33554432";
 /// How long a freshly started broker may take to answer a metadata request.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The watchdog: `$0` tansu, `$1` listener URL, `$2` log file. It prints the broker's pid,
-/// then blocks on stdin; EOF (the test process is gone) or a signal kills the broker.
+/// The watchdog: `$0` tansu, `$1` listener URL, `$2` advertised URL, `$3` log file, `$4`
+/// storage engine; any further arguments are passed on to tansu. It prints the broker's pid,
+/// then blocks on stdin; EOF (the test process is gone, or the broker's owner dropped it) or
+/// a signal kills the broker.
 /// `-KILL` rather than `-TERM` because the broker may be `SIGSTOP`ped by an outage test,
-/// and a stopped process would sit on a `TERM` forever. Memory storage has nothing to flush.
+/// and a stopped process would sit on a `TERM` forever. Nothing needs flushing at the end:
+/// the storage is memory, or a throwaway S3 server.
 const WATCHDOG: &str = r#"
-"$0" broker --listener-url "$1" --advertised-listener-url "$1" \
-    --storage-engine memory://tansu/ </dev/null >"$2" 2>&1 &
+tansu=$0 listener=$1 advertised=$2 log=$3 storage=$4
+shift 4
+"$tansu" broker --listener-url "$listener" --advertised-listener-url "$advertised" \
+    --storage-engine "$storage" "$@" </dev/null >"$log" 2>&1 &
 pid=$!
-trap 'kill -KILL "$pid" 2>/dev/null; rm -f "$2"; exit 0' INT TERM HUP
+trap 'kill -KILL "$pid" 2>/dev/null; rm -f "$log"; exit 0' INT TERM HUP
 echo "$pid"
 read _ || :
 kill -KILL "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
-rm -f "$2"
+rm -f "$log"
 "#;
 
 /// Environment variables tansu reads as defaults for its flags; cleared so that the
@@ -113,6 +123,12 @@ pub fn broker_pid() -> Option<u32> {
     }
 }
 
+/// Whether `KAFKA_BROKERS` names an external broker (so tests that must start, stop or
+/// front a broker of their own cannot apply).
+pub fn uses_external_brokers() -> bool {
+    external_brokers().is_some()
+}
+
 fn external_brokers() -> Option<String> {
     std::env::var("KAFKA_BROKERS")
         .ok()
@@ -127,7 +143,16 @@ fn local_broker() -> &'static LocalBroker {
         // The free port is found by binding and releasing it, so another process may take
         // it before tansu binds; a retry with a new port covers that race.
         for _ in 0..3 {
-            match start_tansu(&tansu) {
+            let started = free_port().and_then(|port| {
+                start_tansu(&tansu, port, &BrokerSpec::default()).map(|(pid, watchdog)| {
+                    LocalBroker {
+                        address: format!("127.0.0.1:{port}"),
+                        pid,
+                        _watchdog: watchdog,
+                    }
+                })
+            });
+            match started {
                 Ok(broker) => return broker,
                 Err(error) => last_error = error,
             }
@@ -149,34 +174,61 @@ fn repo_root() -> PathBuf {
 /// The path of `<repo>/.tools/tansu`, installing it with `scripts/ensure-tansu.sh` first
 /// if it is missing.
 fn ensure_tansu() -> PathBuf {
+    ensure_tool(Path::new("tansu"), "ensure-tansu.sh")
+}
+
+/// The path of `<repo>/.tools/<tool>`, running `scripts/<script>` first if it is missing.
+pub(crate) fn ensure_tool(tool: &Path, script: &str) -> PathBuf {
     let root = repo_root();
-    let tansu = root.join(".tools").join("tansu");
-    if tansu.is_file() {
-        return tansu;
+    let path = root.join(".tools").join(tool);
+    if path.is_file() {
+        return path;
     }
-    let script = root.join("scripts").join("ensure-tansu.sh");
+    let script = root.join("scripts").join(script);
     let output = Command::new("bash")
         .arg(&script)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|error| panic!("could not run {}: {error}", script.display()));
     assert!(
-        output.status.success() && tansu.is_file(),
+        output.status.success() && path.is_file(),
         "{} failed ({}); set KAFKA_BROKERS to use an existing broker instead.\n{}",
         script.display(),
         output.status,
         String::from_utf8_lossy(&output.stderr),
     );
-    tansu
+    path
 }
 
-fn start_tansu(tansu: &Path) -> Result<LocalBroker, String> {
-    let port = TcpListener::bind("127.0.0.1:0")
+pub(crate) fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
-        .map_err(|error| format!("no free port on 127.0.0.1: {error}"))?
-        .port();
+        .map(|address| address.port())
+        .map_err(|error| format!("no free port on 127.0.0.1: {error}"))
+}
+
+/// How to run a broker of a test's own (see [`OwnBroker`]).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerSpec {
+    /// tansu's `--storage-engine`; memory (lost at exit) when `None`.
+    pub storage: Option<String>,
+    /// The port to advertise to clients instead of the broker's own, for a proxy in front
+    /// of it (clients connect to the advertised address after bootstrapping).
+    pub advertised_port: Option<u16>,
+    /// Extra environment for tansu, e.g. the `AWS_*` settings of S3 storage.
+    pub env: Vec<(String, String)>,
+    /// `--authentication`: every client must pass a SASL exchange first. Startup is then
+    /// checked by a TCP connection only, as an anonymous metadata request is refused.
+    pub authentication: bool,
+}
+
+/// Starts tansu on `127.0.0.1:port` under a watchdog and waits until it answers a metadata
+/// request (with authentication: accepts connections); returns its pid and the watchdog,
+/// whose stdin closing stops it.
+fn start_tansu(tansu: &Path, port: u16, spec: &BrokerSpec) -> Result<(u32, Child), String> {
     let address = format!("127.0.0.1:{port}");
-    let log = std::env::temp_dir().join(format!("pulse-tansu-{}-{port}.log", std::process::id()));
+    let advertised = format!("127.0.0.1:{}", spec.advertised_port.unwrap_or(port));
+    let log = std::env::temp_dir().join(format!("{}.log", unique_name("pulse-tansu")));
 
     let mut command = Command::new("sh");
     command
@@ -184,26 +236,16 @@ fn start_tansu(tansu: &Path) -> Result<LocalBroker, String> {
         .arg(WATCHDOG)
         .arg(tansu)
         .arg(format!("tcp://{address}"))
+        .arg(format!("tcp://{advertised}"))
         .arg(&log)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .arg(spec.storage.as_deref().unwrap_or("memory://tansu/"))
+        .args(spec.authentication.then_some("--authentication"))
         .stderr(Stdio::null());
     for name in TANSU_ENV {
         command.env_remove(name);
     }
-    let mut watchdog = command
-        .spawn()
-        .map_err(|error| format!("could not spawn sh: {error}"))?;
-
-    let mut line = String::new();
-    let stdout = watchdog.stdout.take().expect("stdout is piped");
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|error| format!("could not read the broker pid: {error}"))?;
-    let pid: u32 = line
-        .trim()
-        .parse()
-        .map_err(|_| format!("the watchdog printed {line:?} instead of a pid"))?;
+    command.envs(spec.env.iter().map(|(name, value)| (name, value)));
+    let (pid, watchdog) = spawn_watchdog(&mut command)?;
 
     // On failure `watchdog` is dropped here, closing its stdin: it kills tansu and cleans up.
     let failed = |why: String| {
@@ -230,6 +272,9 @@ fn start_tansu(tansu: &Path) -> Result<LocalBroker, String> {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    if spec.authentication {
+        return Ok((pid, watchdog));
+    }
     let remaining = deadline.saturating_duration_since(Instant::now());
     metadata_client(&address)
         .fetch_metadata(None, remaining)
@@ -241,16 +286,134 @@ fn start_tansu(tansu: &Path) -> Result<LocalBroker, String> {
     if !process_alive(pid) {
         return Err(failed(format!("tansu (pid {pid}) exited during startup")));
     }
-    Ok(LocalBroker {
-        address,
-        pid,
-        _watchdog: watchdog,
-    })
+    Ok((pid, watchdog))
+}
+
+/// A tansu broker of a test's own, for faults that the shared broker must not suffer
+/// (a stop and restart on the same port) or settings it does not have (an advertised
+/// address in front of it). It is stopped when dropped, and by its watchdog if the test
+/// process dies. Always local: a test using it has nothing to do with `KAFKA_BROKERS`.
+#[derive(Debug)]
+pub struct OwnBroker {
+    tansu: PathBuf,
+    spec: BrokerSpec,
+    port: u16,
+    pid: u32,
+    /// `None` between [`OwnBroker::stop`] and [`OwnBroker::restart`].
+    watchdog: Option<Child>,
+}
+
+impl OwnBroker {
+    /// Starts a broker on a free port; panics with its output if it cannot.
+    pub fn start(spec: BrokerSpec) -> OwnBroker {
+        let tansu = ensure_tansu();
+        let mut last_error = String::new();
+        // As for the shared broker: another process may take the free port first.
+        for _ in 0..3 {
+            let started =
+                free_port().and_then(|port| Ok((port, start_tansu(&tansu, port, &spec)?)));
+            match started {
+                Ok((port, (pid, watchdog))) => {
+                    return OwnBroker {
+                        tansu,
+                        spec,
+                        port,
+                        pid,
+                        watchdog: Some(watchdog),
+                    };
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("could not start a tansu broker: {last_error}")
+    }
+
+    /// `127.0.0.1:PORT` of the broker itself (not the advertised address).
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) to the broker and waits until it has exited.
+    pub fn stop(&mut self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while process_alive(self.pid) {
+            assert!(
+                Instant::now() < deadline,
+                "tansu (pid {}) still runs {STARTUP_TIMEOUT:?} after SIG{signal}",
+                self.pid
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.close_watchdog();
+    }
+
+    /// Starts the broker again on the same port, with the same storage.
+    pub fn restart(&mut self) {
+        self.close_watchdog();
+        let mut last_error = String::new();
+        // The port was just released; give the kernel a moment if the first bind loses.
+        for _ in 0..5 {
+            match start_tansu(&self.tansu, self.port, &self.spec) {
+                Ok((pid, watchdog)) => {
+                    self.pid = pid;
+                    self.watchdog = Some(watchdog);
+                    return;
+                }
+                Err(error) => last_error = error,
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "could not restart tansu on port {}: {last_error}",
+            self.port
+        )
+    }
+
+    /// Closes the watchdog's stdin (it kills the broker, if still running, and removes the
+    /// log) and reaps it.
+    fn close_watchdog(&mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.close_watchdog();
+    }
+}
+
+/// Spawns a watchdog script (see [`WATCHDOG`]) with its stdin piped; returns the pid of the
+/// process it watches, which is the first line it prints, and the watchdog itself.
+pub(crate) fn spawn_watchdog(command: &mut Command) -> Result<(u32, Child), String> {
+    let mut watchdog = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("could not spawn the watchdog: {error}"))?;
+    let mut line = String::new();
+    let stdout = watchdog.stdout.take().expect("stdout is piped");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|error| format!("could not read the watched pid: {error}"))?;
+    let pid = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("the watchdog printed {line:?} instead of a pid"))?;
+    Ok((pid, watchdog))
 }
 
 /// Whether `pid` is a live (possibly stopped) process. A tansu that exited stays a zombie
 /// until the watchdog reaps it, so the state letter is checked, not just existence.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name: "pid (comm) S ...".
         Ok(stat) => stat
@@ -314,8 +477,21 @@ pub fn unique_name(prefix: &str) -> String {
 /// metadata shows every partition with a leader, so producers and consumers can use it at
 /// once. Panics if the broker refuses (including when the topic already exists).
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    create_topic_with(brokers, topic, partitions, &[]).await;
+}
+
+/// [`create_topic`] with topic settings, e.g. `max.message.bytes`.
+pub async fn create_topic_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) {
     let admin = admin_client(brokers);
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new_topic = settings.iter().fold(
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        |new_topic, (key, value)| new_topic.set(key, value),
+    );
     let results = admin
         .create_topics([&new_topic], &admin_options())
         .await
@@ -408,8 +584,18 @@ impl Drop for TopicGuard {
 /// Creates a topic named [`unique_name`]`(prefix)` with `partitions` partitions; it is
 /// deleted when the returned guard is dropped.
 pub async fn temp_topic(brokers: &str, prefix: &str, partitions: i32) -> (String, TopicGuard) {
+    temp_topic_with(brokers, prefix, partitions, &[]).await
+}
+
+/// [`temp_topic`] with topic settings, as [`create_topic_with`].
+pub async fn temp_topic_with(
+    brokers: &str,
+    prefix: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) -> (String, TopicGuard) {
     let topic = unique_name(prefix);
-    create_topic(brokers, &topic, partitions).await;
+    create_topic_with(brokers, &topic, partitions, settings).await;
     let guard = TopicGuard {
         brokers: brokers.to_owned(),
         topic: topic.clone(),
@@ -453,6 +639,8 @@ pub async fn produce_records(
         .set("acks", "all")
         // Fail a test in seconds, not librdkafka's default 5 minutes, when the broker is gone.
         .set("message.timeout.ms", "30000")
+        // Tests may send oversized records on purpose (librdkafka's default cap is 1 MB).
+        .set("message.max.bytes", LARGEST_RECORD)
         .create()
         .unwrap_or_else(|error| panic!("could not create a Kafka producer for {brokers}: {error}"));
     // Everything is enqueued first and the deliveries awaited afterwards, so a batch costs

@@ -8,6 +8,8 @@
 
 pub mod kafka;
 pub mod oracle;
+pub mod s3;
+pub mod tls;
 
 pub use oracle::{Kind, KindNames, OracleSettings, exact_snapshot};
 pub use pulse_workload::{GeneratedEvent, WorkloadConfig};

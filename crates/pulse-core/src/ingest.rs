@@ -3,16 +3,18 @@
 //! Everything that must be decided once for the whole stream lives here, so the answer does
 //! not depend on the number of shards: the clock (`now` and the session watermark), the
 //! late / future classification, the feature registry, the counters, and the choice of
-//! shard. Users are hashed once here; shards never see a user id.
+//! shard. Decoding and hashing the user, which need none of this, are the separate
+//! [`prepare`](crate::prepare) step, so that callers may run them on other threads; shards
+//! never see a user id.
 
 use serde::{Deserialize, Serialize};
 
 use crate::decode::Decoder;
-use crate::event::{DecodedEvent, EventKind, Rejection};
+use crate::event::{EventKind, Rejection};
 use crate::features::FeatureRegistry;
+use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
 use crate::shard::ShardEvent;
-use crate::sketch::UserHash;
 use crate::summary::SummaryPoint;
 use crate::time::{Calendar, Day};
 
@@ -122,14 +124,21 @@ impl Ingestor {
     /// Decodes and routes one record. `fallback_ts_ms` is used when the record has no time
     /// (a Kafka message timestamp); without one, such a record is rejected.
     pub fn ingest(&mut self, bytes: &[u8], fallback_ts_ms: Option<i64>) -> Outcome {
-        match self.decoder.decode(bytes) {
-            Ok(event) => self.route(&event, fallback_ts_ms),
-            Err(reason) => self.reject(reason),
-        }
+        let prepared = self.decoder.prepare(bytes);
+        self.route(prepared, fallback_ts_ms)
     }
 
-    /// Routes an already decoded event.
-    pub fn route(&mut self, event: &DecodedEvent<'_>, fallback_ts_ms: Option<i64>) -> Outcome {
+    /// Routes a record prepared by [`Decoder::prepare`] (on this thread or another, with a
+    /// decoder built from the same settings). Records must come in input order.
+    pub fn route(
+        &mut self,
+        prepared: Result<Prepared<'_>, Rejection>,
+        fallback_ts_ms: Option<i64>,
+    ) -> Outcome {
+        let event = match prepared {
+            Ok(event) => event,
+            Err(reason) => return self.reject(reason),
+        };
         let Some(ts_ms) = event.ts_ms.or(fallback_ts_ms) else {
             return self.reject(Rejection::MissingTimestamp);
         };
@@ -166,15 +175,10 @@ impl Ingestor {
                 None
             }
         };
-        let user = UserHash::of(&event.user);
-        let session_key = match &event.session_id {
-            Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), user.key),
-            None => user.key,
-        };
-        let shard = shard_of(user.key, self.shards);
+        let shard = shard_of(event.user.key, self.shards);
         let event = ShardEvent {
-            user,
-            session_key,
+            user: event.user,
+            session_key: event.session_key,
             ts_ms,
             day,
             kind: event.kind,
@@ -247,6 +251,7 @@ pub fn shard_of(user_key: u64, shards: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sketch::UserHash;
 
     const DAY: i64 = 86_400_000;
     const T0: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z

@@ -9,6 +9,8 @@
 //! - [`message`]: a Kafka message → its records (one event, an array, a Segment batch).
 //! - [`decode`]: bytes → [`event::DecodedEvent`] along configurable JSON-pointer paths, in
 //!   one borrowed pass; bad records become counted [`event::Rejection`]s.
+//! - [`prepare`]: decode + hash the user, the stateless part of ingesting a record, which
+//!   may run on any thread; [`prepare::PreparedBatch`] carries a block of them.
 //! - [`ingest`]: the router. It owns the clock, classifies events as late / future, interns
 //!   feature names under a cap, hashes the user once, and picks the owning shard.
 //! - [`shard`]: one shard's state — day-bucketed HyperLogLog rings (active users, signups,
@@ -29,6 +31,7 @@ pub mod features;
 pub mod histogram;
 pub mod ingest;
 pub mod message;
+pub mod prepare;
 pub mod rollup;
 pub mod sessions;
 pub mod settings;

@@ -5,11 +5,15 @@
 //! proved those records applied (and, at a clean stop, after the state holding them is
 //! saved). A record the decoder rejects goes to the dead-letter topic with headers saying
 //! why and where it came from; its delivery is awaited before the offset behind it is
-//! committed, so a dead letter is never lost either. Broker health comes from a metadata
-//! probe and lag from librdkafka's statistics; neither ever blocks the consume loop.
+//! committed, so a dead letter is never lost either. Each instance keeps its own position
+//! per partition; a partition a rebalance hands (back) to it starts there, so that its
+//! state never misses nor repeats a record whatever other group members did meanwhile.
+//! Broker health comes from a metadata probe and lag from librdkafka's statistics; neither
+//! ever blocks the consume loop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,11 +25,14 @@ use pulse_core::message::split_records;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::demo::wall_ms;
@@ -107,10 +114,105 @@ struct Shared {
     last_error: Option<String>,
     /// Every partition of the subscribed topics, from the broker probe's metadata.
     topic_partitions: Vec<(String, i32)>,
+    /// Partitions assigned by a rebalance since the consume loop last looked.
+    newly_assigned: Vec<(String, i32)>,
 }
 
 struct PulseContext {
     shared: Arc<Mutex<Shared>>,
+    /// Set by every assignment and revocation, so that the loop need not lock per record.
+    assignment_changed: AtomicBool,
+    /// Per partition, the next offset after the records this instance has routed: where a
+    /// partition assigned (again) starts. librdkafka would start it at the group's
+    /// committed offset, which is behind (offsets are committed with checkpoints only) or
+    /// ahead (another group member read on meanwhile).
+    positions: Mutex<Offsets>,
+    /// `auto.offset.reset = latest`: a partition without a committed offset starts at its end.
+    from_end: bool,
+}
+
+/// For the broker lookups inside a rebalance.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl PulseContext {
+    fn positions(&self) -> Offsets {
+        self.positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where each of `assigned` starts: this instance's position if it has one, else the
+    /// group's committed offset, else the end `auto.offset.reset` names. The last two are
+    /// resolved to numbers now and kept as positions: a partition taken away before its
+    /// first record must come back here, not where another member left it.
+    fn starting_positions(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &[(String, i32)],
+    ) -> Offsets {
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let unknown: Vec<&(String, i32)> = assigned
+            .iter()
+            .filter(|p| !positions.contains_key(*p))
+            .collect();
+        if unknown.is_empty() {
+            return positions.clone();
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in &unknown {
+            list.add_partition(topic, *partition);
+        }
+        let committed = consumer.committed_offsets(list, LOOKUP_TIMEOUT);
+        if let Err(error) = &committed {
+            tracing::warn!(%error, "Cannot read the group's committed offsets.");
+        }
+        for (topic, partition) in unknown {
+            let committed = committed
+                .as_ref()
+                .ok()
+                .and_then(|list| list.find_partition(topic, *partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                });
+            let start = committed.or_else(|| {
+                consumer
+                    .fetch_watermarks(topic, *partition, LOOKUP_TIMEOUT)
+                    .map(|(low, high)| if self.from_end { high } else { low })
+                    .inspect_err(|error| tracing::warn!(%error, topic, partition, "Cannot read the partition's offsets; librdkafka picks the start."))
+                    .ok()
+            });
+            if let Some(start) = start {
+                positions.insert((topic.clone(), *partition), start);
+            }
+        }
+        positions.clone()
+    }
+
+    /// Moves the position past the record at `offset`; `false` if this instance has applied
+    /// that record already. Whatever makes librdkafka deliver a partition again from an
+    /// older offset (an offset reset after the broker lost data, say), no record is applied
+    /// twice.
+    fn claim(&self, partition: (String, i32), offset: i64) -> bool {
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let next = positions.entry(partition).or_insert(offset);
+        if offset < *next {
+            return false;
+        }
+        *next = offset + 1;
+        true
+    }
+
+    /// `None` if the assignment is unchanged since the last call, else the partitions
+    /// assigned since then (none if partitions were only revoked).
+    fn take_assignment_change(&self) -> Option<Vec<(String, i32)>> {
+        if !self.assignment_changed.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        Some(std::mem::take(&mut shared.newly_assigned))
+    }
 }
 
 impl ClientContext for PulseContext {
@@ -136,11 +238,81 @@ impl ClientContext for PulseContext {
         }
         tracing::warn!(%error, reason, "Kafka client error.");
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        // "All brokers are down" follows the error that took each one down (a refused
+        // connection, a failed TLS handshake or SASL login): that one stays the reason.
+        let summary = matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown));
+        if summary && shared.last_error.is_some() {
+            return;
+        }
         shared.last_error = Some(format!("{error}: {reason}"));
     }
 }
 
-impl ConsumerContext for PulseContext {}
+fn partition_names(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for PulseContext {
+    /// librdkafka's default handling (eager or cooperative), except that partitions this
+    /// instance has read before start at its own positions. Runs inside `recv()`; the
+    /// consume loop learns of the change before it handles the next record. A revocation
+    /// must reach the session watermark at once: a partition still counted as ours and read
+    /// to its end would let the watermark pass records it has not read yet.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        error: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let names = partition_names(partitions);
+        let applied = match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let positions = self.starting_positions(consumer, &names);
+                for (topic, partition) in &names {
+                    if let Some(&next) = positions.get(&(topic.clone(), *partition))
+                        && let Err(error) =
+                            partitions.set_partition_offset(topic, *partition, Offset::Offset(next))
+                    {
+                        tracing::warn!(%error, topic, partition, "Cannot start the partition at this instance's position.");
+                    }
+                }
+                tracing::info!(partitions = ?names, "Partitions assigned.");
+                let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                shared.newly_assigned.extend(names);
+                drop(shared);
+                if cooperative {
+                    consumer.incremental_assign(partitions)
+                } else {
+                    consumer.assign(partitions)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = ?names, "Partitions revoked.");
+                if cooperative {
+                    consumer.incremental_unassign(partitions)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                let code = RDKafkaErrorCode::from(other);
+                tracing::warn!(error = %code, "Rebalance failed; giving up the assignment.");
+                consumer.unassign()
+            }
+        };
+        if let Err(error) = applied {
+            tracing::warn!(%error, "Cannot apply the partition assignment.");
+        }
+        self.assignment_changed.store(true, Ordering::Release);
+    }
+}
 
 /// Dead letters in flight and their outcome.
 struct DeadLetters {
@@ -148,9 +320,26 @@ struct DeadLetters {
     in_flight: FuturesUnordered<DeliveryFuture>,
     delivered: u64,
     failed: u64,
+    /// The longest record a dead letter carries whole; see [`DeadLetters::payload_limit`].
+    payload_limit: usize,
 }
 
 impl DeadLetters {
+    /// A dead letter must fit the producer's `message.max.bytes` (librdkafka's default,
+    /// 1 000 000, is also below a Kafka broker's default limit), less room for the key,
+    /// headers and framing. A longer record (a 10 MB message rejected as too large) is cut
+    /// to its start, with a `pulse.truncated` header giving its full length: refused
+    /// whole, it would be no dead letter at all.
+    fn payload_limit(properties: &BTreeMap<String, String>) -> usize {
+        const LIBRDKAFKA_DEFAULT: usize = 1_000_000;
+        const ROOM_FOR_HEADERS: usize = 16 * 1024;
+        properties
+            .get("message.max.bytes")
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(LIBRDKAFKA_DEFAULT)
+            .saturating_sub(ROOM_FOR_HEADERS)
+    }
+
     fn send(
         &mut self,
         topic: &str,
@@ -186,7 +375,19 @@ impl DeadLetters {
                 value: Some(index.as_str()),
             });
         }
-        let mut message = FutureRecord::to(topic).payload(record).headers(headers);
+        let kept = record.len().min(
+            self.payload_limit
+                .saturating_sub(key.map_or(0, <[u8]>::len)),
+        );
+        if kept < record.len() {
+            headers = headers.insert(Header {
+                key: "pulse.truncated",
+                value: Some(record.len().to_string().as_str()),
+            });
+        }
+        let mut message = FutureRecord::to(topic)
+            .payload(&record[..kept])
+            .headers(headers);
         if let Some(key) = key {
             message = message.key(key);
         }
@@ -257,36 +458,47 @@ pub struct Durability {
     pub restored: Offsets,
 }
 
-/// Where each partition must resume after a restore, and whether it has been checked.
+/// Where each partition must resume, and whether its first record has been checked.
+///
+/// A partition resumes where *this instance* stopped applying it: after a restore, the
+/// checkpoint's offset; after a rebalance gave it back, the position it had when it was
+/// taken away. The assignment asks librdkafka to start there ([`PulseContext::rebalance`]);
+/// the first record of each assignment is checked all the same: a record past the position
+/// seeks back once (and, if the records between are gone from Kafka, is applied with a
+/// warning). Records before it are skipped by [`PulseContext::claim`].
 #[derive(Default)]
 struct Resume {
-    restored: Offsets,
+    resume_at: Offsets,
     checked: std::collections::HashSet<(String, i32)>,
     sought: std::collections::HashSet<(String, i32)>,
 }
 
 enum Placement {
     Apply,
-    /// Already in the restored state: skip it.
-    Skip,
-    /// Past the restored position (the group committed more than the checkpoint holds):
-    /// seek back and skip it.
+    /// Past the position (the group committed more than this instance applied): seek back
+    /// and skip it.
     SeekBack(i64),
 }
 
 impl Resume {
+    /// A (re)assigned partition must continue at `position`.
+    fn rearm(&mut self, partition: (String, i32), position: i64) {
+        self.checked.remove(&partition);
+        self.sought.remove(&partition);
+        self.resume_at.insert(partition, position);
+    }
+
     fn place(&mut self, topic: &str, partition: i32, offset: i64) -> Placement {
         let key = (topic.to_owned(), partition);
         if self.checked.contains(&key) {
             return Placement::Apply;
         }
-        let Some(&resume_at) = self.restored.get(&key) else {
+        let Some(&resume_at) = self.resume_at.get(&key) else {
             self.checked.insert(key);
             return Placement::Apply;
         };
-        if offset < resume_at {
-            Placement::Skip
-        } else if offset == resume_at || self.sought.contains(&key) {
+        // Records before the position are [`PulseContext::claim`]'s to skip.
+        if offset <= resume_at || self.sought.contains(&key) {
             if offset > resume_at {
                 tracing::warn!(
                     topic,
@@ -339,6 +551,14 @@ pub async fn run(
     let consumer: StreamConsumer<PulseContext> = consumer_config
         .create_with_context(PulseContext {
             shared: shared.clone(),
+            assignment_changed: AtomicBool::new(false),
+            positions: Mutex::new(
+                durability
+                    .as_ref()
+                    .map(|d| d.restored.clone())
+                    .unwrap_or_default(),
+            ),
+            from_end: options.auto_offset_reset == "latest",
         })
         .map_err(|source| KafkaSourceError::Client {
             what: "consumer",
@@ -374,6 +594,7 @@ pub async fn run(
                 in_flight: FuturesUnordered::new(),
                 delivered: 0,
                 failed: 0,
+                payload_limit: DeadLetters::payload_limit(&options.properties),
             })
         }
         None => None,
@@ -389,21 +610,14 @@ pub async fn run(
     }
     tracing::info!(brokers = %options.brokers, topics = ?options.topics, group = %options.group_id, "Consuming.");
 
-    let broker_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let broker_up = Arc::new(AtomicBool::new(false));
     let probe = tokio::spawn(probe_broker(
         consumer.clone(),
         broker_up.clone(),
         shared.clone(),
         options.topics.clone(),
     ));
-    let mut resume = Resume {
-        restored: durability
-            .as_ref()
-            .map(|d| d.restored.clone())
-            .unwrap_or_default(),
-        ..Resume::default()
-    };
-    let mut offsets: Offsets = resume.restored.clone();
+    let mut resume = Resume::default();
     let mut at_eof: HashMap<(String, i32), bool> = HashMap::new();
     let mut watermarks = PartitionWatermarks::default();
     let mut was_caught_up = false;
@@ -418,6 +632,7 @@ pub async fn run(
                 biased;
                 () = &mut shutdown => break,
                 _ = tick.tick() => {
+                    follow_rebalance(&consumer, &shared, &mut at_eof, &mut resume, &mut watermarks);
                     watermarks.refresh_assignment(&consumer, &shared);
                     // Caught up: every partition is ours and has reported its end.
                     let caught_up = watermarks.caught_up(&at_eof);
@@ -442,19 +657,20 @@ pub async fn run(
                             if durable.checkpointer.due() {
                                 let started = Instant::now();
                                 let state = pipeline.state().await?;
-                                durable.checkpointer.start(state, offsets.clone(), started.elapsed());
+                                durable.checkpointer.start(state, consumer.context().positions(), started.elapsed());
                             }
                         }
-                        None => commit(&consumer, &offsets, CommitMode::Async),
+                        None => commit(&consumer, &consumer.context().positions(), CommitMode::Async),
                     }
                     if let Some(rollups) = rollups.as_mut() {
                         rollups.tick(pipeline).await?;
                     }
-                    let mut status = status(&shared, &broker_up, &offsets, dead_letters.as_ref());
+                    let mut status = status(&shared, &broker_up, &consumer.context().positions(), &watermarks.assigned, dead_letters.as_ref());
                     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
                     sink.publish(snapshot, status);
                 }
                 received = consumer.recv() => {
+                    follow_rebalance(&consumer, &shared, &mut at_eof, &mut resume, &mut watermarks);
                     match received {
                         Ok(message) => {
                             let origin = Origin {
@@ -464,9 +680,8 @@ pub async fn run(
                             };
                             match resume.place(&origin.topic, origin.partition, origin.offset) {
                                 Placement::Apply => {}
-                                Placement::Skip => continue,
                                 Placement::SeekBack(to) => {
-                                    tracing::info!(topic = %origin.topic, partition = origin.partition, offset = to, "Seeking back to the checkpoint's position.");
+                                    tracing::info!(topic = %origin.topic, partition = origin.partition, offset = to, "Seeking back to this instance's position.");
                                     if let Err(error) = consumer.seek(&origin.topic, origin.partition, Offset::Offset(to), Duration::from_secs(10)) {
                                         tracing::warn!(%error, "Seek failed; retrying on the next record.");
                                         resume.sought.remove(&(origin.topic.clone(), origin.partition));
@@ -474,13 +689,17 @@ pub async fn run(
                                     continue;
                                 }
                             }
+                            let key = (origin.topic.clone(), origin.partition);
+                            if !consumer.context().claim(key.clone(), origin.offset) {
+                                tracing::debug!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
+                                continue;
+                            }
                             let fallback = message.timestamp().to_millis();
                             let payload = message.payload().unwrap_or_default();
                             let dead_letter = dead_letters.as_mut().and_then(|letters| {
                                 options.dead_letter_topic_for(&origin.topic).map(|topic| (letters, topic))
                             });
                             let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
-                            let key = (origin.topic.clone(), origin.partition);
                             if !watermarks.assigned.contains(&key) {
                                 watermarks.refresh_assignment(&consumer, &shared);
                             }
@@ -489,7 +708,6 @@ pub async fn run(
                             if let Some(watermark) = watermarks.combined(&at_eof) {
                                 pipeline.advance_watermark(watermark);
                             }
-                            offsets.insert((origin.topic, origin.partition), origin.offset + 1);
                         }
                         Err(KafkaError::PartitionEOF(partition)) => {
                             // The error names no topic; with one topic per partition number
@@ -528,7 +746,11 @@ pub async fn run(
     match durability.as_mut() {
         Some(durable) => {
             let state = pipeline.state().await?;
-            match durable.checkpointer.save_now(state, offsets.clone()).await {
+            match durable
+                .checkpointer
+                .save_now(state, consumer.context().positions())
+                .await
+            {
                 Some(written) => {
                     commit(&consumer, &written, CommitMode::Sync);
                     tracing::info!("State saved and offsets committed.");
@@ -538,15 +760,45 @@ pub async fn run(
                 }
             }
         }
-        None => commit(&consumer, &offsets, CommitMode::Sync),
+        None => commit(&consumer, &consumer.context().positions(), CommitMode::Sync),
     }
     if let Some(rollups) = rollups.as_mut() {
         rollups.finish(pipeline).await?;
     }
-    let mut status = status(&shared, &broker_up, &offsets, dead_letters.as_ref());
+    let mut status = status(
+        &shared,
+        &broker_up,
+        &consumer.context().positions(),
+        &watermarks.assigned,
+        dead_letters.as_ref(),
+    );
     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
     sink.publish(snapshot, status);
     Ok(())
+}
+
+/// Takes a rebalance that happened inside `recv()` into account, before anything reads the
+/// assignment: either branch of the consume loop may run first after it.
+fn follow_rebalance(
+    consumer: &StreamConsumer<PulseContext>,
+    shared: &Mutex<Shared>,
+    at_eof: &mut HashMap<(String, i32), bool>,
+    resume: &mut Resume,
+    watermarks: &mut PartitionWatermarks,
+) {
+    let Some(assigned) = consumer.context().take_assignment_change() else {
+        return;
+    };
+    let positions = consumer.context().positions();
+    for partition in assigned {
+        // An end-of-partition from an earlier assignment must not mark it read (nor
+        // caught up), which would let the session watermark pass its unread records.
+        at_eof.remove(&partition);
+        if let Some(&position) = positions.get(&partition) {
+            resume.rearm(partition, position);
+        }
+    }
+    watermarks.refresh_assignment(consumer, shared);
 }
 
 /// The session watermark of a consumer: each assigned partition is as far as its newest
@@ -668,15 +920,27 @@ fn route_message(
     newest
 }
 
+/// Commits the offsets of the partitions assigned here. Another group member owns the
+/// rest, and this instance's older position would rewind the group's offset for it.
 fn commit(consumer: &StreamConsumer<PulseContext>, offsets: &Offsets, mode: CommitMode) {
-    if offsets.is_empty() {
-        return;
-    }
+    let owned: Option<std::collections::HashSet<(String, i32)>> = consumer
+        .assignment()
+        .ok()
+        .map(|list| partition_names(&list).into_iter().collect());
     let mut list = TopicPartitionList::new();
     for ((topic, partition), offset) in offsets {
+        if owned
+            .as_ref()
+            .is_some_and(|owned| !owned.contains(&(topic.clone(), *partition)))
+        {
+            continue;
+        }
         if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
             tracing::warn!(%error, topic, partition, "Cannot build the commit list.");
         }
+    }
+    if list.count() == 0 {
+        return;
     }
     if let Err(error) = consumer.commit(&list, mode) {
         tracing::warn!(%error, "Offset commit failed; it will be retried at the next refresh.");
@@ -685,14 +949,17 @@ fn commit(consumer: &StreamConsumer<PulseContext>, offsets: &Offsets, mode: Comm
 
 fn status(
     shared: &Mutex<Shared>,
-    broker_up: &std::sync::atomic::AtomicBool,
-    offsets: &Offsets,
+    broker_up: &AtomicBool,
+    positions: &Offsets,
+    assigned: &[(String, i32)],
     dead_letters: Option<&DeadLetters>,
 ) -> IngestStatus {
     let shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-    let up = broker_up.load(std::sync::atomic::Ordering::Relaxed);
-    let partitions = offsets
+    let up = broker_up.load(Ordering::Relaxed);
+    // Only partitions read here: another member reports the lag of the rest.
+    let partitions = positions
         .iter()
+        .filter(|(partition, _)| assigned.contains(partition))
         .map(|((topic, partition), next)| PartitionStatus {
             topic: topic.clone(),
             partition: *partition,
@@ -724,7 +991,7 @@ fn status(
 /// subscribed topics have.
 async fn probe_broker(
     consumer: Arc<StreamConsumer<PulseContext>>,
-    up: Arc<std::sync::atomic::AtomicBool>,
+    up: Arc<AtomicBool>,
     shared: Arc<Mutex<Shared>>,
     topics: Vec<String>,
 ) {
@@ -751,7 +1018,7 @@ async fn probe_broker(
                 .unwrap_or_else(|e| e.into_inner())
                 .topic_partitions = all;
         }
-        let was = up.swap(reachable, std::sync::atomic::Ordering::Relaxed);
+        let was = up.swap(reachable, Ordering::Relaxed);
         if was != reachable {
             if reachable {
                 tracing::info!("Kafka brokers reachable.");

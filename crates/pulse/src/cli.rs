@@ -145,6 +145,10 @@ pub struct ReplayArgs {
     /// Number of shards (threads); overrides `shards` in the configuration.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Threads that decode the input (the answer does not depend on it); defaults to the
+    /// number of CPUs.
+    #[arg(long, value_name = "N")]
+    pub decode_threads: Option<usize>,
     /// Print the snapshot on one line instead of indented.
     #[arg(long)]
     pub compact: bool,
@@ -154,8 +158,7 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "DIR")]
     pub save_state: Option<PathBuf>,
     /// Also write the warehouse rollups of the final state (every day held, every metric and
-    /// window) to FILE as NDJSON, ready for the loads in deploy/warehouse/. The input is
-    /// then read by one thread (with the same result).
+    /// window) to FILE as NDJSON, ready for the loads in deploy/warehouse/.
     #[arg(long, value_name = "FILE")]
     pub rollups: Option<PathBuf>,
     /// Reference instant for "future" events (RFC 3339); defaults to the wall clock.
@@ -184,7 +187,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 rollups: args.rollups.as_deref(),
                 include_sketches: raw.rollups.include_sketches,
             };
-            let snapshot = replay::replay_path(&args.input, settings, wall_ms, &outputs)?;
+            let decode_threads = args.decode_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            });
+            let snapshot =
+                replay::replay_path(&args.input, settings, decode_threads, wall_ms, &outputs)?;
             let text = if args.compact {
                 serde_json::to_string(&snapshot)
             } else {

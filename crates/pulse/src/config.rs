@@ -68,18 +68,43 @@ pub struct RawKafka {
     pub dead_letters: bool,
     pub dead_letter_topic: String,
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are read from files (a mounted Kubernetes
+    /// Secret, a Docker secret): property name → path. The value is the file's content
+    /// without its trailing newline; it is always masked.
+    pub secret_files: BTreeMap<String, String>,
 }
 
 /// Property names whose values are secrets: masked in output, never logged.
 const SECRET_MARKERS: [&str; 3] = ["password", "secret", "key"];
 
 impl RawKafka {
+    /// Reads every `secret_files` entry into `properties`. A property set both ways is an
+    /// error rather than a silent choice.
+    fn read_secret_files(&mut self) -> Result<()> {
+        for (property, path) in &self.secret_files {
+            if self.properties.contains_key(property) {
+                bail!(
+                    "kafka property {property:?} is set both in [kafka.properties] and in \
+                     [kafka.secret_files]; keep one"
+                );
+            }
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read kafka.secret_files.{property:?} from {path}")
+            })?;
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            self.properties.insert(property.clone(), value.to_owned());
+        }
+        Ok(())
+    }
+
     /// The properties with secret values replaced, for `check-config` and logs.
     pub fn masked_properties(&self) -> BTreeMap<String, String> {
         self.properties
             .iter()
             .map(|(k, v)| {
-                let secret = SECRET_MARKERS.iter().any(|m| k.to_lowercase().contains(m));
+                let secret = self.secret_files.contains_key(k)
+                    || SECRET_MARKERS.iter().any(|m| k.to_lowercase().contains(m));
                 (
                     k.clone(),
                     if secret {
@@ -201,11 +226,17 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
         if COMMAND_LINE_VARIABLES.contains(&name.as_str()) || rest.is_empty() {
             continue;
         }
-        if let Some(property) = rest.strip_prefix("KAFKA__PROPERTIES__") {
+        let librdkafka_table = [
+            ("KAFKA__PROPERTIES__", "properties"),
+            ("KAFKA__SECRET_FILES__", "secret_files"),
+        ]
+        .into_iter()
+        .find_map(|(prefix, table)| Some((rest.strip_prefix(prefix)?, table)));
+        if let Some((property, table)) = librdkafka_table {
             // librdkafka names have dots, which variables cannot: SASL_PASSWORD → sasl.password.
             let name = property.to_lowercase().replace('_', ".");
-            let properties = BTreeMap::from([(name, value.clone())]);
-            let nested = BTreeMap::from([("kafka", BTreeMap::from([("properties", properties)]))]);
+            let entries = BTreeMap::from([(name, value.clone())]);
+            let nested = BTreeMap::from([("kafka", BTreeMap::from([(table, entries)]))]);
             figment = figment.merge(Serialized::defaults(nested));
             continue;
         }
@@ -225,9 +256,11 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
         figment = figment.merge(Serialized::default("kafka.brokers", brokers));
     }
     let source = file.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
-    figment
+    let mut raw: RawConfig = figment
         .extract()
-        .with_context(|| format!("invalid configuration in {source}"))
+        .with_context(|| format!("invalid configuration in {source}"))?;
+    raw.kafka.read_secret_files()?;
+    Ok(raw)
 }
 
 impl RawConfig {
@@ -407,6 +440,54 @@ mod tests {
         assert_eq!(raw.kafka.masked_properties()["sasl.password"], "********");
         assert!(!format!("{raw:?}").contains("hunter2"));
         raw.validate_service().unwrap();
+    }
+
+    #[test]
+    fn secrets_from_files_are_read_trimmed_and_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("sasl-password");
+        std::fs::write(&secret, "s3cr3t-from-file\n").unwrap();
+        let config = dir.path().join("pulse.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka.secret_files]\n\"ssl.certificate.pem\" = \"{}\"\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let variable = [(
+            "PULSE_KAFKA__SECRET_FILES__SASL_PASSWORD",
+            secret.to_str().unwrap(),
+        )];
+        let raw = load(Some(&config), &env(&variable)).unwrap();
+        assert_eq!(raw.kafka.properties["sasl.password"], "s3cr3t-from-file");
+        // Masked even though its name does not look secret.
+        assert_eq!(
+            raw.kafka.properties["ssl.certificate.pem"],
+            "s3cr3t-from-file"
+        );
+        assert_eq!(
+            raw.kafka.masked_properties()["ssl.certificate.pem"],
+            "********"
+        );
+        assert!(!format!("{raw:?}").contains("s3cr3t"));
+
+        let missing = [(
+            "PULSE_KAFKA__SECRET_FILES__SASL_PASSWORD",
+            "/nonexistent/pulse-secret",
+        )];
+        let message = format!("{:#}", load(None, &env(&missing)).unwrap_err());
+        assert!(message.contains("/nonexistent/pulse-secret"), "{message}");
+        let both = [
+            (
+                "PULSE_KAFKA__SECRET_FILES__SASL_PASSWORD",
+                secret.to_str().unwrap(),
+            ),
+            ("PULSE_KAFKA__PROPERTIES__SASL_PASSWORD", "inline"),
+        ];
+        let message = format!("{:#}", load(None, &env(&both)).unwrap_err());
+        assert!(message.contains("sasl.password"), "{message}");
     }
 
     #[test]

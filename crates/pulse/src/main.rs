@@ -6,6 +6,7 @@
 mod cli;
 mod config;
 mod logging;
+mod parallel_decode;
 mod replay;
 mod service;
 

@@ -1,0 +1,145 @@
+//! The stateless half of ingestion: a record decoded and its user hashed.
+//!
+//! Decoding and hashing are most of the cost of an event and need nothing from the stream,
+//! so they may run on any thread, in any order. Everything that depends on the order of
+//! events (the clock, late / future, the feature registry, the session watermark, the
+//! counters) is the [`Ingestor`](crate::ingest::Ingestor)'s sequential half. The single
+//! threaded path goes through the very same two steps, which is what keeps a parallel
+//! decoder's answer identical to it.
+//!
+//! A [`PreparedBatch`] carries the results of many records across threads: it owns its
+//! text (the few feature names) in one buffer, so a batch costs no allocation per event
+//! and can be cleared and reused.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use crate::decode::Decoder;
+use crate::event::{EventKind, Rejection};
+use crate::sketch::UserHash;
+
+/// A decoded record, reduced to what routing needs; the user id is only kept hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared<'a> {
+    pub user: UserHash,
+    /// The user's key, or the user and the session id hashed together.
+    pub session_key: u64,
+    /// Event time in epoch milliseconds; `None` when the record has none.
+    pub ts_ms: Option<i64>,
+    pub kind: EventKind,
+    pub feature: Option<Cow<'a, str>>,
+}
+
+impl Decoder {
+    /// Decodes one record and hashes its user. Pure: the same bytes always give the same
+    /// answer, on any thread.
+    pub fn prepare<'a>(&self, bytes: &'a [u8]) -> Result<Prepared<'a>, Rejection> {
+        let event = self.decode(bytes)?;
+        let user = UserHash::of(&event.user);
+        let session_key = match &event.session_id {
+            Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), user.key),
+            None => user.key,
+        };
+        Ok(Prepared {
+            user,
+            session_key,
+            ts_ms: event.ts_ms,
+            kind: event.kind,
+            feature: event.feature,
+        })
+    }
+}
+
+/// The prepared records of a block of input, in input order.
+#[derive(Debug, Default)]
+pub struct PreparedBatch {
+    records: Vec<Result<Stored, Rejection>>,
+    /// Feature names, back to back; records refer to them by range.
+    text: String,
+}
+
+#[derive(Debug)]
+struct Stored {
+    user: UserHash,
+    session_key: u64,
+    ts_ms: Option<i64>,
+    kind: EventKind,
+    feature: Option<Range<usize>>,
+}
+
+impl PreparedBatch {
+    pub fn push(&mut self, record: Result<Prepared<'_>, Rejection>) {
+        let stored = record.map(|p| Stored {
+            user: p.user,
+            session_key: p.session_key,
+            ts_ms: p.ts_ms,
+            kind: p.kind,
+            feature: p.feature.map(|name| {
+                let start = self.text.len();
+                self.text.push_str(&name);
+                start..self.text.len()
+            }),
+        });
+        self.records.push(stored);
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Empties the batch, keeping its memory for the next block.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.text.clear();
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Result<Prepared<'_>, Rejection>> {
+        self.records.iter().map(|record| match record {
+            Ok(s) => Ok(Prepared {
+                user: s.user,
+                session_key: s.session_key,
+                ts_ms: s.ts_ms,
+                kind: s.kind,
+                feature: s
+                    .feature
+                    .as_ref()
+                    .map(|range| Cow::Borrowed(&self.text[range.clone()])),
+            }),
+            Err(reason) => Err(*reason),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EngineSettings;
+
+    #[test]
+    fn a_batch_gives_back_what_was_prepared() {
+        let decoder = Decoder::new(&EngineSettings::default());
+        let records: [&[u8]; 4] = [
+            br#"{"user_id":"u1","event":"feature_used","feature":"export","ts":1}"#,
+            br#"{"user_id":"u2","event":"login","session_id":"s","ts":2}"#,
+            b"not json",
+            br#"{"user_id":"u3","event":"feature_used","feature":"sh\u0061re"}"#,
+        ];
+        let mut batch = PreparedBatch::default();
+        for record in records {
+            batch.push(decoder.prepare(record));
+        }
+        let direct: Vec<_> = records.iter().map(|r| decoder.prepare(r)).collect();
+        assert_eq!(batch.iter().collect::<Vec<_>>(), direct);
+        assert_eq!(
+            direct[3].as_ref().unwrap().feature.as_deref(),
+            Some("share")
+        );
+        assert_eq!(direct[2], Err(Rejection::NotJson));
+        batch.clear();
+        assert!(batch.is_empty());
+    }
+}

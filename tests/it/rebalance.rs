@@ -1,0 +1,87 @@
+//! A rebalance while events flow: a second pulse joins the consumer group while the first
+//! is reading a backlog, takes some of the partitions, reads from them, and leaves. The
+//! first pulse must end with exactly the KPIs of a single consumer that read everything:
+//! each partition it gets back resumes where *it* stopped applying it, not at the offset the
+//! other member committed (which would lose what that member read) nor at its own last
+//! commit (which would count records twice).
+//!
+//! The whole workload is produced first. Producing while consuming would make the test
+//! depend on timing: the workload compresses 35 days of event time into seconds, so a
+//! partition read to its end and then refilled would deliver events days older than its
+//! neighbours' — legitimately too late for sessions, for a single consumer just as well.
+
+use std::time::Duration;
+
+use pulse_core::EngineSettings;
+use pulse_tests::{WorkloadConfig, kafka};
+
+use crate::helpers::{generate, json_diff, kpis_only, loadgen, run_engine_open, without_state};
+use crate::kafka_tests::{SERIAL, accepted, write_config_in_group};
+use crate::process::Pulse;
+
+const END_MS: i64 = 1_772_366_400_000;
+const USERS: u32 = 2_000;
+const SEED: u64 = 73;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_joining_and_leaving_changes_nothing_for_the_one_that_stays() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "rebalance", 4).await;
+    let produced = loadgen(&brokers, &topic, USERS, SEED);
+    let (events, lines) = generate(&WorkloadConfig {
+        seed: SEED,
+        users: USERS,
+        days: 35,
+        end_ms: END_MS,
+        ..WorkloadConfig::default()
+    });
+    assert_eq!(produced, events.len() as u64);
+
+    // No checkpoint (and so no commit) before the members stop: a member that got a
+    // partition back and started at the group's offset would read it again from the start.
+    let group = kafka::unique_name("pulse-rebalance");
+    let state = "checkpoint_interval = \"1h\"\n";
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config_a = write_config_in_group(dir_a.path(), &brokers, &topic, &group, state);
+    let config_b = write_config_in_group(dir_b.path(), &brokers, &topic, &group, state);
+    let start = |config: &str| Pulse::start(&["run", "--config", config, "--clock", "event-time"]);
+
+    let first = start(&config_a);
+    first.wait_for("the first member to read", Duration::from_secs(60), |s| {
+        accepted(s) > 0
+    });
+    let second = start(&config_b);
+    let taken = second.wait_for("the second member to read", Duration::from_secs(60), |s| {
+        accepted(s) > 0
+    });
+    let first_meanwhile = first.snapshot().map_or(0, |s| accepted(&s));
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, second_log) = second.stop_and_log(Duration::from_secs(30));
+    assert!(status.success(), "{second_log}");
+
+    let expected = kpis_only(&run_engine_open(
+        &lines,
+        EngineSettings {
+            shards: 2,
+            ..EngineSettings::default()
+        },
+    ));
+    let snapshot = first.wait_for(
+        "the single consumer's KPIs",
+        Duration::from_secs(180),
+        |s| accepted(s) == produced && json_diff(&without_state(s.clone()), &expected).is_empty(),
+    );
+    assert_eq!(snapshot["events"]["late_for_sessions"], 0);
+    let (status, first_log) = first.stop_and_log(Duration::from_secs(30));
+    assert!(status.success(), "{first_log}");
+    assert!(
+        first_log.contains("Partitions revoked."),
+        "the first member gave partitions away:\n{first_log}"
+    );
+    eprintln!(
+        "rebalance: {produced} events; the second member had applied {} when the first had \
+         applied {first_meanwhile}",
+        accepted(&taken)
+    );
+}
