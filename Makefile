@@ -72,3 +72,10 @@ bench: ## criterion benchmarks of the core (decode, apply, snapshot); see BENCHM
 bench-load: ## Load harness: Kafka ceiling vs `pulse run`, pulse vs Redis HLL, accuracy (~5 min; alias bench-e2e; see BENCHMARKS.md).
 	bash benches/harness/run.sh
 bench-e2e: bench-load
+
+.PHONY: bench-scale
+bench-scale: ## Scale curves: events/s, peak RSS, accuracy for 10^4–10^7 users, 10–1000 features, 1–4 shards (~15 min; knobs: SCALE_ARGS; see BENCHMARKS.md).
+	bash scripts/ensure-build-deps.sh
+	$(CARGO) build --release -p pulse-benches --bin bench-scale
+	mkdir -p target/bench-harness
+	set -o pipefail; timeout 3600 ./target/release/bench-scale $(SCALE_ARGS) | tee target/bench-harness/scale.md

@@ -346,11 +346,18 @@ impl ShardState {
     }
 
     pub fn estimated_bytes(&self) -> usize {
+        let minutes = self
+            .minutes
+            .iter()
+            .flatten()
+            .map(|m| m.active.estimated_bytes())
+            .sum::<usize>();
         self.days
             .iter()
             .flatten()
             .map(DayBucket::estimated_bytes)
             .sum::<usize>()
+            + minutes
             + self.sessions.estimated_bytes()
     }
 }
