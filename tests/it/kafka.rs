@@ -143,11 +143,21 @@ async fn loadgen_then_run_gives_the_replay_kpis() {
         "{pulse_log}"
     );
 
-    // Privacy: no user id in the metrics, the snapshot or the logs (at the default level).
-    // Ids shorter than 10 characters (small integers) would match unrelated numbers.
+    // Privacy: no user id in the metrics, the snapshot, the rollups (written at the clean
+    // stop) or the logs (at the default level). Ids shorter than 10 characters (small
+    // integers) would match unrelated numbers.
+    let mut rollups = String::new();
+    for file in std::fs::read_dir(dir.path().join("rollups")).expect("rollup files") {
+        rollups.push_str(&std::fs::read_to_string(file.unwrap().path()).unwrap());
+    }
+    assert!(
+        rollups.contains("active_users"),
+        "the clean stop wrote rollups"
+    );
     let outputs = [
         metrics,
         serde_json::to_string(&snapshot).unwrap(),
+        rollups,
         pulse_log,
     ];
     for user in events
