@@ -171,6 +171,44 @@ async fn loadgen_then_run_gives_the_replay_kpis() {
     }
 }
 
+/// A burst spanning weeks produced into every partition at once while pulse is caught up:
+/// the partitions deliver their parts one fetch after another, and the first must not carry
+/// the session watermark past the others' (their ends are doubted for a moment).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_into_every_partition_while_caught_up_is_sessionized_exactly() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "burst", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &brokers, &topic);
+    let pulse = Pulse::start(&run_args(&config_path));
+    pulse.wait_for(
+        "every partition read to its end",
+        Duration::from_secs(60),
+        |_| {
+            pulse
+                .log()
+                .contains("Caught up with every assigned partition.")
+        },
+    );
+
+    let (events, lines) = generate(&workload(47, 150));
+    let keyed = events
+        .iter()
+        .zip(&lines)
+        .map(|(e, l)| (Some(e.user.to_string()), l.clone().into_bytes()));
+    kafka::produce(&brokers, &topic, keyed).await;
+    let expected = kpis_only(&run_engine_open(&lines, engine_settings()));
+    let snapshot = pulse.wait_for("every event applied", Duration::from_secs(90), |s| {
+        accepted(s) == events.len() as u64
+    });
+    assert_eq!(snapshot["events"]["late_for_sessions"], json!(0));
+    pulse.wait_for("the replay's KPIs", Duration::from_secs(10), |s| {
+        json_diff(&without_state(s.clone()), &expected).is_empty()
+    });
+    assert!(pulse.stop(Duration::from_secs(30)).success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_messages_are_counted_and_dead_lettered() {
     let _serial = SERIAL.lock().await;

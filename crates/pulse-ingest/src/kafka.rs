@@ -618,7 +618,6 @@ pub async fn run(
         options.topics.clone(),
     ));
     let mut resume = Resume::default();
-    let mut at_eof: HashMap<(String, i32), bool> = HashMap::new();
     let mut watermarks = PartitionWatermarks::default();
     let mut was_caught_up = false;
     pipeline.use_source_watermark();
@@ -632,10 +631,10 @@ pub async fn run(
                 biased;
                 () = &mut shutdown => break,
                 _ = tick.tick() => {
-                    follow_rebalance(&consumer, &shared, &mut at_eof, &mut resume, &mut watermarks);
+                    follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
                     watermarks.refresh_assignment(&consumer, &shared);
                     // Caught up: every partition is ours and has reported its end.
-                    let caught_up = watermarks.caught_up(&at_eof);
+                    let caught_up = watermarks.caught_up();
                     if caught_up != was_caught_up {
                         was_caught_up = caught_up;
                         if caught_up {
@@ -670,7 +669,7 @@ pub async fn run(
                     sink.publish(snapshot, status);
                 }
                 received = consumer.recv() => {
-                    follow_rebalance(&consumer, &shared, &mut at_eof, &mut resume, &mut watermarks);
+                    follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
                     match received {
                         Ok(message) => {
                             let origin = Origin {
@@ -703,24 +702,16 @@ pub async fn run(
                             if !watermarks.assigned.contains(&key) {
                                 watermarks.refresh_assignment(&consumer, &shared);
                             }
-                            watermarks.observe(key.clone(), newest);
-                            at_eof.insert(key, false);
-                            if let Some(watermark) = watermarks.combined(&at_eof) {
+                            watermarks.observe(key, newest);
+                            if let Some(watermark) = watermarks.combined() {
                                 pipeline.advance_watermark(watermark);
                             }
                         }
                         Err(KafkaError::PartitionEOF(partition)) => {
                             // The error names no topic; with one topic per partition number
                             // ambiguity only arises for several topics, where all must agree.
-                            for ((_, p), eof) in at_eof.iter_mut() {
-                                if *p == partition {
-                                    *eof = true;
-                                }
-                            }
-                            if !at_eof.keys().any(|(_, p)| *p == partition) {
-                                for topic in &options.topics {
-                                    at_eof.insert((topic.clone(), partition), true);
-                                }
+                            for topic in &options.topics {
+                                watermarks.reached_end((topic.clone(), partition));
                             }
                         }
                         Err(error) => {
@@ -782,7 +773,6 @@ pub async fn run(
 fn follow_rebalance(
     consumer: &StreamConsumer<PulseContext>,
     shared: &Mutex<Shared>,
-    at_eof: &mut HashMap<(String, i32), bool>,
     resume: &mut Resume,
     watermarks: &mut PartitionWatermarks,
 ) {
@@ -793,7 +783,7 @@ fn follow_rebalance(
     for partition in assigned {
         // An end-of-partition from an earlier assignment must not mark it read (nor
         // caught up), which would let the session watermark pass its unread records.
-        at_eof.remove(&partition);
+        watermarks.forget_end(&partition);
         if let Some(&position) = positions.get(&partition) {
             resume.rearm(partition, position);
         }
@@ -805,13 +795,29 @@ fn follow_rebalance(
 /// event, and the stream only as far as its slowest partition that still has data to read.
 /// Partitions are consumed in batches, so one may run hours ahead of another during a
 /// backfill; the largest event time would then mark the other's events too late.
+///
+/// A partition read to its end stops holding the watermark back, or an idle partition would
+/// stop sessions from closing. But its end is only news until records arrive elsewhere: a
+/// burst produced to every partition at once reaches them one fetch after another, and the
+/// first to deliver would otherwise carry the watermark past the others' part of the burst.
+/// So an end counts only if nothing arrived elsewhere since it was reached, or once
+/// [`END_GRACE`] has passed since something did.
 #[derive(Default)]
 struct PartitionWatermarks {
     /// Every partition of the subscribed topics (empty until the first metadata answer).
     all: Vec<(String, i32)>,
     assigned: Vec<(String, i32)>,
     newest: HashMap<(String, i32), i64>,
+    /// Partitions at their end, with the moment records first arrived elsewhere since.
+    at_end: HashMap<(String, i32), Option<Instant>>,
+    /// Partitions at their end that nothing has arrived after yet (usually empty).
+    quiet_ends: Vec<(String, i32)>,
 }
+
+/// How long a partition's end is doubted after records arrive elsewhere: a few of
+/// librdkafka's fetch rounds (`fetch.wait.max.ms`, 500 ms by default). Sessions close that
+/// much later after a burst; nothing else waits for it.
+const END_GRACE: Duration = Duration::from_secs(2);
 
 impl PartitionWatermarks {
     fn refresh_assignment(
@@ -836,11 +842,31 @@ impl PartitionWatermarks {
         }
     }
 
+    /// Records arrived from `partition`, the newest accepted event among them at `newest`.
     fn observe(&mut self, partition: (String, i32), newest: Option<i64>) {
+        self.at_end.remove(&partition);
+        if !self.quiet_ends.is_empty() {
+            let now = Instant::now();
+            for other in self.quiet_ends.drain(..) {
+                if let Some(woken) = self.at_end.get_mut(&other) {
+                    woken.get_or_insert(now);
+                }
+            }
+        }
         if let Some(ts) = newest {
             let entry = self.newest.entry(partition).or_insert(ts);
             *entry = (*entry).max(ts);
         }
+    }
+
+    fn reached_end(&mut self, partition: (String, i32)) {
+        self.at_end.insert(partition.clone(), None);
+        self.quiet_ends.push(partition);
+    }
+
+    /// An end reached under an earlier assignment says nothing about this one.
+    fn forget_end(&mut self, partition: &(String, i32)) {
+        self.at_end.remove(partition);
     }
 
     fn partitions(&self) -> &[(String, i32)] {
@@ -851,19 +877,23 @@ impl PartitionWatermarks {
         }
     }
 
-    fn done(&self, partition: &(String, i32), at_eof: &HashMap<(String, i32), bool>) -> bool {
-        self.assigned.contains(partition) && at_eof.get(partition).copied().unwrap_or(false)
+    fn done(&self, partition: &(String, i32)) -> bool {
+        self.assigned.contains(partition)
+            && self
+                .at_end
+                .get(partition)
+                .is_some_and(|woken| woken.is_none_or(|at| at.elapsed() >= END_GRACE))
     }
 
     /// The minimum over the partitions still being read. `None` (hold) while one of them
     /// has not delivered an event yet, or is not assigned to this consumer: after a crash
     /// or during a rebalance a partition may arrive later with older events, which a
     /// watermark that had run ahead would count as too late for sessions.
-    fn combined(&self, at_eof: &HashMap<(String, i32), bool>) -> Option<i64> {
+    fn combined(&self) -> Option<i64> {
         let mut reading = self
             .partitions()
             .iter()
-            .filter(|p| !self.done(p, at_eof))
+            .filter(|p| !self.done(p))
             .peekable();
         reading.peek()?;
         reading
@@ -877,9 +907,9 @@ impl PartitionWatermarks {
     }
 
     /// Every partition of the topics is assigned here and read to its end.
-    fn caught_up(&self, at_eof: &HashMap<(String, i32), bool>) -> bool {
+    fn caught_up(&self) -> bool {
         let partitions = self.partitions();
-        !partitions.is_empty() && partitions.iter().all(|p| self.done(p, at_eof))
+        !partitions.is_empty() && partitions.iter().all(|p| self.done(p))
     }
 }
 
