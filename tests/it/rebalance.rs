@@ -5,10 +5,8 @@
 //! other member committed (which would lose what that member read) nor at its own last
 //! commit (which would count records twice).
 //!
-//! The whole workload is produced first. Producing while consuming would make the test
-//! depend on timing: the workload compresses 35 days of event time into seconds, so a
-//! partition read to its end and then refilled would deliver events days older than its
-//! neighbours' — legitimately too late for sessions, for a single consumer just as well.
+//! The whole workload (147 000 events) is produced first, so that the first member is still
+//! reading it when the second joins and leaves, however fast either of them is.
 
 use std::time::Duration;
 
