@@ -16,6 +16,10 @@
 //! Then, with the backlog consumed, 20 single events measure freshness: produce → counted
 //! by `/v1/metrics` (with `http.refresh_interval = "100ms"`).
 //!
+//! With `KAFKA_BROKERS` set, the harness uses that broker instead (Apache Kafka, Redpanda…)
+//! and a topic of its own, `bench-events-<unix time>`, left behind for the operator to
+//! delete: the ceiling is then that broker's.
+//!
 //! Every process runs under `timeout -s KILL`, so nothing outlives the harness for long.
 
 mod support;
@@ -30,7 +34,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use support::{Guard, arg, free_port, http_get, per_second, pulse_bin, repo_root, wait_for_port};
 
-const TOPIC: &str = "bench-events";
+/// The topic of this run: fixed on the private broker, fresh on an external one.
+static TOPIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn topic() -> &'static str {
+    TOPIC.get().expect("set at start")
+}
 
 fn main() {
     let events: u64 = arg("--events", 1_000_000);
@@ -39,38 +48,35 @@ fn main() {
     let limit = Duration::from_secs(arg("--timeout-secs", 1500));
     let deadline = Instant::now() + limit;
 
-    let tansu = repo_root().join(".tools/tansu");
-    assert!(tansu.exists(), "run `bash scripts/ensure-tansu.sh` first");
     let pulse = pulse_bin();
     let work = tempfile::tempdir().expect("temp dir");
-
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut broker = Guard::spawn(
-        "tansu",
-        limit,
-        &tansu,
-        &[
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        &work.path().join("tansu.log"),
-    );
-    wait_for_port(port, Duration::from_secs(30));
-    let brokers = format!("127.0.0.1:{port}");
-    eprintln!("tansu on {brokers}; producing {events} events ({users} users, 30 days)");
+    let external = std::env::var("KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.trim().is_empty());
+    let (brokers, mut broker) = match external {
+        Some(brokers) => {
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            TOPIC.get_or_init(|| format!("bench-events-{unix}"));
+            eprintln!("KAFKA_BROKERS={brokers}: topic {}", topic());
+            (brokers, None)
+        }
+        None => {
+            TOPIC.get_or_init(|| "bench-events".to_owned());
+            let (brokers, guard) = start_tansu(limit, work.path());
+            eprintln!("tansu on {brokers}");
+            (brokers, Some(guard))
+        }
+    };
+    eprintln!("producing {events} events ({users} users, 30 days)");
 
     // 1. Fill the topic.
     let started = Instant::now();
     let status = std::process::Command::new("timeout")
         .args(["-s", "KILL", &format!("{}s", remaining(deadline))])
         .arg(&pulse)
-        .args(["loadgen", "--brokers", &brokers, "--topic", TOPIC])
+        .args(["loadgen", "--brokers", &brokers, "--topic", topic()])
         .args(["--partitions", &partitions.to_string()])
         .args(["--users", &users.to_string(), "--days", "30"])
         .args(["--events", &events.to_string()])
@@ -102,7 +108,9 @@ fn main() {
     // 3. pulse run.
     let (pulse_total_s, pulse_steady_s, steady_events, accepted, rejected, mut fresh) =
         pulse_run(&pulse, &brokers, total, work.path(), deadline);
-    broker.terminate(Duration::from_secs(5));
+    if let Some(broker) = broker.as_mut() {
+        broker.terminate(Duration::from_secs(5));
+    }
 
     fresh.sort_by(f64::total_cmp);
     let pick = |q: f64| {
@@ -152,6 +160,31 @@ fn main() {
     );
 }
 
+/// A private tansu broker (memory storage) on a free loopback port.
+fn start_tansu(limit: Duration, work: &Path) -> (String, Guard) {
+    let tansu = repo_root().join(".tools/tansu");
+    assert!(tansu.exists(), "run `bash scripts/ensure-tansu.sh` first");
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let guard = Guard::spawn(
+        "tansu",
+        limit,
+        &tansu,
+        &[
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        &work.join("tansu.log"),
+    );
+    wait_for_port(port, Duration::from_secs(30));
+    (format!("127.0.0.1:{port}"), guard)
+}
+
 fn remaining(deadline: Instant) -> u64 {
     deadline
         .saturating_duration_since(Instant::now())
@@ -175,7 +208,7 @@ fn high_watermarks(brokers: &str, partitions: i32) -> u64 {
     (0..partitions)
         .map(|p| {
             let (low, high) = c
-                .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+                .fetch_watermarks(topic(), p, Duration::from_secs(10))
                 .expect("watermarks");
             eprintln!("partition {p}: watermarks {low}..{high}");
             high as u64
@@ -197,7 +230,7 @@ fn bare_consumer(
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
         assignment
-            .add_partition_offset(TOPIC, p, Offset::Beginning)
+            .add_partition_offset(topic(), p, Offset::Beginning)
             .expect("add partition");
     }
     c.assign(&assignment).expect("assign");
@@ -237,6 +270,7 @@ fn pulse_run(
     deadline: Instant,
 ) -> (f64, f64, u64, u64, u64, Vec<f64>) {
     let http = free_port();
+    let topic = topic();
     let config = work.join("pulse.toml");
     std::fs::write(
         &config,
@@ -244,7 +278,7 @@ fn pulse_run(
             r#"shards = 2
 [kafka]
 brokers = "{brokers}"
-topics = ["{TOPIC}"]
+topics = ["{topic}"]
 group_id = "bench-pulse"
 dead_letters = false
 [kafka.properties]
@@ -344,7 +378,7 @@ fn freshness(brokers: &str, http: u16, mut seen: u64, deadline: Instant) -> Vec<
         let key = format!("fresh-{i}");
         let sent = Instant::now();
         producer
-            .send(BaseRecord::to(TOPIC).key(&key).payload(&payload))
+            .send(BaseRecord::to(topic()).key(&key).payload(&payload))
             .map_err(|(e, _)| e)
             .expect("produce probe");
         let _ = producer.flush(Duration::from_secs(5));
