@@ -8,7 +8,7 @@ use pulse_core::EngineSettings;
 use pulse_tests::small_workload;
 use serde_json::Value;
 
-use crate::helpers::{generate, kpis_only, pulse_bin, run_engine, without_state};
+use crate::helpers::{assert_success, generate, kpis_only, pulse_bin, run_engine, without_state};
 
 const WALL: &str = "2030-01-01T00:00:00Z";
 
@@ -41,11 +41,7 @@ fn replay_equals_the_engine_for_any_shard_count_and_stdin() {
     let expected = kpis_only(&run_engine(&lines, EngineSettings::default()));
     for shards in ["1", "3"] {
         let output = replay(&["--input", path, "--shards", shards], None);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_success(&output, "pulse replay");
         let snapshot: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(without_state(snapshot), expected, "shards = {shards}");
     }
@@ -84,11 +80,7 @@ fn check_config_prints_the_effective_settings() {
         .env("PULSE_SESSIONS__TIMEOUT", "45m")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "pulse check-config");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("timezone = \"Europe/Berlin\""), "{stdout}");
     assert!(stdout.contains("timeout = \"45m\""), "{stdout}");

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use crate::helpers::pulse_bin;
+use crate::helpers::{assert_success, pulse_bin};
 use crate::process::Pulse;
 
 // ---------------------------------------------------------------------------------------
@@ -151,16 +151,6 @@ fn run(command: &mut Command) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {command:?}: {e}"))
-}
-
-fn assert_success(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ use std::time::Duration;
 use pulse_core::EngineSettings;
 use pulse_tests::{WorkloadConfig, kafka};
 
-use crate::helpers::{generate, json_diff, kpis_only, run_engine_open, without_state};
+use crate::helpers::{
+    assert_success, generate, json_diff, kpis_only, run_engine_open, without_state,
+};
 use crate::kafka_tests::{SERIAL, accepted, write_config_with};
 use crate::process::Pulse;
 
@@ -124,11 +126,7 @@ async fn replayed_history_hands_over_to_the_live_service() {
         "--save-state",
         state.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "pulse replay --save-state");
 
     let live: Vec<(Option<String>, Vec<u8>)> = events[cut..]
         .iter()

@@ -8,7 +8,7 @@ use pulse_core::EngineSettings;
 use pulse_core::decode::Decoder;
 use serde_json::{Value, json};
 
-use crate::helpers::{golden_dir, pulse_bin};
+use crate::helpers::{assert_success, golden_dir, pulse_bin};
 
 fn compare_or_update(path: &Path, actual: &str) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -63,11 +63,7 @@ fn small_replay_snapshot() {
         .env_remove("PULSE_CONFIG")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "pulse replay");
     let mut snapshot: Value = serde_json::from_slice(&output.stdout).unwrap();
     // Bytes of state depend on the sketch library's internals, not on the data's meaning.
     snapshot["state"]["estimated_bytes"] = json!("(varies)");

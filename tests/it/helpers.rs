@@ -217,13 +217,20 @@ pub fn loadgen_configured(
         .env_remove("PULSE_CONFIG")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "pulse loadgen");
     String::from_utf8_lossy(&output.stdout)
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Fails the test, with everything the command printed, unless it exited with success.
+pub fn assert_success(output: &std::process::Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
