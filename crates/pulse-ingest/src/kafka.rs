@@ -116,6 +116,19 @@ struct Shared {
     topic_partitions: Vec<(String, i32)>,
     /// Partitions assigned by a rebalance since the consume loop last looked.
     newly_assigned: Vec<(String, i32)>,
+    /// Ends of partitions the consume loop doubts, for the broker probe to check.
+    ends_to_check: Vec<EndCheck>,
+    /// Ends the broker confirmed: the partition and the doubt the check answered.
+    confirmed_ends: Vec<((String, i32), Instant)>,
+}
+
+/// A partition's end that is in doubt since records arrived elsewhere: confirmed if the
+/// broker's high watermark, asked after `doubted_since`, is not beyond `position`.
+#[derive(Clone)]
+struct EndCheck {
+    partition: (String, i32),
+    position: i64,
+    doubted_since: Instant,
 }
 
 struct PulseContext {
@@ -633,6 +646,7 @@ pub async fn run(
                 _ = tick.tick() => {
                     follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
                     watermarks.refresh_assignment(&consumer, &shared);
+                    watermarks.exchange_end_checks(&shared, &consumer.context().positions(), broker_up.load(Ordering::Relaxed));
                     // Caught up: every partition is ours and has reported its end.
                     let caught_up = watermarks.caught_up();
                     if caught_up != was_caught_up {
@@ -798,26 +812,29 @@ fn follow_rebalance(
 ///
 /// A partition read to its end stops holding the watermark back, or an idle partition would
 /// stop sessions from closing. But its end is only news until records arrive elsewhere: a
-/// burst produced to every partition at once reaches them one fetch after another, and the
-/// first to deliver would otherwise carry the watermark past the others' part of the burst.
-/// So an end counts only if nothing arrived elsewhere since it was reached, or once
-/// [`END_GRACE`] has passed since something did.
+/// burst produced to every partition at once reaches them one fetch after another (later
+/// still after a broker restart, or from a slower broker), and the first to deliver would
+/// otherwise carry the watermark past the others' part of the burst. So an end counts only
+/// if nothing arrived elsewhere since it was reached, or once the broker confirms it: its
+/// high watermark, asked after the doubt began, is not beyond this consumer's position.
+/// Offsets that never reach the consumer as records (transaction markers) keep the high
+/// watermark ahead; such an end counts after [`END_FALLBACK`] with the broker reachable.
 #[derive(Default)]
 struct PartitionWatermarks {
     /// Every partition of the subscribed topics (empty until the first metadata answer).
     all: Vec<(String, i32)>,
     assigned: Vec<(String, i32)>,
     newest: HashMap<(String, i32), i64>,
-    /// Partitions at their end, with the moment records first arrived elsewhere since.
+    /// Partitions at their end: `None` while it is certain, else since when it is doubted.
     at_end: HashMap<(String, i32), Option<Instant>>,
     /// Partitions at their end that nothing has arrived after yet (usually empty).
     quiet_ends: Vec<(String, i32)>,
 }
 
-/// How long a partition's end is doubted after records arrive elsewhere: a few of
-/// librdkafka's fetch rounds (`fetch.wait.max.ms`, 500 ms by default). Sessions close that
-/// much later after a burst; nothing else waits for it.
-const END_GRACE: Duration = Duration::from_secs(2);
+/// How long a doubted end waits for the broker's confirmation before it counts anyway,
+/// counted while the broker is reachable. Only partitions whose high watermark stays ahead
+/// of every record need it; sessions there close that much later after a burst.
+const END_FALLBACK: Duration = Duration::from_secs(30);
 
 impl PartitionWatermarks {
     fn refresh_assignment(
@@ -826,11 +843,7 @@ impl PartitionWatermarks {
         shared: &Mutex<Shared>,
     ) {
         if let Ok(list) = consumer.assignment() {
-            self.assigned = list
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect();
+            self.assigned = partition_names(&list);
         }
         let known = shared
             .lock()
@@ -848,8 +861,8 @@ impl PartitionWatermarks {
         if !self.quiet_ends.is_empty() {
             let now = Instant::now();
             for other in self.quiet_ends.drain(..) {
-                if let Some(woken) = self.at_end.get_mut(&other) {
-                    woken.get_or_insert(now);
+                if let Some(doubted) = self.at_end.get_mut(&other) {
+                    doubted.get_or_insert(now);
                 }
             }
         }
@@ -869,6 +882,58 @@ impl PartitionWatermarks {
         self.at_end.remove(partition);
     }
 
+    /// The doubted ends for the broker to check, at the positions this consumer has reached.
+    fn ends_to_check(&self, positions: &Offsets) -> Vec<EndCheck> {
+        self.at_end
+            .iter()
+            .filter_map(|(partition, doubted)| {
+                Some(EndCheck {
+                    partition: partition.clone(),
+                    position: *positions.get(partition)?,
+                    doubted_since: (*doubted)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The broker confirmed `partition`'s end, asked about the doubt that began at `since`
+    /// (an answer about an older doubt says nothing about a newer one).
+    fn confirm_end(&mut self, partition: &(String, i32), since: Instant) {
+        if let Some(doubted) = self.at_end.get_mut(partition) {
+            if *doubted == Some(since) {
+                *doubted = None;
+            }
+        }
+    }
+
+    /// While the broker is away nothing can arrive, which says nothing about what it holds:
+    /// the fallback for doubted ends starts again.
+    fn broker_unreachable(&mut self, now: Instant) {
+        for doubted in self.at_end.values_mut().flatten() {
+            *doubted = now;
+        }
+    }
+
+    /// Hands the doubted ends to the broker probe and takes in what it confirmed.
+    fn exchange_end_checks(
+        &mut self,
+        shared: &Mutex<Shared>,
+        positions: &Offsets,
+        reachable: bool,
+    ) {
+        let confirmed = {
+            let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+            shared.ends_to_check = self.ends_to_check(positions);
+            std::mem::take(&mut shared.confirmed_ends)
+        };
+        for (partition, since) in confirmed {
+            self.confirm_end(&partition, since);
+        }
+        if !reachable {
+            self.broker_unreachable(Instant::now());
+        }
+    }
+
     fn partitions(&self) -> &[(String, i32)] {
         if self.all.is_empty() {
             &self.assigned
@@ -882,7 +947,7 @@ impl PartitionWatermarks {
             && self
                 .at_end
                 .get(partition)
-                .is_some_and(|woken| woken.is_none_or(|at| at.elapsed() >= END_GRACE))
+                .is_some_and(|doubted| doubted.is_none_or(|since| since.elapsed() >= END_FALLBACK))
     }
 
     /// The minimum over the partitions still being read. `None` (hold) while one of them
@@ -1016,9 +1081,13 @@ fn status(
     }
 }
 
+/// How long the probe waits for each answer from the broker.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Asks the brokers for metadata every second; the answer (or its absence within the
 /// timeout) is the broker-up signal behind `/readyz`, and it says which partitions the
-/// subscribed topics have.
+/// subscribed topics have. It also checks the partition ends the consume loop doubts.
+
 async fn probe_broker(
     consumer: Arc<StreamConsumer<PulseContext>>,
     up: Arc<AtomicBool>,
@@ -1028,25 +1097,41 @@ async fn probe_broker(
     loop {
         let client = consumer.clone();
         let wanted = topics.clone();
-        let partitions = tokio::task::spawn_blocking(move || {
-            let metadata = client.fetch_metadata(None, Duration::from_secs(2)).ok()?;
+        let checks = shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ends_to_check
+            .clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let metadata = client.fetch_metadata(None, PROBE_TIMEOUT).ok()?;
             let all: Vec<(String, i32)> = metadata
                 .topics()
                 .iter()
                 .filter(|t| wanted.iter().any(|w| w == t.name()))
                 .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_owned(), p.id())))
                 .collect();
-            Some(all)
+            let confirmed: Vec<((String, i32), Instant)> = checks
+                .into_iter()
+                .filter(|check| {
+                    let (topic, partition) = &check.partition;
+                    client
+                        .fetch_watermarks(topic, *partition, PROBE_TIMEOUT)
+                        .is_ok_and(|(_, high)| high <= check.position)
+                })
+                .map(|check| (check.partition, check.doubted_since))
+                .collect();
+            Some((all, confirmed))
         })
         .await
         .ok()
         .flatten();
-        let reachable = partitions.is_some();
-        if let Some(all) = partitions.filter(|all| !all.is_empty()) {
-            shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .topic_partitions = all;
+        let reachable = answer.is_some();
+        if let Some((all, confirmed)) = answer {
+            let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if !all.is_empty() {
+                shared.topic_partitions = all;
+            }
+            shared.confirmed_ends.extend(confirmed);
         }
         let was = up.swap(reachable, Ordering::Relaxed);
         if was != reachable {
@@ -1200,4 +1285,118 @@ fn tally(result: Option<Delivery>, failed: &mut u64, first_error: &mut Option<St
     };
     *failed += 1;
     first_error.get_or_insert(error);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(n: i32) -> (String, i32) {
+        ("events".to_owned(), n)
+    }
+
+    /// Three assigned partitions, each with events up to `newest[n]` and read to its end.
+    fn caught_up_at(newest: [i64; 3]) -> PartitionWatermarks {
+        let mut watermarks = PartitionWatermarks {
+            assigned: (0..3).map(partition).collect(),
+            ..PartitionWatermarks::default()
+        };
+        for (n, ts) in newest.into_iter().enumerate() {
+            watermarks.observe(partition(n as i32), Some(ts));
+        }
+        for n in 0..3 {
+            watermarks.reached_end(partition(n));
+        }
+        watermarks
+    }
+
+    fn positions(at: i64) -> Offsets {
+        (0..3).map(|n| (partition(n), at)).collect()
+    }
+
+    #[test]
+    fn ends_reached_with_nothing_arriving_since_let_the_watermark_follow_the_reading_partition() {
+        let mut watermarks = caught_up_at([10, 20, 30]);
+        assert!(watermarks.caught_up());
+        assert_eq!(watermarks.combined(), None, "nothing left to read");
+        assert!(watermarks.ends_to_check(&positions(5)).is_empty());
+        // Records after the others' ends: they are doubted, not passed.
+        watermarks.observe(partition(0), Some(100));
+        assert!(!watermarks.caught_up());
+        assert_eq!(
+            watermarks.combined(),
+            Some(20),
+            "held at the slowest doubted end"
+        );
+    }
+
+    #[test]
+    fn a_doubted_end_counts_once_the_broker_confirms_that_very_doubt() {
+        let mut watermarks = caught_up_at([10, 20, 30]);
+        watermarks.observe(partition(0), Some(100));
+        let checks = watermarks.ends_to_check(&positions(7));
+        let mut asked: Vec<(i32, i64)> =
+            checks.iter().map(|c| (c.partition.1, c.position)).collect();
+        asked.sort();
+        assert_eq!(asked, [(1, 7), (2, 7)]);
+        let since = checks[0].doubted_since;
+
+        // An answer about an older doubt changes nothing.
+        watermarks.confirm_end(&partition(1), since - Duration::from_millis(1));
+        assert_eq!(watermarks.combined(), Some(20));
+
+        watermarks.confirm_end(&partition(1), since);
+        assert_eq!(watermarks.combined(), Some(30));
+        watermarks.confirm_end(&partition(2), since);
+        assert_eq!(
+            watermarks.combined(),
+            Some(100),
+            "only partition 0 is being read"
+        );
+        watermarks.reached_end(partition(0));
+        assert!(watermarks.caught_up());
+    }
+
+    #[test]
+    fn a_partition_delivering_again_is_read_not_doubted() {
+        let mut watermarks = caught_up_at([10, 20, 30]);
+        watermarks.observe(partition(0), Some(100));
+        watermarks.observe(partition(1), Some(90));
+        let doubted: Vec<i32> = watermarks
+            .ends_to_check(&positions(7))
+            .iter()
+            .map(|c| c.partition.1)
+            .collect();
+        assert_eq!(doubted, [2]);
+        assert_eq!(watermarks.combined(), Some(30));
+    }
+
+    #[test]
+    fn while_the_broker_is_away_a_doubt_starts_again_and_old_answers_do_not_apply() {
+        let mut watermarks = caught_up_at([10, 20, 30]);
+        watermarks.observe(partition(0), Some(100));
+        let before = watermarks.ends_to_check(&positions(7))[0].clone();
+        let later = before.doubted_since + Duration::from_secs(5);
+        watermarks.broker_unreachable(later);
+        let after = watermarks.ends_to_check(&positions(7));
+        assert!(after.iter().all(|c| c.doubted_since == later));
+        watermarks.confirm_end(&before.partition, before.doubted_since);
+        assert_eq!(watermarks.combined(), Some(20), "still doubted");
+    }
+
+    #[test]
+    fn an_unassigned_or_silent_partition_holds_the_watermark() {
+        let mut watermarks = PartitionWatermarks {
+            all: (0..3).map(partition).collect(),
+            assigned: vec![partition(0), partition(1)],
+            ..PartitionWatermarks::default()
+        };
+        watermarks.observe(partition(0), Some(100));
+        assert_eq!(watermarks.combined(), None, "partition 1 has not delivered");
+        watermarks.observe(partition(1), Some(50));
+        assert_eq!(watermarks.combined(), None, "partition 2 is not ours");
+        watermarks.assigned.push(partition(2));
+        watermarks.reached_end(partition(2));
+        assert_eq!(watermarks.combined(), Some(50));
+    }
 }
