@@ -899,10 +899,10 @@ impl PartitionWatermarks {
     /// The broker confirmed `partition`'s end, asked about the doubt that began at `since`
     /// (an answer about an older doubt says nothing about a newer one).
     fn confirm_end(&mut self, partition: &(String, i32), since: Instant) {
-        if let Some(doubted) = self.at_end.get_mut(partition) {
-            if *doubted == Some(since) {
-                *doubted = None;
-            }
+        if let Some(doubted) = self.at_end.get_mut(partition)
+            && *doubted == Some(since)
+        {
+            *doubted = None;
         }
     }
 
@@ -1087,7 +1087,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Asks the brokers for metadata every second; the answer (or its absence within the
 /// timeout) is the broker-up signal behind `/readyz`, and it says which partitions the
 /// subscribed topics have. It also checks the partition ends the consume loop doubts.
-
 async fn probe_broker(
     consumer: Arc<StreamConsumer<PulseContext>>,
     up: Arc<AtomicBool>,
