@@ -1,4 +1,5 @@
-//! Core throughput: JSON parse alone (the ceiling), decode, decode + apply, and snapshot.
+//! Core throughput: JSON parse alone (skipping every value: the ceiling; and into a
+//! `serde_json::Value`), decode, decode + apply, and snapshot.
 //!
 //! Run with `make bench-core` (or `cargo bench -p pulse-benches --bench core`); results are
 //! recorded in BENCHMARKS.md.
@@ -29,6 +30,14 @@ fn throughput(c: &mut Criterion) {
         b.iter(|| {
             for line in &lines {
                 black_box(serde_json::from_slice::<IgnoredAny>(line).ok());
+            }
+        })
+    });
+    // What parsing a record usually means: a serde_json::Value tree.
+    group.bench_function("parse_value", |b| {
+        b.iter(|| {
+            for line in &lines {
+                black_box(serde_json::from_slice::<serde_json::Value>(line).ok());
             }
         })
     });
