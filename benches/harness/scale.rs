@@ -25,6 +25,9 @@
 //! # What the child measures
 //! - events/s: only the time inside `Pipeline::ingest` and the daily snapshots (rendering
 //!   JSON is excluded); the shards apply concurrently, the router's thread is the limit.
+//! - snapshot times: the last day's first snapshot (after that day's events, so the shards
+//!   fold their past days afresh) and the one right after it (a live service's next refresh,
+//!   which reuses them).
 //! - peak RSS (`VmHWM`) after the month and its final snapshot, RSS at the end of each day.
 //! - bytes per open session (one extra child, `--bursts`): after a small month, new users
 //!   with one event each a minute before the newest event (so no session can close), then
@@ -373,7 +376,7 @@ fn child() {
             Pipeline::start(settings, T0 + DAYS * DAY_MS, None).expect("start shards");
         let (mut chunk, mut visits) = (Chunk::default(), Vec::new());
         let (mut ingest, mut snapshots, mut events) = (Duration::ZERO, Duration::ZERO, 0u64);
-        let mut rss_by_day = Vec::new();
+        let (mut rss_by_day, mut first_of_day) = (Vec::new(), Duration::ZERO);
         let mut visits_peak = 0;
         let started = Instant::now();
         for day in 0..DAYS {
@@ -392,7 +395,8 @@ fn child() {
             // in the peak, and their cost is reported apart.
             let at = Instant::now();
             pipeline.snapshot().await.expect("snapshot");
-            snapshots += at.elapsed();
+            first_of_day = at.elapsed();
+            snapshots += first_of_day;
             rss_by_day.push(status_kib("VmRSS"));
             eprintln!(
                 "  day {day:2}: {events} events, {}/s, RSS {:.0} MiB",
@@ -400,6 +404,8 @@ fn child() {
                 status_kib("VmRSS") as f64 / 1024.0
             );
         }
+        // The next refresh, with no write to an earlier day in between: the shards reuse
+        // their unions of past days (the first snapshot of each day recomputes them).
         let at = Instant::now();
         let snapshot = pipeline.snapshot().await.expect("snapshot");
         let last_snapshot = at.elapsed();
@@ -488,6 +494,7 @@ fn child() {
             "ingest_seconds": ingest.as_secs_f64(),
             "daily_snapshot_seconds": snapshots.as_secs_f64(),
             "last_snapshot_seconds": last_snapshot.as_secs_f64(),
+            "first_snapshot_of_last_day_seconds": first_of_day.as_secs_f64(),
             "wall_seconds": wall.as_secs_f64(),
             "baseline_rss_kib": baseline_kib, "peak_rss_kib": peak_kib, "end_rss_kib": end_kib,
             "rss_by_day_kib": rss_by_day,
@@ -798,18 +805,19 @@ fn print_tables(
     let bytes = |r: &Value, k: &str| kib(&r[k]) * 1024.0;
     let rate = |r: &Value| kib(&r["events"]) / kib(&r["ingest_seconds"]);
     println!(
-        "\n| users/month | features | shards | events | events/s | snapshot ms | peak RSS MiB | RSS end MiB | state estimate MiB | day×feature sketches (dense) | B per feature sketch | open sessions | checkpoint MiB |"
+        "\n| users/month | features | shards | events | events/s | snapshot ms: first of the day / next refresh | peak RSS MiB | RSS end MiB | state estimate MiB | day×feature sketches (dense) | B per feature sketch | open sessions | checkpoint MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (c, r, _) in runs {
         let sketches = &r["feature_sketches"];
         println!(
-            "| {} | {} | {} | {} | {}/s | {:.0} | {} | {} | {} | {} ({}) | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {}/s | {:.0} / {:.0} | {} | {} | {} | {} ({}) | {:.0} | {} | {} |",
             c.users,
             c.features,
             c.shards,
             r["events"],
             per_second(r["events"].as_u64().unwrap_or(0), kib(&r["ingest_seconds"])),
+            1000.0 * kib(&r["first_snapshot_of_last_day_seconds"]),
             1000.0 * kib(&r["last_snapshot_seconds"]),
             mib(bytes(r, "peak_rss_kib")),
             mib(bytes(r, "end_rss_kib")),

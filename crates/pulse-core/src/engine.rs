@@ -181,11 +181,8 @@ impl Engine {
         }
         let at = self.ingestor.summary_point();
         let shape = sketch_shape(&self.settings);
-        let summaries: Vec<ShardSummary> = self
-            .shards
-            .iter()
-            .map(|s| s.state().summarize(at, shape))
-            .collect();
+        let summaries: Vec<ShardSummary> =
+            self.shards.iter_mut().map(|s| s.summarize(at)).collect();
         let mut calendar = self.ingestor.calendar().clone();
         snapshot::build(
             self.ingestor.state(),

@@ -14,6 +14,7 @@ use crate::histogram::DurationHistogram;
 use crate::sessions::{ClosedSession, SessionEvent, SessionRules, SessionTable};
 use crate::settings::EngineSettings;
 use crate::sketch::{DistinctSketch, SketchShape, UserHash};
+use crate::summary::{PastUnions, ShardSummary, SummaryPoint};
 use crate::time::Day;
 
 /// An accepted event, reduced to what a shard needs: no user id, only its hashes.
@@ -175,6 +176,8 @@ pub struct Shard {
     state: ShardState,
     shape: SketchShape,
     rules: SessionRules,
+    /// Kept between snapshots; not part of the state.
+    past: PastUnions,
 }
 
 impl Shard {
@@ -221,11 +224,13 @@ impl Shard {
             state,
             shape: sketch_shape(settings),
             rules: session_rules(settings),
+            past: PastUnions::default(),
         }
     }
 
     pub fn apply(&mut self, event: &ShardEvent) {
         self.record_minute(event);
+        self.past.note_write(event.day);
         let Some(bucket) = bucket_mut(&mut self.state.days, event.day, self.shape) else {
             self.state.dropped += 1;
             return;
@@ -299,6 +304,11 @@ impl Shard {
 
     pub fn state(&self) -> &ShardState {
         &self.state
+    }
+
+    /// This shard's contribution to a snapshot as of `at`.
+    pub fn summarize(&mut self, at: SummaryPoint) -> ShardSummary {
+        self.state.summarize_with(at, self.shape, &mut self.past)
     }
 
     pub fn into_state(self) -> ShardState {

@@ -8,7 +8,7 @@
 use std::thread::JoinHandle;
 
 use pulse_core::EngineSettings;
-use pulse_core::shard::{Shard, ShardEvent, ShardState, sketch_shape};
+use pulse_core::shard::{Shard, ShardEvent, ShardState};
 use pulse_core::summary::{ShardSummary, SummaryPoint};
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,7 +64,6 @@ impl ShardPool {
                 .collect(),
             None => (0..settings.shards).map(|_| Shard::new(settings)).collect(),
         };
-        let shape = sketch_shape(settings);
         let mut senders = Vec::with_capacity(shards.len());
         let mut threads = Vec::with_capacity(shards.len());
         for (index, mut shard) in shards.into_iter().enumerate() {
@@ -84,7 +83,7 @@ impl ShardPool {
                                 }
                             }
                             Command::Summarize { at, reply } => {
-                                let _ = reply.send(shard.state().summarize(at, shape));
+                                let _ = reply.send(shard.summarize(at));
                             }
                             Command::CloseAll => shard.close_all(),
                             Command::Export { reply } => {
