@@ -383,6 +383,32 @@ async fn a_broker_outage_makes_pulse_not_ready_until_it_returns() {
     assert!(pulse.stop(Duration::from_secs(30)).success());
 }
 
+#[test]
+fn with_no_broker_at_start_consuming_does_not_wait_for_the_dead_letter_topic() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &format!("127.0.0.1:{port}"), "events");
+    let pulse = Pulse::start(&run_args(&config_path));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pulse.log().contains("Consuming.") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(pulse.get("/readyz").0, 503, "no broker, so not ready");
+    let (status, log) = pulse.stop_and_log(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    let consuming = log.find("Consuming.").expect("pulse starts consuming");
+    // Creating the dead-letter topic gives up only after the admin timeout; consuming (and
+    // the broker probe behind /readyz) must not wait for that.
+    if let Some(gave_up) = log.find("Cannot create topics") {
+        assert!(consuming < gave_up, "{log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ten_megabyte_message_is_rejected_dead_lettered_and_passed() {
     let _serial = SERIAL.lock().await;

@@ -593,7 +593,11 @@ pub async fn run(
                 .iter()
                 .filter_map(|t| options.dead_letter_topic_for(t))
                 .collect();
-            ensure_topics(options, &letters, 1).await;
+            // In the background: with the broker away at start, creating them would hold
+            // up consuming (and readiness) for the admin timeout. Dead letters sent before
+            // the topic exists wait in the producer's queue.
+            let admin_options = options.clone();
+            tokio::spawn(async move { ensure_topics(&admin_options, &letters, 1).await });
             let producer: FutureProducer =
                 options
                     .client_config()
