@@ -13,8 +13,10 @@
 //! tansu) and from the first record to the last (steady state); the steady figures are
 //! compared with each other, the from-start ones with each other.
 //!
-//! Then, with the backlog consumed, 20 single events measure freshness: produce → counted
-//! by `/v1/metrics` (with `http.refresh_interval = "100ms"`).
+//! Then, with the backlog consumed, single events measure freshness: produce → counted by
+//! `/v1/metrics` (`--probes`, 20 by default; `--refresh-interval` sets pulse's
+//! `http.refresh_interval`, 100 ms by default so that the throughput poll is fine-grained;
+//! `--refresh-interval 1s` measures freshness at pulse's default).
 //!
 //! With `KAFKA_BROKERS` set, the harness uses that broker instead (Apache Kafka, Redpanda…)
 //! and a topic of its own, `bench-events-<unix time>`, left behind for the operator to
@@ -37,6 +39,13 @@ use support::{Guard, arg, free_port, http_get, per_second, pulse_bin, repo_root,
 /// The topic of this run: fixed on the private broker, fresh on an external one.
 static TOPIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// How freshness is probed once the backlog is consumed.
+struct Probing {
+    /// pulse's `http.refresh_interval`.
+    refresh: String,
+    probes: usize,
+}
+
 fn topic() -> &'static str {
     TOPIC.get().expect("set at start")
 }
@@ -47,6 +56,10 @@ fn main() {
     let partitions: i32 = arg("--partitions", 3);
     let limit = Duration::from_secs(arg("--timeout-secs", 1500));
     let deadline = Instant::now() + limit;
+    let probing = Probing {
+        refresh: arg("--refresh-interval", "100ms".to_owned()),
+        probes: arg("--probes", 20),
+    };
 
     let pulse = pulse_bin();
     let work = tempfile::tempdir().expect("temp dir");
@@ -107,7 +120,7 @@ fn main() {
 
     // 3. pulse run.
     let (pulse_total_s, pulse_steady_s, steady_events, accepted, rejected, mut fresh) =
-        pulse_run(&pulse, &brokers, total, work.path(), deadline);
+        pulse_run(&pulse, &brokers, total, work.path(), &probing, deadline);
     if let Some(broker) = broker.as_mut() {
         broker.terminate(Duration::from_secs(5));
     }
@@ -267,11 +280,13 @@ fn pulse_run(
     brokers: &str,
     total: u64,
     work: &Path,
+    probing: &Probing,
     deadline: Instant,
 ) -> (f64, f64, u64, u64, u64, Vec<f64>) {
     let http = free_port();
     let topic = topic();
     let config = work.join("pulse.toml");
+    let refresh = &probing.refresh;
     std::fs::write(
         &config,
         format!(
@@ -286,7 +301,7 @@ dead_letters = false
 "heartbeat.interval.ms" = "1000"
 [http]
 listen = "127.0.0.1:{http}"
-refresh_interval = "100ms"
+refresh_interval = "{refresh}"
 [state]
 dir = "{}"
 [rollups]
@@ -345,7 +360,7 @@ enabled = false
     };
     let end = Instant::now();
     let (first_at, first_seen) = first.expect("saw events");
-    let fresh = freshness(brokers, http, accepted + rejected, deadline);
+    let fresh = freshness(brokers, http, accepted + rejected, probing.probes, deadline);
     let stopped = child.terminate(Duration::from_secs(40));
     eprintln!("pulse run stopped cleanly: {stopped}; accepted {accepted}, rejected {rejected}");
     (
@@ -360,17 +375,22 @@ enabled = false
 
 /// Freshness, once the backlog is consumed: produce one event at a time (a new user, a
 /// second after the history) and time how long until `/v1/metrics` counts it. Includes
-/// the producer's delivery, pulse's fetch and the snapshot refresh (`refresh_interval`,
-/// 100 ms here; 1 s by default). Returns milliseconds per probe.
-fn freshness(brokers: &str, http: u16, mut seen: u64, deadline: Instant) -> Vec<f64> {
-    const PROBES: usize = 20;
+/// the producer's delivery, pulse's fetch and the snapshot refresh (`refresh_interval`).
+/// Returns milliseconds per probe.
+fn freshness(
+    brokers: &str,
+    http: u16,
+    mut seen: u64,
+    probes: usize,
+    deadline: Instant,
+) -> Vec<f64> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "0")
         .create()
         .expect("create producer");
-    let mut samples = Vec::with_capacity(PROBES);
-    for i in 0..PROBES {
+    let mut samples = Vec::with_capacity(probes);
+    for i in 0..probes {
         let payload = format!(
             r#"{{"user_id":"fresh-{i}","event":"page_view","timestamp":"2026-03-01T12:00:{:02}.000Z"}}"#,
             i + 1
