@@ -14,9 +14,9 @@
 //! compared with each other, the from-start ones with each other.
 //!
 //! Then, with the backlog consumed, single events measure freshness: produce → counted by
-//! `/v1/metrics` (`--probes`, 20 by default; `--refresh-interval` sets pulse's
+//! `/v1/metrics` (`--probes`, 20 by default; `--refresh-ms` sets pulse's
 //! `http.refresh_interval`, 100 ms by default so that the throughput poll is fine-grained;
-//! `--refresh-interval 1s` measures freshness at pulse's default).
+//! `--refresh-ms 1000` measures freshness at pulse's default).
 //!
 //! With `KAFKA_BROKERS` set, the harness uses that broker instead (Apache Kafka, Redpanda…)
 //! and a topic of its own, `bench-events-<unix time>`, left behind for the operator to
@@ -41,8 +41,8 @@ static TOPIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// How freshness is probed once the backlog is consumed.
 struct Probing {
-    /// pulse's `http.refresh_interval`.
-    refresh: String,
+    /// pulse's `http.refresh_interval`, in milliseconds.
+    refresh_ms: u64,
     probes: usize,
 }
 
@@ -57,7 +57,7 @@ fn main() {
     let limit = Duration::from_secs(arg("--timeout-secs", 1500));
     let deadline = Instant::now() + limit;
     let probing = Probing {
-        refresh: arg("--refresh-interval", "100ms".to_owned()),
+        refresh_ms: arg("--refresh-ms", 100),
         probes: arg("--probes", 20),
     };
 
@@ -286,7 +286,7 @@ fn pulse_run(
     let http = free_port();
     let topic = topic();
     let config = work.join("pulse.toml");
-    let refresh = &probing.refresh;
+    let refresh = format!("{}ms", probing.refresh_ms);
     std::fs::write(
         &config,
         format!(
@@ -360,7 +360,7 @@ enabled = false
     };
     let end = Instant::now();
     let (first_at, first_seen) = first.expect("saw events");
-    let fresh = freshness(brokers, http, accepted + rejected, probing.probes, deadline);
+    let fresh = freshness(brokers, http, accepted + rejected, probing, deadline);
     let stopped = child.terminate(Duration::from_secs(40));
     eprintln!("pulse run stopped cleanly: {stopped}; accepted {accepted}, rejected {rejected}");
     (
@@ -381,9 +381,10 @@ fn freshness(
     brokers: &str,
     http: u16,
     mut seen: u64,
-    probes: usize,
+    probing: &Probing,
     deadline: Instant,
 ) -> Vec<f64> {
+    let probes = probing.probes;
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "0")
@@ -421,8 +422,13 @@ fn freshness(
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        // Let a refresh pass so probes do not line up with the refresh tick.
-        std::thread::sleep(Duration::from_millis(37 + 11 * i as u64 % 60));
+        // A probe is seen just after a refresh tick; wait a fraction of the interval that
+        // differs from probe to probe (the golden-ratio sequence spreads them evenly), so
+        // the probes sample every phase of the tick, not one.
+        let fraction = (i as f64 * 0.618_034).fract();
+        std::thread::sleep(Duration::from_millis(
+            (fraction * probing.refresh_ms as f64) as u64,
+        ));
     }
     samples
 }

@@ -3,7 +3,8 @@
 #   1. bench-e2e: tansu + `pulse loadgen`, bare rdkafka consumer (ceiling) vs `pulse run`;
 #   2. bench-hll: `pulse replay` vs Redis HyperLogLogs vs exact, on one workload (the Redis
 #      consumer decoding with pulse's decoder, then with serde_json::Value);
-#   3. bench-hll --redis false: pulse's accuracy at 10^4 and 10^6 users (10^5 is step 2).
+#   3. bench-hll --redis false: pulse's accuracy at 10^4 and 10^6 users (10^5 is step 2);
+#   4. bench-e2e on a small topic with pulse's default 1 s refresh: freshness over 60 probes.
 # Results (Markdown tables + one JSON line each) go to stdout and to target/bench-harness/.
 # Knobs: E2E_EVENTS (5000000), E2E_USERS (80000), HLL_USERS (100000), ACCURACY="10000 1000000".
 # Every process runs under `timeout`; each step has its own bound.
@@ -44,3 +45,7 @@ for users in $ACCURACY; do
     timeout 1000 target/release/bench-hll --users "$users" --days 30 --sessions "$sessions" \
         --redis false --timeout-secs 900 | tee "$out/accuracy-$users.md"
 done
+
+echo "== 4. freshness at the default refresh interval (1 s), 60 probes"
+timeout 600 target/release/bench-e2e --events 300000 --users 16000 --refresh-ms 1000 --probes 60 \
+    --timeout-secs 500 | tee "$out/freshness-1s.md"
