@@ -265,6 +265,11 @@ pub const SNAPSHOT_TIMESTAMP_SECONDS: Def = gauge(
     &[],
     "Unix time the latest snapshot describes (wall clock when live, latest event in replay).",
 );
+pub const SNAPSHOT_DURATION_SECONDS: Def = gauge(
+    "pulse_snapshot_duration_seconds",
+    &[],
+    "How long the latest snapshot took (the shards apply no events meanwhile); alert when it nears http.refresh_interval.",
+);
 pub const BUILD_INFO: Def = gauge(
     "pulse_build_info",
     &["version", "git_commit"],
@@ -311,6 +316,7 @@ pub const ALL: &[Def] = &[
     CHECKPOINT_PAUSE_SECONDS,
     CHECKPOINT_WRITE_SECONDS,
     SNAPSHOT_TIMESTAMP_SECONDS,
+    SNAPSHOT_DURATION_SECONDS,
     BUILD_INFO,
 ];
 
@@ -423,6 +429,10 @@ pub(crate) fn families(
             c.last_write_seconds,
         ));
     }
+    out.push(Family::single_opt(
+        &SNAPSHOT_DURATION_SECONDS,
+        status.snapshot_seconds,
+    ));
     let mut info = Family::new(&BUILD_INFO);
     info.sample(&[&build.version, &build.git_commit], 1.0);
     out.push(info.done());
@@ -776,6 +786,7 @@ mod tests {
                 last_pause_seconds: 0.002,
                 last_write_seconds: 0.03,
             }),
+            snapshot_seconds: Some(0.22),
         }
     }
 
@@ -937,6 +948,7 @@ mod tests {
             1_773_143_990.0
         );
         assert_eq!(e.value("pulse_dead_letter_errors_total"), 1.0);
+        assert_eq!(e.value("pulse_snapshot_duration_seconds"), 0.22);
         assert_eq!(
             e.value(r#"pulse_consumer_lag_messages{topic="events",partition="0"}"#),
             42.0

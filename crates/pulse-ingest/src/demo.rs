@@ -30,10 +30,11 @@ pub fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn ready() -> IngestStatus {
+fn ready(pipeline: &Pipeline) -> IngestStatus {
     IngestStatus {
         broker_up: true,
         ready: true,
+        snapshot_seconds: pipeline.last_snapshot_seconds(),
         ..IngestStatus::default()
     }
 }
@@ -75,7 +76,7 @@ pub async fn run(
         }
     }
     pipeline.advance_clock(wall_ms(), true);
-    sink.publish(pipeline.snapshot().await?, ready());
+    sink.publish(pipeline.snapshot().await?, ready(pipeline));
     tracing::info!(
         events = backfilled,
         "Demo history loaded; generating live events."
@@ -95,7 +96,7 @@ pub async fn run(
                     pipeline.ingest(line.as_bytes(), None).await?;
                 }
                 pipeline.advance_clock(now, true);
-                sink.publish(pipeline.snapshot().await?, ready());
+                sink.publish(pipeline.snapshot().await?, ready(pipeline));
                 if let Some(rollups) = rollups.as_mut() {
                     rollups.tick(pipeline).await?;
                 }

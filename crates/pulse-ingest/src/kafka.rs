@@ -684,6 +684,7 @@ pub async fn run(
                     }
                     let mut status = status(&shared, &broker_up, &consumer.context().positions(), &watermarks.assigned, dead_letters.as_ref());
                     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
+                    status.snapshot_seconds = pipeline.last_snapshot_seconds();
                     sink.publish(snapshot, status);
                 }
                 received = consumer.recv() => {
@@ -782,6 +783,7 @@ pub async fn run(
         dead_letters.as_ref(),
     );
     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
+    status.snapshot_seconds = pipeline.last_snapshot_seconds();
     sink.publish(snapshot, status);
     Ok(())
 }

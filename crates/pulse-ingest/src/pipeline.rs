@@ -7,6 +7,8 @@
 //! through all shards, so the snapshot covers exactly the records routed before the call:
 //! the source may commit their offsets once it returns.
 
+use std::time::{Duration, Instant};
+
 use pulse_core::ingest::{Ingestor, Outcome};
 use pulse_core::settings::ClockMode;
 use pulse_core::shard::{ShardEvent, sketch_shape};
@@ -31,6 +33,7 @@ pub struct Pipeline {
     ingestor: Ingestor,
     pool: ShardPool,
     pending: Vec<Vec<ShardEvent>>,
+    last_snapshot: Option<Duration>,
 }
 
 impl Pipeline {
@@ -56,6 +59,7 @@ impl Pipeline {
             ingestor,
             pool,
             pending,
+            last_snapshot: None,
         })
     }
 
@@ -145,17 +149,25 @@ impl Pipeline {
     /// A consistent snapshot of everything routed so far.
     pub async fn snapshot(&mut self) -> Result<KpiSnapshot, ShardStopped> {
         self.flush().await?;
+        let started = Instant::now();
         let at = self.ingestor.summary_point();
         let summaries = self.pool.summarize(at).await?;
         let mut calendar = self.ingestor.calendar().clone();
         let shape = sketch_shape(&self.settings);
-        Ok(snapshot::build(
+        let snapshot = snapshot::build(
             self.ingestor.state(),
             &summaries,
             &mut calendar,
             shape,
             self.ingestor.now_ms(),
-        ))
+        );
+        self.last_snapshot = Some(started.elapsed());
+        Ok(snapshot)
+    }
+
+    /// How long the latest [`Pipeline::snapshot`] took, once there was one.
+    pub fn last_snapshot_seconds(&self) -> Option<f64> {
+        self.last_snapshot.map(|d| d.as_secs_f64())
     }
 
     /// Closes every open session: the end of a finite input.
