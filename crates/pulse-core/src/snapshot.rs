@@ -14,7 +14,7 @@ use crate::features::FeatureId;
 use crate::ingest::RouterState;
 use crate::shard::{LifetimeSessions, SESSION_BUCKETS_SECONDS, SessionStats};
 use crate::sketch::{DistinctSketch, DistinctUnion, SketchShape};
-use crate::summary::{FamilyParts, SPAN, ShardSummary};
+use crate::summary::{SPAN, ShardSummary};
 use crate::time::{Calendar, rfc3339};
 
 /// One value per window, serialised under the keys `1d`, `7d`, `30d`.
@@ -172,11 +172,11 @@ pub fn build(
     if now_ms.is_none() {
         return snapshot;
     }
-    let active = Estimates::of(summaries, shape, |s| Some(&s.active));
-    snapshot.active_users = active.current;
-    snapshot.active_users_previous = active.previous;
-    snapshot.stickiness = stickiness(summaries, shape, &active);
-    snapshot.new_users = Estimates::of(summaries, shape, |s| Some(&s.signups)).current;
+    snapshot.active_users = window_estimates(summaries, shape, |s| Some(&s.active.current));
+    snapshot.active_users_previous =
+        window_estimates(summaries, shape, |s| Some(&s.active.previous));
+    snapshot.stickiness = stickiness(summaries, shape, &snapshot.active_users_previous);
+    snapshot.new_users = window_estimates(summaries, shape, |s| Some(&s.signups.current));
     let recent =
         |w: usize| union_estimate(shape, summaries.iter().filter_map(|s| s.recent[w].as_ref()));
     snapshot.recent_active_users = Recent {
@@ -192,9 +192,9 @@ pub fn build(
     }
     let [d1, d7, d30] = windows;
     snapshot.sessions = Windowed {
-        d1: session_kpis(&d1, active.current.d1),
-        d7: session_kpis(&d7, active.current.d7),
-        d30: session_kpis(&d30, active.current.d30),
+        d1: session_kpis(&d1, snapshot.active_users.d1),
+        d7: session_kpis(&d7, snapshot.active_users.d7),
+        d30: session_kpis(&d30, snapshot.active_users.d30),
     };
 
     let mut ids: Vec<FeatureId> = (0..router.features.tracked() as FeatureId).collect();
@@ -206,7 +206,9 @@ pub fn build(
         ids.push(other);
     }
     for id in ids {
-        let users = Estimates::of(summaries, shape, |s| s.features.get(usize::from(id))).current;
+        let users = window_estimates(summaries, shape, |s| {
+            s.features.get(usize::from(id)).map(|f| &f.current)
+        });
         let adoption = Windowed {
             d1: ratio(users.d1 as f64, snapshot.active_users.d1 as f64),
             d7: ratio(users.d7 as f64, snapshot.active_users.d7 as f64),
@@ -235,47 +237,34 @@ fn union_estimate<'a>(
     union.estimate().round() as u64
 }
 
-/// Window estimates of one sketch family across shards.
-struct Estimates {
-    current: Windowed<u64>,
-    previous: Windowed<u64>,
-}
-
-impl Estimates {
-    fn of(
-        summaries: &[ShardSummary],
-        shape: SketchShape,
-        pick: impl Fn(&ShardSummary) -> Option<&FamilyParts>,
-    ) -> Estimates {
-        let window = |w: usize, previous: bool| {
-            let parts = summaries.iter().filter_map(&pick);
-            union_estimate(
-                shape,
-                parts.filter_map(|p| {
-                    if previous {
-                        p.previous[w].as_ref()
-                    } else {
-                        p.current[w].as_ref()
-                    }
-                }),
-            )
-        };
-        Estimates {
-            current: Windowed {
-                d1: window(0, false),
-                d7: window(1, false),
-                d30: window(2, false),
-            },
-            previous: Windowed {
-                d1: window(0, true),
-                d7: window(1, true),
-                d30: window(2, true),
-            },
-        }
+/// The estimates of one family's windows (current or previous) across shards.
+fn window_estimates(
+    summaries: &[ShardSummary],
+    shape: SketchShape,
+    pick: impl Fn(&ShardSummary) -> Option<&[Option<DistinctSketch>; 3]>,
+) -> Windowed<u64> {
+    let window = |w: usize| {
+        union_estimate(
+            shape,
+            summaries
+                .iter()
+                .filter_map(&pick)
+                .filter_map(|windows| windows[w].as_ref()),
+        )
+    };
+    Windowed {
+        d1: window(0),
+        d7: window(1),
+        d30: window(2),
     }
 }
 
-fn stickiness(summaries: &[ShardSummary], shape: SketchShape, active: &Estimates) -> Stickiness {
+/// `active_previous`: active users over the windows ending yesterday (complete days).
+fn stickiness(
+    summaries: &[ShardSummary],
+    shape: SketchShape,
+    active_previous: &Windowed<u64>,
+) -> Stickiness {
     // Complete days only: offsets 1..=7 and 1..=30 (yesterday and back).
     let daily: Vec<f64> = (0..SPAN)
         .map(|offset| {
@@ -286,7 +275,7 @@ fn stickiness(summaries: &[ShardSummary], shape: SketchShape, active: &Estimates
         })
         .collect();
     let mean = |days: usize| daily[1..=days].iter().sum::<f64>() / days as f64;
-    let (week, month) = (active.previous.d7 as f64, active.previous.d30 as f64);
+    let (week, month) = (active_previous.d7 as f64, active_previous.d30 as f64);
     Stickiness {
         dau_mau: ratio(mean(30), month),
         dau_wau: ratio(mean(7), week),

@@ -34,7 +34,9 @@ pub struct SummaryPoint {
 pub struct FamilyParts {
     /// Unions over the windows ending today, by [`WINDOWS`] position.
     pub current: [Option<DistinctSketch>; 3],
-    /// Unions over the windows ending yesterday.
+    /// Unions over the windows ending yesterday: for active users only, the one family
+    /// whose previous windows a snapshot shows (always `None` for the others, which would
+    /// cost as much again to fold for nothing).
     pub previous: [Option<DistinctSketch>; 3],
 }
 
@@ -161,13 +163,19 @@ impl ShardState {
         }
         let no_past = PastFamily::default();
         ShardSummary {
-            active: family(&days, shape, &past.active, |b| Some(&b.active)),
+            active: family(&days, shape, &past.active, Previous::Fold, |b| {
+                Some(&b.active)
+            }),
             active_daily: days.iter().map(|b| b.map(|b| b.active.clone())).collect(),
-            signups: family(&days, shape, &past.signups, |b| b.signups.as_ref()),
+            signups: family(&days, shape, &past.signups, Previous::Skip, |b| {
+                b.signups.as_ref()
+            }),
             features: (0..feature_count)
                 .map(|id| {
                     let before = past.features.get(id).unwrap_or(&no_past);
-                    family(&days, shape, before, |b| b.feature(id as FeatureId))
+                    family(&days, shape, before, Previous::Skip, |b| {
+                        b.feature(id as FeatureId)
+                    })
                 })
                 .collect(),
             sessions,
@@ -202,12 +210,20 @@ fn past_family(
     PastFamily(before)
 }
 
+/// Whether a family's windows ending yesterday are folded too (see [`FamilyParts`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Previous {
+    Fold,
+    Skip,
+}
+
 /// The windows of one family: each the past before it, with today (current) or with the
 /// day just before its start (previous, the window ending yesterday).
 fn family(
     days: &[Option<&DayBucket>],
     shape: SketchShape,
     past: &PastFamily,
+    previous: Previous,
     pick: impl Fn(&DayBucket) -> Option<&DistinctSketch>,
 ) -> FamilyParts {
     let today = days[0].and_then(&pick);
@@ -215,7 +231,9 @@ fn family(
     for (w, length) in WINDOWS.iter().enumerate() {
         let before = past.0[w].as_ref();
         parts.current[w] = union_of(shape, [before, today]);
-        parts.previous[w] = union_of(shape, [before, days[*length].and_then(&pick)]);
+        if previous == Previous::Fold {
+            parts.previous[w] = union_of(shape, [before, days[*length].and_then(&pick)]);
+        }
     }
     parts
 }
@@ -296,17 +314,20 @@ mod tests {
                 }
                 any.then(|| union.to_sketch().estimate())
             };
-        let family = |pick: &dyn Fn(&DayBucket) -> Option<&DistinctSketch>| {
+        // Previous windows for active users only (see `FamilyParts`).
+        let family = |pick: &dyn Fn(&DayBucket) -> Option<&DistinctSketch>, previous: bool| {
             let current = WINDOWS.iter().map(|&length| window(pick, 0, length));
-            let previous = WINDOWS.iter().map(|&length| window(pick, 1, length));
+            let previous = WINDOWS
+                .iter()
+                .map(|&length| previous.then(|| window(pick, 1, length)).flatten());
             current.chain(previous).collect::<Vec<_>>()
         };
         [
-            family(&|b| Some(&b.active)),
-            family(&|b| b.signups.as_ref()),
+            family(&|b| Some(&b.active), true),
+            family(&|b| b.signups.as_ref(), false),
         ]
         .into_iter()
-        .chain((0..features).map(|id| family(&|b| b.feature(id as FeatureId))))
+        .chain((0..features).map(|id| family(&|b| b.feature(id as FeatureId), false)))
         .collect()
     }
 
