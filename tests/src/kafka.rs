@@ -817,6 +817,9 @@ pub fn test_consumer_properties() -> Vec<(&'static str, &'static str)> {
     vec![
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "1000"),
+        // Consumer lag comes from librdkafka's statistics (every 2 s by default): a test
+        // backlog that pulse reads in about that time could otherwise show no lag at all.
+        ("statistics.interval.ms", "200"),
     ]
 }
 
