@@ -650,7 +650,10 @@ pub async fn run(
                 _ = tick.tick() => {
                     follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
                     watermarks.refresh_assignment(&consumer, &shared);
-                    watermarks.exchange_end_checks(&shared, &consumer.context().positions(), broker_up.load(Ordering::Relaxed));
+                    // Positions move only as this loop routes records (and at rebalances, inside
+                    // recv()): one copy serves the whole tick.
+                    let positions = consumer.context().positions();
+                    watermarks.exchange_end_checks(&shared, &positions, broker_up.load(Ordering::Relaxed));
                     // Caught up: every partition is ours and has reported its end.
                     let caught_up = watermarks.caught_up();
                     if caught_up != was_caught_up {
@@ -674,15 +677,15 @@ pub async fn run(
                             if durable.checkpointer.due() {
                                 let started = Instant::now();
                                 let state = pipeline.state().await?;
-                                durable.checkpointer.start(state, consumer.context().positions(), started.elapsed());
+                                durable.checkpointer.start(state, positions.clone(), started.elapsed());
                             }
                         }
-                        None => commit(&consumer, &consumer.context().positions(), CommitMode::Async),
+                        None => commit(&consumer, &positions, CommitMode::Async),
                     }
                     if let Some(rollups) = rollups.as_mut() {
                         rollups.tick(pipeline).await?;
                     }
-                    let mut status = status(&shared, &broker_up, &consumer.context().positions(), &watermarks.assigned, dead_letters.as_ref());
+                    let mut status = status(&shared, &broker_up, &positions, &watermarks.assigned, dead_letters.as_ref());
                     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
                     status.snapshot_seconds = pipeline.last_snapshot_seconds();
                     sink.publish(snapshot, status);
