@@ -8,7 +8,7 @@
 //! sessions exactly.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -65,18 +65,11 @@ pub fn replay_path(
         Box::new(File::open(path).with_context(|| format!("cannot open input {}", path.display()))?)
     };
     let source = path.display().to_string();
-    replay(
-        BufReader::with_capacity(1 << 20, reader),
-        &source,
-        settings,
-        decode_threads,
-        wall_ms,
-        outputs,
-    )
+    replay(reader, &source, settings, decode_threads, wall_ms, outputs)
 }
 
 pub fn replay(
-    input: impl BufRead,
+    input: impl Read,
     source: &str,
     settings: EngineSettings,
     decode_threads: usize,
