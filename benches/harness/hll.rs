@@ -71,7 +71,12 @@ fn main() {
             line.push('\n');
             out.write_all(line.as_bytes()).expect("write input");
         }
-        out.flush().expect("flush input");
+        // On disk before anything is timed: the kernel's write-back of 870 MB would
+        // otherwise take CPU from whichever run it happens to fall in.
+        out.into_inner()
+            .expect("flush input")
+            .sync_all()
+            .expect("sync input");
     }
     let bytes = std::fs::metadata(&input).expect("input").len();
     let count = events.len() as u64;
