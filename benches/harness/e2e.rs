@@ -22,10 +22,16 @@
 //! and a topic of its own, `bench-events-<unix time>`, left behind for the operator to
 //! delete: the ceiling is then that broker's.
 //!
+//! Both readers' CPU time from their first record to their last is measured per thread
+//! (from `/proc`), with the private broker's: on a broker that is the bottleneck, as tansu is
+//! here, the share of that time pulse's busiest thread was busy says how much faster a
+//! broker pulse could follow before one of its threads becomes the limit.
+//!
 //! Every process runs under `timeout -s KILL`, so nothing outlives the harness for long.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -34,7 +40,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use support::{Guard, arg, free_port, http_get, per_second, pulse_bin, repo_root, wait_for_port};
+use support::{
+    Guard, arg, free_port, http_get, per_second, pulse_bin, repo_root, thread_cpu_between,
+    thread_cpu_seconds, wait_for_port,
+};
 
 /// The topic of this run: fixed on the private broker, fresh on an external one.
 static TOPIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -44,6 +53,67 @@ struct Probing {
     /// pulse's `http.refresh_interval`, in milliseconds.
     refresh_ms: u64,
     probes: usize,
+}
+
+/// CPU time per thread of a reader and in total of the broker, at one moment.
+struct CpuReading {
+    reader: BTreeMap<u32, (String, f64)>,
+    broker: Option<f64>,
+}
+
+impl CpuReading {
+    fn now(reader_pid: u32, broker_pid: Option<u32>) -> CpuReading {
+        CpuReading {
+            reader: thread_cpu_seconds(reader_pid),
+            broker: broker_pid.map(|pid| thread_cpu_seconds(pid).values().map(|(_, s)| s).sum()),
+        }
+    }
+}
+
+/// CPU used between two readings: by the reader (all threads), by its busiest thread, by
+/// the broker.
+struct CpuUsed {
+    reader_seconds: f64,
+    busiest_thread: String,
+    busiest_seconds: f64,
+    broker_seconds: Option<f64>,
+}
+
+impl CpuUsed {
+    fn between(start: &CpuReading, end: &CpuReading) -> CpuUsed {
+        let threads = thread_cpu_between(&start.reader, &end.reader);
+        let (busiest_thread, busiest_seconds) = threads.first().cloned().unwrap_or_default();
+        CpuUsed {
+            reader_seconds: threads.iter().map(|(_, s)| s).sum(),
+            busiest_thread,
+            busiest_seconds,
+            broker_seconds: end.broker.zip(start.broker).map(|(e, s)| e - s),
+        }
+    }
+
+    /// A Markdown row: CPU over `seconds` of reading `records`.
+    fn row(&self, reader: &str, records: u64, seconds: f64) -> String {
+        format!(
+            "| {reader} | {:.2} s | {:.2} µs | {} {:.2} s, **{:.0} %** of {seconds:.2} s | {} |",
+            self.reader_seconds,
+            1e6 * self.reader_seconds / records as f64,
+            self.busiest_thread,
+            self.busiest_seconds,
+            100.0 * self.busiest_seconds / seconds,
+            self.broker_seconds
+                .map_or("–".to_owned(), |b| format!("{b:.2} s")),
+        )
+    }
+
+    fn json(&self, seconds: f64) -> serde_json::Value {
+        serde_json::json!({
+            "reader_cpu_seconds": self.reader_seconds,
+            "busiest_thread": self.busiest_thread,
+            "busiest_thread_cpu_seconds": self.busiest_seconds,
+            "busiest_thread_share": self.busiest_seconds / seconds,
+            "broker_cpu_seconds": self.broker_seconds,
+        })
+    }
 }
 
 fn topic() -> &'static str {
@@ -110,17 +180,27 @@ fn main() {
         per_second(total, produce_s)
     );
 
+    let broker_pid = broker.as_ref().map(|b| b.child.id());
+
     // 2. The ceiling.
-    let (ceiling_s, ceiling_first_s, ceiling_bytes, checksum) =
-        bare_consumer(&brokers, partitions, total, deadline);
+    let (ceiling_s, ceiling_first_s, ceiling_bytes, checksum, ceiling_cpu) =
+        bare_consumer(&brokers, partitions, total, broker_pid, deadline);
     eprintln!(
         "bare consumer: {total} records, {ceiling_bytes} bytes in {ceiling_s:.2} s ({}/s, checksum {checksum})",
         per_second(total, ceiling_s)
     );
 
     // 3. pulse run.
-    let (pulse_total_s, pulse_steady_s, steady_events, accepted, rejected, mut fresh) =
-        pulse_run(&pulse, &brokers, total, work.path(), &probing, deadline);
+    let (pulse_total_s, pulse_steady_s, steady_events, accepted, rejected, mut fresh, pulse_cpu) =
+        pulse_run(
+            &pulse,
+            &brokers,
+            total,
+            work.path(),
+            &probing,
+            broker_pid,
+            deadline,
+        );
     if let Some(broker) = broker.as_mut() {
         broker.terminate(Duration::from_secs(5));
     }
@@ -154,6 +234,18 @@ fn main() {
         100.0 * steady_rate / ceiling_steady_rate,
         100.0 * total_rate / ceiling_rate,
     );
+    let ceiling_steady_s = ceiling_s - ceiling_first_s;
+    println!();
+    println!("| reader | CPU, first record to last | per record | busiest thread | broker CPU |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "{}",
+        ceiling_cpu.row("ceiling", total - 1, ceiling_steady_s)
+    );
+    println!(
+        "{}",
+        pulse_cpu.row("pulse run", steady_events, pulse_steady_s)
+    );
     println!(
         "{}",
         serde_json::json!({
@@ -169,6 +261,8 @@ fn main() {
             "ratio_steady": steady_rate / ceiling_steady_rate, "ratio_from_start": total_rate / ceiling_rate,
             "freshness_ms": fresh, "freshness_p50_ms": pick(0.5), "freshness_p90_ms": pick(0.9),
             "freshness_max_ms": pick(1.0),
+            "ceiling_cpu": ceiling_cpu.json(ceiling_steady_s),
+            "pulse_cpu": pulse_cpu.json(pulse_steady_s),
         })
     );
 }
@@ -230,14 +324,16 @@ fn high_watermarks(brokers: &str, partitions: i32) -> u64 {
 }
 
 /// Reads every partition from the beginning until `total` records are read, folding every
-/// payload byte into a checksum so nothing can be optimised away. Returns (seconds from assign to the last record, seconds to the first record, bytes,
-/// checksum).
+/// payload byte into a checksum so nothing can be optimised away. Returns (seconds from
+/// assign to the last record, seconds to the first record, bytes, checksum, CPU from the
+/// first record to the last).
 fn bare_consumer(
     brokers: &str,
     partitions: i32,
     total: u64,
+    broker_pid: Option<u32>,
     deadline: Instant,
-) -> (f64, f64, u64, u64) {
+) -> (f64, f64, u64, u64, CpuUsed) {
     let c = consumer(brokers, "bench-ceiling");
     let started = Instant::now();
     let mut assignment = TopicPartitionList::new();
@@ -248,6 +344,7 @@ fn bare_consumer(
     }
     c.assign(&assignment).expect("assign");
     let (mut bytes, mut checksum, mut records, mut first) = (0u64, 0u64, 0u64, 0.0);
+    let mut cpu_at_first = None;
     while records < total {
         assert!(
             Instant::now() < deadline,
@@ -259,6 +356,7 @@ fn bare_consumer(
         let message = result.expect("consume");
         if records == 0 {
             first = started.elapsed().as_secs_f64();
+            cpu_at_first = Some(CpuReading::now(std::process::id(), broker_pid));
         }
         records += 1;
         if let Some(payload) = message.payload() {
@@ -269,20 +367,26 @@ fn bare_consumer(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuUsed::between(
+        &cpu_at_first.expect("read records"),
+        &CpuReading::now(std::process::id(), broker_pid),
+    );
     eprintln!("bare consumer read {records} records");
-    (seconds, first, bytes, checksum)
+    (seconds, first, bytes, checksum, cpu)
 }
 
 /// Runs `pulse run` until `/v1/metrics` counts `total` records; returns (seconds from start,
-/// steady seconds, events in the steady part, accepted, rejected).
+/// steady seconds, events in the steady part, accepted, rejected, freshness probes, CPU in
+/// the steady part).
 fn pulse_run(
     pulse: &Path,
     brokers: &str,
     total: u64,
     work: &Path,
     probing: &Probing,
+    broker_pid: Option<u32>,
     deadline: Instant,
-) -> (f64, f64, u64, u64, u64, Vec<f64>) {
+) -> (f64, f64, u64, u64, u64, Vec<f64>, CpuUsed) {
     let http = free_port();
     let topic = topic();
     let config = work.join("pulse.toml");
@@ -328,7 +432,7 @@ enabled = false
         ],
         &work.join("pulse.log"),
     );
-    let mut first: Option<(Instant, u64)> = None;
+    let mut first: Option<(Instant, u64, CpuReading)> = None;
     let (accepted, rejected) = loop {
         assert!(
             Instant::now() < deadline,
@@ -352,14 +456,19 @@ enabled = false
         let rejected = snapshot["events"]["rejected"].as_u64().unwrap_or(0);
         let seen = accepted + rejected;
         if seen > 0 && first.is_none() {
-            first = Some((Instant::now(), seen));
+            let cpu = CpuReading::now(child.child.id(), broker_pid);
+            first = Some((Instant::now(), seen, cpu));
         }
         if seen >= total {
             break (accepted, rejected);
         }
     };
     let end = Instant::now();
-    let (first_at, first_seen) = first.expect("saw events");
+    let (first_at, first_seen, cpu_at_first) = first.expect("saw events");
+    let cpu = CpuUsed::between(
+        &cpu_at_first,
+        &CpuReading::now(child.child.id(), broker_pid),
+    );
     let fresh = freshness(brokers, http, accepted + rejected, probing, deadline);
     let stopped = child.terminate(Duration::from_secs(40));
     eprintln!("pulse run stopped cleanly: {stopped}; accepted {accepted}, rejected {rejected}");
@@ -370,6 +479,7 @@ enabled = false
         accepted,
         rejected,
         fresh,
+        cpu,
     )
 }
 

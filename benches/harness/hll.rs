@@ -38,7 +38,7 @@ use pulse_core::decode::Decoder;
 use pulse_tests::{OracleSettings, exact_snapshot};
 use pulse_workload::{WorkloadConfig, generate};
 use serde_json::Value;
-use support::{Guard, arg, free_port, per_second, pulse_bin, wait_for_port};
+use support::{Guard, arg, free_port, own_cpu_seconds, per_second, pulse_bin, wait_for_port};
 
 const DAY_MS: i64 = 86_400_000;
 const WINDOWS: [(&str, i64); 3] = [("1d", 1), ("7d", 7), ("30d", 30)];
@@ -273,20 +273,6 @@ struct RedisResult {
     /// the start of ingestion to the last answer.
     consumer_cpu_seconds: f64,
     server_cpu_seconds: f64,
-}
-
-/// CPU time (user + system) this process has used so far, all threads: fields 14 and 15 of
-/// `/proc/self/stat`, in ticks of 1/100 s (`USER_HZ`, fixed at 100 by Linux's ABI).
-fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The name (field 2) may hold spaces; count from the ')' that closes it (field 3 on).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |field: usize| fields.get(field - 3).and_then(|f| f.parse::<f64>().ok());
-    (ticks(14).unwrap_or(0.0) + ticks(15).unwrap_or(0.0)) / 100.0
 }
 
 /// A section of `INFO` as `key:value` lines.

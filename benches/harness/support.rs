@@ -1,5 +1,5 @@
 //! Shared by the harness binaries: where the tools are, free loopback ports, child
-//! processes that always stop, and a minimal HTTP GET.
+//! processes that always stop, a minimal HTTP GET, and CPU time per thread from `/proc`.
 //!
 //! Every process the harness starts runs under coreutils `timeout -s KILL SECS`, so it
 //! stops by itself even if the harness is killed with `SIGKILL` (no Drop runs then); the
@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each binary uses a subset
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -170,4 +171,72 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
                 .unwrap_or_else(|_| panic!("{name}: cannot parse {v:?}"))
         })
         .unwrap_or(default)
+}
+
+/// A thread's name and CPU time (user + system, seconds) from its `stat` file: fields 14
+/// and 15, in ticks of 1/100 s (`USER_HZ`, fixed at 100 by Linux's ABI).
+fn stat_cpu(stat: &str) -> Option<(String, f64)> {
+    // The name (field 2) may hold spaces and parentheses; it ends at the last ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<f64>().ok();
+    Some((name, (ticks(14)? + ticks(15)?) / 100.0))
+}
+
+/// CPU time this process has used so far, all threads together.
+pub fn own_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu(&stat))
+        .map_or(0.0, |(_, seconds)| seconds)
+}
+
+/// CPU time so far of every thread of `pid` and of the processes under it (a [`Guard`]'s
+/// child is `timeout`, the program runs under it), by thread id, with the thread's name.
+/// Threads that have ended are not listed.
+pub fn thread_cpu_seconds(pid: u32) -> BTreeMap<u32, (String, f64)> {
+    let mut threads = BTreeMap::new();
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let path = task.path();
+            if let Some(cpu) = std::fs::read_to_string(path.join("stat"))
+                .ok()
+                .and_then(|stat| stat_cpu(&stat))
+            {
+                threads.insert(tid, cpu);
+            }
+            if let Ok(children) = std::fs::read_to_string(path.join("children")) {
+                pending.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    threads
+}
+
+/// CPU used by each thread between two [`thread_cpu_seconds`] readings, busiest first.
+pub fn thread_cpu_between(
+    before: &BTreeMap<u32, (String, f64)>,
+    after: &BTreeMap<u32, (String, f64)>,
+) -> Vec<(String, f64)> {
+    let mut used: Vec<(String, f64)> = after
+        .iter()
+        .map(|(tid, (name, seconds))| {
+            let earlier = before.get(tid).map_or(0.0, |(_, s)| *s);
+            (name.clone(), seconds - earlier)
+        })
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used
 }
