@@ -53,7 +53,9 @@ pub fn split_records(message: &[u8]) -> Result<Records<'_>, Rejection> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    // Every record of a live consumer passes here: a substring search, not a comparison
+    // at each position (that was 3 % of `pulse run`'s consume loop).
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@
 //! Broker health comes from a metadata probe and lag from librdkafka's statistics; neither
 //! ever blocks the consume loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashSet};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use pulse_core::Rejection;
@@ -207,14 +208,20 @@ impl PulseContext {
     /// that record already. Whatever makes librdkafka deliver a partition again from an
     /// older offset (an offset reset after the broker lost data, say), no record is applied
     /// twice.
-    fn claim(&self, partition: (String, i32), offset: i64) -> bool {
+    fn claim(&self, partition: &(String, i32), offset: i64) -> bool {
         let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-        let next = positions.entry(partition).or_insert(offset);
-        if offset < *next {
-            return false;
+        // Looked up by reference: the key is cloned only for a partition's first record.
+        match positions.get_mut(partition) {
+            Some(next) if offset < *next => false,
+            Some(next) => {
+                *next = offset + 1;
+                true
+            }
+            None => {
+                positions.insert(partition.clone(), offset + 1);
+                true
+            }
         }
-        *next = offset + 1;
-        true
     }
 
     /// `None` if the assignment is unchanged since the last call, else the partitions
@@ -359,7 +366,7 @@ impl DeadLetters {
         record: &[u8],
         key: Option<&[u8]>,
         reason: Rejection,
-        origin: &Origin,
+        origin: &Origin<'_>,
         index: Option<usize>,
     ) {
         let partition = origin.partition.to_string();
@@ -372,7 +379,7 @@ impl DeadLetters {
             })
             .insert(Header {
                 key: "pulse.source.topic",
-                value: Some(origin.topic.as_str()),
+                value: Some(origin.topic),
             })
             .insert(Header {
                 key: "pulse.source.partition",
@@ -428,8 +435,8 @@ impl DeadLetters {
     }
 }
 
-struct Origin {
-    topic: String,
+struct Origin<'a> {
+    topic: &'a str,
     partition: i32,
     offset: i64,
 }
@@ -482,8 +489,8 @@ pub struct Durability {
 #[derive(Default)]
 struct Resume {
     resume_at: Offsets,
-    checked: std::collections::HashSet<(String, i32)>,
-    sought: std::collections::HashSet<(String, i32)>,
+    checked: HashSet<(String, i32)>,
+    sought: HashSet<(String, i32)>,
 }
 
 enum Placement {
@@ -501,11 +508,12 @@ impl Resume {
         self.resume_at.insert(partition, position);
     }
 
-    fn place(&mut self, topic: &str, partition: i32, offset: i64) -> Placement {
-        let key = (topic.to_owned(), partition);
-        if self.checked.contains(&key) {
+    fn place(&mut self, key: &(String, i32), offset: i64) -> Placement {
+        if self.checked.contains(key) {
             return Placement::Apply;
         }
+        let (topic, partition) = (key.0.as_str(), key.1);
+        let key = key.clone();
         let Some(&resume_at) = self.resume_at.get(&key) else {
             self.checked.insert(key);
             return Placement::Apply;
@@ -695,36 +703,36 @@ pub async fn run(
                     match received {
                         Ok(message) => {
                             let origin = Origin {
-                                topic: message.topic().to_owned(),
+                                topic: message.topic(),
                                 partition: message.partition(),
                                 offset: message.offset(),
                             };
-                            match resume.place(&origin.topic, origin.partition, origin.offset) {
+                            // The one copy of the topic's name per record: every lookup
+                            // below borrows it.
+                            let key = (origin.topic.to_owned(), origin.partition);
+                            match resume.place(&key, origin.offset) {
                                 Placement::Apply => {}
                                 Placement::SeekBack(to) => {
-                                    tracing::info!(topic = %origin.topic, partition = origin.partition, offset = to, "Seeking back to this instance's position.");
-                                    if let Err(error) = consumer.seek(&origin.topic, origin.partition, Offset::Offset(to), Duration::from_secs(10)) {
+                                    tracing::info!(topic = origin.topic, partition = origin.partition, offset = to, "Seeking back to this instance's position.");
+                                    if let Err(error) = consumer.seek(origin.topic, origin.partition, Offset::Offset(to), Duration::from_secs(10)) {
                                         tracing::warn!(%error, "Seek failed; retrying on the next record.");
-                                        resume.sought.remove(&(origin.topic.clone(), origin.partition));
+                                        resume.sought.remove(&key);
                                     }
                                     continue;
                                 }
                             }
-                            let key = (origin.topic.clone(), origin.partition);
-                            if !consumer.context().claim(key.clone(), origin.offset) {
-                                tracing::debug!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
+                            if !consumer.context().claim(&key, origin.offset) {
+                                tracing::debug!(topic = origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
                                 continue;
                             }
                             let fallback = message.timestamp().to_millis();
                             let payload = message.payload().unwrap_or_default();
-                            let dead_letter = dead_letters.as_mut().and_then(|letters| {
-                                options.dead_letter_topic_for(&origin.topic).map(|topic| (letters, topic))
-                            });
+                            let dead_letter = dead_letters.as_mut().map(|letters| (letters, options));
                             let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
                             if !watermarks.assigned.contains(&key) {
                                 watermarks.refresh_assignment(&consumer, &shared);
                             }
-                            watermarks.observe(key, newest);
+                            watermarks.observe(&key, newest);
                             if let Some(watermark) = watermarks.combined() {
                                 pipeline.advance_watermark(watermark);
                             }
@@ -865,8 +873,8 @@ impl PartitionWatermarks {
     }
 
     /// Records arrived from `partition`, the newest accepted event among them at `newest`.
-    fn observe(&mut self, partition: (String, i32), newest: Option<i64>) {
-        self.at_end.remove(&partition);
+    fn observe(&mut self, partition: &(String, i32), newest: Option<i64>) {
+        self.at_end.remove(partition);
         if !self.quiet_ends.is_empty() {
             let now = Instant::now();
             for other in self.quiet_ends.drain(..) {
@@ -876,8 +884,12 @@ impl PartitionWatermarks {
             }
         }
         if let Some(ts) = newest {
-            let entry = self.newest.entry(partition).or_insert(ts);
-            *entry = (*entry).max(ts);
+            match self.newest.get_mut(partition) {
+                Some(held) => *held = (*held).max(ts),
+                None => {
+                    self.newest.insert(partition.clone(), ts);
+                }
+            }
         }
     }
 
@@ -987,15 +999,23 @@ impl PartitionWatermarks {
     }
 }
 
-/// Routes a message's records; returns the newest accepted event time among them.
+/// Routes a message's records; returns the newest accepted event time among them. A
+/// rejected record goes to the dead-letter topic, if there is one (named only then).
 fn route_message(
     pipeline: &mut Pipeline,
     payload: &[u8],
     key: Option<&[u8]>,
     fallback: Option<i64>,
-    origin: &Origin,
-    mut dead_letter: Option<(&mut DeadLetters, String)>,
+    origin: &Origin<'_>,
+    mut dead_letter: Option<(&mut DeadLetters, &KafkaOptions)>,
 ) -> Option<i64> {
+    let mut reject = |record: &[u8], reason: Rejection, index: Option<usize>| {
+        if let Some((letters, options)) = dead_letter.as_mut()
+            && let Some(topic) = options.dead_letter_topic_for(origin.topic)
+        {
+            letters.send(&topic, record, key, reason, origin, index);
+        }
+    };
     let mut newest: Option<i64> = None;
     match split_records(payload) {
         Ok(records) => {
@@ -1005,20 +1025,14 @@ fn route_message(
                     Outcome::Accepted { event, .. } => {
                         newest = Some(newest.map_or(event.ts_ms, |n| n.max(event.ts_ms)));
                     }
-                    Outcome::Rejected(reason) => {
-                        if let Some((letters, topic)) = dead_letter.as_mut() {
-                            letters.send(topic, record, key, reason, origin, many.then_some(index));
-                        }
-                    }
+                    Outcome::Rejected(reason) => reject(record, reason, many.then_some(index)),
                     Outcome::Late | Outcome::Future => {}
                 }
             }
         }
         Err(reason) => {
             pipeline.count_rejection(reason);
-            if let Some((letters, topic)) = dead_letter.as_mut() {
-                letters.send(topic, payload, key, reason, origin, None);
-            }
+            reject(payload, reason, None);
         }
     }
     newest
@@ -1027,7 +1041,7 @@ fn route_message(
 /// Commits the offsets of the partitions assigned here. Another group member owns the
 /// rest, and this instance's older position would rewind the group's offset for it.
 fn commit(consumer: &StreamConsumer<PulseContext>, offsets: &Offsets, mode: CommitMode) {
-    let owned: Option<std::collections::HashSet<(String, i32)>> = consumer
+    let owned: Option<HashSet<(String, i32)>> = consumer
         .assignment()
         .ok()
         .map(|list| partition_names(&list).into_iter().collect());
@@ -1310,7 +1324,7 @@ mod tests {
             ..PartitionWatermarks::default()
         };
         for (n, ts) in newest.into_iter().enumerate() {
-            watermarks.observe(partition(n as i32), Some(ts));
+            watermarks.observe(&partition(n as i32), Some(ts));
         }
         for n in 0..3 {
             watermarks.reached_end(partition(n));
@@ -1329,7 +1343,7 @@ mod tests {
         assert_eq!(watermarks.combined(), None, "nothing left to read");
         assert!(watermarks.ends_to_check(&positions(5)).is_empty());
         // Records after the others' ends: they are doubted, not passed.
-        watermarks.observe(partition(0), Some(100));
+        watermarks.observe(&partition(0), Some(100));
         assert!(!watermarks.caught_up());
         assert_eq!(
             watermarks.combined(),
@@ -1341,7 +1355,7 @@ mod tests {
     #[test]
     fn a_doubted_end_counts_once_the_broker_confirms_that_very_doubt() {
         let mut watermarks = caught_up_at([10, 20, 30]);
-        watermarks.observe(partition(0), Some(100));
+        watermarks.observe(&partition(0), Some(100));
         let checks = watermarks.ends_to_check(&positions(7));
         let mut asked: Vec<(i32, i64)> =
             checks.iter().map(|c| (c.partition.1, c.position)).collect();
@@ -1368,8 +1382,8 @@ mod tests {
     #[test]
     fn a_partition_delivering_again_is_read_not_doubted() {
         let mut watermarks = caught_up_at([10, 20, 30]);
-        watermarks.observe(partition(0), Some(100));
-        watermarks.observe(partition(1), Some(90));
+        watermarks.observe(&partition(0), Some(100));
+        watermarks.observe(&partition(1), Some(90));
         let doubted: Vec<i32> = watermarks
             .ends_to_check(&positions(7))
             .iter()
@@ -1382,7 +1396,7 @@ mod tests {
     #[test]
     fn while_the_broker_is_away_a_doubt_starts_again_and_old_answers_do_not_apply() {
         let mut watermarks = caught_up_at([10, 20, 30]);
-        watermarks.observe(partition(0), Some(100));
+        watermarks.observe(&partition(0), Some(100));
         let before = watermarks.ends_to_check(&positions(7))[0].clone();
         let later = before.doubted_since + Duration::from_secs(5);
         watermarks.broker_unreachable(later);
@@ -1399,9 +1413,9 @@ mod tests {
             assigned: vec![partition(0), partition(1)],
             ..PartitionWatermarks::default()
         };
-        watermarks.observe(partition(0), Some(100));
+        watermarks.observe(&partition(0), Some(100));
         assert_eq!(watermarks.combined(), None, "partition 1 has not delivered");
-        watermarks.observe(partition(1), Some(50));
+        watermarks.observe(&partition(1), Some(50));
         assert_eq!(watermarks.combined(), None, "partition 2 is not ours");
         watermarks.assigned.push(partition(2));
         watermarks.reached_end(partition(2));
