@@ -729,7 +729,7 @@ pub async fn run(
                             let payload = message.payload().unwrap_or_default();
                             let dead_letter = dead_letters.as_mut().map(|letters| (letters, options));
                             let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
-                            if !watermarks.assigned.contains(&key) {
+                            if !watermarks.is_assigned(&key) {
                                 watermarks.refresh_assignment(&consumer, &shared);
                             }
                             watermarks.observe(&key, newest);
@@ -963,8 +963,16 @@ impl PartitionWatermarks {
         }
     }
 
+    /// Runs for each partition on every record (through [`Self::combined`]): the partition
+    /// number, which tells most partitions apart, is compared before the topic's name.
+    fn is_assigned(&self, (topic, partition): &(String, i32)) -> bool {
+        self.assigned
+            .iter()
+            .any(|(t, p)| p == partition && t == topic)
+    }
+
     fn done(&self, partition: &(String, i32)) -> bool {
-        self.assigned.contains(partition)
+        self.is_assigned(partition)
             && self
                 .at_end
                 .get(partition)
@@ -984,8 +992,7 @@ impl PartitionWatermarks {
         reading.peek()?;
         reading
             .map(|p| {
-                self.assigned
-                    .contains(p)
+                self.is_assigned(p)
                     .then(|| self.newest.get(p).copied())
                     .flatten()
             })
