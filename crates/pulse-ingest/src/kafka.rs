@@ -512,27 +512,25 @@ impl Resume {
         if self.checked.contains(key) {
             return Placement::Apply;
         }
-        let (topic, partition) = (key.0.as_str(), key.1);
-        let key = key.clone();
-        let Some(&resume_at) = self.resume_at.get(&key) else {
-            self.checked.insert(key);
+        let Some(&resume_at) = self.resume_at.get(key) else {
+            self.checked.insert(key.clone());
             return Placement::Apply;
         };
         // Records before the position are [`PulseContext::claim`]'s to skip.
-        if offset <= resume_at || self.sought.contains(&key) {
+        if offset <= resume_at || self.sought.contains(key) {
             if offset > resume_at {
                 tracing::warn!(
-                    topic,
-                    partition,
+                    topic = key.0,
+                    partition = key.1,
                     resume_at,
                     offset,
                     "Records between the checkpoint and this offset are no longer in Kafka."
                 );
             }
-            self.checked.insert(key);
+            self.checked.insert(key.clone());
             Placement::Apply
         } else {
-            self.sought.insert(key);
+            self.sought.insert(key.clone());
             Placement::SeekBack(resume_at)
         }
     }
