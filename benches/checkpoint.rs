@@ -19,6 +19,7 @@ use criterion::{
 use pulse_benches::WALL_MS;
 use pulse_core::{Engine, EngineSettings, EngineState};
 use pulse_ingest::state_store::{Offsets, StateStore};
+use pulse_ingest::topic_partition::TopicPartition;
 
 const USERS: u64 = 1_000_000;
 const FEATURES: u64 = 200;
@@ -97,7 +98,7 @@ fn month(shards: usize) -> (EngineState, u64) {
 
 fn checkpoint(c: &mut Criterion) {
     let offsets: Offsets = (0..12)
-        .map(|p| (("events".to_owned(), p), 1_000_000 + i64::from(p)))
+        .map(|p| (TopicPartition::new("events", p), 1_000_000 + i64::from(p)))
         .collect();
     let mut group = c.benchmark_group("checkpoint");
     group.sample_size(10).sampling_mode(SamplingMode::Flat);

@@ -13,7 +13,7 @@ use pulse_core::EngineState;
 use pulse_core::status::CheckpointStatus;
 use tokio::task::JoinHandle;
 
-use crate::demo::wall_ms;
+use crate::clock::wall_ms;
 use crate::state_store::{Offsets, StateStore, StateStoreError};
 
 type Written = (Offsets, Result<PathBuf, StateStoreError>, Duration, i64);

@@ -5,12 +5,13 @@
 //! refresh. The generator is the same one the tests and `pulse loadgen` use.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pulse_workload::{DAY_MS, Generator, WorkloadConfig};
 
 use pulse_core::status::IngestStatus;
 
+use crate::clock::wall_ms;
 use crate::pipeline::{Pipeline, Sink};
 use crate::rollups::RollupWriter;
 use crate::shards::ShardStopped;
@@ -21,13 +22,6 @@ pub struct DemoOptions {
     pub seed: u64,
     pub backfill_days: u32,
     pub refresh: Duration,
-}
-
-/// The wall clock in epoch milliseconds.
-pub fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn ready(pipeline: &Pipeline) -> IngestStatus {

@@ -7,7 +7,9 @@
 //! - [`pipeline`]: the router side — decode, classify, batch per shard, and every refresh
 //!   interval a barrier that yields a consistent snapshot and the offsets it covers.
 //! - [`kafka`]: the Kafka source (consumer group, manual commits after apply, dead-letter
-//!   topic, lag and broker health) and the `loadgen` producer.
+//!   topic, lag and broker health), one module per role.
+//! - [`topic_partition`]: the key of everything kept per Kafka partition.
+//! - [`clock`]: the one place the wall clock is read.
 //! - [`demo`]: the built-in generator source, no broker needed.
 //! - [`state_store`]: checkpoint files — versioned, checksummed, written atomically.
 //! - [`checkpointer`]: periodic checkpoints off the ingest path; offsets are committed to
@@ -18,11 +20,13 @@
 //! The engine itself (pulse-core) never sees a thread, a socket or a file.
 
 pub mod checkpointer;
+pub mod clock;
 pub mod demo;
 pub mod kafka;
 pub mod pipeline;
 pub mod rollups;
 pub mod shards;
 pub mod state_store;
+pub mod topic_partition;
 
 pub use pipeline::{Pipeline, Sink};

@@ -34,8 +34,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::task::JoinHandle;
 
-use crate::demo::wall_ms;
-use crate::kafka::{KafkaOptions, ensure_topics};
+use crate::clock::wall_ms;
 use crate::pipeline::Pipeline;
 use crate::shards::ShardStopped;
 
@@ -97,7 +96,7 @@ struct Emission {
 pub struct RollupWriter {
     settings: EngineSettings,
     options: RollupOptions,
-    /// Present once [`RollupWriter::connect`] has run with a topic configured.
+    /// Present once [`RollupWriter::send_to`] has given one (a topic is configured).
     producer: Option<FutureProducer>,
     last_started: Instant,
     in_flight: Option<JoinHandle<Emission>>,
@@ -134,22 +133,15 @@ impl RollupWriter {
         &self.status
     }
 
-    /// Creates the rollup topic if it is missing (best effort, like the dead-letter topic)
-    /// and the producer for it. Without a configured topic this does nothing.
-    pub async fn connect(&mut self, kafka: &KafkaOptions) -> Result<(), KafkaError> {
-        let Some(topic) = &self.options.topic else {
-            return Ok(());
-        };
-        ensure_topics(kafka, std::slice::from_ref(topic), 1).await;
-        let mut config = kafka.client_config();
-        // A stop waits for the last deliveries: a broker that is down must not hold it
-        // past the shutdown deadline.
-        if !kafka.properties.contains_key("message.timeout.ms") {
-            config.set("message.timeout.ms", "15000");
-        }
-        self.producer = Some(config.create()?);
-        tracing::info!(topic, "Sending rollups to Kafka.");
-        Ok(())
+    /// The rollup topic configured, if any: the Kafka source creates it and a producer for
+    /// it ([`crate::kafka::admin::rollup_producer`]) and hands that over.
+    pub fn topic(&self) -> Option<&str> {
+        self.options.topic.as_deref()
+    }
+
+    /// Sends every emission to the rollup topic through `producer` too.
+    pub fn send_to(&mut self, producer: FutureProducer) {
+        self.producer = Some(producer);
     }
 
     /// Call every refresh: collects a finished emission and starts the next one when due.

@@ -65,14 +65,16 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pulse_core::EngineState;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3Default;
 
+use crate::clock::wall_ms;
+use crate::topic_partition::TopicPartition;
+
 /// Next offset to read, by (topic, partition).
-pub type Offsets = BTreeMap<(String, i32), i64>;
+pub type Offsets = BTreeMap<TopicPartition, i64>;
 
 /// Checkpoints kept by [`StateStore::new`].
 pub const DEFAULT_KEEP: usize = 3;
@@ -281,9 +283,7 @@ impl StateStore {
         if files.is_empty() {
             return Ok(0);
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let now_ms = wall_ms();
         let aside = create_unique_dir(&self.dir, &format!("discarded-{now_ms}"))
             .map_err(|(path, source)| StateStoreError::Discard { path, source })?;
         for (_, path) in &files {
@@ -377,7 +377,7 @@ fn encode(sequence: u64, saved_at_ms: i64, offsets: &Offsets, engine: &EngineSta
         saved_at_ms,
         offsets: offsets
             .iter()
-            .map(|((topic, partition), offset)| (topic.clone(), *partition, *offset))
+            .map(|(at, offset)| (at.topic.clone(), at.partition, *offset))
             .collect(),
         engine: &image,
     };
@@ -465,7 +465,7 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
         offsets: envelope
             .offsets
             .into_iter()
-            .map(|(topic, partition, offset)| ((topic, partition), offset))
+            .map(|(topic, partition, offset)| (TopicPartition::new(topic, partition), offset))
             .collect(),
         engine,
     })
@@ -545,8 +545,8 @@ mod tests {
 
     fn offsets(next: i64) -> Offsets {
         [
-            (("events".to_owned(), 0), next),
-            (("events".to_owned(), 3), 7),
+            (TopicPartition::new("events", 0), next),
+            (TopicPartition::new("events", 3), 7),
         ]
         .into_iter()
         .collect()

@@ -15,11 +15,15 @@
 //! disorder bound, so the exact model in `pulse-tests` can be compared with it.
 //!
 //! Layout: [`config`] (what to generate, validation), [`event`] (the event and its JSON),
-//! [`generator`] (the incremental generator; the design decisions are explained there).
+//! [`generator`] (the incremental generator; the design decisions are explained there), and,
+//! with the `kafka` feature, `producer`: the one edge that does I/O, `pulse loadgen`'s
+//! Kafka producer, kept beside the workload it sends rather than with pulse's consumer.
 
 pub mod config;
 pub mod event;
 pub mod generator;
+#[cfg(feature = "kafka")]
+pub mod producer;
 
 pub use config::{
     ConfigError, DAY_MS, FeatureSpec, MAX_DISORDER_LIMIT_MS, Shape, TimestampStyle, WorkloadConfig,

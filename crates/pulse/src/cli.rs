@@ -7,10 +7,10 @@ use clap::{Parser, Subcommand};
 
 use pulse_core::settings::ClockMode;
 use pulse_ingest::demo::DemoOptions;
-use pulse_ingest::kafka::LoadgenOptions;
 use pulse_ingest::rollups::RollupOptions;
 use pulse_ingest::state_store::StateStore;
 use pulse_workload::WorkloadConfig;
+use pulse_workload::producer::ProducerOptions;
 
 use crate::config;
 use crate::logging::LogFormat;
@@ -274,14 +274,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 ..WorkloadConfig::default()
             };
             workload.validate().context("invalid loadgen options")?;
-            service::loadgen(LoadgenOptions {
-                kafka: service::kafka_options(&raw),
+            let kafka = service::kafka_options(&raw);
+            let producer = ProducerOptions {
+                client: kafka.client_config(),
                 topic: args.topic,
-                partitions: args.partitions,
                 rate: args.rate,
                 events: args.events,
                 workload,
-            })
+            };
+            service::loadgen(&kafka, args.partitions, producer)
         }
         Command::CheckConfig(args) => {
             let mut raw = load_config(&args)?;

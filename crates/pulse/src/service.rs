@@ -16,11 +16,13 @@ use pulse_core::EngineSettings;
 use pulse_core::snapshot::KpiSnapshot;
 use pulse_export::{BuildInfo, Exporter, IngestStatus};
 use pulse_ingest::checkpointer::Checkpointer;
-use pulse_ingest::demo::{self, DemoOptions, wall_ms};
-use pulse_ingest::kafka::{self, Durability, KafkaOptions, LoadgenOptions};
+use pulse_ingest::clock::wall_ms;
+use pulse_ingest::demo::{self, DemoOptions};
+use pulse_ingest::kafka::{self, Durability, KafkaOptions};
 use pulse_ingest::rollups::{RollupOptions, RollupWriter};
 use pulse_ingest::state_store::StateStore;
 use pulse_ingest::{Pipeline, Sink};
+use pulse_workload::producer::{self, ProducerOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -235,11 +237,13 @@ pub fn demo(
 }
 
 /// `pulse loadgen`: produce the synthetic workload to Kafka.
-pub fn loadgen(options: LoadgenOptions) -> Result<()> {
+/// The topic is created first, with `partitions`, if it does not exist.
+pub fn loadgen(kafka: &KafkaOptions, partitions: i32, options: ProducerOptions) -> Result<()> {
     runtime()?.block_on(async move {
         let token = CancellationToken::new();
         tokio::spawn(wait_for_signal(token.clone()));
-        let sent = kafka::loadgen(&options, token.cancelled()).await?;
+        kafka::ensure_topics(kafka, std::slice::from_ref(&options.topic), partitions).await;
+        let sent = producer::produce(&options, wall_ms, token.cancelled()).await?;
         println!("{sent}");
         Ok(())
     })

@@ -1,0 +1,468 @@
+//! The consume loop of `pulse run`: records in, snapshots, checkpoints and commits out.
+//!
+//! Offsets are never auto-committed: the loop records, per partition, the next offset whose
+//! records have been routed, and commits it only after a [`Pipeline::snapshot`] barrier has
+//! proved those records applied (and, with checkpoints, once the state holding them is
+//! durable). Each instance keeps its own position per partition; a partition a rebalance
+//! hands (back) to it starts there, so that its state never misses nor repeats a record
+//! whatever other group members did meanwhile.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use pulse_core::Rejection;
+use pulse_core::ingest::Outcome;
+use pulse_core::message::split_records;
+use pulse_core::status::{IngestStatus, PartitionStatus};
+use rdkafka::Offset;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+
+use super::KafkaOptions;
+use super::admin::{ensure_topics, rollup_producer};
+use super::commits::commit;
+use super::context::{PulseContext, Shared, partition_names};
+use super::dead_letters::{DeadLetters, Origin};
+use super::probe::probe_broker;
+use super::resume::{Placement, Resume};
+use super::watermarks::PartitionWatermarks;
+use crate::checkpointer::Checkpointer;
+use crate::clock::wall_ms;
+use crate::pipeline::{Pipeline, Sink};
+use crate::rollups::RollupWriter;
+use crate::shards::ShardStopped;
+use crate::state_store::{Offsets, StateStoreError};
+use crate::topic_partition::TopicPartition;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("cannot create the Kafka {what}: {source}")]
+    Client {
+        what: &'static str,
+        source: KafkaError,
+    },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        source: KafkaError,
+    },
+    #[error(transparent)]
+    Shards(#[from] ShardStopped),
+    #[error(transparent)]
+    State(#[from] StateStoreError),
+}
+
+/// Durable state for the Kafka source: where checkpoints go, and the offsets of the one the
+/// pipeline was restored from.
+#[derive(Debug)]
+pub struct Durability {
+    pub checkpointer: Checkpointer,
+    /// Next offset per partition in the restored checkpoint; these win over the group's
+    /// committed offsets.
+    pub restored: Offsets,
+}
+
+/// Consumes until `shutdown`, publishing a snapshot every refresh and, with `durability`,
+/// writing checkpoints (and, with `rollups`, warehouse rollups). At a clean stop: a last
+/// snapshot, a last checkpoint, the offsets committed, a last rollup.
+pub async fn run(
+    pipeline: &mut Pipeline,
+    options: &KafkaOptions,
+    mut durability: Option<Durability>,
+    mut rollups: Option<RollupWriter>,
+    sink: &dyn Sink,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), KafkaSourceError> {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut consumer_config = options.client_config();
+    for (key, value) in [
+        ("group.id", options.group_id.as_str()),
+        ("auto.offset.reset", options.auto_offset_reset.as_str()),
+        ("enable.partition.eof", "true"),
+    ] {
+        consumer_config.set(key, value);
+    }
+    // pulse's defaults, unless the operator set them.
+    for (key, value) in [
+        ("statistics.interval.ms", "2000"),
+        ("queued.max.messages.kbytes", "16384"),
+    ] {
+        if !options.properties.contains_key(key) {
+            consumer_config.set(key, value);
+        }
+    }
+    // Never auto-commit, whatever the properties say: offsets follow applied state.
+    consumer_config.set("enable.auto.commit", "false");
+    let consumer: StreamConsumer<PulseContext> = consumer_config
+        .create_with_context(PulseContext {
+            shared: shared.clone(),
+            assignment_changed: AtomicBool::new(false),
+            positions: Mutex::new(
+                durability
+                    .as_ref()
+                    .map(|d| d.restored.clone())
+                    .unwrap_or_default(),
+            ),
+            from_end: options.auto_offset_reset == "latest",
+        })
+        .map_err(|source| KafkaSourceError::Client {
+            what: "consumer",
+            source,
+        })?;
+    let consumer = Arc::new(consumer);
+    let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| KafkaSourceError::Subscribe {
+            topics: options.topics.clone(),
+            source,
+        })?;
+
+    let mut dead_letters = match options.dead_letter_topic {
+        Some(_) => {
+            let letters: Vec<String> = options
+                .topics
+                .iter()
+                .filter_map(|t| options.dead_letter_topic_for(t))
+                .collect();
+            // In the background: with the broker away at start, creating them would hold
+            // up consuming (and readiness) for the admin timeout. Dead letters sent before
+            // the topic exists wait in the producer's queue.
+            let admin_options = options.clone();
+            tokio::spawn(async move { ensure_topics(&admin_options, &letters, 1).await });
+            let producer: FutureProducer =
+                options
+                    .client_config()
+                    .create()
+                    .map_err(|source| KafkaSourceError::Client {
+                        what: "dead-letter producer",
+                        source,
+                    })?;
+            Some(DeadLetters {
+                producer,
+                in_flight: FuturesUnordered::new(),
+                delivered: 0,
+                failed: 0,
+                payload_limit: DeadLetters::payload_limit(&options.properties),
+            })
+        }
+        None => None,
+    };
+    if let Some(rollups) = rollups.as_mut()
+        && let Some(topic) = rollups.topic()
+    {
+        let producer =
+            rollup_producer(options, topic)
+                .await
+                .map_err(|source| KafkaSourceError::Client {
+                    what: "rollup producer",
+                    source,
+                })?;
+        rollups.send_to(producer);
+    }
+    tracing::info!(brokers = %options.brokers, topics = ?options.topics, group = %options.group_id, "Consuming.");
+
+    let broker_up = Arc::new(AtomicBool::new(false));
+    let probe = tokio::spawn(probe_broker(
+        consumer.clone(),
+        broker_up.clone(),
+        shared.clone(),
+        options.topics.clone(),
+    ));
+    let mut resume = Resume::default();
+    let mut watermarks = PartitionWatermarks::default();
+    let mut was_caught_up = false;
+    pipeline.use_source_watermark();
+    let mut tick = tokio::time::interval(options.refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+
+    let result: Result<(), KafkaSourceError> = async {
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = tick.tick() => {
+                    follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
+                    refresh_assignment(&mut watermarks, &consumer, &shared);
+                    // Positions move only as this loop routes records (and at rebalances, inside
+                    // recv()): one copy serves the whole tick.
+                    let positions = consumer.context().positions();
+                    exchange_end_checks(&mut watermarks, &shared, &positions, broker_up.load(Ordering::Relaxed));
+                    // Caught up: every partition is ours and has reported its end.
+                    let caught_up = watermarks.caught_up();
+                    if caught_up != was_caught_up {
+                        was_caught_up = caught_up;
+                        if caught_up {
+                            tracing::info!(partitions = watermarks.assigned.len(), "Caught up with every assigned partition.");
+                        } else {
+                            tracing::debug!("Reading a backlog.");
+                        }
+                    }
+                    pipeline.advance_clock(wall_ms(), caught_up);
+                    let snapshot = pipeline.snapshot().await?;
+                    if let Some(letters) = dead_letters.as_mut() {
+                        letters.settle().await;
+                    }
+                    match durability.as_mut() {
+                        Some(durable) => {
+                            if let Some(written) = durable.checkpointer.poll().await {
+                                commit(&consumer, &written, CommitMode::Async);
+                            }
+                            if durable.checkpointer.due() {
+                                let started = Instant::now();
+                                let state = pipeline.state().await?;
+                                durable.checkpointer.start(state, positions.clone(), started.elapsed());
+                            }
+                        }
+                        None => commit(&consumer, &positions, CommitMode::Async),
+                    }
+                    if let Some(rollups) = rollups.as_mut() {
+                        rollups.tick(pipeline).await?;
+                    }
+                    let mut status = status(&shared, &broker_up, &positions, &watermarks.assigned, dead_letters.as_ref());
+                    status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
+                    status.snapshot_seconds = pipeline.last_snapshot_seconds();
+                    sink.publish(snapshot, status);
+                }
+                received = consumer.recv() => {
+                    follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
+                    match received {
+                        Ok(message) => {
+                            let origin = Origin {
+                                topic: message.topic(),
+                                partition: message.partition(),
+                                offset: message.offset(),
+                            };
+                            // The one copy of the topic's name per record: every lookup
+                            // below borrows it.
+                            let key = TopicPartition::new(origin.topic, origin.partition);
+                            match resume.place(&key, origin.offset) {
+                                Placement::Apply => {}
+                                Placement::SeekBack(to) => {
+                                    tracing::info!(topic = origin.topic, partition = origin.partition, offset = to, "Seeking back to this instance's position.");
+                                    if let Err(error) = consumer.seek(origin.topic, origin.partition, Offset::Offset(to), Duration::from_secs(10)) {
+                                        tracing::warn!(%error, "Seek failed; retrying on the next record.");
+                                        resume.sought.remove(&key);
+                                    }
+                                    continue;
+                                }
+                            }
+                            if !consumer.context().claim(&key, origin.offset) {
+                                tracing::debug!(topic = origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
+                                continue;
+                            }
+                            let fallback = message.timestamp().to_millis();
+                            let payload = message.payload().unwrap_or_default();
+                            let dead_letter = dead_letters.as_mut().map(|letters| (letters, options));
+                            let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
+                            if !watermarks.is_assigned(&key) {
+                                refresh_assignment(&mut watermarks, &consumer, &shared);
+                            }
+                            watermarks.observe(&key, newest);
+                            if let Some(watermark) = watermarks.combined() {
+                                pipeline.advance_watermark(watermark);
+                            }
+                        }
+                        Err(KafkaError::PartitionEOF(partition)) => {
+                            // The error names no topic; with one topic per partition number
+                            // ambiguity only arises for several topics, where all must agree.
+                            for topic in &options.topics {
+                                watermarks.reached_end(TopicPartition::new(topic.as_str(), partition));
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "Kafka consume error; retrying.");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                    pipeline.send_full_batches().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    probe.abort();
+    result?;
+
+    tracing::info!("Stopping: draining shards and committing.");
+    let snapshot = pipeline.snapshot().await?;
+    if let Some(letters) = dead_letters.as_mut() {
+        letters.settle().await;
+    }
+    match durability.as_mut() {
+        Some(durable) => {
+            let state = pipeline.state().await?;
+            match durable
+                .checkpointer
+                .save_now(state, consumer.context().positions())
+                .await
+            {
+                Some(written) => {
+                    commit(&consumer, &written, CommitMode::Sync);
+                    tracing::info!("State saved and offsets committed.");
+                }
+                None => {
+                    tracing::error!("The last checkpoint failed; offsets stay at the previous one.")
+                }
+            }
+        }
+        None => commit(&consumer, &consumer.context().positions(), CommitMode::Sync),
+    }
+    if let Some(rollups) = rollups.as_mut() {
+        rollups.finish(pipeline).await?;
+    }
+    let mut status = status(
+        &shared,
+        &broker_up,
+        &consumer.context().positions(),
+        &watermarks.assigned,
+        dead_letters.as_ref(),
+    );
+    status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
+    status.snapshot_seconds = pipeline.last_snapshot_seconds();
+    sink.publish(snapshot, status);
+    Ok(())
+}
+
+/// Takes a rebalance that happened inside `recv()` into account, before anything reads the
+/// assignment: either branch of the consume loop may run first after it.
+fn follow_rebalance(
+    consumer: &StreamConsumer<PulseContext>,
+    shared: &Mutex<Shared>,
+    resume: &mut Resume,
+    watermarks: &mut PartitionWatermarks,
+) {
+    let Some(assigned) = consumer.context().take_assignment_change() else {
+        return;
+    };
+    let positions = consumer.context().positions();
+    for partition in assigned {
+        // An end-of-partition from an earlier assignment must not mark it read (nor
+        // caught up), which would let the session watermark pass its unread records.
+        watermarks.forget_end(&partition);
+        if let Some(&position) = positions.get(&partition) {
+            resume.rearm(partition, position);
+        }
+    }
+    refresh_assignment(watermarks, consumer, shared);
+}
+
+/// Tells the watermarks what is assigned here and what partitions the topics have.
+fn refresh_assignment(
+    watermarks: &mut PartitionWatermarks,
+    consumer: &StreamConsumer<PulseContext>,
+    shared: &Mutex<Shared>,
+) {
+    let assigned = consumer
+        .assignment()
+        .ok()
+        .map(|list| partition_names(&list));
+    let all = shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .topic_partitions
+        .clone();
+    watermarks.set_assignment(assigned, all);
+}
+
+/// Hands the doubted ends to the broker probe and takes in what it confirmed.
+fn exchange_end_checks(
+    watermarks: &mut PartitionWatermarks,
+    shared: &Mutex<Shared>,
+    positions: &Offsets,
+    reachable: bool,
+) {
+    let confirmed = {
+        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.ends_to_check = watermarks.ends_to_check(positions);
+        std::mem::take(&mut shared.confirmed_ends)
+    };
+    for (partition, since) in confirmed {
+        watermarks.confirm_end(&partition, since);
+    }
+    if !reachable {
+        watermarks.broker_unreachable(Instant::now());
+    }
+}
+
+/// Routes a message's records; returns the newest accepted event time among them. A
+/// rejected record goes to the dead-letter topic, if there is one (named only then).
+fn route_message(
+    pipeline: &mut Pipeline,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    fallback: Option<i64>,
+    origin: &Origin<'_>,
+    mut dead_letter: Option<(&mut DeadLetters, &KafkaOptions)>,
+) -> Option<i64> {
+    let mut reject = |record: &[u8], reason: Rejection, index: Option<usize>| {
+        if let Some((letters, options)) = dead_letter.as_mut()
+            && let Some(topic) = options.dead_letter_topic_for(origin.topic)
+        {
+            letters.send(&topic, record, key, reason, origin, index);
+        }
+    };
+    let mut newest: Option<i64> = None;
+    match split_records(payload) {
+        Ok(records) => {
+            let many = records.iter().nth(1).is_some();
+            for (index, record) in records.iter().enumerate() {
+                match pipeline.route(record, fallback) {
+                    Outcome::Accepted { event, .. } => {
+                        newest = Some(newest.map_or(event.ts_ms, |n| n.max(event.ts_ms)));
+                    }
+                    Outcome::Rejected(reason) => reject(record, reason, many.then_some(index)),
+                    Outcome::Late | Outcome::Future => {}
+                }
+            }
+        }
+        Err(reason) => {
+            pipeline.count_rejection(reason);
+            reject(payload, reason, None);
+        }
+    }
+    newest
+}
+
+fn status(
+    shared: &Mutex<Shared>,
+    broker_up: &AtomicBool,
+    positions: &Offsets,
+    assigned: &[TopicPartition],
+    dead_letters: Option<&DeadLetters>,
+) -> IngestStatus {
+    let shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let up = broker_up.load(Ordering::Relaxed);
+    // Only partitions read here: another member reports the lag of the rest.
+    let partitions = positions
+        .iter()
+        .filter(|(partition, _)| assigned.contains(partition))
+        .map(|(at, next)| PartitionStatus {
+            topic: at.topic.clone(),
+            partition: at.partition,
+            lag: shared.high_watermarks.get(at).map(|hi| (hi - next).max(0)),
+            committed_offset: Some(*next),
+        })
+        .collect();
+    IngestStatus {
+        broker_up: up,
+        ready: up,
+        not_ready_reason: (!up).then(|| {
+            shared
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "Kafka brokers are not reachable".to_owned())
+        }),
+        partitions,
+        dead_letters_total: dead_letters.map_or(0, |d| d.delivered),
+        dead_letter_errors_total: dead_letters.map_or(0, |d| d.failed),
+        ..IngestStatus::default()
+    }
+}

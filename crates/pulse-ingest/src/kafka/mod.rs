@@ -1,0 +1,29 @@
+//! Kafka: the consumer-group source of `pulse run`, by role.
+//!
+//! - [`options`]: [`KafkaOptions`], what every client is built from.
+//! - [`consume`]: the consume loop — records to the pipeline, snapshots, checkpoints,
+//!   commits, a clean stop.
+//! - [`context`]: librdkafka's callbacks — rebalances, this instance's positions,
+//!   statistics and errors.
+//! - [`resume`]: where a (re)assigned partition continues, checked on its first record.
+//! - [`watermarks`]: how far the session watermark may go with several partitions.
+//! - [`dead_letters`], [`commits`], [`admin`], [`probe`]: rejected records to the
+//!   dead-letter topic, offset commits, topic creation, the broker-health probe.
+//!
+//! Broker health comes from the probe and lag from librdkafka's statistics; neither ever
+//! blocks the consume loop. `pulse loadgen`'s producer is not here: it belongs with the
+//! workload it produces (`pulse_workload::producer`).
+
+pub mod admin;
+mod commits;
+pub mod consume;
+mod context;
+mod dead_letters;
+pub mod options;
+mod probe;
+mod resume;
+mod watermarks;
+
+pub use admin::ensure_topics;
+pub use consume::{Durability, KafkaSourceError, run};
+pub use options::KafkaOptions;
