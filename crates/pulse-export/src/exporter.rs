@@ -14,12 +14,13 @@
 //! two exporters (tests, or a future multi-tenant binary) never collide, and `/metrics`
 //! shows exactly pulse's metrics plus `process_*`.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use prometheus::{Registry, TextEncoder};
 use pulse_core::KpiSnapshot;
 
 use crate::metrics::KpiCollector;
+use crate::published::Published;
 use crate::{BuildInfo, ExportError, IngestStatus};
 
 /// Content type of [`Exporter::render_prometheus`]'s output (text exposition 0.0.4).
@@ -30,66 +31,36 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 #[derive(Debug)]
 pub struct Exporter {
     registry: Registry,
-    shared: Arc<Shared>,
-}
-
-/// What the collector and the HTTP handlers read; written only through [`Exporter`].
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) build: BuildInfo,
-    latest: Mutex<Latest>,
-}
-
-#[derive(Debug, Default)]
-struct Latest {
-    snapshot: Option<Arc<KpiSnapshot>>,
-    status: Arc<IngestStatus>,
-}
-
-impl Shared {
-    /// The latest snapshot (if any) and status, as one consistent pair.
-    pub(crate) fn latest(&self) -> (Option<Arc<KpiSnapshot>>, Arc<IngestStatus>) {
-        let latest = self.lock();
-        (latest.snapshot.clone(), Arc::clone(&latest.status))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Latest> {
-        // Values are only ever replaced whole, so a writer that panicked cannot have left a
-        // half-updated one behind: a poisoned lock still holds consistent data.
-        self.latest.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    published: Arc<Published>,
 }
 
 impl Exporter {
     /// An exporter with no snapshot yet (KPI metrics absent, `/v1/metrics` 503) and the
     /// default status (not ready, broker down).
     pub fn new(build: BuildInfo) -> Result<Exporter, ExportError> {
-        let shared = Arc::new(Shared {
-            build,
-            latest: Mutex::new(Latest::default()),
-        });
+        let published = Arc::new(Published::new(build));
         let registry = Registry::new();
         registry
-            .register(Box::new(KpiCollector::new(Arc::clone(&shared))?))
+            .register(Box::new(KpiCollector::new(Arc::clone(&published))?))
             .map_err(|source| ExportError::Register {
                 collector: "pulse",
                 source,
             })?;
         register_process_collector(&registry)?;
-        Ok(Exporter { registry, shared })
+        Ok(Exporter {
+            registry,
+            published,
+        })
     }
 
     /// Makes `snapshot` the one every later scrape and `/v1/metrics` request sees.
     pub fn publish(&self, snapshot: KpiSnapshot) {
-        let snapshot = Arc::new(snapshot);
-        // The old snapshot is dropped after the lock is released, not under it.
-        let _previous = self.shared.lock().snapshot.replace(snapshot);
+        self.published.set_snapshot(snapshot);
     }
 
     /// Replaces the ingest status (readiness, broker, partitions, dead letters).
     pub fn set_status(&self, status: IngestStatus) {
-        let status = Arc::new(status);
-        let _previous = std::mem::replace(&mut self.shared.lock().status, status);
+        self.published.set_status(status);
     }
 
     /// Every metric in the Prometheus text exposition format
@@ -113,11 +84,11 @@ impl Exporter {
     }
 
     pub(crate) fn latest_snapshot(&self) -> Option<Arc<KpiSnapshot>> {
-        self.shared.latest().0
+        self.published.latest().0
     }
 
     pub(crate) fn status(&self) -> Arc<IngestStatus> {
-        self.shared.latest().1
+        self.published.latest().1
     }
 }
 

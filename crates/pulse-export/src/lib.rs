@@ -11,6 +11,8 @@
 //!   renders them (with the `process_*` metrics).
 //! - [`metrics`]: every metric pulse exports (name, type, labels, help) and the collector
 //!   that builds them from the latest snapshot at scrape time.
+//! - `published`: the latest snapshot and status, written by the exporter, read by the
+//!   collector and the handlers.
 //! - [`http`]: [`serve`], the axum routes `/metrics`, `/v1/metrics`, `/healthz`, `/readyz`.
 //!
 //! # Why the snapshot is pushed, not pulled
@@ -21,6 +23,7 @@
 pub mod exporter;
 pub mod http;
 pub mod metrics;
+mod published;
 
 pub use exporter::Exporter;
 pub use http::serve;

@@ -28,7 +28,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use pulse_core::KpiSnapshot;
 use pulse_core::snapshot::SessionDurations;
 
-use crate::exporter::Shared;
+use crate::published::Published;
 use crate::{BuildInfo, ExportError, IngestStatus};
 
 /// The Prometheus type of a metric.
@@ -323,13 +323,13 @@ pub const ALL: &[Def] = &[
 /// The registry's view of the latest snapshot and status. Created once by
 /// [`crate::Exporter::new`]; it holds no values of its own.
 pub(crate) struct KpiCollector {
-    shared: Arc<Shared>,
+    published: Arc<Published>,
     /// Built from [`ALL`] up front, so a bad name fails `Exporter::new`, not a scrape.
     descs: Vec<Desc>,
 }
 
 impl KpiCollector {
-    pub(crate) fn new(shared: Arc<Shared>) -> Result<KpiCollector, ExportError> {
+    pub(crate) fn new(published: Arc<Published>) -> Result<KpiCollector, ExportError> {
         let descs = ALL
             .iter()
             .map(|def| {
@@ -346,7 +346,7 @@ impl KpiCollector {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(KpiCollector { shared, descs })
+        Ok(KpiCollector { published, descs })
     }
 }
 
@@ -356,8 +356,8 @@ impl Collector for KpiCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let (snapshot, status) = self.shared.latest();
-        families(&self.shared.build, snapshot.as_deref(), &status)
+        let (snapshot, status) = self.published.latest();
+        families(&self.published.build, snapshot.as_deref(), &status)
     }
 }
 

@@ -134,7 +134,7 @@ impl RollupWriter {
     }
 
     /// The rollup topic configured, if any: the Kafka source creates it and a producer for
-    /// it ([`crate::kafka::admin::rollup_producer`]) and hands that over.
+    /// it (`kafka::admin::rollup_producer`) and hands that over.
     pub fn topic(&self) -> Option<&str> {
         self.options.topic.as_deref()
     }
