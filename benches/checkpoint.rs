@@ -17,7 +17,9 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use pulse_benches::WALL_MS;
+use pulse_core::partition::total_counters;
 use pulse_core::{Engine, EngineSettings, EngineState};
+use pulse_ingest::partition_numbers::PartitionNumbers;
 use pulse_ingest::state_store::{Offsets, StateStore};
 use pulse_ingest::topic_partition::TopicPartition;
 
@@ -39,9 +41,9 @@ fn mix(mut x: u64) -> u64 {
 /// page view and one feature use (feature popularity skewed: low numbers are popular), and
 /// a signup on the user's first day. Events arrive in time order. Returns the state and the
 /// number of events.
-fn month(shards: usize) -> (EngineState, u64) {
+fn month(partitions: usize) -> (EngineState, u64) {
     let settings = EngineSettings {
-        shards,
+        partitions,
         ..EngineSettings::default()
     };
     let mut engine = Engine::new(settings, WALL_MS);
@@ -91,7 +93,8 @@ fn month(shards: usize) -> (EngineState, u64) {
         }
     }
     let state = engine.state();
-    assert_eq!(state.router.counters.accepted, events, "every event counts");
+    let counters = total_counters(state.partitions.iter().map(|p| &p.inputs));
+    assert_eq!(counters.accepted, events, "every event counts");
     assert_eq!(state.router.features.tracked(), FEATURES as usize);
     (state, events)
 }
@@ -102,34 +105,38 @@ fn checkpoint(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("checkpoint");
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    for shards in [1usize, 4] {
+    for partitions in [1usize, 4] {
         let started = Instant::now();
-        let (state, events) = month(shards);
+        let (state, events) = month(partitions);
+        let numbers = PartitionNumbers::virtual_partitions("events", partitions);
         let setup = started.elapsed();
         let image = state.to_bytes().len() as u64;
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let store = StateStore::new(dir.path());
-        let path = store.save(&state, &offsets, 0).unwrap();
+        let path = store.save(&state, &numbers, &offsets, 0).unwrap();
         let size = std::fs::metadata(&path).unwrap().len();
         eprintln!(
-            "{shards} shard(s): {events} events, {USERS} users over {DAYS} days, {FEATURES} features; \
+            "{partitions} partition(s): {events} events, {USERS} users over {DAYS} days, {FEATURES} features; \
              setup {setup:.1?}; engine image {image} bytes; checkpoint file {size} bytes ({:.1} MiB)",
             size as f64 / 1024.0 / 1024.0
         );
         group.throughput(Throughput::Bytes(size));
-        // The ingest pause: the shards copy their state at the barrier (the live service
-        // does it on every shard thread at once, so the pause is about this ÷ shards);
+        // The ingest pause: the workers copy their partitions' state at the barrier (the
+        // live service does it on every worker thread at once, so the pause is about this
+        // ÷ workers);
         // encoding and writing then run off the ingest path.
-        group.bench_with_input(BenchmarkId::new("copy", shards), &state, |b, state| {
+        group.bench_with_input(BenchmarkId::new("copy", partitions), &state, |b, state| {
             b.iter(|| black_box(state.clone()))
         });
-        group.bench_with_input(BenchmarkId::new("encode", shards), &state, |b, state| {
-            b.iter(|| black_box(state.to_bytes()))
+        group.bench_with_input(
+            BenchmarkId::new("encode", partitions),
+            &state,
+            |b, state| b.iter(|| black_box(state.to_bytes())),
+        );
+        group.bench_with_input(BenchmarkId::new("save", partitions), &state, |b, state| {
+            b.iter(|| black_box(store.save(state, &numbers, &offsets, 0).unwrap()))
         });
-        group.bench_with_input(BenchmarkId::new("save", shards), &state, |b, state| {
-            b.iter(|| black_box(store.save(state, &offsets, 0).unwrap()))
-        });
-        group.bench_with_input(BenchmarkId::new("load", shards), &store, |b, store| {
+        group.bench_with_input(BenchmarkId::new("load", partitions), &store, |b, store| {
             b.iter(|| black_box(store.load().unwrap().expect("a checkpoint")))
         });
     }

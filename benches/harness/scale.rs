@@ -467,9 +467,10 @@ fn child() {
         pipeline.stop();
         let dense_bytes = 1usize << lg_k;
         let mut sizes = SketchSizes::default();
-        for shard in &state.shards {
+        for partition in &state.partitions {
             for day in 0..DAYS {
-                let Some(bucket) = shard.bucket(((T0 + day * DAY_MS) / DAY_MS) as Day) else {
+                let Some(bucket) = partition.kpis.bucket(((T0 + day * DAY_MS) / DAY_MS) as Day)
+                else {
                     continue;
                 };
                 sizes.active.add(&bucket.active, dense_bytes);

@@ -99,16 +99,7 @@ pub fn checkpoint_file(data: &[u8]) {
 
 /// What pulse does with a decoded state at start-up, and a little more.
 fn run_restored(state: EngineState) {
-    let settings = EngineSettings {
-        shards: state.shards.len(),
-        ..EngineSettings::default()
-    };
-    if settings.validate().is_err() {
-        return;
-    }
-    let Ok(mut engine) = Engine::restore(settings, WALL_MS, state) else {
-        return;
-    };
+    let mut engine = Engine::restore(EngineSettings::default(), WALL_MS, state);
     engine.ingest(PROBE_EVENT, None);
     engine.snapshot();
     let image = engine.state().to_bytes();

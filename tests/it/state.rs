@@ -26,7 +26,7 @@ fn restore_mid_stream_gives_the_uninterrupted_answer() {
     drop(engine);
 
     let state = EngineState::from_bytes(&bytes).unwrap();
-    let mut restored = Engine::restore(settings, WALL_MS, state).unwrap();
+    let mut restored = Engine::restore(settings, WALL_MS, state);
     assert_eq!(restored.snapshot().state.open_session_keys, open_before);
     for line in second {
         restored.ingest(line.as_bytes(), None);
@@ -51,16 +51,30 @@ fn bad_images_are_errors() {
         EngineState::from_bytes(&bytes[..bytes.len() / 2]),
         Err(StateError::Corrupt(_))
     ));
-    let state = EngineState::from_bytes(&bytes).unwrap();
-    let two_shards = EngineSettings {
-        shards: 2,
+}
+
+/// State is kept per partition, not per worker: a state restores under any worker count
+/// and gives the answer of the engine that saved it.
+#[test]
+fn a_state_restores_under_another_worker_count() {
+    let (_, lines) = generate(&small_workload(23));
+    let settings = EngineSettings {
+        partitions: 4,
         ..EngineSettings::default()
     };
-    assert!(matches!(
-        Engine::restore(two_shards, WALL_MS, state),
-        Err(StateError::ShardCount {
-            found: 1,
-            expected: 2
-        })
-    ));
+    let mut engine = Engine::new(settings.clone(), WALL_MS);
+    for line in &lines {
+        engine.ingest(line.as_bytes(), None);
+    }
+    let state = EngineState::from_bytes(&engine.state().to_bytes()).unwrap();
+    assert_eq!(state.partitions.len(), 4);
+    let three_workers = EngineSettings {
+        shards: 3,
+        ..settings
+    };
+    let mut restored = Engine::restore(three_workers, WALL_MS, state);
+    assert_eq!(
+        kpis_only(&restored.snapshot()),
+        kpis_only(&engine.snapshot())
+    );
 }

@@ -19,6 +19,7 @@ use serde::Deserializer as _;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::event::{DecodedEvent, EventKind, Rejection};
+use crate::partitioner::Partitioner;
 use crate::settings::EngineSettings;
 
 /// Segment's call type that means "the name is in `/event`": a `track` call without an
@@ -97,6 +98,8 @@ pub struct Decoder {
     event_from_type: Vec<bool>,
     max_record_bytes: usize,
     max_user_id_bytes: usize,
+    /// For the virtual partition of a record (see [`crate::partitioner`]).
+    pub(crate) partitioner: Partitioner,
 }
 
 impl Decoder {
@@ -142,6 +145,7 @@ impl Decoder {
             event_from_type,
             max_record_bytes: settings.max_record_bytes,
             max_user_id_bytes: settings.max_user_id_bytes,
+            partitioner: settings.partitioner,
         }
     }
 

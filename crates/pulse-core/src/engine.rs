@@ -1,31 +1,35 @@
-//! The whole engine on one thread: a router and its shards, driven by the caller.
+//! The whole engine on one thread: a router and one worker owning every partition.
 //!
-//! Replay and the tests use it directly; the multi-threaded runners in the binary use the
-//! same [`Ingestor`] and [`Shard`] types with the shards on their own threads, and must give
-//! the very same snapshot (a test holds them to it).
+//! Replay's tests and the fuzzers use it directly; the runtime in pulse-ingest runs the
+//! same [`Ingestor`] and [`Worker`] types with several workers on their own threads, and
+//! must give the very same snapshot (a test holds them to it). [`EngineState`] is the
+//! engine as plain data: the stream-wide router state and one [`PartitionState`] per
+//! partition, which is what a checkpoint stores.
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::Rejection;
 use crate::ingest::{Ingestor, Outcome, RouterState};
+use crate::partition::{KpiState, PartitionInputs, PartitionState, sketch_shape};
 use crate::settings::EngineSettings;
-use crate::shard::{Shard, ShardState, sketch_shape};
 use crate::snapshot::{self, KpiSnapshot};
-use crate::summary::ShardSummary;
+use crate::worker::Worker;
 
-/// Everything an engine knows, as plain data: what a checkpoint stores.
+/// Everything an engine knows, as plain data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineState {
     pub router: RouterState,
-    pub shards: Vec<ShardState>,
+    /// By partition number.
+    pub partitions: Vec<PartitionState>,
 }
 
 /// Leading bytes of an encoded [`EngineState`]: a magic number and the format version.
-const STATE_MAGIC: &[u8; 4] = b"PLS\x01";
+/// Version 2 keeps state per partition; version 1 kept it per user-hash shard.
+const STATE_MAGIC: &[u8; 4] = b"PLS\x02";
 
-/// Every count of a real state (the router's counters, the shards' session statistics and
-/// duration sums in ms), all added up, stays below this: 2^63 events is three centuries at
-/// a billion a second. The snapshot adds these counts across shards and days.
+/// Every count of a real state (the partitions' counters, session statistics and duration
+/// sums in ms), all added up, stays below this: 2^63 events is three centuries at a billion
+/// a second. The snapshot adds these counts across partitions and days.
 const MAX_TOTAL_COUNT: u64 = 1 << 63;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,11 +38,60 @@ pub enum StateError {
     BadMagic,
     #[error("corrupt pulse state image: {0}")]
     Corrupt(String),
-    #[error("the state has {found} shards but the configuration asks for {expected}")]
-    ShardCount { found: usize, expected: usize },
 }
 
 impl EngineState {
+    /// Assembles a state from the router and the partitions' KPI states (by number), as
+    /// the workers export them.
+    pub fn assemble(
+        settings: &EngineSettings,
+        router: RouterState,
+        inputs: &[PartitionInputs],
+        kpis: impl IntoIterator<Item = (usize, KpiState)>,
+    ) -> EngineState {
+        let mut kpis: Vec<Option<KpiState>> = {
+            let mut by_number = Vec::new();
+            for (partition, state) in kpis {
+                if by_number.len() <= partition {
+                    by_number.resize_with(partition + 1, || None);
+                }
+                by_number[partition] = Some(state);
+            }
+            by_number
+        };
+        let count = kpis.len().max(inputs.len());
+        let partitions = (0..count)
+            .filter_map(|number| {
+                let inputs = inputs.get(number).cloned();
+                let kpis = kpis.get_mut(number).and_then(Option::take);
+                if inputs.is_none() && kpis.is_none() {
+                    return None;
+                }
+                Some(PartitionState {
+                    partition: number as u32,
+                    inputs: inputs.unwrap_or_default(),
+                    kpis: kpis.unwrap_or_else(|| KpiState::empty(settings)),
+                })
+            })
+            .collect();
+        EngineState { router, partitions }
+    }
+
+    /// Each partition's inputs, by number (a gap gets empty inputs).
+    pub fn inputs(&self) -> Vec<PartitionInputs> {
+        let count = self
+            .partitions
+            .iter()
+            .map(|p| p.partition as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut inputs = vec![PartitionInputs::default(); count];
+        for p in &self.partitions {
+            inputs[p.partition as usize] = p.inputs.clone();
+        }
+        inputs
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = STATE_MAGIC.to_vec();
         postcard::to_io(self, &mut out).expect("writing to a Vec cannot fail");
@@ -51,46 +104,48 @@ impl EngineState {
             .ok_or(StateError::BadMagic)?;
         let state: EngineState =
             postcard::from_bytes(body).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        state.check_plausible().map_err(StateError::Corrupt)?;
+        state.validate()?;
         Ok(state)
     }
 
-    /// Values no stream could have produced. An image holding them is damaged (or forged
+    /// Refuses values no stream could have produced. An image holding them is damaged (or forged
     /// past its checksum), and the arithmetic of a restored engine, which trusts the
     /// decoder's ranges, would overflow on them (found by fuzzing: a rejection counter and
-    /// a session-duration histogram near 2^64, an open event at an i64 extreme).
+    /// a session-duration histogram near 2^64, an open event at an i64 extreme). Partition
+    /// numbers must be distinct and within Kafka's range.
+    pub fn validate(&self) -> Result<(), StateError> {
+        self.check_plausible().map_err(StateError::Corrupt)
+    }
+
     fn check_plausible(&self) -> Result<(), String> {
         if self.total_count().is_none_or(|n| n >= MAX_TOTAL_COUNT) {
             return Err("counts beyond what any stream could have produced".to_owned());
         }
         let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
         if !self
-            .shards
+            .partitions
             .iter()
-            .flat_map(ShardState::open_event_times)
+            .flat_map(|p| p.kpis.open_event_times())
             .all(accepted_time)
         {
             return Err("an open session holds an event time pulse never accepts".to_owned());
+        }
+        let mut numbers: Vec<u32> = self.partitions.iter().map(|p| p.partition).collect();
+        numbers.sort_unstable();
+        if numbers.windows(2).any(|w| w[0] == w[1])
+            || numbers.last().is_some_and(|n| *n > i32::MAX as u32)
+        {
+            return Err("partition numbers repeat or exceed Kafka's range".to_owned());
         }
         Ok(())
     }
 
     /// The sum of every count in the state, `None` if it overflows.
     fn total_count(&self) -> Option<u64> {
-        let c = &self.router.counters;
-        [
-            c.accepted,
-            c.late,
-            c.future,
-            c.late_for_sessions,
-            c.feature_missing,
-            self.router.features.overflow_events,
-        ]
-        .into_iter()
-        .chain(c.rejected)
-        .chain(c.by_kind)
-        .chain(self.shards.iter().flat_map(ShardState::session_counts))
-        .try_fold(0u64, u64::checked_add)
+        std::iter::once(self.router.features.overflow_events)
+            .chain(self.partitions.iter().flat_map(|p| p.inputs.counters.all()))
+            .chain(self.partitions.iter().flat_map(|p| p.kpis.session_counts()))
+            .try_fold(0u64, u64::checked_add)
     }
 }
 
@@ -98,72 +153,58 @@ impl EngineState {
 pub struct Engine {
     settings: EngineSettings,
     ingestor: Ingestor,
-    shards: Vec<Shard>,
+    worker: Worker,
 }
 
 impl Engine {
-    /// `settings` must be validated; `wall_ms` is the wall clock now.
-    pub fn new(settings: EngineSettings, wall_ms: i64) -> Engine {
-        let ingestor = Ingestor::new(&settings, wall_ms);
-        let shards = (0..settings.shards)
-            .map(|_| Shard::new(&settings))
-            .collect();
+    /// `settings` must be validated; `wall_ms` is the wall clock now. The engine is one
+    /// worker, whatever `settings.shards` says.
+    pub fn new(mut settings: EngineSettings, wall_ms: i64) -> Engine {
+        settings.shards = 1;
         Engine {
+            ingestor: Ingestor::new(&settings, wall_ms),
+            worker: Worker::new(&settings, 0),
             settings,
-            ingestor,
-            shards,
         }
     }
 
-    /// Resumes from saved state; the shard count must match the settings.
-    pub fn restore(
-        settings: EngineSettings,
-        wall_ms: i64,
-        state: EngineState,
-    ) -> Result<Engine, StateError> {
-        if state.shards.len() != settings.shards {
-            return Err(StateError::ShardCount {
-                found: state.shards.len(),
-                expected: settings.shards,
-            });
+    /// Resumes from saved state.
+    pub fn restore(settings: EngineSettings, wall_ms: i64, state: EngineState) -> Engine {
+        let mut engine = Engine::new(settings, wall_ms);
+        let inputs = state.inputs();
+        engine.ingestor = Ingestor::with_state(&engine.settings, wall_ms, state.router, inputs);
+        for partition in state.partitions {
+            engine
+                .worker
+                .restore(partition.partition as usize, partition.kpis);
         }
-        let ingestor = Ingestor::with_state(&settings, wall_ms, state.router);
-        let shards = state
-            .shards
-            .into_iter()
-            .map(|s| Shard::with_state(&settings, s))
-            .collect();
-        Ok(Engine {
-            settings,
-            ingestor,
-            shards,
-        })
+        engine
     }
 
     /// A copy of the whole state.
     pub fn state(&self) -> EngineState {
-        EngineState {
-            router: self.ingestor.state().clone(),
-            shards: self.shards.iter().map(|s| s.state().clone()).collect(),
-        }
+        EngineState::assemble(
+            &self.settings,
+            self.ingestor.state().clone(),
+            self.ingestor.inputs(),
+            self.worker.export(),
+        )
     }
 
-    /// Decodes and applies one record; returns what became of it.
+    /// Decodes and applies one record of its user's virtual partition; returns what became
+    /// of it.
     pub fn ingest(&mut self, bytes: &[u8], fallback_ts_ms: Option<i64>) -> Outcome {
-        let outcome = self.ingestor.ingest(bytes, fallback_ts_ms);
-        if let Outcome::Accepted { shard, event } = &outcome {
-            let shard = &mut self.shards[*shard];
-            shard.apply(event);
-            if let Some(watermark) = self.ingestor.watermark_ms() {
-                shard.advance(watermark);
-            }
+        let outcome = self.ingestor.ingest(bytes, fallback_ts_ms, None);
+        if let Outcome::Accepted { event, .. } = &outcome {
+            self.worker
+                .apply(std::slice::from_ref(event), self.ingestor.watermark_ms());
         }
         outcome
     }
 
     /// Counts a record that could not even be read as a record (e.g. an over-long line).
     pub fn reject(&mut self, reason: Rejection) {
-        self.ingestor.count_rejection(reason);
+        self.ingestor.count_rejection(reason, None);
     }
 
     pub fn set_wall_clock(&mut self, wall_ms: i64) {
@@ -172,23 +213,22 @@ impl Engine {
 
     /// Closes every open session: the end of a replay's input.
     pub fn close_all_sessions(&mut self) {
-        self.shards.iter_mut().for_each(Shard::close_all);
+        self.worker.close_all();
     }
 
     pub fn snapshot(&mut self) -> KpiSnapshot {
         if let Some(watermark) = self.ingestor.watermark_ms() {
-            self.shards.iter_mut().for_each(|s| s.advance(watermark));
+            self.worker.advance(watermark);
         }
         let at = self.ingestor.summary_point();
-        let shape = sketch_shape(&self.settings);
-        let summaries: Vec<ShardSummary> =
-            self.shards.iter_mut().map(|s| s.summarize(at)).collect();
+        let summaries = [self.worker.summarize(at)];
         let mut calendar = self.ingestor.calendar().clone();
         snapshot::build(
             self.ingestor.state(),
+            &self.ingestor.counters(),
             &summaries,
             &mut calendar,
-            shape,
+            sketch_shape(&self.settings),
             self.ingestor.now_ms(),
         )
     }
@@ -197,15 +237,10 @@ impl Engine {
         &self.ingestor
     }
 
-    pub fn shards(&self) -> &[Shard] {
-        &self.shards
-    }
-
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
 }
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -215,7 +250,7 @@ mod tests {
     fn sample_image() -> Vec<u8> {
         let mut engine = Engine::new(
             EngineSettings {
-                shards: 2,
+                partitions: 3,
                 ..EngineSettings::default()
             },
             1_900_000_000_000,
@@ -236,12 +271,12 @@ mod tests {
     fn counters_no_stream_could_reach_are_corrupt() {
         // The fuzzer's find: a rejection count near 2^64 overflowed the snapshot's total.
         let mut state = EngineState::from_bytes(&sample_image()).expect("a real image");
-        state.router.counters.rejected[0] = u64::MAX - 1;
+        state.partitions[0].inputs.counters.rejected[0] = u64::MAX - 1;
         assert!(matches!(
             EngineState::from_bytes(&state.to_bytes()),
             Err(StateError::Corrupt(_))
         ));
-        state.router.counters.rejected[0] = 1 << 40;
+        state.partitions[0].inputs.counters.rejected[0] = 1 << 40;
         assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
     }
 
@@ -281,13 +316,9 @@ mod tests {
             let _ = EngineState::from_bytes(&image[..cut % image.len()]);
             // Whatever decodes must also restore and run.
             if let Ok(state) = EngineState::from_bytes(&image) {
-                let settings = EngineSettings { shards: state.shards.len(), ..EngineSettings::default() };
-                if settings.validate().is_ok()
-                    && let Ok(mut engine) = Engine::restore(settings, 1_900_000_000_000, state)
-                {
-                    engine.ingest(br#"{"user_id":"u","event":"login","ts":1772323200000}"#, None);
-                    let _ = engine.snapshot();
-                }
+                let mut engine = Engine::restore(EngineSettings::default(), 1_900_000_000_000, state);
+                engine.ingest(br#"{"user_id":"u","event":"login","ts":1772323200000}"#, None);
+                let _ = engine.snapshot();
             }
         }
 

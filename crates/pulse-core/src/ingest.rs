@@ -1,10 +1,14 @@
 //! The router: decoded records in, shard-ready events out.
 //!
 //! Everything that must be decided once for the whole stream lives here, so the answer does
-//! not depend on the number of shards: the clock (`now` and the session watermark), the
-//! late / future classification, the feature registry, the counters, and the choice of
-//! shard. Decoding and hashing the user, which need none of this, are the separate
-//! [`prepare`](crate::prepare) step, so that callers may run them on other threads; shards
+//! not depend on the number of workers or partitions: the clock (`now` and the session
+//! watermark), the late / future classification and the feature registry ([`RouterState`]).
+//! What is counted per input partition — its counters and its newest event time,
+//! [`PartitionInputs`] — is kept here too, by partition, because this is where records are
+//! classified; a checkpoint puts it beside the partition's KPI state. The router also picks
+//! the partition of a record (the source's, or the virtual one of its user) and the worker
+//! that owns it. Decoding and hashing the user, which need none of this, are the separate
+//! [`prepare`](crate::prepare) step, so that callers may run them on other threads; workers
 //! never see a user id.
 
 use serde::{Deserialize, Serialize};
@@ -12,18 +16,20 @@ use serde::{Deserialize, Serialize};
 use crate::decode::Decoder;
 use crate::event::{EventKind, Rejection};
 use crate::features::FeatureRegistry;
+use crate::partition::{Counters, PartitionEvent, PartitionInputs, total_counters};
 use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
-use crate::shard::ShardEvent;
 use crate::summary::SummaryPoint;
 use crate::time::{Calendar, Day};
+use crate::worker::owner_of;
 
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Accepted {
-        shard: usize,
-        event: ShardEvent,
+        /// The worker that owns the event's partition.
+        worker: usize,
+        event: PartitionEvent,
     },
     Rejected(Rejection),
     /// Older than the retention: counted, not applied.
@@ -32,36 +38,9 @@ pub enum Outcome {
     Future,
 }
 
-/// Stream-wide counters, exact.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub accepted: u64,
-    /// Indexed like [`Rejection::ALL`].
-    pub rejected: [u64; Rejection::ALL.len()],
-    pub late: u64,
-    pub future: u64,
-    /// Applied to the windows, but too late (past the allowed lateness) to join a session.
-    pub late_for_sessions: u64,
-    /// Indexed like [`EventKind::ALL`].
-    pub by_kind: [u64; EventKind::ALL.len()],
-    /// `feature_used` events that named no feature.
-    pub feature_missing: u64,
-}
-
-impl Counters {
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().sum()
-    }
-
-    pub fn reject(&mut self, reason: Rejection) {
-        self.rejected[reason as usize] += 1;
-    }
-}
-
-/// The serialisable part of the router.
+/// The stream-wide, serialisable part of the router.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouterState {
-    pub counters: Counters,
     pub features: FeatureRegistry,
     /// The largest accepted event time: the event-time clock.
     pub max_event_ms: Option<i64>,
@@ -76,11 +55,15 @@ pub struct Ingestor {
     decoder: Decoder,
     calendar: Calendar,
     state: RouterState,
+    /// By partition number; grown as partitions appear.
+    inputs: Vec<PartitionInputs>,
     clock: ClockMode,
     /// The wall clock as last told by the caller: the reference for `future`, and `now` in
     /// [`ClockMode::Wall`].
     wall_ms: i64,
-    shards: usize,
+    workers: usize,
+    /// Virtual partitions, for records whose source names none.
+    partitions: u32,
     retention_days: Day,
     lateness_ms: i64,
     max_future_skew_ms: i64,
@@ -93,23 +76,31 @@ impl Ingestor {
     /// `settings` must be validated; `wall_ms` is the wall clock now.
     pub fn new(settings: &EngineSettings, wall_ms: i64) -> Ingestor {
         let state = RouterState {
-            counters: Counters::default(),
             features: FeatureRegistry::new(settings.max_features),
             max_event_ms: None,
             watermark_ms: None,
         };
-        Ingestor::with_state(settings, wall_ms, state)
+        Ingestor::with_state(settings, wall_ms, state, Vec::new())
     }
 
-    pub fn with_state(settings: &EngineSettings, wall_ms: i64, mut state: RouterState) -> Ingestor {
+    /// Resumes from saved state: the stream-wide part and each partition's inputs, by
+    /// partition number.
+    pub fn with_state(
+        settings: &EngineSettings,
+        wall_ms: i64,
+        mut state: RouterState,
+        inputs: Vec<PartitionInputs>,
+    ) -> Ingestor {
         state.features.restore_index();
         Ingestor {
             decoder: Decoder::new(settings),
             calendar: Calendar::new(settings.timezone.clone()),
             state,
+            inputs,
             clock: settings.clock,
             wall_ms,
-            shards: settings.shards,
+            workers: settings.shards,
+            partitions: settings.partitions as u32,
             retention_days: settings.retention_days as Day,
             lateness_ms: settings.allowed_lateness_ms,
             max_future_skew_ms: settings.max_future_skew_ms,
@@ -121,29 +112,39 @@ impl Ingestor {
         self.wall_ms = wall_ms;
     }
 
-    /// Decodes and routes one record. `fallback_ts_ms` is used when the record has no time
-    /// (a Kafka message timestamp); without one, such a record is rejected.
-    pub fn ingest(&mut self, bytes: &[u8], fallback_ts_ms: Option<i64>) -> Outcome {
+    /// Decodes and routes one record of `partition` (`None`: its user's virtual partition).
+    /// `fallback_ts_ms` is used when the record has no time (a Kafka message timestamp);
+    /// without one, such a record is rejected.
+    pub fn ingest(
+        &mut self,
+        bytes: &[u8],
+        fallback_ts_ms: Option<i64>,
+        partition: Option<usize>,
+    ) -> Outcome {
         let prepared = self.decoder.prepare(bytes);
-        self.route(prepared, fallback_ts_ms)
+        self.route(prepared, fallback_ts_ms, partition)
     }
 
     /// Routes a record prepared by [`Decoder::prepare`] (on this thread or another, with a
-    /// decoder built from the same settings). Records must come in input order.
+    /// decoder built from the same settings) from `partition`, or, for `None`, from the
+    /// virtual partition of its user. Records must come in input order.
     pub fn route(
         &mut self,
         prepared: Result<Prepared<'_>, Rejection>,
         fallback_ts_ms: Option<i64>,
+        partition: Option<usize>,
     ) -> Outcome {
         let event = match prepared {
             Ok(event) => event,
-            Err(reason) => return self.reject(reason),
+            Err(reason) => return self.reject(reason, partition),
         };
+        let partition =
+            partition.unwrap_or_else(|| (event.partition_hash % self.partitions) as usize);
         let Some(ts_ms) = event.ts_ms.or(fallback_ts_ms) else {
-            return self.reject(Rejection::MissingTimestamp);
+            return self.reject(Rejection::MissingTimestamp, Some(partition));
         };
         if ts_ms > self.wall_ms.saturating_add(self.max_future_skew_ms) {
-            self.state.counters.future += 1;
+            self.inputs_of(partition).counters.future += 1;
             return Outcome::Future;
         }
         let now_ms = match self.clock {
@@ -152,7 +153,7 @@ impl Ingestor {
         };
         let day = self.calendar.day_of(ts_ms);
         if day < self.calendar.day_of(now_ms) - self.retention_days {
-            self.state.counters.late += 1;
+            self.inputs_of(partition).counters.late += 1;
             return Outcome::Late;
         }
         let sessionize = self
@@ -164,19 +165,20 @@ impl Ingestor {
             self.advance_watermark(ts_ms);
         }
 
-        let counters = &mut self.state.counters;
+        let inputs = self.inputs_of(partition);
+        inputs.max_event_ms = Some(inputs.max_event_ms.map_or(ts_ms, |m| m.max(ts_ms)));
+        let counters = &mut inputs.counters;
         counters.accepted += 1;
         counters.by_kind[event.kind as usize] += 1;
         counters.late_for_sessions += u64::from(!sessionize);
-        let feature = match &event.feature {
-            Some(name) => Some(self.state.features.intern(name)),
-            None => {
-                counters.feature_missing += u64::from(event.kind == EventKind::FeatureUsed);
-                None
-            }
-        };
-        let shard = shard_of(event.user.key, self.shards);
-        let event = ShardEvent {
+        counters.feature_missing +=
+            u64::from(event.feature.is_none() && event.kind == EventKind::FeatureUsed);
+        let feature = event
+            .feature
+            .as_ref()
+            .map(|name| self.state.features.intern(name));
+        let event = PartitionEvent {
+            partition: partition as u32,
             user: event.user,
             session_key: event.session_key,
             ts_ms,
@@ -185,17 +187,31 @@ impl Ingestor {
             feature,
             sessionize,
         };
-        Outcome::Accepted { shard, event }
+        Outcome::Accepted {
+            worker: owner_of(partition, self.workers),
+            event,
+        }
     }
 
-    fn reject(&mut self, reason: Rejection) -> Outcome {
-        self.count_rejection(reason);
+    fn reject(&mut self, reason: Rejection, partition: Option<usize>) -> Outcome {
+        self.count_rejection(reason, partition);
         Outcome::Rejected(reason)
     }
 
-    /// Counts a rejection found outside the decoder (an unreadable line, say).
-    pub fn count_rejection(&mut self, reason: Rejection) {
-        self.state.counters.reject(reason);
+    /// Counts a rejection found outside the decoder (an unreadable line, say) against
+    /// `partition`; a record without a partition or a readable user counts in partition 0.
+    pub fn count_rejection(&mut self, reason: Rejection, partition: Option<usize>) {
+        self.inputs_of(partition.unwrap_or(0))
+            .counters
+            .reject(reason);
+    }
+
+    fn inputs_of(&mut self, partition: usize) -> &mut PartitionInputs {
+        if self.inputs.len() <= partition {
+            self.inputs
+                .resize_with(partition + 1, PartitionInputs::default);
+        }
+        &mut self.inputs[partition]
     }
 
     /// `now` for the windows, if the clock has started.
@@ -238,20 +254,29 @@ impl Ingestor {
         &self.state
     }
 
+    /// What the router knows of each partition, by partition number.
+    pub fn inputs(&self) -> &[PartitionInputs] {
+        &self.inputs
+    }
+
+    /// The stream's counters: every partition's, added up.
+    pub fn counters(&self) -> Counters {
+        total_counters(&self.inputs)
+    }
+
     pub fn calendar(&self) -> &Calendar {
         &self.calendar
     }
-}
 
-/// The shard that owns a user: a multiply-shift of the key, uniform for any shard count.
-pub fn shard_of(user_key: u64, shards: usize) -> usize {
-    ((u128::from(user_key) * shards as u128) >> 64) as usize
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sketch::UserHash;
+    use crate::partitioner::Partitioner;
 
     const DAY: i64 = 86_400_000;
     const T0: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
@@ -269,15 +294,15 @@ mod tests {
         let mut ing = ingestor();
         let json = br#"{"user_id":"u","event":"login"}"#;
         assert_eq!(
-            ing.ingest(json, None),
+            ing.ingest(json, None, None),
             Outcome::Rejected(Rejection::MissingTimestamp)
         );
         assert!(matches!(
-            ing.ingest(json, Some(T0)),
+            ing.ingest(json, Some(T0), None),
             Outcome::Accepted { .. }
         ));
         assert_eq!(
-            ing.state().counters.rejected[Rejection::MissingTimestamp as usize],
+            ing.counters().rejected[Rejection::MissingTimestamp as usize],
             1
         );
     }
@@ -286,22 +311,25 @@ mod tests {
     fn retention_and_future_skew() {
         let mut ing = ingestor();
         assert!(matches!(
-            ing.ingest(line(T0).as_bytes(), None),
+            ing.ingest(line(T0).as_bytes(), None, None),
             Outcome::Accepted { .. }
         ));
         // Day -35 is kept, day -36 is late.
         assert!(matches!(
-            ing.ingest(line(T0 - 35 * DAY).as_bytes(), None),
+            ing.ingest(line(T0 - 35 * DAY).as_bytes(), None, None),
             Outcome::Accepted { .. }
         ));
         assert_eq!(
-            ing.ingest(line(T0 - 35 * DAY - 1).as_bytes(), None),
+            ing.ingest(line(T0 - 35 * DAY - 1).as_bytes(), None, None),
             Outcome::Late
         );
         let far = T0 + 100 * DAY + 3_600_001;
-        assert_eq!(ing.ingest(line(far).as_bytes(), None), Outcome::Future);
-        assert_eq!(ing.state().counters.late, 1);
-        assert_eq!(ing.state().counters.future, 1);
+        assert_eq!(
+            ing.ingest(line(far).as_bytes(), None, None),
+            Outcome::Future
+        );
+        assert_eq!(ing.counters().late, 1);
+        assert_eq!(ing.counters().future, 1);
         assert_eq!(
             ing.now_ms(),
             Some(T0),
@@ -312,22 +340,22 @@ mod tests {
     #[test]
     fn events_past_the_lateness_are_not_sessionized() {
         let mut ing = ingestor();
-        ing.ingest(line(T0).as_bytes(), None);
-        let within = ing.ingest(line(T0 - 300_000).as_bytes(), None);
-        let beyond = ing.ingest(line(T0 - 300_001).as_bytes(), None);
+        ing.ingest(line(T0).as_bytes(), None, None);
+        let within = ing.ingest(line(T0 - 300_000).as_bytes(), None, None);
+        let beyond = ing.ingest(line(T0 - 300_001).as_bytes(), None, None);
         assert!(matches!(within, Outcome::Accepted { event, .. } if event.sessionize));
         assert!(matches!(beyond, Outcome::Accepted { event, .. } if !event.sessionize));
-        assert_eq!(ing.state().counters.late_for_sessions, 1);
+        assert_eq!(ing.counters().late_for_sessions, 1);
     }
 
     #[test]
     fn an_idle_floor_closes_sessions_and_bounds_lateness() {
         let mut ing = ingestor();
-        ing.ingest(line(T0).as_bytes(), None);
+        ing.ingest(line(T0).as_bytes(), None, None);
         ing.advance_watermark(T0 + 3_600_000);
         assert_eq!(ing.watermark_ms(), Some(T0 + 3_600_000));
         assert_eq!(ing.now_ms(), Some(T0), "the floor is not an event time");
-        let stale = ing.ingest(line(T0 + 60_000).as_bytes(), None);
+        let stale = ing.ingest(line(T0 + 60_000).as_bytes(), None, None);
         assert!(matches!(stale, Outcome::Accepted { event, .. } if !event.sessionize));
         ing.advance_watermark(T0);
         assert_eq!(
@@ -341,31 +369,65 @@ mod tests {
     fn a_source_watermark_holds_back_for_the_slowest_partition() {
         let mut ing = ingestor();
         ing.use_source_watermark();
-        ing.ingest(line(T0).as_bytes(), None);
+        ing.ingest(line(T0).as_bytes(), None, None);
         assert_eq!(
             ing.watermark_ms(),
             None,
             "the source has not vouched for anything yet"
         );
-        let behind = ing.ingest(line(T0 - 3_600_000).as_bytes(), None);
+        let behind = ing.ingest(line(T0 - 3_600_000).as_bytes(), None, None);
         assert!(matches!(behind, Outcome::Accepted { event, .. } if event.sessionize));
         ing.advance_watermark(T0 - 3_600_000);
-        let late = ing.ingest(line(T0 - 3_600_000 - 300_001).as_bytes(), None);
+        let late = ing.ingest(line(T0 - 3_600_000 - 300_001).as_bytes(), None, None);
         assert!(matches!(late, Outcome::Accepted { event, .. } if !event.sessionize));
         assert_eq!(ing.now_ms(), Some(T0), "now is still the latest event");
     }
 
     #[test]
-    fn routing_is_uniform_and_stable() {
-        let mut counts = [0usize; 4];
-        for i in 0..40_000 {
-            counts[shard_of(UserHash::of(&format!("user-{i}")).key, 4)] += 1;
+    fn records_go_to_their_users_virtual_partition_or_the_sources_and_count_there() {
+        let settings = EngineSettings {
+            shards: 2,
+            partitions: 6,
+            ..EngineSettings::default()
+        };
+        let mut ing = Ingestor::new(&settings, T0 + 100 * DAY);
+        for i in 0..600 {
+            let user = format!("user-{i}");
+            let line = format!(r#"{{"user_id":"{user}","event":"login","ts":{T0}}}"#);
+            let want = Partitioner::Murmur2.partition_of(user.as_bytes(), 6);
+            let Outcome::Accepted { worker, event } = ing.ingest(line.as_bytes(), None, None)
+            else {
+                panic!("accepted");
+            };
+            assert_eq!(event.partition, want);
+            assert_eq!(
+                worker,
+                want as usize % 2,
+                "worker w owns partitions p = w mod 2"
+            );
         }
-        for c in counts {
-            assert!((9_000..11_000).contains(&c), "{counts:?}");
-        }
-        assert_eq!(shard_of(u64::MAX, 7), 6);
-        assert_eq!(shard_of(0, 7), 0);
+        let from_source = ing.ingest(line(T0).as_bytes(), None, Some(9));
+        assert!(
+            matches!(from_source, Outcome::Accepted { worker: 1, event } if event.partition == 9)
+        );
+        ing.ingest(b"not json", None, Some(4));
+        ing.ingest(b"not json", None, None);
+        let inputs = ing.inputs();
+        assert_eq!(inputs.len(), 10);
+        assert_eq!(inputs[9].counters.accepted, 1);
+        assert_eq!(inputs[9].max_event_ms, Some(T0));
+        assert_eq!(inputs[4].counters.rejected_total(), 1);
+        assert_eq!(
+            inputs[0].counters.rejected_total(),
+            1,
+            "no user: partition 0"
+        );
+        let total = ing.counters();
+        assert_eq!((total.accepted, total.rejected_total()), (601, 2));
+        assert_eq!(
+            inputs.iter().map(|i| i.counters.accepted).sum::<u64>(),
+            total.accepted
+        );
     }
 
     #[test]
@@ -374,9 +436,11 @@ mod tests {
         let a = ing.ingest(
             br#"{"user_id":"u","event":"x","ts":1,"session_id":"s"}"#,
             None,
+            None,
         );
         let b = ing.ingest(
             br#"{"user_id":"v","event":"x","ts":1,"session_id":"s"}"#,
+            None,
             None,
         );
         let (Outcome::Accepted { event: a, .. }, Outcome::Accepted { event: b, .. }) = (a, b)

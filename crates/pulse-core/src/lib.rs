@@ -24,6 +24,7 @@
 //! Every shard's state serialises, restores and merges with another's. That is what makes
 //! checkpoints, restarts and, later, scale-out across machines possible.
 
+pub mod buckets;
 pub mod decode;
 pub mod engine;
 pub mod event;
@@ -31,16 +32,18 @@ pub mod features;
 pub mod histogram;
 pub mod ingest;
 pub mod message;
+pub mod partition;
+pub mod partitioner;
 pub mod prepare;
 pub mod rollup;
 pub mod sessions;
 pub mod settings;
-pub mod shard;
 pub mod sketch;
 pub mod snapshot;
 pub mod status;
 pub mod summary;
 pub mod time;
+pub mod worker;
 
 pub use engine::{Engine, EngineState, StateError};
 pub use event::{EventKind, Rejection};

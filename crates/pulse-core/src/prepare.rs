@@ -22,6 +22,8 @@ use crate::sketch::UserHash;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared<'a> {
     pub user: UserHash,
+    /// The partitioner's hash of the user id: which virtual partition the record goes to.
+    pub partition_hash: u32,
     /// The user's key, or the user and the session id hashed together.
     pub session_key: u64,
     /// Event time in epoch milliseconds; `None` when the record has none.
@@ -36,12 +38,14 @@ impl Decoder {
     pub fn prepare<'a>(&self, bytes: &'a [u8]) -> Result<Prepared<'a>, Rejection> {
         let event = self.decode(bytes)?;
         let user = UserHash::of(&event.user);
+        let partition_hash = self.partitioner.hash(event.user.as_bytes());
         let session_key = match &event.session_id {
             Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), user.key),
             None => user.key,
         };
         Ok(Prepared {
             user,
+            partition_hash,
             session_key,
             ts_ms: event.ts_ms,
             kind: event.kind,
@@ -61,6 +65,7 @@ pub struct PreparedBatch {
 #[derive(Debug)]
 struct Stored {
     user: UserHash,
+    partition_hash: u32,
     session_key: u64,
     ts_ms: Option<i64>,
     kind: EventKind,
@@ -71,6 +76,7 @@ impl PreparedBatch {
     pub fn push(&mut self, record: Result<Prepared<'_>, Rejection>) {
         let stored = record.map(|p| Stored {
             user: p.user,
+            partition_hash: p.partition_hash,
             session_key: p.session_key,
             ts_ms: p.ts_ms,
             kind: p.kind,
@@ -101,6 +107,7 @@ impl PreparedBatch {
         self.records.iter().map(|record| match record {
             Ok(s) => Ok(Prepared {
                 user: s.user,
+                partition_hash: s.partition_hash,
                 session_key: s.session_key,
                 ts_ms: s.ts_ms,
                 kind: s.kind,

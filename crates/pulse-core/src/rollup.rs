@@ -7,7 +7,7 @@
 //!
 //! The one decision to know: a day's values are computed by *the same code as the live
 //! snapshot* — each shard summarises the state with "today" set to that day
-//! ([`crate::shard::ShardState::summarize`]) and [`snapshot::build`] merges the summaries.
+//! ([`crate::partition::KpiState::summarize`]) and [`snapshot::build`] merges the summaries.
 //! The rollup of the current day therefore equals `/v1/metrics` to the last digit, and a
 //! past day's is what `/v1/metrics` would show with that day as today, given everything
 //! that has arrived since. It costs a summary per day held (36 by default), which is why the service
@@ -34,11 +34,11 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::engine::EngineState;
 use crate::features::FeatureId;
+use crate::partition::{sketch_shape, total_counters};
 use crate::settings::EngineSettings;
-use crate::shard::sketch_shape;
 use crate::sketch::{DistinctSketch, DistinctUnion};
 use crate::snapshot::{self, KpiSnapshot, Windowed};
-use crate::summary::{ShardSummary, SummaryPoint, WINDOWS};
+use crate::summary::{Summary, SummaryPoint, WINDOWS};
 use crate::time::{Calendar, Day, rfc3339};
 
 /// What a rollup record measures.
@@ -156,9 +156,12 @@ pub fn rollups(
     let mut calendar = Calendar::new(settings.timezone.clone());
     let today = calendar.day_of(now_ms);
     let oldest = today - settings.retention_days as Day;
-    let Some(first) =
-        (oldest..=today).find(|day| state.shards.iter().any(|s| s.bucket(*day).is_some()))
-    else {
+    let Some(first) = (oldest..=today).find(|day| {
+        state
+            .partitions
+            .iter()
+            .any(|p| p.kpis.bucket(*day).is_some())
+    }) else {
         return Vec::new();
     };
     let context = Context {
@@ -173,19 +176,21 @@ pub fn rollups(
         include_sketches,
     };
     let now_minute = now_ms.div_euclid(60_000);
+    let counters = total_counters(state.partitions.iter().map(|p| &p.inputs));
     let mut out = Vec::new();
     for day in first..=today {
         let at = SummaryPoint {
             today: day,
             now_minute,
         };
-        let summaries: Vec<ShardSummary> = state
-            .shards
+        let summaries: Vec<Summary> = state
+            .partitions
             .iter()
-            .map(|s| s.summarize(at, shape))
+            .map(|p| p.kpis.summarize(at, shape))
             .collect();
         let snapshot = snapshot::build(
             &state.router,
+            &counters,
             &summaries,
             &mut calendar,
             shape,
@@ -268,10 +273,10 @@ struct DaySketches {
 impl DaySketches {
     fn of(
         state: &EngineState,
-        summaries: &[ShardSummary],
+        summaries: &[Summary],
         shape: crate::sketch::SketchShape,
     ) -> DaySketches {
-        let union = |pick: &dyn Fn(&ShardSummary) -> Option<&DistinctSketch>| {
+        let union = |pick: &dyn Fn(&Summary) -> Option<&DistinctSketch>| {
             let mut union = DistinctUnion::new(shape);
             let mut any = false;
             for sketch in summaries.iter().filter_map(pick) {
@@ -284,14 +289,13 @@ impl DaySketches {
         let ids = (0..registry.tracked() as FeatureId).chain(std::iter::once(registry.other_id()));
         let features = ids
             .filter_map(|id| {
-                let sketch = union(&|s: &ShardSummary| {
-                    s.features.get(usize::from(id))?.current[0].as_ref()
-                })?;
+                let sketch =
+                    union(&|s: &Summary| s.features.get(usize::from(id))?.current[0].as_ref())?;
                 Some((registry.name(id).to_owned(), sketch))
             })
             .collect();
         DaySketches {
-            active: union(&|s: &ShardSummary| s.active.current[0].as_ref()),
+            active: union(&|s: &Summary| s.active.current[0].as_ref()),
             features,
         }
     }

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
 
+use crate::partitioner::Partitioner;
+
 /// Which instant is "now" for the windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClockMode {
@@ -90,8 +92,13 @@ impl Default for KindNames {
 pub struct EngineSettings {
     pub timezone: TimeZone,
     pub clock: ClockMode,
-    /// Number of shards (worker threads); users are routed by hash.
+    /// Worker threads; each owns a share of the partitions.
     pub shards: usize,
+    /// Virtual partitions of a source without Kafka's (replay, demo): a record goes to the
+    /// one [`Self::partitioner`] picks for its user id.
+    pub partitions: usize,
+    /// How a producer maps a user id to a partition (see [`crate::partitioner`]).
+    pub partitioner: Partitioner,
     /// log2 of the HLL register count: 14 gives about 0.8 % standard error.
     pub hll_lg_k: u8,
     pub hll_width: HllWidth,
@@ -118,6 +125,9 @@ pub struct EngineSettings {
 /// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
 pub const MIN_RETENTION_DAYS: u32 = 30;
 const MAX_SHARDS: usize = 1024;
+/// Kafka's own practical limit per topic is in the thousands; virtual partitions beyond
+/// that would only multiply per-partition sketches.
+pub const MAX_PARTITIONS: usize = 4096;
 
 impl Default for EngineSettings {
     fn default() -> Self {
@@ -125,6 +135,8 @@ impl Default for EngineSettings {
             timezone: TimeZone::UTC,
             clock: ClockMode::EventTime,
             shards: 1,
+            partitions: 1,
+            partitioner: Partitioner::Murmur2,
             hll_lg_k: 14,
             hll_width: HllWidth::Hll8,
             session_timeout_ms: 30 * 60 * 1000,
@@ -188,6 +200,12 @@ impl EngineSettings {
             self.shards,
             (1..=MAX_SHARDS).contains(&self.shards),
             "1 to 1024",
+        )?;
+        range(
+            "partitions",
+            self.partitions,
+            (1..=MAX_PARTITIONS).contains(&self.partitions),
+            "1 to 4096",
         )?;
         range(
             "hll.lg_k",

@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::buckets::{LifetimeSessions, SESSION_BUCKETS_SECONDS, SessionStats};
 use crate::event::{EventKind, Rejection};
 use crate::features::FeatureId;
 use crate::ingest::RouterState;
-use crate::shard::{LifetimeSessions, SESSION_BUCKETS_SECONDS, SessionStats};
+use crate::partition::Counters;
 use crate::sketch::{DistinctSketch, DistinctUnion, SketchShape};
-use crate::summary::{SPAN, ShardSummary};
+use crate::summary::{SPAN, Summary};
 use crate::time::{Calendar, rfc3339};
 
 /// One value per window, serialised under the keys `1d`, `7d`, `30d`.
@@ -137,11 +138,13 @@ pub struct KpiSnapshot {
     pub state: StateInfo,
 }
 
-/// Builds the snapshot at `now_ms` (`None` before the first event) from every shard's
-/// summary (see [`crate::summary`]).
+/// Builds the snapshot at `now_ms` (`None` before the first event) from the summaries of
+/// every partition (one per worker, each the merge of its partitions; see
+/// [`crate::summary`]) and the stream's counters.
 pub fn build(
     router: &RouterState,
-    summaries: &[ShardSummary],
+    counters: &Counters,
+    summaries: &[Summary],
     calendar: &mut Calendar,
     shape: SketchShape,
     now_ms: Option<i64>,
@@ -154,7 +157,7 @@ pub fn build(
         as_of: now_ms.map(rfc3339),
         timezone: calendar.zone().iana_name().unwrap_or("UTC").to_owned(),
         last_event_at: router.max_event_ms.map(rfc3339),
-        events: event_counts(router),
+        events: event_counts(router, counters),
         session_durations: SessionDurations {
             bounds_seconds: SESSION_BUCKETS_SECONDS.to_vec(),
             counts: lifetime.counts,
@@ -239,9 +242,9 @@ fn union_estimate<'a>(
 
 /// The estimates of one family's windows (current or previous) across shards.
 fn window_estimates(
-    summaries: &[ShardSummary],
+    summaries: &[Summary],
     shape: SketchShape,
-    pick: impl Fn(&ShardSummary) -> Option<&[Option<DistinctSketch>; 3]>,
+    pick: impl Fn(&Summary) -> Option<&[Option<DistinctSketch>; 3]>,
 ) -> Windowed<u64> {
     let window = |w: usize| {
         union_estimate(
@@ -261,7 +264,7 @@ fn window_estimates(
 
 /// `active_previous`: active users over the windows ending yesterday (complete days).
 fn stickiness(
-    summaries: &[ShardSummary],
+    summaries: &[Summary],
     shape: SketchShape,
     active_previous: &Windowed<u64>,
 ) -> Stickiness {
@@ -305,8 +308,7 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
     }
 }
 
-fn event_counts(router: &RouterState) -> EventCounts {
-    let c = &router.counters;
+fn event_counts(router: &RouterState, c: &Counters) -> EventCounts {
     EventCounts {
         accepted: c.accepted,
         rejected: c.rejected_total(),

@@ -1,6 +1,6 @@
-//! A shard's contribution to a snapshot, computed by the shard itself.
+//! A partition's contribution to a snapshot, computed by the partition's worker.
 //!
-//! Each shard folds its own day buckets into window unions (1, 7, 30 days, current and
+//! Each partition folds its own day buckets into window unions (1, 7, 30 days, current and
 //! previous), per-day sketches for stickiness, session statistics per window and the recent
 //! minute windows. The snapshot then only unions a handful of sketches per shard. Two
 //! reasons: the heavy union work runs on the shard threads in parallel, and a live service
@@ -8,8 +8,8 @@
 //! refresh. Unions are associative, so the result is the same as unioning everything in
 //! one place — to the last digit.
 
+use crate::buckets::{DayBucket, LifetimeSessions, SessionStats};
 use crate::features::FeatureId;
-use crate::shard::{DayBucket, LifetimeSessions, SessionStats, ShardState};
 use crate::sketch::{DistinctSketch, DistinctUnion, SketchShape};
 use crate::time::Day;
 
@@ -41,7 +41,7 @@ pub struct FamilyParts {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct ShardSummary {
+pub struct Summary {
     pub active: FamilyParts,
     /// Active users of each day, by offset from today (`0..SPAN`).
     pub active_daily: Vec<Option<DistinctSketch>>,
@@ -112,79 +112,144 @@ impl PastUnions {
     }
 }
 
-impl ShardState {
-    /// Folds this shard's state as of `at`.
-    pub fn summarize(&self, at: SummaryPoint, shape: SketchShape) -> ShardSummary {
-        self.summarize_with(at, shape, &mut PastUnions::default())
-    }
+/// What a summary reads of a partition's state.
+pub trait Held {
+    /// The bucket of `day`, if held.
+    fn bucket(&self, day: Day) -> Option<&DayBucket>;
+    /// The active-user sketch of a minute (minutes since the epoch), if held.
+    fn minute(&self, minute: i64) -> Option<&DistinctSketch>;
+    fn lifetime_sessions(&self) -> &LifetimeSessions;
+    fn estimated_bytes(&self) -> usize;
+    fn open_session_keys(&self) -> usize;
+}
 
-    /// [`ShardState::summarize`], reusing `past` if it is still valid (and renewing it if
-    /// not).
-    pub fn summarize_with(
-        &self,
-        at: SummaryPoint,
-        shape: SketchShape,
-        past: &mut PastUnions,
-    ) -> ShardSummary {
-        let SummaryPoint { today, now_minute } = at;
-        let days: Vec<Option<&DayBucket>> = (0..SPAN)
-            .map(|offset| self.bucket(today - offset as Day))
-            .collect();
-        let feature_count = days
-            .iter()
-            .flatten()
-            .map(|b| b.features.len())
-            .max()
-            .unwrap_or(0);
-        if past.today != Some(today) {
-            *past = PastUnions::compute(&days, shape, feature_count, today);
+/// Folds `held` as of `at`, reusing `past` if it is still valid (and renewing it if not).
+pub fn summarize(
+    held: &impl Held,
+    at: SummaryPoint,
+    shape: SketchShape,
+    past: &mut PastUnions,
+) -> Summary {
+    let SummaryPoint { today, now_minute } = at;
+    let days: Vec<Option<&DayBucket>> = (0..SPAN)
+        .map(|offset| held.bucket(today - offset as Day))
+        .collect();
+    let feature_count = days
+        .iter()
+        .flatten()
+        .map(|b| b.features.len())
+        .max()
+        .unwrap_or(0);
+    if past.today != Some(today) {
+        *past = PastUnions::compute(&days, shape, feature_count, today);
+    }
+    let mut sessions: [SessionStats; 3] = Default::default();
+    let mut running = SessionStats::default();
+    for (offset, bucket) in days.iter().take(30).enumerate() {
+        if let Some(bucket) = bucket {
+            running.merge(&bucket.sessions);
         }
-        let mut sessions: [SessionStats; 3] = Default::default();
-        let mut running = SessionStats::default();
-        for (offset, bucket) in days.iter().take(30).enumerate() {
-            if let Some(bucket) = bucket {
-                running.merge(&bucket.sessions);
-            }
-            if let Some(w) = WINDOWS.iter().position(|w| *w == offset + 1) {
-                sessions[w] = running.clone();
-            }
-        }
-        let mut recent: [Option<DistinctSketch>; 2] = Default::default();
-        let mut union = DistinctUnion::new(shape);
-        let mut any = false;
-        for age in 0..RECENT_MINUTES[1] {
-            if let Some(sketch) = self.minute(now_minute - age as i64) {
-                union.add(sketch);
-                any = true;
-            }
-            if let Some(w) = RECENT_MINUTES.iter().position(|m| *m == age + 1) {
-                recent[w] = any.then(|| union.to_sketch());
-            }
-        }
-        let no_past = PastFamily::default();
-        ShardSummary {
-            active: family(&days, shape, &past.active, Previous::Fold, |b| {
-                Some(&b.active)
-            }),
-            active_daily: days.iter().map(|b| b.map(|b| b.active.clone())).collect(),
-            signups: family(&days, shape, &past.signups, Previous::Skip, |b| {
-                b.signups.as_ref()
-            }),
-            features: (0..feature_count)
-                .map(|id| {
-                    let before = past.features.get(id).unwrap_or(&no_past);
-                    family(&days, shape, before, Previous::Skip, |b| {
-                        b.feature(id as FeatureId)
-                    })
-                })
-                .collect(),
-            sessions,
-            recent,
-            lifetime_sessions: self.lifetime_sessions().clone(),
-            estimated_bytes: (self.estimated_bytes() + past.estimated_bytes()) as u64,
-            open_session_keys: self.open_session_keys() as u64,
+        if let Some(w) = WINDOWS.iter().position(|w| *w == offset + 1) {
+            sessions[w] = running.clone();
         }
     }
+    let mut recent: [Option<DistinctSketch>; 2] = Default::default();
+    let mut union = DistinctUnion::new(shape);
+    let mut any = false;
+    for age in 0..RECENT_MINUTES[1] {
+        if let Some(sketch) = held.minute(now_minute - age as i64) {
+            union.add(sketch);
+            any = true;
+        }
+        if let Some(w) = RECENT_MINUTES.iter().position(|m| *m == age + 1) {
+            recent[w] = any.then(|| union.to_sketch());
+        }
+    }
+    let no_past = PastFamily::default();
+    Summary {
+        active: family(&days, shape, &past.active, Previous::Fold, |b| {
+            Some(&b.active)
+        }),
+        active_daily: days.iter().map(|b| b.map(|b| b.active.clone())).collect(),
+        signups: family(&days, shape, &past.signups, Previous::Skip, |b| {
+            b.signups.as_ref()
+        }),
+        features: (0..feature_count)
+            .map(|id| {
+                let before = past.features.get(id).unwrap_or(&no_past);
+                family(&days, shape, before, Previous::Skip, |b| {
+                    b.feature(id as FeatureId)
+                })
+            })
+            .collect(),
+        sessions,
+        recent,
+        lifetime_sessions: held.lifetime_sessions().clone(),
+        estimated_bytes: (held.estimated_bytes() + past.estimated_bytes()) as u64,
+        open_session_keys: held.open_session_keys() as u64,
+    }
+}
+
+impl Summary {
+    /// Takes `other` in: the summary of both partitions (or sets of partitions) together.
+    /// Sketches union (lossless), statistics add.
+    pub fn merge(&mut self, other: Summary, shape: SketchShape) {
+        self.active.merge(other.active, shape);
+        self.signups.merge(other.signups, shape);
+        if self.active_daily.len() < other.active_daily.len() {
+            self.active_daily.resize(other.active_daily.len(), None);
+        }
+        for (mine, theirs) in self.active_daily.iter_mut().zip(other.active_daily) {
+            merge_sketch(mine, theirs, shape);
+        }
+        if self.features.len() < other.features.len() {
+            self.features
+                .resize_with(other.features.len(), FamilyParts::default);
+        }
+        for (mine, theirs) in self.features.iter_mut().zip(other.features) {
+            mine.merge(theirs, shape);
+        }
+        for (mine, theirs) in self.sessions.iter_mut().zip(&other.sessions) {
+            mine.merge(theirs);
+        }
+        for (mine, theirs) in self.recent.iter_mut().zip(other.recent) {
+            merge_sketch(mine, theirs, shape);
+        }
+        self.lifetime_sessions.merge(&other.lifetime_sessions);
+        self.estimated_bytes += other.estimated_bytes;
+        self.open_session_keys += other.open_session_keys;
+    }
+}
+
+impl FamilyParts {
+    fn merge(&mut self, other: FamilyParts, shape: SketchShape) {
+        let theirs = other.current.into_iter().chain(other.previous);
+        for (mine, theirs) in self
+            .current
+            .iter_mut()
+            .chain(&mut self.previous)
+            .zip(theirs)
+        {
+            merge_sketch(mine, theirs, shape);
+        }
+    }
+}
+
+fn merge_sketch(
+    mine: &mut Option<DistinctSketch>,
+    theirs: Option<DistinctSketch>,
+    shape: SketchShape,
+) {
+    let Some(theirs) = theirs else { return };
+    *mine = Some(match mine.take() {
+        None => theirs,
+        Some(held) => {
+            let mut union = DistinctUnion::new(shape);
+            union.add(&held);
+            union.add(&theirs);
+            union.to_sketch()
+        }
+    });
 }
 
 /// Chains unions from yesterday backwards, keeping the sketch before each window's today.
@@ -252,8 +317,8 @@ mod tests {
 
     use super::*;
     use crate::event::EventKind;
+    use crate::partition::{KpiState, Partition, PartitionEvent, sketch_shape};
     use crate::settings::EngineSettings;
-    use crate::shard::{Shard, ShardEvent, sketch_shape};
     use crate::sketch::UserHash;
 
     #[derive(Debug, Clone)]
@@ -287,7 +352,7 @@ mod tests {
             .collect()
     }
 
-    fn families(summary: &ShardSummary) -> Vec<Vec<Option<f64>>> {
+    fn families(summary: &Summary) -> Vec<Vec<Option<f64>>> {
         [&summary.active, &summary.signups]
             .into_iter()
             .chain(&summary.features)
@@ -297,7 +362,7 @@ mod tests {
 
     /// Every window unioned day by day: what the summary must equal.
     fn folded_day_by_day(
-        state: &ShardState,
+        state: &KpiState,
         today: Day,
         shape: SketchShape,
         features: usize,
@@ -340,14 +405,15 @@ mod tests {
         fn kept_past_unions_give_the_summary_folded_afresh(steps in proptest::collection::vec(step(), 1..40)) {
             let settings = EngineSettings::default();
             let shape = sketch_shape(&settings);
-            let mut shard = Shard::new(&settings);
+            let mut shard = Partition::new(&settings);
             let mut today: Day = 20_000;
             for step in steps {
                 match step {
                     Step::Activity { first, users, days_ago, signup, feature } => {
                         let day = today - days_ago;
                         for user in first..first + users {
-                            shard.apply(&ShardEvent {
+                            shard.apply(&PartitionEvent {
+                                partition: 0,
                                 user: UserHash::of(&format!("u{user}")),
                                 session_key: u64::from(user),
                                 ts_ms: i64::from(day) * 86_400_000,

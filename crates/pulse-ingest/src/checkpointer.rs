@@ -14,6 +14,7 @@ use pulse_core::status::CheckpointStatus;
 use tokio::task::JoinHandle;
 
 use crate::clock::wall_ms;
+use crate::partition_numbers::PartitionNumbers;
 use crate::state_store::{Offsets, StateStore, StateStoreError};
 
 type Written = (Offsets, Result<PathBuf, StateStoreError>, Duration, i64);
@@ -47,16 +48,22 @@ impl Checkpointer {
         self.in_flight.is_none() && self.last_started.elapsed() >= self.interval
     }
 
-    /// Starts writing `state`, which holds exactly the records before `offsets`; `pause` is
-    /// how long taking the copy stalled ingestion.
-    pub fn start(&mut self, state: EngineState, offsets: Offsets, pause: Duration) {
+    /// Starts writing `state`, which holds exactly the records before `offsets`, its
+    /// partitions named by `numbers`; `pause` is how long taking the copy stalled ingestion.
+    pub fn start(
+        &mut self,
+        state: EngineState,
+        numbers: PartitionNumbers,
+        offsets: Offsets,
+        pause: Duration,
+    ) {
         self.last_started = Instant::now();
         self.status.last_pause_seconds = pause.as_secs_f64();
         let store = self.store.clone();
         let taken_at = wall_ms();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let result = store.save(&state, &offsets, taken_at);
+            let result = store.save(&state, &numbers, &offsets, taken_at);
             (offsets, result, started.elapsed(), taken_at)
         }));
     }
@@ -84,9 +91,14 @@ impl Checkpointer {
     }
 
     /// Writes a checkpoint now and waits for it (a clean stop).
-    pub async fn save_now(&mut self, state: EngineState, offsets: Offsets) -> Option<Offsets> {
+    pub async fn save_now(
+        &mut self,
+        state: EngineState,
+        numbers: PartitionNumbers,
+        offsets: Offsets,
+    ) -> Option<Offsets> {
         self.finish().await;
-        self.start(state, offsets, Duration::ZERO);
+        self.start(state, numbers, offsets, Duration::ZERO);
         self.finish().await
     }
 

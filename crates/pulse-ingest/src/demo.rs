@@ -14,7 +14,7 @@ use pulse_core::status::IngestStatus;
 use crate::clock::wall_ms;
 use crate::pipeline::{Pipeline, Sink};
 use crate::rollups::RollupWriter;
-use crate::shards::ShardStopped;
+use crate::workers::WorkerStopped;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -41,7 +41,7 @@ pub async fn run(
     mut rollups: Option<RollupWriter>,
     sink: &dyn Sink,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ShardStopped> {
+) -> Result<(), WorkerStopped> {
     let now = wall_ms();
     let config = WorkloadConfig {
         seed: options.seed,

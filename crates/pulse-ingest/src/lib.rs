@@ -23,10 +23,11 @@ pub mod checkpointer;
 pub mod clock;
 pub mod demo;
 pub mod kafka;
+pub mod partition_numbers;
 pub mod pipeline;
 pub mod rollups;
-pub mod shards;
 pub mod state_store;
 pub mod topic_partition;
+pub mod workers;
 
 pub use pipeline::{Pipeline, Sink};

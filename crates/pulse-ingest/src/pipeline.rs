@@ -1,22 +1,26 @@
-//! The router side of the runtime: records in, batches to shards, snapshots out.
+//! The router side of the runtime: records in, batches to workers, snapshots out.
 //!
-//! One [`Pipeline`] is driven by one source loop (Kafka or the demo generator). It owns the
-//! [`Ingestor`] (clock, classification, feature registry), buffers accepted events per shard,
+//! One [`Pipeline`] is driven by one source loop (Kafka, the demo generator, or a replayed
+//! file). It owns the [`Ingestor`] (clock, classification, feature registry, what it counted
+//! of each partition), buffers accepted events per worker,
 //! and sends a batch when it is full — awaiting a full queue, which is the back pressure
 //! that slows the source. [`Pipeline::snapshot`] flushes every buffer and puts a barrier
-//! through all shards, so the snapshot covers exactly the records routed before the call:
+//! through all workers, so the snapshot covers exactly the records routed before the call:
 //! the source may commit their offsets once it returns.
 
 use std::time::{Duration, Instant};
 
+use pulse_core::decode::Decoder;
 use pulse_core::ingest::{Ingestor, Outcome};
+use pulse_core::partition::PartitionEvent;
+use pulse_core::prepare::Prepared;
 use pulse_core::settings::ClockMode;
-use pulse_core::shard::{ShardEvent, sketch_shape};
 use pulse_core::snapshot::{self, KpiSnapshot};
 use pulse_core::status::IngestStatus;
-use pulse_core::{EngineSettings, EngineState};
+use pulse_core::{EngineSettings, EngineState, Rejection};
 
-use crate::shards::{ShardPool, ShardStopped};
+use crate::workers::{WorkerPool, WorkerStopped};
+use pulse_core::partition::sketch_shape;
 
 /// Events per batch: amortises the channel without delaying shards for long.
 const BATCH: usize = 1024;
@@ -31,26 +35,34 @@ pub trait Sink: Send + Sync {
 pub struct Pipeline {
     settings: EngineSettings,
     ingestor: Ingestor,
-    pool: ShardPool,
-    pending: Vec<Vec<ShardEvent>>,
+    pool: WorkerPool,
+    pending: Vec<Vec<PartitionEvent>>,
     last_snapshot: Option<Duration>,
 }
 
 impl Pipeline {
-    /// Starts the shard threads, from saved state when given.
+    /// Starts the worker threads, from saved state when given.
     pub fn start(
         settings: EngineSettings,
         wall_ms: i64,
         saved: Option<EngineState>,
     ) -> std::io::Result<Pipeline> {
         let (ingestor, states) = match saved {
-            Some(state) => (
-                Ingestor::with_state(&settings, wall_ms, state.router),
-                Some(state.shards),
-            ),
-            None => (Ingestor::new(&settings, wall_ms), None),
+            Some(state) => {
+                let inputs = state.inputs();
+                let kpis = state
+                    .partitions
+                    .into_iter()
+                    .map(|p| (p.partition as usize, p.kpis))
+                    .collect();
+                (
+                    Ingestor::with_state(&settings, wall_ms, state.router, inputs),
+                    kpis,
+                )
+            }
+            None => (Ingestor::new(&settings, wall_ms), Vec::new()),
         };
-        let pool = ShardPool::start(&settings, states)?;
+        let pool = WorkerPool::start(&settings, states)?;
         let pending = (0..settings.shards)
             .map(|_| Vec::with_capacity(BATCH))
             .collect();
@@ -63,43 +75,63 @@ impl Pipeline {
         })
     }
 
-    /// Routes one record and sends its shard's batch when full.
+    /// Routes one record (of its user's virtual partition) and sends its worker's batch
+    /// when full.
     pub async fn ingest(
         &mut self,
         record: &[u8],
         fallback_ts_ms: Option<i64>,
-    ) -> Result<Outcome, ShardStopped> {
-        let outcome = self.route(record, fallback_ts_ms);
+    ) -> Result<Outcome, WorkerStopped> {
+        let outcome = self.route(record, fallback_ts_ms, None);
         self.send_full_batches().await?;
         Ok(outcome)
     }
 
-    /// Routes one record into its shard's buffer without waiting; call
-    /// [`Pipeline::send_full_batches`] afterwards. (A Kafka message borrows the consumer and
-    /// is not `Send`, so its records are routed first and the waiting happens after.)
-    pub fn route(&mut self, record: &[u8], fallback_ts_ms: Option<i64>) -> Outcome {
-        let outcome = self.ingestor.ingest(record, fallback_ts_ms);
-        if let Outcome::Accepted { shard, event } = outcome {
-            self.pending[shard].push(event);
+    /// Routes one record of `partition` (`None`: its user's virtual partition) into its
+    /// worker's buffer without waiting; call [`Pipeline::send_full_batches`] afterwards. (A
+    /// Kafka message borrows the consumer and is not `Send`, so its records are routed first
+    /// and the waiting happens after.)
+    pub fn route(
+        &mut self,
+        record: &[u8],
+        fallback_ts_ms: Option<i64>,
+        partition: Option<usize>,
+    ) -> Outcome {
+        let prepared = self.decoder().prepare(record);
+        self.route_prepared(prepared, fallback_ts_ms, partition)
+    }
+
+    /// [`Pipeline::route`] for a record decoded beforehand (on another thread, say).
+    pub fn route_prepared(
+        &mut self,
+        prepared: Result<Prepared<'_>, Rejection>,
+        fallback_ts_ms: Option<i64>,
+        partition: Option<usize>,
+    ) -> Outcome {
+        let outcome = self.ingestor.route(prepared, fallback_ts_ms, partition);
+        if let Outcome::Accepted { worker, event } = outcome {
+            self.pending[worker].push(event);
         }
         outcome
     }
 
     /// Sends every buffer that has reached a batch; waits while a shard's queue is full.
-    pub async fn send_full_batches(&mut self) -> Result<(), ShardStopped> {
+    pub async fn send_full_batches(&mut self) -> Result<(), WorkerStopped> {
         let watermark = self.ingestor.watermark_ms();
-        for shard in 0..self.pending.len() {
-            if self.pending[shard].len() >= BATCH {
-                let events = std::mem::replace(&mut self.pending[shard], Vec::with_capacity(BATCH));
-                self.pool.apply(shard, events, watermark).await?;
+        for worker in 0..self.pending.len() {
+            if self.pending[worker].len() >= BATCH {
+                let events =
+                    std::mem::replace(&mut self.pending[worker], Vec::with_capacity(BATCH));
+                self.pool.apply(worker, events, watermark).await?;
             }
         }
         Ok(())
     }
 
-    /// Counts a record that was rejected before decoding (e.g. a broken batch envelope).
-    pub fn count_rejection(&mut self, reason: pulse_core::Rejection) {
-        self.ingestor.count_rejection(reason);
+    /// Counts a record of `partition` that was rejected before decoding (e.g. a broken
+    /// batch envelope, an over-long line).
+    pub fn count_rejection(&mut self, reason: Rejection, partition: Option<usize>) {
+        self.ingestor.count_rejection(reason, partition);
     }
 
     /// Moves the wall clock. When the source is caught up (nothing left to read), the
@@ -136,18 +168,18 @@ impl Pipeline {
         &self.ingestor
     }
 
-    /// Sends every buffered event, and the current watermark to every shard.
-    async fn flush(&mut self) -> Result<(), ShardStopped> {
+    /// Sends every buffered event, and the current watermark to every worker.
+    async fn flush(&mut self) -> Result<(), WorkerStopped> {
         let watermark = self.ingestor.watermark_ms();
-        for shard in 0..self.pending.len() {
-            let events = std::mem::replace(&mut self.pending[shard], Vec::with_capacity(BATCH));
-            self.pool.apply(shard, events, watermark).await?;
+        for worker in 0..self.pending.len() {
+            let events = std::mem::replace(&mut self.pending[worker], Vec::with_capacity(BATCH));
+            self.pool.apply(worker, events, watermark).await?;
         }
         Ok(())
     }
 
     /// A consistent snapshot of everything routed so far.
-    pub async fn snapshot(&mut self) -> Result<KpiSnapshot, ShardStopped> {
+    pub async fn snapshot(&mut self) -> Result<KpiSnapshot, WorkerStopped> {
         self.flush().await?;
         let started = Instant::now();
         let at = self.ingestor.summary_point();
@@ -156,6 +188,7 @@ impl Pipeline {
         let shape = sketch_shape(&self.settings);
         let snapshot = snapshot::build(
             self.ingestor.state(),
+            &self.ingestor.counters(),
             &summaries,
             &mut calendar,
             shape,
@@ -171,22 +204,29 @@ impl Pipeline {
     }
 
     /// Closes every open session: the end of a finite input.
-    pub async fn close_all_sessions(&mut self) -> Result<(), ShardStopped> {
+    pub async fn close_all_sessions(&mut self) -> Result<(), WorkerStopped> {
         self.flush().await?;
         self.pool.close_all().await
     }
 
     /// The whole engine state, consistent with everything routed so far.
-    pub async fn state(&mut self) -> Result<EngineState, ShardStopped> {
+    pub async fn state(&mut self) -> Result<EngineState, WorkerStopped> {
         self.flush().await?;
-        let shards = self.pool.export().await?;
-        Ok(EngineState {
-            router: self.ingestor.state().clone(),
-            shards,
-        })
+        let kpis = self.pool.export().await?;
+        Ok(EngineState::assemble(
+            &self.settings,
+            self.ingestor.state().clone(),
+            self.ingestor.inputs(),
+            kpis,
+        ))
     }
 
-    /// Stops the shard threads.
+    /// The decoder records are prepared with (any thread may use a clone of it).
+    pub fn decoder(&self) -> &Decoder {
+        self.ingestor.decoder()
+    }
+
+    /// Stops the worker threads.
     pub fn stop(self) {
         self.pool.join();
     }
@@ -235,7 +275,9 @@ mod tests {
             for p in 0..3 {
                 let end = (cursor[p] + chunks[p]).min(partitions[p].len());
                 for line in &partitions[p][cursor[p]..end] {
-                    if let Outcome::Accepted { event, .. } = pipeline.route(line.as_bytes(), None) {
+                    if let Outcome::Accepted { event, .. } =
+                        pipeline.route(line.as_bytes(), None, Some(p))
+                    {
                         newest[p] =
                             Some(newest[p].map_or(event.ts_ms, |n: i64| n.max(event.ts_ms)));
                     }

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::wall_ms;
 use crate::pipeline::Pipeline;
-use crate::shards::ShardStopped;
+use crate::workers::WorkerStopped;
 
 /// Where and how often rollups go, already validated by the binary.
 #[derive(Debug, Clone)]
@@ -145,7 +145,7 @@ impl RollupWriter {
     }
 
     /// Call every refresh: collects a finished emission and starts the next one when due.
-    pub async fn tick(&mut self, pipeline: &mut Pipeline) -> Result<(), ShardStopped> {
+    pub async fn tick(&mut self, pipeline: &mut Pipeline) -> Result<(), WorkerStopped> {
         if self.in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
             self.wait().await;
         }
@@ -157,7 +157,7 @@ impl RollupWriter {
     }
 
     /// A last emission from the final state, waited for: a clean stop.
-    pub async fn finish(&mut self, pipeline: &mut Pipeline) -> Result<(), ShardStopped> {
+    pub async fn finish(&mut self, pipeline: &mut Pipeline) -> Result<(), WorkerStopped> {
         self.wait().await;
         let state = pipeline.state().await?;
         self.start(state, pipeline.ingestor().now_ms());

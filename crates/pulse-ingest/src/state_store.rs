@@ -1,5 +1,5 @@
-//! Checkpoints on disk: the engine state and the Kafka offsets it covers, so a restart
-//! (clean or not) resumes where the last checkpoint left off.
+//! Checkpoints on disk: the state of every partition and the Kafka offset it covers, so a
+//! restart (clean or not) resumes where the last checkpoint left off.
 //!
 //! The store owns one directory and nothing else. Each [`StateStore::save`] writes a new
 //! file `checkpoint-<sequence>.bin` (sequence zero-padded to 20 digits, one more than the
@@ -7,16 +7,16 @@
 //! under its final name only once complete: it is written to `checkpoint-<sequence>.bin.tmp`
 //! in the same directory, `fsync`ed, renamed, and the directory `fsync`ed. A crash or a failed
 //! write (full disk, read-only file system, permissions) therefore never touches an older
-//! checkpoint, and a failed write removes its temporary file. The offsets in a checkpoint are
-//! exactly those whose events its engine state contains, so Kafka offsets may be committed
-//! once `save` has returned.
+//! checkpoint, and a failed write removes its temporary file. The offset of each partition in
+//! a checkpoint is exactly the one whose events its state contains, so Kafka offsets may be
+//! committed once `save` has returned.
 //!
 //! Why keep several and not one: a checkpoint can still be damaged after the fact (a torn
 //! sector, a bad copy, a bug); [`StateStore::load`] then falls back to the previous one
 //! instead of losing the month. Falling back is safe because each file pairs its state with
 //! its own offsets: pulse re-reads from the older offsets.
 //!
-//! # File format (version 1)
+//! # File format (version 2)
 //!
 //! All integers little-endian. The 26-byte header keeps this layout in every version, so
 //! any reader can tell an intact file of another version from a damaged one:
@@ -24,23 +24,35 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0..8 | magic `PULSECKP` (ASCII) |
-//! | 8..10 | format version, `u16` (this module writes and reads `1`) |
+//! | 8..10 | format version, `u16` (this module writes and reads `2`) |
 //! | 10..18 | body length in bytes, `u64`; the file ends exactly after the body |
 //! | 18..26 | checksum, `u64`: XXH3-64 (seed 0, default secret) of bytes 0..18 followed by the body, i.e. of every byte of the file except the checksum itself |
 //! | 26.. | body |
 //!
 //! Covering the version in the checksum means a flipped bit there reads as damage, not as a
-//! file from another pulse. The version 1 body is the [postcard] (1.x wire format) encoding
-//! of this struct, fields in this order:
+//! file from another pulse. The version 2 body is a manifest followed by one entry per
+//! partition, all in one [postcard] (1.x wire format) encoding of this struct, fields in
+//! this order:
 //!
 //! ```text
-//! struct Envelope {
-//!     sequence: u64,                    // varint; equals the number in the file name
-//!     saved_at_ms: i64,                 // zigzag varint; wall clock at save, Unix ms
-//!     offsets: Vec<(String, i32, i64)>, // (topic, partition, next offset to read)
-//!     engine: bytes,                    // varint length + EngineState::to_bytes() image
+//! struct Manifest {
+//!     sequence: u64,          // varint; equals the number in the file name
+//!     saved_at_ms: i64,       // zigzag varint; wall clock at save, Unix ms
+//!     router: bytes,          // varint length + postcard RouterState (clock, features)
+//!     partitions: Vec<Entry>, // the engine's partitions, by number (0, 1, 2, ...)
+//! }
+//! struct Entry {
+//!     topic: String,             // the Kafka partition this is (a replay's virtual
+//!     partition: i32,            //   partition p is partition p of the first topic)
+//!     next_offset: Option<i64>,  // next offset to read; None if none was read yet
+//!     state: Option<bytes>,      // postcard PartitionState; None if it saw no record
 //! }
 //! ```
+//!
+//! Version 1 (pulse 0.1) kept state by user-hash shard, not by partition: its sketches
+//! cannot be split by partition, so a version 1 directory is refused with what to do
+//! ([`StateStoreError::ShardedFormat`]) rather than converted into partitions that would not
+//! match the topic's.
 //!
 //! # Loading
 //!
@@ -67,10 +79,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use pulse_core::EngineState;
+use pulse_core::partition::PartitionState;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::clock::wall_ms;
+use crate::partition_numbers::PartitionNumbers;
 use crate::topic_partition::TopicPartition;
 
 /// Next offset to read, by (topic, partition).
@@ -79,7 +93,9 @@ pub type Offsets = BTreeMap<TopicPartition, i64>;
 /// Checkpoints kept by [`StateStore::new`].
 pub const DEFAULT_KEEP: usize = 3;
 /// The format version this build writes, and the only one it reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// pulse 0.1's format: one engine image, state by user-hash shard.
+const SHARDED_FORMAT_VERSION: u16 = 1;
 
 const MAGIC: &[u8; 8] = b"PULSECKP";
 const HEADER_LEN: usize = 26;
@@ -92,14 +108,43 @@ const SEQUENCE_DIGITS: usize = 20;
 const LEGACY_FILE: &str = "state.bin";
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Envelope<'a> {
+struct Manifest<'a> {
     sequence: u64,
     saved_at_ms: i64,
-    offsets: Vec<(String, i32, i64)>,
     /// Borrowed from the file's bytes when loading; written as one byte string (the same
     /// postcard wire format as a sequence of `u8`, without a call per byte).
     #[serde(borrow, serialize_with = "as_byte_string")]
-    engine: &'a [u8],
+    router: &'a [u8],
+    #[serde(borrow)]
+    partitions: Vec<Entry<'a>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry<'a> {
+    topic: String,
+    partition: i32,
+    next_offset: Option<i64>,
+    #[serde(borrow, serialize_with = "as_optional_byte_string")]
+    state: Option<&'a [u8]>,
+}
+
+fn as_optional_byte_string<S: serde::Serializer>(
+    bytes: &Option<&[u8]>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(bytes) => serializer.serialize_some(&ByteString(bytes)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// A byte slice that serialises as one byte string.
+struct ByteString<'a>(&'a [u8]);
+
+impl Serialize for ByteString<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
 }
 
 fn as_byte_string<S: serde::Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
@@ -120,6 +165,16 @@ pub enum StateStoreError {
         list(.skipped)
     )]
     NoValidCheckpoint { dir: PathBuf, skipped: Vec<Skipped> },
+    /// The newest intact checkpoint is pulse 0.1's, kept by user-hash shard.
+    #[error(
+        "checkpoint {path} has format version 1 (pulse 0.1), which kept state by user-hash shard; \
+         this pulse keeps it by Kafka partition and cannot split the old sketches by partition. \
+         Either rebuild the history from a copy of the events with `pulse replay --input FILE \
+         --partitions N --save-state DIR` (N = the topic's partition count), or run pulse 0.1 \
+         until you are ready, or pass --reset-state to move the old checkpoints aside and \
+         start empty (the 30-day windows then fill again over 30 days)"
+    )]
+    ShardedFormat { path: PathBuf },
     /// The newest intact checkpoint was written in a format this build does not read.
     #[error(
         "checkpoint {path} has format version {found} but this pulse reads only version {supported}: \
@@ -153,10 +208,12 @@ impl fmt::Display for Skipped {
     }
 }
 
-/// What was saved: the engine and the offsets it covers, and where it came from.
+/// What was saved: the engine, which partition each of its partition numbers is, the
+/// offsets it covers, and where it came from.
 #[derive(Debug)]
 pub struct Saved {
     pub engine: EngineState,
+    pub numbers: PartitionNumbers,
     pub offsets: Offsets,
     pub saved_at_ms: i64,
     /// The checkpoint file this was read from.
@@ -197,6 +254,7 @@ impl StateStore {
     pub fn save(
         &self,
         engine: &EngineState,
+        numbers: &PartitionNumbers,
         offsets: &Offsets,
         saved_at_ms: i64,
     ) -> Result<PathBuf, StateStoreError> {
@@ -210,7 +268,7 @@ impl StateStore {
         })?;
         let sequence = existing.last().map_or(1, |(newest, _)| newest + 1);
         let path = self.dir.join(file_name(sequence));
-        let bytes = encode(sequence, saved_at_ms, offsets, engine);
+        let bytes = encode(sequence, saved_at_ms, engine, numbers, offsets);
         write_durably(&self.dir, &path, &bytes).map_err(|source| StateStoreError::Write {
             path: path.clone(),
             source,
@@ -246,12 +304,16 @@ impl StateStore {
                     }
                     return Ok(Some(Saved {
                         engine: checkpoint.engine,
+                        numbers: checkpoint.numbers,
                         offsets: checkpoint.offsets,
                         saved_at_ms: checkpoint.saved_at_ms,
                         path,
                         sequence: checkpoint.sequence,
                         skipped,
                     }));
+                }
+                Err(Unusable::Version(SHARDED_FORMAT_VERSION)) => {
+                    return Err(StateStoreError::ShardedFormat { path });
                 }
                 Err(Unusable::Version(found)) => {
                     return Err(StateStoreError::UnsupportedVersion {
@@ -370,21 +432,63 @@ fn checksum(header: &[u8], body: &[u8]) -> u64 {
     hasher.digest()
 }
 
-fn encode(sequence: u64, saved_at_ms: i64, offsets: &Offsets, engine: &EngineState) -> Vec<u8> {
-    let image = engine.to_bytes();
-    let envelope = Envelope {
+fn encode(
+    sequence: u64,
+    saved_at_ms: i64,
+    engine: &EngineState,
+    numbers: &PartitionNumbers,
+    offsets: &Offsets,
+) -> Vec<u8> {
+    let router = postcard::to_allocvec(&engine.router).expect("writing to a Vec cannot fail");
+    let count = engine
+        .partitions
+        .iter()
+        .map(|p| p.partition as usize + 1)
+        .max()
+        .unwrap_or(0)
+        .max(numbers.len());
+    let mut states: Vec<Option<Vec<u8>>> = vec![None; count];
+    for partition in &engine.partitions {
+        states[partition.partition as usize] =
+            Some(postcard::to_allocvec(partition).expect("writing to a Vec cannot fail"));
+    }
+    let key = |number: usize| {
+        // Every routed partition was numbered; a gap would be a bug, kept rather than lost.
+        numbers
+            .key_of(number)
+            .cloned()
+            .unwrap_or_else(|| TopicPartition::new("", number as i32))
+    };
+    let mut keys: Vec<TopicPartition> = (0..count).map(key).collect();
+    // Partitions with a position but no record yet still resume where they were.
+    let numbered: std::collections::HashSet<&TopicPartition> = keys.iter().collect();
+    let unnumbered: Vec<TopicPartition> = offsets
+        .keys()
+        .filter(|k| !numbered.contains(k))
+        .cloned()
+        .collect();
+    keys.extend(unnumbered);
+    let partitions = keys
+        .iter()
+        .enumerate()
+        .map(|(number, at)| Entry {
+            topic: at.topic.clone(),
+            partition: at.partition,
+            next_offset: offsets.get(at).copied(),
+            state: states.get(number).and_then(|s| s.as_deref()),
+        })
+        .collect();
+    let manifest = Manifest {
         sequence,
         saved_at_ms,
-        offsets: offsets
-            .iter()
-            .map(|(at, offset)| (at.topic.clone(), at.partition, *offset))
-            .collect(),
-        engine: &image,
+        router: &router,
+        partitions,
     };
+    let size: usize = states.iter().flatten().map(Vec::len).sum();
     // One buffer: header placeholder, then the body, then the header filled in.
-    let mut out = Vec::with_capacity(HEADER_LEN + image.len() + 64 + 32 * offsets.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + router.len() + size + 64 * (keys.len() + 1));
     out.extend_from_slice(&[0; HEADER_LEN]);
-    postcard::to_io(&envelope, &mut out).expect("writing to a Vec cannot fail");
+    postcard::to_io(&manifest, &mut out).expect("writing to a Vec cannot fail");
     let body_len = (out.len() - HEADER_LEN) as u64;
     out[0..8].copy_from_slice(MAGIC);
     out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -399,6 +503,7 @@ fn encode(sequence: u64, saved_at_ms: i64, offsets: &Offsets, engine: &EngineSta
 pub struct Checkpoint {
     pub sequence: u64,
     pub saved_at_ms: i64,
+    pub numbers: PartitionNumbers,
     pub offsets: Offsets,
     pub engine: EngineState,
 }
@@ -455,18 +560,45 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
     if version != FORMAT_VERSION {
         return Err(Unusable::Version(version));
     }
-    let envelope: Envelope<'_> = postcard::from_bytes(body)
-        .map_err(|e| damaged(format!("cannot decode the checkpoint body: {e}")))?;
-    let engine = EngineState::from_bytes(envelope.engine)
-        .map_err(|e| damaged(format!("cannot decode the engine state: {e}")))?;
+    let manifest: Manifest<'_> = postcard::from_bytes(body)
+        .map_err(|e| damaged(format!("cannot decode the checkpoint manifest: {e}")))?;
+    let router = postcard::from_bytes(manifest.router)
+        .map_err(|e| damaged(format!("cannot decode the router state: {e}")))?;
+    let mut partitions = Vec::new();
+    let mut offsets = Offsets::new();
+    let mut keys = Vec::with_capacity(manifest.partitions.len());
+    for (number, entry) in manifest.partitions.into_iter().enumerate() {
+        let at = TopicPartition::new(entry.topic, entry.partition);
+        if let Some(offset) = entry.next_offset {
+            offsets.insert(at.clone(), offset);
+        }
+        if let Some(state) = entry.state {
+            let state: PartitionState = postcard::from_bytes(state)
+                .map_err(|e| damaged(format!("cannot decode the state of {at}: {e}")))?;
+            if state.partition as usize != number {
+                return Err(damaged(format!(
+                    "the state of {at} says partition {}, its entry is {number}",
+                    state.partition
+                )));
+            }
+            partitions.push(state);
+        }
+        keys.push(at);
+    }
+    let listed = keys.len();
+    let numbers = PartitionNumbers::from_keys(keys);
+    if numbers.len() != listed {
+        return Err(damaged("a partition is listed twice".to_owned()));
+    }
+    let engine = EngineState { router, partitions };
+    engine
+        .validate()
+        .map_err(|e| damaged(format!("implausible engine state: {e}")))?;
     Ok(Checkpoint {
-        sequence: envelope.sequence,
-        saved_at_ms: envelope.saved_at_ms,
-        offsets: envelope
-            .offsets
-            .into_iter()
-            .map(|(topic, partition, offset)| (TopicPartition::new(topic, partition), offset))
-            .collect(),
+        sequence: manifest.sequence,
+        saved_at_ms: manifest.saved_at_ms,
+        numbers,
+        offsets,
         engine,
     })
 }
@@ -543,6 +675,10 @@ mod tests {
         engine
     }
 
+    fn numbers() -> PartitionNumbers {
+        PartitionNumbers::virtual_partitions("events", 1)
+    }
+
     fn offsets(next: i64) -> Offsets {
         [
             (TopicPartition::new("events", 0), next),
@@ -565,7 +701,7 @@ mod tests {
     fn save_n(store: &StateStore, count: i64) -> Vec<PathBuf> {
         let state = engine(3).state();
         (1..=count)
-            .map(|i| store.save(&state, &offsets(i), i).unwrap())
+            .map(|i| store.save(&state, &numbers(), &offsets(i), i).unwrap())
             .collect()
     }
 
@@ -581,7 +717,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path().join("state"));
         let mut engine = engine(50);
-        let path = store.save(&engine.state(), &offsets(42), 7).unwrap();
+        let path = store
+            .save(&engine.state(), &numbers(), &offsets(42), 7)
+            .unwrap();
         assert_eq!(
             path,
             dir.path()
@@ -594,8 +732,7 @@ mod tests {
         assert_eq!((saved.sequence, saved.path), (1, path));
         assert!(saved.skipped.is_empty());
         // Not the bytes: the session table is a hash map, its order differs per instance.
-        let mut restored =
-            Engine::restore(EngineSettings::default(), WALL_MS, saved.engine).unwrap();
+        let mut restored = Engine::restore(EngineSettings::default(), WALL_MS, saved.engine);
         assert_eq!(restored.snapshot(), engine.snapshot());
         assert_eq!(
             names(&store.path()),
@@ -627,7 +764,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         save_n(&StateStore::new(dir.path()), 4);
         let again = StateStore::new(dir.path());
-        let path = again.save(&engine(1).state(), &offsets(9), 9).unwrap();
+        let path = again
+            .save(&engine(1).state(), &numbers(), &offsets(9), 9)
+            .unwrap();
         assert!(path.ends_with("checkpoint-00000000000000000005.bin"));
         assert_eq!(again.load().unwrap().unwrap().sequence, 5);
     }
@@ -714,7 +853,7 @@ mod tests {
         let store = StateStore::new(dir.path());
         let paths = save_n(&store, 2);
         let mut bytes = fs::read(&paths[1]).unwrap();
-        bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+        bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
         // Without a new checksum the changed version is damage: fall back.
         fs::write(&paths[1], &bytes).unwrap();
         assert_eq!(store.load().unwrap().unwrap().sequence, 1);
@@ -726,8 +865,8 @@ mod tests {
             matches!(
                 error,
                 StateStoreError::UnsupportedVersion {
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 }
             ),
@@ -867,7 +1006,7 @@ mod tests {
         let state = engine(2_000).state();
         let mut last_good = None;
         let error = (1..=1_000)
-            .find_map(|i| match store.save(&state, &offsets(i), i) {
+            .find_map(|i| match store.save(&state, &numbers(), &offsets(i), i) {
                 Ok(path) => {
                     last_good = Some((i, path));
                     None
@@ -893,9 +1032,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mount = Tmpfs::mount(dir.path(), "1m");
         let store = StateStore::new(&mount.0);
-        let previous = store.save(&engine(10).state(), &offsets(1), 1).unwrap();
+        let previous = store
+            .save(&engine(10).state(), &numbers(), &offsets(1), 1)
+            .unwrap();
         mount.remount_read_only();
-        let error = store.save(&engine(20).state(), &offsets(2), 2).unwrap_err();
+        let error = store
+            .save(&engine(20).state(), &numbers(), &offsets(2), 2)
+            .unwrap_err();
         let StateStoreError::Write { path, source } = &error else {
             panic!("{error:?}");
         };

@@ -75,7 +75,7 @@ pub struct RunArgs {
     /// moved into a `discarded-…` folder, not deleted).
     #[arg(long)]
     pub reset_state: bool,
-    /// Number of shards; overrides `shards`.
+    /// Worker threads; overrides `shards`.
     #[arg(long)]
     pub shards: Option<usize>,
 }
@@ -142,9 +142,13 @@ pub struct ReplayArgs {
     pub input: PathBuf,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Number of shards (threads); overrides `shards` in the configuration.
+    /// Worker threads; overrides `shards` in the configuration.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Virtual partitions, as in a topic keyed by user id; overrides `partitions`. Use the
+    /// partition count of the topic `pulse run` will continue on (with --save-state).
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<usize>,
     /// Threads that decode the input (the answer does not depend on it); defaults to the
     /// number of CPUs.
     #[arg(long, value_name = "N")]
@@ -154,7 +158,8 @@ pub struct ReplayArgs {
     pub compact: bool,
     /// Also write the engine state as a checkpoint in DIR, with sessions still open at the
     /// end of the input, so `pulse run --state DIR` continues from it (seed 30 days of
-    /// history from a warehouse export, then go live). Use the same `shards` for both.
+    /// history from a warehouse export, then go live). Virtual partition p is saved as
+    /// partition p of the first of `kafka.topics`: give --partitions the topic's count.
     #[arg(long, value_name = "DIR")]
     pub save_state: Option<PathBuf>,
     /// Also write the warehouse rollups of the final state (every day held, every metric and
@@ -174,6 +179,9 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(shards) = args.shards {
                 raw.shards = shards;
             }
+            if let Some(partitions) = args.partitions {
+                raw.partitions = partitions;
+            }
             let settings = raw.engine_settings()?;
             let wall_ms = args
                 .wall_clock
@@ -186,6 +194,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 save_state: store.as_ref(),
                 rollups: args.rollups.as_deref(),
                 include_sketches: raw.rollups.include_sketches,
+                topic: raw.kafka.topics.first().map_or("events", String::as_str),
             };
             let decode_threads = args.decode_threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
@@ -275,8 +284,14 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             workload.validate().context("invalid loadgen options")?;
             let kafka = service::kafka_options(&raw);
+            let mut client = kafka.client_config();
+            // Keyed by user id, partitioned as `partitioner` says: the partitions a replay
+            // with the same setting reproduces (unless the operator chose otherwise).
+            if !kafka.properties.contains_key("partitioner") {
+                client.set("partitioner", raw.partitioner.librdkafka_name());
+            }
             let producer = ProducerOptions {
-                client: kafka.client_config(),
+                client,
                 topic: args.topic,
                 rate: args.rate,
                 events: args.events,

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
+use pulse_core::partitioner::Partitioner;
 use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,8 @@ const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
 pub struct RawConfig {
     pub timezone: String,
     pub shards: usize,
+    pub partitions: usize,
+    pub partitioner: Partitioner,
     #[serde(with = "human_duration")]
     pub allowed_lateness: Duration,
     pub retention_days: u32,
@@ -275,6 +278,13 @@ impl RawConfig {
             timezone: time_zone(&self.timezone).context("timezone")?,
             clock: ClockMode::EventTime,
             shards,
+            // As many virtual partitions as workers, unless asked: every worker has work.
+            partitions: if self.partitions == 0 {
+                shards
+            } else {
+                self.partitions
+            },
+            partitioner: self.partitioner,
             hll_lg_k: self.hll.lg_k,
             hll_width: match self.hll.width {
                 RawHllWidth::Hll4 => HllWidth::Hll4,
@@ -395,6 +405,7 @@ mod tests {
         let mut settings = raw.engine_settings().unwrap();
         let defaults = EngineSettings::default();
         settings.shards = defaults.shards;
+        settings.partitions = defaults.partitions;
         assert_eq!(format!("{settings:?}"), format!("{defaults:?}"));
     }
 

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use pulse_core::EngineSettings;
+use pulse_core::partition::total_counters;
 use pulse_core::snapshot::KpiSnapshot;
 use pulse_export::{BuildInfo, Exporter, IngestStatus};
 use pulse_ingest::checkpointer::Checkpointer;
@@ -160,17 +161,10 @@ pub fn run(options: RunOptions) -> Result<()> {
         None => None,
     };
     if let Some(saved) = &saved {
-        if saved.engine.shards.len() != settings.shards {
-            bail!(
-                "the saved state has {} shards but the configuration asks for {}: set shards = {} (or start over with --reset-state)",
-                saved.engine.shards.len(),
-                settings.shards,
-                saved.engine.shards.len()
-            );
-        }
+        let counters = total_counters(saved.engine.partitions.iter().map(|p| &p.inputs));
         tracing::info!(
-            accepted = saved.engine.router.counters.accepted,
-            partitions = saved.offsets.len(),
+            accepted = counters.accepted,
+            partitions = saved.numbers.len(),
             "Resuming from the saved state."
         );
     }
@@ -181,9 +175,9 @@ pub fn run(options: RunOptions) -> Result<()> {
         listen,
         shutdown_timeout,
         move |exporter, token| async move {
-            let (engine, restored) = match saved {
-                Some(saved) => (Some(saved.engine), saved.offsets),
-                None => (None, Default::default()),
+            let (engine, numbers, restored) = match saved {
+                Some(saved) => (Some(saved.engine), saved.numbers, saved.offsets),
+                None => (None, Default::default(), Default::default()),
             };
             let durability = store.map(|store| Durability {
                 checkpointer: Checkpointer::new(store, interval),
@@ -193,6 +187,7 @@ pub fn run(options: RunOptions) -> Result<()> {
             let sink = ExporterSink(exporter);
             let result = kafka::run(
                 &mut pipeline,
+                numbers,
                 &kafka,
                 durability,
                 rollups,

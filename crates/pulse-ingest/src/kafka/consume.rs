@@ -33,11 +33,12 @@ use super::resume::{Placement, Resume};
 use super::watermarks::PartitionWatermarks;
 use crate::checkpointer::Checkpointer;
 use crate::clock::wall_ms;
+use crate::partition_numbers::PartitionNumbers;
 use crate::pipeline::{Pipeline, Sink};
 use crate::rollups::RollupWriter;
-use crate::shards::ShardStopped;
 use crate::state_store::{Offsets, StateStoreError};
 use crate::topic_partition::TopicPartition;
+use crate::workers::WorkerStopped;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
@@ -52,7 +53,7 @@ pub enum KafkaSourceError {
         source: KafkaError,
     },
     #[error(transparent)]
-    Shards(#[from] ShardStopped),
+    Shards(#[from] WorkerStopped),
     #[error(transparent)]
     State(#[from] StateStoreError),
 }
@@ -70,8 +71,13 @@ pub struct Durability {
 /// Consumes until `shutdown`, publishing a snapshot every refresh and, with `durability`,
 /// writing checkpoints (and, with `rollups`, warehouse rollups). At a clean stop: a last
 /// snapshot, a last checkpoint, the offsets committed, a last rollup.
+///
+/// `numbers` says which Kafka partition each of the pipeline's partition numbers is (the
+/// restored checkpoint's numbering, or an empty one); partitions that deliver for the first
+/// time get the next numbers.
 pub async fn run(
     pipeline: &mut Pipeline,
+    mut numbers: PartitionNumbers,
     options: &KafkaOptions,
     mut durability: Option<Durability>,
     mut rollups: Option<RollupWriter>,
@@ -217,7 +223,7 @@ pub async fn run(
                             if durable.checkpointer.due() {
                                 let started = Instant::now();
                                 let state = pipeline.state().await?;
-                                durable.checkpointer.start(state, positions.clone(), started.elapsed());
+                                durable.checkpointer.start(state, numbers.clone(), positions.clone(), started.elapsed());
                             }
                         }
                         None => commit(&consumer, &positions, CommitMode::Async),
@@ -260,7 +266,8 @@ pub async fn run(
                             let fallback = message.timestamp().to_millis();
                             let payload = message.payload().unwrap_or_default();
                             let dead_letter = dead_letters.as_mut().map(|letters| (letters, options));
-                            let newest = route_message(pipeline, payload, message.key(), fallback, &origin, dead_letter);
+                            let number = numbers.number_of(&key);
+                            let newest = route_message(pipeline, number, payload, message.key(), fallback, &origin, dead_letter);
                             if !watermarks.is_assigned(&key) {
                                 refresh_assignment(&mut watermarks, &consumer, &shared);
                             }
@@ -301,7 +308,7 @@ pub async fn run(
             let state = pipeline.state().await?;
             match durable
                 .checkpointer
-                .save_now(state, consumer.context().positions())
+                .save_now(state, numbers.clone(), consumer.context().positions())
                 .await
             {
                 Some(written) => {
@@ -396,6 +403,7 @@ fn exchange_end_checks(
 /// rejected record goes to the dead-letter topic, if there is one (named only then).
 fn route_message(
     pipeline: &mut Pipeline,
+    partition: usize,
     payload: &[u8],
     key: Option<&[u8]>,
     fallback: Option<i64>,
@@ -414,7 +422,7 @@ fn route_message(
         Ok(records) => {
             let many = records.iter().nth(1).is_some();
             for (index, record) in records.iter().enumerate() {
-                match pipeline.route(record, fallback) {
+                match pipeline.route(record, fallback, Some(partition)) {
                     Outcome::Accepted { event, .. } => {
                         newest = Some(newest.map_or(event.ts_ms, |n| n.max(event.ts_ms)));
                     }
@@ -424,7 +432,7 @@ fn route_message(
             }
         }
         Err(reason) => {
-            pipeline.count_rejection(reason);
+            pipeline.count_rejection(reason, Some(partition));
             reject(payload, reason, None);
         }
     }

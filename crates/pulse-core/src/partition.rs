@@ -1,25 +1,38 @@
-//! One shard: the state of the users routed to it, owned by one thread, no locks.
+//! One input partition: the unit of state, checkpoint and hand-over.
 //!
-//! The state is a ring of day buckets (HLL sketches of active users, signups and each
-//! feature, plus statistics of the sessions that started that day) and the open-session
-//! table. A bucket is reused when its slot comes round again, so memory is bounded by the
-//! retention, not by history. The router has already dropped events older than the
-//! retention, so an event never meets a slot holding a newer day.
+//! A [`PartitionState`] holds everything derived from one partition of the input: what the
+//! router counted of it ([`PartitionInputs`]) and its KPI state ([`KpiState`]) — a ring of
+//! day buckets (HLL sketches of active users, signups and each feature, plus statistics of
+//! the sessions that started that day), a ring of minute buckets and the open-session
+//! table. It saves and restores on its own, and partitions combine: their summaries merge
+//! ([`crate::summary::Summary::merge`]), because HLL union is lossless and session
+//! statistics add, so the global view is the merge of every partition, however they are
+//! spread over threads or machines.
+//!
+//! A [`Partition`] is the live form, owned by one worker thread, no locks. A bucket is
+//! reused when its slot comes round again, so memory is bounded by the retention, not by
+//! history. The router has already dropped events older than the retention, so an event
+//! never meets a slot holding a newer day.
 
 use serde::{Deserialize, Serialize};
 
+use crate::buckets::{
+    DayBucket, LifetimeSessions, MINUTE_SLOTS, MinuteBucket, SESSION_BUCKETS_SECONDS,
+};
 use crate::event::EventKind;
+use crate::event::Rejection;
 use crate::features::FeatureId;
-use crate::histogram::DurationHistogram;
 use crate::sessions::{ClosedSession, SessionEvent, SessionRules, SessionTable};
 use crate::settings::EngineSettings;
 use crate::sketch::{DistinctSketch, SketchShape, UserHash};
-use crate::summary::{PastUnions, ShardSummary, SummaryPoint};
+use crate::summary::{self, Held, PastUnions, Summary, SummaryPoint};
 use crate::time::Day;
 
-/// An accepted event, reduced to what a shard needs: no user id, only its hashes.
+/// An accepted event, reduced to what a partition needs: no user id, only its hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardEvent {
+pub struct PartitionEvent {
+    /// The partition number it belongs to.
+    pub partition: u32,
     pub user: UserHash,
     pub session_key: u64,
     pub ts_ms: i64,
@@ -31,135 +44,87 @@ pub struct ShardEvent {
     pub sessionize: bool,
 }
 
-/// Statistics of closed sessions; they merge by addition, so they are exact.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SessionStats {
-    pub count: u64,
-    pub events: u64,
-    pub bounces: u64,
-    pub duration_ms_sum: u64,
-    pub durations: DurationHistogram,
+/// Counters of one partition, exact; the stream's are their sum.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub accepted: u64,
+    /// Indexed like [`Rejection::ALL`].
+    pub rejected: [u64; Rejection::ALL.len()],
+    pub late: u64,
+    pub future: u64,
+    /// Applied to the windows, but too late (past the allowed lateness) to join a session.
+    pub late_for_sessions: u64,
+    /// Indexed like [`EventKind::ALL`].
+    pub by_kind: [u64; EventKind::ALL.len()],
+    /// `feature_used` events that named no feature.
+    pub feature_missing: u64,
 }
 
-impl SessionStats {
-    fn record(&mut self, session: &ClosedSession) {
-        self.count += 1;
-        self.events += u64::from(session.events);
-        self.bounces += u64::from(session.events == 1);
-        self.duration_ms_sum += session.duration_ms.max(0) as u64;
-        self.durations.record(session.duration_ms);
+impl Counters {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
     }
 
-    fn counts(&self) -> impl Iterator<Item = u64> + '_ {
-        [self.count, self.events, self.bounces, self.duration_ms_sum]
-            .into_iter()
-            .chain(self.durations.counts())
+    pub fn reject(&mut self, reason: Rejection) {
+        self.rejected[reason as usize] += 1;
     }
 
-    pub fn merge(&mut self, other: &SessionStats) {
-        self.count += other.count;
-        self.events += other.events;
-        self.bounces += other.bounces;
-        self.duration_ms_sum += other.duration_ms_sum;
-        self.durations.merge(&other.durations);
-    }
-}
-
-/// Upper bounds (seconds) of the buckets of the closed-session histogram, a fixed set so
-/// that it can be exported as a Prometheus histogram.
-pub const SESSION_BUCKETS_SECONDS: [f64; 14] = [
-    1.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
-    86400.0,
-];
-
-/// Every session closed since the state began, by duration: monotonic, so it can be
-/// exported as a Prometheus histogram and survive restarts with the state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LifetimeSessions {
-    /// Per bucket of [`SESSION_BUCKETS_SECONDS`], not cumulative; the last is `+Inf`.
-    pub counts: Vec<u64>,
-    pub sum_ms: u64,
-    pub count: u64,
-}
-
-impl Default for LifetimeSessions {
-    fn default() -> Self {
-        LifetimeSessions {
-            counts: vec![0; SESSION_BUCKETS_SECONDS.len() + 1],
-            sum_ms: 0,
-            count: 0,
-        }
-    }
-}
-
-impl LifetimeSessions {
-    fn record(&mut self, duration_ms: i64) {
-        let seconds = duration_ms.max(0) as f64 / 1000.0;
-        let bucket = SESSION_BUCKETS_SECONDS.partition_point(|bound| *bound < seconds);
-        self.counts[bucket] += 1;
-        self.sum_ms += duration_ms.max(0) as u64;
-        self.count += 1;
-    }
-
-    pub fn merge(&mut self, other: &LifetimeSessions) {
-        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+    pub fn add(&mut self, other: &Counters) {
+        self.accepted += other.accepted;
+        for (mine, theirs) in self.rejected.iter_mut().zip(&other.rejected) {
             *mine += theirs;
         }
-        self.sum_ms += other.sum_ms;
-        self.count += other.count;
-    }
-}
-
-/// Active users of one minute, for the recent (5-minute, 1-hour) windows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MinuteBucket {
-    /// Minutes since the epoch.
-    pub minute: i64,
-    pub active: DistinctSketch,
-}
-
-/// Minute slots kept: the longest recent window (an hour) plus the minute in progress.
-const MINUTE_SLOTS: usize = 61;
-
-/// Everything one shard knows about one day.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DayBucket {
-    pub day: Day,
-    pub active: DistinctSketch,
-    pub signups: Option<DistinctSketch>,
-    /// Indexed by [`FeatureId`]; grown on first use.
-    pub features: Vec<Option<DistinctSketch>>,
-    pub sessions: SessionStats,
-}
-
-impl DayBucket {
-    fn new(day: Day, shape: SketchShape) -> DayBucket {
-        DayBucket {
-            day,
-            active: DistinctSketch::new(shape),
-            signups: None,
-            features: Vec::new(),
-            sessions: SessionStats::default(),
+        self.late += other.late;
+        self.future += other.future;
+        self.late_for_sessions += other.late_for_sessions;
+        for (mine, theirs) in self.by_kind.iter_mut().zip(&other.by_kind) {
+            *mine += theirs;
         }
+        self.feature_missing += other.feature_missing;
     }
 
-    pub fn feature(&self, id: FeatureId) -> Option<&DistinctSketch> {
-        self.features.get(usize::from(id)).and_then(Option::as_ref)
-    }
-
-    fn estimated_bytes(&self) -> usize {
-        let sketches = std::iter::once(&self.active)
-            .chain(self.signups.as_ref())
-            .chain(self.features.iter().flatten());
-        sketches.map(DistinctSketch::estimated_bytes).sum::<usize>()
-            + self.features.len() * std::mem::size_of::<Option<DistinctSketch>>()
-            + self.sessions.durations.estimated_bytes()
+    /// Every count, for checking a restored state.
+    pub(crate) fn all(&self) -> impl Iterator<Item = u64> + '_ {
+        [
+            self.accepted,
+            self.late,
+            self.future,
+            self.late_for_sessions,
+            self.feature_missing,
+        ]
+        .into_iter()
+        .chain(self.rejected)
+        .chain(self.by_kind)
     }
 }
 
-/// The serialisable part of a shard.
+/// What the router knows of one input partition: part of that partition's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInputs {
+    pub counters: Counters,
+    /// The newest accepted event time of the partition.
+    pub max_event_ms: Option<i64>,
+}
+
+/// The counters of some partitions, added up.
+pub fn total_counters<'a>(inputs: impl IntoIterator<Item = &'a PartitionInputs>) -> Counters {
+    let mut total = Counters::default();
+    inputs.into_iter().for_each(|i| total.add(&i.counters));
+    total
+}
+
+/// Everything one partition knows: what a checkpoint stores per partition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardState {
+pub struct PartitionState {
+    /// Its number: the Kafka partition, or the virtual one of a replay.
+    pub partition: u32,
+    pub inputs: PartitionInputs,
+    pub kpis: KpiState,
+}
+
+/// The KPI part of a partition's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KpiState {
     /// Slot `day mod len` holds that day's bucket.
     days: Vec<Option<DayBucket>>,
     sessions: SessionTable,
@@ -170,34 +135,23 @@ pub struct ShardState {
     pub dropped: u64,
 }
 
-/// A shard: its state plus the settings it runs with.
+/// A partition's KPI state plus the settings it runs with.
 #[derive(Debug, Clone)]
-pub struct Shard {
-    state: ShardState,
+pub struct Partition {
+    state: KpiState,
     shape: SketchShape,
     rules: SessionRules,
     /// Kept between snapshots; not part of the state.
     past: PastUnions,
 }
 
-impl Shard {
-    pub fn new(settings: &EngineSettings) -> Shard {
-        // Today plus `retention_days` before it.
-        let slots = settings.retention_days as usize + 1;
-        Shard::with_state(
-            settings,
-            ShardState {
-                days: vec![None; slots],
-                sessions: SessionTable::default(),
-                minutes: vec![None; MINUTE_SLOTS],
-                lifetime_sessions: LifetimeSessions::default(),
-                dropped: 0,
-            },
-        )
+impl Partition {
+    pub fn new(settings: &EngineSettings) -> Partition {
+        Partition::with_state(settings, KpiState::empty(settings))
     }
 
-    /// Resumes a shard from saved state (its indexes are rebuilt here).
-    pub fn with_state(settings: &EngineSettings, mut state: ShardState) -> Shard {
+    /// Resumes a partition from saved state (its indexes are rebuilt here).
+    pub fn with_state(settings: &EngineSettings, mut state: KpiState) -> Partition {
         state.sessions.restore_index();
         // An image that passed its checksum is trusted, but a shape it cannot have been
         // written with is repaired rather than allowed to panic later.
@@ -220,7 +174,7 @@ impl Shard {
             }
             state.days = days;
         }
-        Shard {
+        Partition {
             state,
             shape: sketch_shape(settings),
             rules: session_rules(settings),
@@ -228,7 +182,7 @@ impl Shard {
         }
     }
 
-    pub fn apply(&mut self, event: &ShardEvent) {
+    pub fn apply(&mut self, event: &PartitionEvent) {
         self.record_minute(event);
         self.past.note_write(event.day);
         let Some(bucket) = bucket_mut(&mut self.state.days, event.day, self.shape) else {
@@ -259,7 +213,7 @@ impl Shard {
         }
     }
 
-    fn record_minute(&mut self, event: &ShardEvent) {
+    fn record_minute(&mut self, event: &PartitionEvent) {
         let minute = event.ts_ms.div_euclid(60_000);
         let slot = &mut self.state.minutes[minute.rem_euclid(MINUTE_SLOTS as i64) as usize];
         match slot {
@@ -276,7 +230,7 @@ impl Shard {
 
     /// Closes the sessions that are final once the watermark has reached `watermark_ms`.
     pub fn advance(&mut self, watermark_ms: i64) {
-        let ShardState {
+        let KpiState {
             days,
             sessions,
             lifetime_sessions,
@@ -290,7 +244,7 @@ impl Shard {
 
     /// Closes every open session: the end of a replay.
     pub fn close_all(&mut self) {
-        let ShardState {
+        let KpiState {
             days,
             sessions,
             lifetime_sessions,
@@ -302,22 +256,22 @@ impl Shard {
         });
     }
 
-    pub fn state(&self) -> &ShardState {
+    pub fn state(&self) -> &KpiState {
         &self.state
     }
 
-    /// This shard's contribution to a snapshot as of `at`.
-    pub fn summarize(&mut self, at: SummaryPoint) -> ShardSummary {
-        self.state.summarize_with(at, self.shape, &mut self.past)
+    /// This partition's contribution to a snapshot as of `at`.
+    pub fn summarize(&mut self, at: SummaryPoint) -> Summary {
+        summary::summarize(&self.state, at, self.shape, &mut self.past)
     }
 
-    pub fn into_state(self) -> ShardState {
+    pub fn into_state(self) -> KpiState {
         self.state
     }
 }
 
-impl ShardState {
-    /// The bucket of `day`, if this shard has one.
+impl KpiState {
+    /// The bucket of `day`, if this partition has one.
     pub fn bucket(&self, day: Day) -> Option<&DayBucket> {
         let slot = day.rem_euclid(self.days.len() as Day) as usize;
         self.days[slot].as_ref().filter(|b| b.day == day)
@@ -372,6 +326,48 @@ impl ShardState {
     }
 }
 
+impl KpiState {
+    /// The state of a partition that has seen nothing.
+    pub fn empty(settings: &EngineSettings) -> KpiState {
+        // Today plus `retention_days` before it.
+        let slots = settings.retention_days as usize + 1;
+        KpiState {
+            days: vec![None; slots],
+            sessions: SessionTable::default(),
+            minutes: vec![None; MINUTE_SLOTS],
+            lifetime_sessions: LifetimeSessions::default(),
+            dropped: 0,
+        }
+    }
+
+    /// Folds this state as of `at` afresh (a rollup's past day, a test's reference).
+    pub fn summarize(&self, at: SummaryPoint, shape: SketchShape) -> Summary {
+        summary::summarize(self, at, shape, &mut PastUnions::default())
+    }
+}
+
+impl Held for KpiState {
+    fn bucket(&self, day: Day) -> Option<&DayBucket> {
+        KpiState::bucket(self, day)
+    }
+
+    fn minute(&self, minute: i64) -> Option<&DistinctSketch> {
+        KpiState::minute(self, minute)
+    }
+
+    fn lifetime_sessions(&self) -> &LifetimeSessions {
+        &self.lifetime_sessions
+    }
+
+    fn estimated_bytes(&self) -> usize {
+        KpiState::estimated_bytes(self)
+    }
+
+    fn open_session_keys(&self) -> usize {
+        KpiState::open_session_keys(self)
+    }
+}
+
 fn record_session(
     days: &mut [Option<DayBucket>],
     lifetime: &mut LifetimeSessions,
@@ -422,10 +418,15 @@ mod tests {
     #[test]
     fn session_counts_no_stream_could_reach_make_an_image_corrupt() {
         // The fuzzer's find: a duration histogram near 2^64 overflowed the snapshot's count.
-        let mut state = Engine::new(EngineSettings::default(), 1_900_000_000_000).state();
+        let mut engine = Engine::new(EngineSettings::default(), 1_900_000_000_000);
+        engine.ingest(
+            br#"{"user_id":"u","event":"login","ts":1772323200000}"#,
+            None,
+        );
+        let mut state = engine.state();
         assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
-        state.shards[0].lifetime_sessions.counts[0] = u64::MAX - 1;
-        state.shards[0].lifetime_sessions.count = 2;
+        state.partitions[0].kpis.lifetime_sessions.counts[0] = u64::MAX - 1;
+        state.partitions[0].kpis.lifetime_sessions.count = 2;
         assert!(matches!(
             EngineState::from_bytes(&state.to_bytes()),
             Err(StateError::Corrupt(_))

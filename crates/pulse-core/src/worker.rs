@@ -1,0 +1,117 @@
+//! A worker: the partitions one thread owns, and what it does with them.
+//!
+//! Worker `w` of `n` owns the partitions `p` with `p mod n = w` ([`owner_of`]), so a
+//! partition's events always reach the same thread and its state needs no lock. The
+//! single-threaded [`Engine`](crate::Engine) is one worker owning every partition; the
+//! runtime in pulse-ingest runs `n` of them on their own threads. Either way the same
+//! code applies events, closes sessions and summarises: a worker answers a snapshot with
+//! the merge of its partitions' summaries, so the merger receives one summary per worker
+//! however many partitions there are.
+
+use crate::partition::{KpiState, Partition, PartitionEvent, sketch_shape};
+use crate::settings::EngineSettings;
+use crate::sketch::SketchShape;
+use crate::summary::{Summary, SummaryPoint};
+
+/// The worker that owns `partition` among `workers`.
+pub fn owner_of(partition: usize, workers: usize) -> usize {
+    partition % workers
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    settings: EngineSettings,
+    shape: SketchShape,
+    /// Partition `p` is at `p / workers` (its owner is implied); created on first use.
+    partitions: Vec<Option<Partition>>,
+    index: usize,
+    workers: usize,
+}
+
+impl Worker {
+    /// Worker `index` of `settings.shards`, owning no partition state yet.
+    pub fn new(settings: &EngineSettings, index: usize) -> Worker {
+        Worker {
+            settings: settings.clone(),
+            shape: sketch_shape(settings),
+            partitions: Vec::new(),
+            index,
+            workers: settings.shards,
+        }
+    }
+
+    /// Takes a saved partition state in; the caller hands each to its owner.
+    pub fn restore(&mut self, partition: usize, state: KpiState) {
+        debug_assert_eq!(owner_of(partition, self.workers), self.index);
+        *self.slot(partition) = Some(Partition::with_state(&self.settings, state));
+    }
+
+    /// Applies events of the partitions this worker owns, then closes the sessions that are
+    /// final at `watermark_ms`.
+    pub fn apply(&mut self, events: &[PartitionEvent], watermark_ms: Option<i64>) {
+        for event in events {
+            self.partition(event.partition as usize).apply(event);
+        }
+        if let Some(watermark) = watermark_ms {
+            self.advance(watermark);
+        }
+    }
+
+    /// Closes the sessions that are final once the watermark has reached `watermark_ms`.
+    pub fn advance(&mut self, watermark_ms: i64) {
+        self.owned_mut().for_each(|p| p.advance(watermark_ms));
+    }
+
+    /// Closes every open session: the end of a replay.
+    pub fn close_all(&mut self) {
+        self.owned_mut().for_each(Partition::close_all);
+    }
+
+    /// The merge of every owned partition's summary as of `at`.
+    pub fn summarize(&mut self, at: SummaryPoint) -> Summary {
+        let shape = self.shape;
+        let mut merged = Summary::default();
+        for partition in self.owned_mut() {
+            merged.merge(partition.summarize(at), shape);
+        }
+        merged
+    }
+
+    /// Copies of the owned partitions' states, with their partition numbers.
+    pub fn export(&self) -> Vec<(usize, KpiState)> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, p)| {
+                let partition = slot * self.workers + self.index;
+                Some((partition, p.as_ref()?.state().clone()))
+            })
+            .collect()
+    }
+
+    fn partition(&mut self, partition: usize) -> &mut Partition {
+        let settings = &self.settings;
+        let slot = Self::slot_of(&mut self.partitions, partition, self.workers);
+        slot.get_or_insert_with(|| Partition::new(settings))
+    }
+
+    fn slot(&mut self, partition: usize) -> &mut Option<Partition> {
+        Self::slot_of(&mut self.partitions, partition, self.workers)
+    }
+
+    fn slot_of(
+        partitions: &mut Vec<Option<Partition>>,
+        partition: usize,
+        workers: usize,
+    ) -> &mut Option<Partition> {
+        let slot = partition / workers;
+        if partitions.len() <= slot {
+            partitions.resize_with(slot + 1, || None);
+        }
+        &mut partitions[slot]
+    }
+
+    fn owned_mut(&mut self) -> impl Iterator<Item = &mut Partition> {
+        self.partitions.iter_mut().flatten()
+    }
+}

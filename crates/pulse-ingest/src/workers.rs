@@ -1,0 +1,173 @@
+//! Worker threads: each owns one [`Worker`] (a share of the partitions) and applies what
+//! the router sends, in order.
+//!
+//! Workers are CPU-bound, so they run on plain OS threads rather than async tasks, and
+//! block on a bounded tokio channel. Commands are processed strictly in order, which is
+//! what makes a `Summarize` a barrier: its reply proves every batch sent before it has
+//! been applied. Dropping the [`WorkerPool`] closes the channels; the threads finish their
+//! queue and exit. Senders work from async code (`.await`) and from plain threads
+//! (`pulse replay`), so every runner uses the same pool.
+
+use std::thread::JoinHandle;
+
+use pulse_core::EngineSettings;
+use pulse_core::partition::{KpiState, PartitionEvent};
+use pulse_core::summary::{Summary, SummaryPoint};
+use pulse_core::worker::{Worker, owner_of};
+use tokio::sync::{mpsc, oneshot};
+
+/// Batches that may wait per worker before the router blocks.
+const QUEUE: usize = 8;
+
+enum Command {
+    Apply {
+        events: Vec<PartitionEvent>,
+        watermark_ms: Option<i64>,
+    },
+    Summarize {
+        at: SummaryPoint,
+        reply: oneshot::Sender<Summary>,
+    },
+    CloseAll,
+    Export {
+        reply: oneshot::Sender<Vec<(usize, KpiState)>>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("worker {0} stopped unexpectedly")]
+pub struct WorkerStopped(pub usize);
+
+#[derive(Debug)]
+pub struct WorkerPool {
+    senders: Vec<mpsc::Sender<Command>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Apply { .. } => "Apply",
+            Command::Summarize { .. } => "Summarize",
+            Command::CloseAll => "CloseAll",
+            Command::Export { .. } => "Export",
+        })
+    }
+}
+
+impl WorkerPool {
+    /// Starts `settings.shards` worker threads, each given the saved partitions it owns.
+    pub fn start(
+        settings: &EngineSettings,
+        saved: Vec<(usize, KpiState)>,
+    ) -> std::io::Result<WorkerPool> {
+        let mut workers: Vec<Worker> = (0..settings.shards)
+            .map(|index| Worker::new(settings, index))
+            .collect();
+        for (partition, state) in saved {
+            workers[owner_of(partition, settings.shards)].restore(partition, state);
+        }
+        let mut senders = Vec::with_capacity(workers.len());
+        let mut threads = Vec::with_capacity(workers.len());
+        for (index, mut worker) in workers.into_iter().enumerate() {
+            let (sender, mut receiver) = mpsc::channel::<Command>(QUEUE);
+            let thread = std::thread::Builder::new()
+                .name(format!("worker-{index}"))
+                .spawn(move || {
+                    while let Some(command) = receiver.blocking_recv() {
+                        match command {
+                            Command::Apply {
+                                events,
+                                watermark_ms,
+                            } => worker.apply(&events, watermark_ms),
+                            Command::Summarize { at, reply } => {
+                                let _ = reply.send(worker.summarize(at));
+                            }
+                            Command::CloseAll => worker.close_all(),
+                            Command::Export { reply } => {
+                                let _ = reply.send(worker.export());
+                            }
+                        }
+                    }
+                })?;
+            senders.push(sender);
+            threads.push(thread);
+        }
+        Ok(WorkerPool { senders, threads })
+    }
+
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
+    /// Sends a batch; waits while the worker's queue is full.
+    pub async fn apply(
+        &self,
+        worker: usize,
+        events: Vec<PartitionEvent>,
+        watermark_ms: Option<i64>,
+    ) -> Result<(), WorkerStopped> {
+        self.send(
+            worker,
+            Command::Apply {
+                events,
+                watermark_ms,
+            },
+        )
+        .await
+    }
+
+    /// A barrier across all workers that also returns their summaries.
+    pub async fn summarize(&self, at: SummaryPoint) -> Result<Vec<Summary>, WorkerStopped> {
+        let mut replies = Vec::with_capacity(self.len());
+        for worker in 0..self.len() {
+            let (reply, answer) = oneshot::channel();
+            self.send(worker, Command::Summarize { at, reply }).await?;
+            replies.push(answer);
+        }
+        let mut summaries = Vec::with_capacity(replies.len());
+        for (worker, answer) in replies.into_iter().enumerate() {
+            summaries.push(answer.await.map_err(|_| WorkerStopped(worker))?);
+        }
+        Ok(summaries)
+    }
+
+    /// Closes every open session (end of a finite input).
+    pub async fn close_all(&self) -> Result<(), WorkerStopped> {
+        for worker in 0..self.len() {
+            self.send(worker, Command::CloseAll).await?;
+        }
+        Ok(())
+    }
+
+    /// Copies of every partition's KPI state, by partition number, after everything sent
+    /// before has been applied.
+    pub async fn export(&self) -> Result<Vec<(usize, KpiState)>, WorkerStopped> {
+        let mut states = Vec::new();
+        for worker in 0..self.len() {
+            let (reply, answer) = oneshot::channel();
+            self.send(worker, Command::Export { reply }).await?;
+            states.extend(answer.await.map_err(|_| WorkerStopped(worker))?);
+        }
+        Ok(states)
+    }
+
+    async fn send(&self, worker: usize, command: Command) -> Result<(), WorkerStopped> {
+        self.senders[worker]
+            .send(command)
+            .await
+            .map_err(|_| WorkerStopped(worker))
+    }
+
+    /// Stops the threads after they drain their queues.
+    pub fn join(self) {
+        drop(self.senders);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
