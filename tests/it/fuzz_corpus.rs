@@ -8,7 +8,7 @@
 //! restore here, and a stale one fails asking for `make fuzz-seeds`, which writes fresh
 //! ones from a real `pulse replay --save-state` of `tests/golden/small.ndjson`. The
 //! `regression-*` inputs are damaged on purpose and must stay rejected, but by the check
-//! they were kept for, not by the format-version check in front of it.
+//! they were kept for ([`REGRESSIONS`]), not by the format-version check in front of it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -120,35 +120,73 @@ fn checkpoint_file_corpus() {
     run_corpus("checkpoint_file", targets::checkpoint_file);
 }
 
-/// A regression input is kept for one plausibility check past the format check: after a
-/// format change it would be refused at the door and test nothing.
+/// Each `regression-*` input and the rejection it is kept for (a fixed fuzz finding). One
+/// rejected for another reason, the format-version check in front, say, after a format
+/// change, no longer reaches the code it guards. A new regression input is added here too.
+const REGRESSIONS: &[(&str, &str)] = &[
+    (
+        "engine_state/regression-counter-overflow.bin",
+        "counts beyond what any stream could have produced",
+    ),
+    (
+        "engine_state/regression-session-time-overflow.bin",
+        "an open session holds an event time pulse never accepts",
+    ),
+    // DataSketches' own check of the list image, surfacing through serde as a custom error.
+    (
+        "engine_state/regression-sketch-list-count.bin",
+        "Serde Deserialization Error",
+    ),
+    (
+        "checkpoint_file/regression-histogram-count-overflow.bin",
+        "cannot decode the engine state: corrupt pulse state image: counts beyond what any \
+         stream could have produced",
+    ),
+];
+
+/// Why `bytes` (of `target`'s corpus) are rejected, as the fuzz target reads them.
+fn rejection(target: &str, bytes: &[u8]) -> String {
+    match target {
+        "engine_state" => match EngineState::from_bytes(bytes) {
+            Ok(_) => "accepted".to_owned(),
+            Err(StateError::Corrupt(why)) => why,
+            Err(other) => format!("{other:?}"),
+        },
+        // As the fuzz target reads it: header made consistent with the body.
+        "checkpoint_file" => match targets::reseal(bytes).map(|b| read_checkpoint(&b)) {
+            Some(Err(Unusable::Damaged(why))) => why,
+            Some(other) => format!("{:?}", other.map(|_| ())),
+            None => "shorter than a header".to_owned(),
+        },
+        other => panic!("no regression inputs expected for {other}"),
+    }
+}
+
 #[test]
-fn regression_inputs_still_reach_the_check_they_were_kept_for() {
-    for (name, bytes) in inputs("engine_state") {
-        if is_regression(&name) {
-            let result = EngineState::from_bytes(&bytes).map(|_| ());
-            assert!(
-                matches!(result, Err(StateError::Corrupt(_))),
-                "fuzz/corpus/engine_state/{name}: {result:?}; it should be rejected as \
-                 corrupt past the format check (re-encode it for the new format)"
+fn regression_inputs_are_rejected_by_the_check_they_were_kept_for() {
+    let mut listed = 0;
+    for target in ["engine_state", "checkpoint_file"] {
+        for (name, bytes) in inputs(target) {
+            if !is_regression(&name) {
+                continue;
+            }
+            let input = format!("{target}/{name}");
+            let (_, expected) = REGRESSIONS
+                .iter()
+                .find(|(listed, _)| *listed == input)
+                .unwrap_or_else(|| {
+                    panic!("fuzz/corpus/{input}: add it to REGRESSIONS with its rejection")
+                });
+            let actual = rejection(target, &bytes);
+            assert_eq!(
+                actual, *expected,
+                "fuzz/corpus/{input} is rejected for another reason than the one it was \
+                 kept for: it no longer tests its fix (re-encode it for the new format)"
             );
+            listed += 1;
         }
     }
-    for (name, bytes) in inputs("checkpoint_file") {
-        if is_regression(&name) {
-            // As the fuzz target reads it: header made consistent with the body.
-            let sealed = targets::reseal(&bytes).expect("longer than a header");
-            let result = read_checkpoint(&sealed).map(|_| ());
-            let reached_body =
-                matches!(&result, Err(Unusable::Damaged(why)) if why.contains("engine state"));
-            assert!(
-                reached_body,
-                "fuzz/corpus/checkpoint_file/{name}: {result:?}; it should be rejected for \
-                 its engine state, past the header and version checks (re-encode it for the \
-                 new format)"
-            );
-        }
-    }
+    assert_eq!(listed, REGRESSIONS.len(), "REGRESSIONS names missing files");
 }
 
 /// The seed check above catches the weakness it is for: a seed of an older format version
@@ -164,6 +202,15 @@ fn a_stale_seed_is_reported_not_run_quietly() {
     let other_version = targets::reseal(&other_version).unwrap();
     let why = checkpoint_seed_problem(&other_version).expect("an unknown version is stale");
     assert!(why.contains("format version"), "{why}");
+
+    // A regression input moved to another format version is refused at the door, for a
+    // reason other than the one it is kept for.
+    let regression = "checkpoint_file/regression-histogram-count-overflow.bin";
+    let mut moved = fs::read(corpus_dir().join(regression)).unwrap();
+    moved[8] ^= 0x7f;
+    let why = rejection("checkpoint_file", &moved);
+    assert!(why.starts_with("Err(Version("), "{why}");
+    assert!(REGRESSIONS.iter().all(|(_, expected)| *expected != why));
 
     let state = fs::read(corpus_dir().join(STATE_SEED)).unwrap();
     assert_eq!(state_seed_problem(&state), None);
