@@ -6,12 +6,12 @@
 //! run everywhere, and so do the real validators — `docker compose config` (or Debian's
 //! `docker-compose`), `kubectl kustomize`, `promtool check rules`, `systemd-analyze verify`
 //! and `security`, `hadolint` — which `make deps` installs (`scripts/ensure-deploy-tools.sh`,
-//! `deploy/docker/ensure-compose.sh`, `scripts/ensure-promtool.sh`). Where one is missing the
-//! test reports the skip through `pulse_tests::skip` (listed at the end of `make test`), and
-//! under `CI=true` fails instead. Every configuration a deployment runs with is put through the real
-//! `pulse check-config` with the environment that deployment sets, because that is where a
-//! mismatch (a port, a state directory, an unknown `PULSE_*` key) would otherwise only show
-//! in production.
+//! `deploy/docker/ensure-compose.sh`, `scripts/ensure-promtool.sh`). Where one is missing
+//! the test reports the skip through `pulse_tests::skip` (listed at the end of `make test`),
+//! and under `CI=true` fails instead. Every configuration a deployment runs with is put
+//! through the real `pulse check-config` with the environment that deployment sets, because
+//! that is where a mismatch (a port, a state directory, an unknown `PULSE_*` key) would
+//! otherwise only show in production.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -733,7 +733,7 @@ fn grafana_provisioning_points_at_what_compose_mounts() {
 }
 
 /// `docker compose config` where the compose plugin is installed, else Debian's
-/// `docker-compose` (v1), else nothing beyond the structural tests above.
+/// `docker-compose` (v1), else a reported skip (a failure under `CI=true`).
 #[test]
 fn compose_file_validates_with_docker_compose() {
     let file = compose_dir().join("compose.yml");
