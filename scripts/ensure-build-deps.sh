@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages that building pulse needs beyond a Rust toolchain: librdkafka (built from
 # source by rdkafka-sys) wants a C compiler, make, pkg-config, and the OpenSSL and zlib
-# headers; the tansu and moto installs use pip (moto in a venv). Idempotent: installs only what is missing.
+# headers; the tansu and moto installs use pip (moto in a venv); GNU time reports a child
+# pulse's peak resident memory to tests/it/memory.rs. Idempotent: installs only what is missing.
 set -euo pipefail
 
-packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-pip python3-venv)
+packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-pip python3-venv time)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

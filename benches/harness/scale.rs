@@ -31,8 +31,9 @@
 //! - peak RSS (`VmHWM`) after the month and its final snapshot, RSS at the end of each day.
 //! - bytes per open session (one extra child, `--bursts`): after a small month, new users
 //!   with one event each a minute before the newest event (so no session can close), then
-//!   RSS, open keys and the engine's estimate again; finally one event past the timeout,
-//!   and the estimate once those sessions have closed.
+//!   RSS, peak RSS (`VmHWM`), open keys and the engine's estimate again; finally one event
+//!   past the timeout, and RSS and the estimate once those sessions have closed. The memory
+//!   claims rest on the RSS readings; the estimate is shown beside them, not instead.
 //! - sketch sizes and the checkpoint image, from an exported copy of the state (taken after
 //!   the RSS readings).
 
@@ -419,10 +420,12 @@ fn child() {
             .as_deref()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
             .map_or(T0 + DAYS * DAY_MS - 1, |t| t.as_millisecond());
+        // [open keys, RSS KiB, estimate B, peak RSS KiB] at each point.
         let mut open = vec![json!([
             snapshot.state.open_session_keys,
             end_kib,
-            snapshot.state.estimated_bytes
+            snapshot.state.estimated_bytes,
+            peak_kib
         ])];
         let mut next_user = users;
         for target in bursts {
@@ -442,7 +445,8 @@ fn child() {
             open.push(json!([
                 state.open_session_keys,
                 status_kib("VmRSS"),
-                state.estimated_bytes
+                state.estimated_bytes,
+                status_kib("VmHWM")
             ]));
         }
 
@@ -450,8 +454,8 @@ fn child() {
         // every RSS reading).
         let state = pipeline.state().await.expect("state");
         // Then the watermark passes the burst (one event past timeout and lateness): the
-        // engine's estimate once those sessions have closed (RSS is no guide any more, the
-        // copy above has come and gone).
+        // engine's estimate once those sessions have closed, and RSS, which also holds what
+        // the allocator kept of the copy above.
         let closed = if open.len() > 1 {
             chunk.push(&Ev {
                 user: 0,
@@ -460,7 +464,11 @@ fn child() {
             });
             chunk.feed(&mut pipeline).await;
             let state = pipeline.snapshot().await.expect("snapshot").state;
-            json!([state.open_session_keys, state.estimated_bytes])
+            json!([
+                state.open_session_keys,
+                state.estimated_bytes,
+                status_kib("VmRSS")
+            ])
         } else {
             Value::Null
         };
@@ -933,27 +941,35 @@ fn print_open_sessions(config: &Config, report: &Value, plain: Option<&Value>) {
         config.users, config.features, config.shards
     );
     println!(
-        "| open sessions | RSS MiB | state estimate MiB | Δ RSS per added session | Δ estimate per added session |"
+        "| open sessions | RSS MiB | peak RSS MiB | state estimate MiB | Δ RSS per added session | Δ estimate per added session |"
     );
-    println!("|---|---|---|---|---|");
-    let points: Vec<[f64; 3]> = report["open_sessions"]
+    println!("|---|---|---|---|---|---|");
+    let points: Vec<[f64; 4]> = report["open_sessions"]
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|p| [kib(&p[0]), kib(&p[1]) * 1024.0, kib(&p[2])])
+                .map(|p| {
+                    [
+                        kib(&p[0]),
+                        kib(&p[1]) * 1024.0,
+                        kib(&p[2]),
+                        kib(&p[3]) * 1024.0,
+                    ]
+                })
                 .collect()
         })
         .unwrap_or_default();
-    for (i, [keys, rss, estimate]) in points.iter().enumerate() {
-        let step = |f: fn(&[f64; 3]) -> f64| {
+    for (i, [keys, rss, estimate, peak]) in points.iter().enumerate() {
+        let step = |f: fn(&[f64; 4]) -> f64| {
             i.checked_sub(1).map_or("–".to_owned(), |j| {
                 let before = &points[j];
                 format!("{:.0} B", (f(&points[i]) - f(before)) / (keys - before[0]))
             })
         };
         println!(
-            "| {keys} | {} | {} | {} | {} |",
+            "| {keys} | {} | {} | {} | {} | {} |",
             mib(*rss),
+            mib(*peak),
             mib(*estimate),
             step(|p| p[1]),
             step(|p| p[2]),
@@ -961,8 +977,9 @@ fn print_open_sessions(config: &Config, report: &Value, plain: Option<&Value>) {
     }
     if let Some(closed) = report["after_burst_closed"].as_array() {
         println!(
-            "| {} (the watermark passed them) | – | {} | | |",
+            "| {} (the watermark passed them) | {} | – | {} | | |",
             closed[0],
+            mib(kib(&closed[2]) * 1024.0),
             mib(kib(&closed[1]))
         );
     }

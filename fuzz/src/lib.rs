@@ -107,8 +107,9 @@ fn run_restored(state: EngineState) {
 }
 
 /// Rewrites the body length (bytes 10..18) and the XXH3 checksum (18..26) of a checkpoint
-/// file to match its body, as documented in `pulse_ingest::state_store`.
-fn reseal(file: &[u8]) -> Option<Vec<u8>> {
+/// file to match its body, as documented in `pulse_ingest::state_store`. Public for the
+/// corpus test, which reseals the checked-in inputs the same way.
+pub fn reseal(file: &[u8]) -> Option<Vec<u8>> {
     const HEADER_LEN: usize = 26;
     let mut out = file.get(..HEADER_LEN).map(|_| file.to_vec())?;
     let body_len = (out.len() - HEADER_LEN) as u64;

@@ -1,8 +1,8 @@
 //! Kafka faults that the shared test broker cannot show, each on a broker of the test's
 //! own: TLS in front of the broker (and a CA pulse does not trust), SASL credentials the
 //! broker refuses, and the broker process stopped and restarted mid-stream with its storage
-//! kept. With `KAFKA_BROKERS` set they are skipped: none of these can be arranged on
-//! someone else's broker.
+//! kept. With `KAFKA_BROKERS` set they are reported as skipped: none of these can be arranged
+//! on someone else's broker.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pulse_tests::kafka::{self, BrokerSpec, OwnBroker};
 use pulse_tests::s3::S3Server;
+use pulse_tests::skip;
 use pulse_tests::tls::{Authority, TlsProxy};
 
 use crate::helpers::{
@@ -20,10 +21,14 @@ use crate::kafka_tests::{
 };
 use crate::process::Pulse;
 
+/// With `KAFKA_BROKERS` set, reports the test as skipped (`pulse_tests::skip`, listed at
+/// the end of `make test`) rather than letting it pass without running.
 fn skipped(why: &str) -> bool {
     let external = kafka::uses_external_brokers();
     if external {
-        eprintln!("skipped: {why}, and KAFKA_BROKERS names an external broker");
+        skip::not_applicable(&format!(
+            "{why}, and KAFKA_BROKERS names an external broker"
+        ));
     }
     external
 }

@@ -3,19 +3,22 @@
 //! pulse's configuration, and with the files they point at.
 //!
 //! Nothing here needs a Docker engine, a cluster or a running systemd. The structural checks
-//! run everywhere; where a validator is installed it runs too — `docker compose config` (or
-//! Debian's `docker-compose`), `kubectl kustomize`, `promtool check rules`,
-//! `systemd-analyze verify` and `security`, `hadolint` — and a test that skips one says so on
-//! stderr. Every configuration a deployment runs with is put through the real
-//! `pulse check-config` with the environment that deployment sets, because that is where a
-//! mismatch (a port, a state directory, an unknown `PULSE_*` key) would otherwise only show
-//! in production.
+//! run everywhere, and so do the real validators — `docker compose config` (or Debian's
+//! `docker-compose`), `kubectl kustomize`, `promtool check rules`, `systemd-analyze verify`
+//! and `security`, `hadolint` — which `make deps` installs (`scripts/ensure-deploy-tools.sh`,
+//! `deploy/docker/ensure-compose.sh`, `scripts/ensure-promtool.sh`). Where one is missing
+//! the test reports the skip through `pulse_tests::skip` (listed at the end of `make test`),
+//! and under `CI=true` fails instead. Every configuration a deployment runs with is put
+//! through the real `pulse check-config` with the environment that deployment sets, because
+//! that is where a mismatch (a port, a state directory, an unknown `PULSE_*` key) would
+//! otherwise only show in production.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use pulse_tests::{skip, tools};
 use serde_yaml::Value;
 
 use crate::helpers::{assert_success, pulse_bin};
@@ -138,12 +141,14 @@ fn seconds(duration: &str) -> f64 {
     total
 }
 
-/// Whether `tool` is an executable on PATH.
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths)
-            .any(|dir| std::fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file() && m.len() > 0))
-    })
+/// The validator `tool` (`.tools/bin` first, then PATH), or a reported skip naming the
+/// script that installs it (a failure under `CI=true`).
+fn validator(tool: &str, installed_by: &str) -> Option<PathBuf> {
+    let found = tools::find(tool);
+    if found.is_none() {
+        skip::missing_tool(tool, &format!("`make deps` installs it: {installed_by}"));
+    }
+    found
 }
 
 fn run(command: &mut Command) -> Output {
@@ -348,11 +353,9 @@ fn dockerfile_copies_files_that_exist_and_the_context_admits() {
                 && i.args.contains("cargo build --release -p pulse --locked")),
         "the builder runs cargo build --release -p pulse --locked"
     );
-    if on_path("hadolint") {
-        let output = run(Command::new("hadolint").arg(repo().join("deploy/docker/Dockerfile")));
+    if let Some(hadolint) = validator("hadolint", "scripts/ensure-deploy-tools.sh") {
+        let output = run(Command::new(hadolint).arg(repo().join("deploy/docker/Dockerfile")));
         assert_success(&output, "hadolint deploy/docker/Dockerfile");
-    } else {
-        eprintln!("skipped: hadolint is not installed");
     }
 }
 
@@ -396,8 +399,9 @@ fn image_runs_pulse_as_a_non_root_user_with_a_config_that_fits_it() {
 /// library; the image is the same Debian release as CI).
 #[test]
 fn runtime_image_installs_every_library_pulse_links() {
-    if !on_path("ldd") || !on_path("dpkg") {
-        eprintln!("skipped: ldd or dpkg missing (not a Debian host)");
+    if validator("ldd", "Debian's libc-bin, on every Debian host").is_none()
+        || validator("dpkg", "every Debian host has it").is_none()
+    {
         return;
     }
     let stage = runtime_stage();
@@ -703,10 +707,11 @@ fn grafana_provisioning_points_at_what_compose_mounts() {
             .unwrap_or_default()
     };
     let (providers, datasources) = (files("dashboards"), files("datasources"));
-    if providers.is_empty() && datasources.is_empty() {
-        eprintln!("skipped: no Grafana provisioning files yet");
-        return;
-    }
+    // The provisioning exists since the dashboard step: an empty directory is a loss.
+    assert!(
+        !providers.is_empty() && !datasources.is_empty(),
+        "deploy/grafana/provisioning lacks its dashboards or datasources files"
+    );
     for file in providers {
         for provider in seq(at(&yaml(&file), "providers")) {
             let path = text(at(provider, "options/path"));
@@ -728,11 +733,11 @@ fn grafana_provisioning_points_at_what_compose_mounts() {
 }
 
 /// `docker compose config` where the compose plugin is installed, else Debian's
-/// `docker-compose` (v1), else nothing beyond the structural tests above.
+/// `docker-compose` (v1), else a reported skip (a failure under `CI=true`).
 #[test]
 fn compose_file_validates_with_docker_compose() {
     let file = compose_dir().join("compose.yml");
-    let plugin = on_path("docker")
+    let plugin = tools::find("docker").is_some()
         && run(Command::new("docker").args(["compose", "version"]))
             .status
             .success();
@@ -742,7 +747,7 @@ fn compose_file_validates_with_docker_compose() {
             .arg(&file)
             .args(["config", "-q"]));
         assert_success(&output, "docker compose config");
-    } else if on_path("docker-compose") {
+    } else if tools::find("docker-compose").is_some() {
         // v1 predates the top-level `name:`; everything else is checked as written. Paths
         // resolve against the working directory when the file comes on stdin.
         let text: String = read(&file)
@@ -762,9 +767,10 @@ fn compose_file_validates_with_docker_compose() {
         let output = child.wait_with_output().unwrap();
         assert_success(&output, "docker-compose config");
     } else {
-        eprintln!(
-            "skipped: neither `docker compose` nor `docker-compose` is installed \
-             (deploy/docker/ensure-compose.sh installs the latter); structure checked only"
+        skip::missing_tool(
+            "docker-compose",
+            "neither `docker compose` nor `docker-compose` runs; `make deps` installs the \
+             latter (deploy/docker/ensure-compose.sh); structure checked only",
         );
     }
 }
@@ -831,8 +837,8 @@ fn kustomization_lists_manifests_that_exist_and_build() {
     ] {
         assert!(kinds.contains(kind), "no {kind} in the kustomization");
     }
-    if on_path("kubectl") {
-        let output = run(Command::new("kubectl")
+    if let Some(kubectl) = validator("kubectl", "scripts/ensure-deploy-tools.sh") {
+        let output = run(Command::new(kubectl)
             .arg("kustomize")
             .arg(repo().join("deploy/k8s")));
         assert_success(&output, "kubectl kustomize deploy/k8s");
@@ -844,8 +850,6 @@ fn kustomization_lists_manifests_that_exist_and_build() {
             );
         }
         assert!(built.contains("namespace: pulse"));
-    } else {
-        eprintln!("skipped: kubectl is not installed (kustomize build)");
     }
 }
 
@@ -1057,6 +1061,7 @@ fn prometheusrule_is_generated_from_the_rule_files() {
     let sources = ["recording-rules.yml", "alert-rules.yml"];
     assert_eq!(docs.len(), sources.len());
     let scratch = tempfile::tempdir().unwrap();
+    let promtool = validator("promtool", "scripts/ensure-promtool.sh");
     for (doc, source) in docs.iter().zip(sources) {
         assert_eq!(text(at(doc, "kind")), "PrometheusRule");
         let original = yaml(&repo().join("deploy/prometheus").join(source));
@@ -1065,23 +1070,17 @@ fn prometheusrule_is_generated_from_the_rule_files() {
             at(&original, "groups"),
             "the groups of {source} changed on the way"
         );
-        if on_path("promtool") {
+        if let Some(promtool) = &promtool {
             let file = scratch.path().join(source);
             let mut rules = serde_yaml::Mapping::new();
             rules.insert("groups".into(), at(doc, "spec/groups").clone());
             std::fs::write(&file, serde_yaml::to_string(&rules).unwrap()).unwrap();
-            let check = run(Command::new("promtool")
-                .arg("check")
-                .arg("rules")
-                .arg(&file));
+            let check = run(Command::new(promtool).arg("check").arg("rules").arg(&file));
             assert_success(
                 &check,
                 &format!("promtool check rules ({source} as generated)"),
             );
         }
-    }
-    if !on_path("promtool") {
-        eprintln!("skipped: promtool is not installed (scripts/ensure-promtool.sh)");
     }
 }
 
@@ -1165,10 +1164,12 @@ fn systemd_unit_is_hardened_fits_the_config_and_verifies() {
         "TimeoutStopSec {stop}s must exceed state.shutdown_timeout"
     );
 
-    if !on_path("systemd-analyze") {
-        eprintln!("skipped: systemd-analyze is not installed");
+    let Some(analyze) = validator(
+        "systemd-analyze",
+        "Debian's systemd package, through scripts/ensure-deploy-tools.sh",
+    ) else {
         return;
-    }
+    };
     // verify wants ExecStart to exist: the same unit, started from the pulse just built.
     let scratch = tempfile::tempdir().unwrap();
     let copy = scratch.path().join("pulse.service");
@@ -1177,7 +1178,7 @@ fn systemd_unit_is_hardened_fits_the_config_and_verifies() {
         &format!("ExecStart={} ", pulse_bin().display()),
     );
     std::fs::write(&copy, unit_text).unwrap();
-    let verify = run(Command::new("systemd-analyze").arg("verify").arg(&copy));
+    let verify = run(Command::new(&analyze).arg("verify").arg(&copy));
     assert_success(&verify, "systemd-analyze verify pulse.service");
     assert!(
         verify.stderr.is_empty(),
@@ -1186,12 +1187,16 @@ fn systemd_unit_is_hardened_fits_the_config_and_verifies() {
     );
     // The exposure score, 0 (locked down) to 10 (unrestricted); threshold is on a 0-100
     // scale. About 1.3 today: 3.0 leaves room for a newer systemd's extra checks.
-    let security = run(Command::new("systemd-analyze")
+    let security = run(Command::new(&analyze)
         .args(["security", "--offline=yes", "--threshold=30"])
         .arg(&copy));
     let stderr = String::from_utf8_lossy(&security.stderr);
     if stderr.contains("unrecognized option") || stderr.contains("Unknown option") {
-        eprintln!("skipped: this systemd-analyze has no offline security check");
+        // Debian bookworm's systemd 252 has it; an older one is a set-up CI must not have.
+        skip::missing_tool(
+            "systemd-analyze security --offline",
+            "this systemd-analyze predates it (systemd 252, Debian bookworm, has it)",
+        );
     } else {
         assert_success(
             &security,

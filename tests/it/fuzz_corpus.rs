@@ -1,27 +1,106 @@
 //! Every checked-in fuzz input (`fuzz/corpus/<target>/`: the seeds and each crash the
 //! fuzzer once found) through the fuzz targets' own functions, on stable Rust: a fixed
 //! finding stays fixed in `make test`, without libFuzzer. `make fuzz` searches for new ones.
+//!
+//! The fuzz targets swallow decode errors (that is their job), so a state or checkpoint
+//! seed that a format change made unreadable would still "pass" while exercising only the
+//! error path. Hence the seeds — every file not named `regression-*` — must also decode and
+//! restore here, and a stale one fails asking for `make fuzz-seeds`, which writes fresh
+//! ones from a real `pulse replay --save-state` of `tests/golden/small.ndjson`. The
+//! `regression-*` inputs are damaged on purpose and must stay rejected, but by the check
+//! they were kept for ([`REGRESSIONS`]), not by the format-version check in front of it.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use pulse_core::{Engine, EngineSettings, EngineState, StateError};
+use pulse_ingest::state_store::{Unusable, read_checkpoint};
+use pulse_tests::skip;
+
+use crate::helpers::{assert_success, golden_dir, pulse_bin};
 
 #[path = "../../fuzz/src/lib.rs"]
 mod targets;
 
+/// The seeds `make fuzz-seeds` writes, each in its target's corpus.
+const STATE_SEED: &str = "engine_state/replay-2-shards.bin";
+const CHECKPOINT_SEED: &str = "checkpoint_file/replay-2-shards.bin";
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
+}
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir().join(target);
+    let mut inputs: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.expect("a readable corpus directory").path();
+            let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, bytes)
+        })
+        .collect();
+    inputs.sort();
+    assert!(!inputs.is_empty(), "no corpus in {}", dir.display());
+    inputs
+}
+
 fn run_corpus(target: &str, run: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut inputs = 0;
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("a readable corpus directory").path();
-        let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (name, bytes) in inputs(target) {
         // A panic names the input, so it can be replayed with the fuzz target.
-        eprintln!("{target}: {}", path.display());
+        eprintln!("{target}: {name}");
         run(&bytes);
-        inputs += 1;
     }
-    assert!(inputs > 0, "no corpus in {}", dir.display());
+}
+
+fn is_regression(name: &str) -> bool {
+    name.starts_with("regression-")
+}
+
+const REGENERATE: &str = "regenerate the seeds with `make fuzz-seeds`, review and commit them";
+
+/// Why a state seed is not a usable state, if it is not.
+fn state_seed_problem(bytes: &[u8]) -> Option<String> {
+    let state = match EngineState::from_bytes(bytes) {
+        Ok(state) => state,
+        Err(error) => return Some(format!("it no longer decodes ({error})")),
+    };
+    let settings = EngineSettings {
+        shards: state.shards.len(),
+        ..EngineSettings::default()
+    };
+    Engine::restore(settings, 0, state)
+        .err()
+        .map(|error| format!("it decodes but does not restore ({error})"))
+}
+
+/// Why a checkpoint seed is not a usable checkpoint, if it is not.
+fn checkpoint_seed_problem(bytes: &[u8]) -> Option<String> {
+    match read_checkpoint(bytes) {
+        Ok(checkpoint) => state_seed_problem(&checkpoint.engine.to_bytes()),
+        Err(Unusable::Version(version)) => Some(format!(
+            "it has format version {version}, which pulse no longer reads"
+        )),
+        Err(Unusable::Damaged(why)) => Some(format!("it no longer decodes ({why})")),
+    }
+}
+
+/// Every seed of a target must decode: `problem` says why one does not.
+fn assert_seeds_decode(target: &str, problem: fn(&[u8]) -> Option<String>) {
+    let stale: Vec<String> = inputs(target)
+        .into_iter()
+        .filter(|(name, _)| !is_regression(name))
+        .filter_map(|(name, bytes)| {
+            problem(&bytes).map(|why| format!("fuzz/corpus/{target}/{name}: {why}"))
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "fuzz seeds that would exercise only the error path:\n  {}\n\
+         The format changed: {REGENERATE}.",
+        stale.join("\n  ")
+    );
 }
 
 #[test]
@@ -31,10 +110,171 @@ fn decode_message_corpus() {
 
 #[test]
 fn engine_state_corpus() {
+    assert_seeds_decode("engine_state", state_seed_problem);
     run_corpus("engine_state", targets::engine_state);
 }
 
 #[test]
 fn checkpoint_file_corpus() {
+    assert_seeds_decode("checkpoint_file", checkpoint_seed_problem);
     run_corpus("checkpoint_file", targets::checkpoint_file);
+}
+
+/// Each `regression-*` input and the rejection it is kept for (a fixed fuzz finding). One
+/// rejected for another reason, the format-version check in front, say, after a format
+/// change, no longer reaches the code it guards. A new regression input is added here too.
+const REGRESSIONS: &[(&str, &str)] = &[
+    (
+        "engine_state/regression-counter-overflow.bin",
+        "counts beyond what any stream could have produced",
+    ),
+    (
+        "engine_state/regression-session-time-overflow.bin",
+        "an open session holds an event time pulse never accepts",
+    ),
+    // DataSketches' own check of the list image, surfacing through serde as a custom error.
+    (
+        "engine_state/regression-sketch-list-count.bin",
+        "Serde Deserialization Error",
+    ),
+    (
+        "checkpoint_file/regression-histogram-count-overflow.bin",
+        "cannot decode the engine state: corrupt pulse state image: counts beyond what any \
+         stream could have produced",
+    ),
+];
+
+/// Why `bytes` (of `target`'s corpus) are rejected, as the fuzz target reads them.
+fn rejection(target: &str, bytes: &[u8]) -> String {
+    match target {
+        "engine_state" => match EngineState::from_bytes(bytes) {
+            Ok(_) => "accepted".to_owned(),
+            Err(StateError::Corrupt(why)) => why,
+            Err(other) => format!("{other:?}"),
+        },
+        // As the fuzz target reads it: header made consistent with the body.
+        "checkpoint_file" => match targets::reseal(bytes).map(|b| read_checkpoint(&b)) {
+            Some(Err(Unusable::Damaged(why))) => why,
+            Some(other) => format!("{:?}", other.map(|_| ())),
+            None => "shorter than a header".to_owned(),
+        },
+        other => panic!("no regression inputs expected for {other}"),
+    }
+}
+
+#[test]
+fn regression_inputs_are_rejected_by_the_check_they_were_kept_for() {
+    let mut listed = 0;
+    for target in ["engine_state", "checkpoint_file"] {
+        for (name, bytes) in inputs(target) {
+            if !is_regression(&name) {
+                continue;
+            }
+            let input = format!("{target}/{name}");
+            let (_, expected) = REGRESSIONS
+                .iter()
+                .find(|(listed, _)| *listed == input)
+                .unwrap_or_else(|| {
+                    panic!("fuzz/corpus/{input}: add it to REGRESSIONS with its rejection")
+                });
+            let actual = rejection(target, &bytes);
+            assert_eq!(
+                actual, *expected,
+                "fuzz/corpus/{input} is rejected for another reason than the one it was \
+                 kept for: it no longer tests its fix (re-encode it for the new format)"
+            );
+            listed += 1;
+        }
+    }
+    assert_eq!(listed, REGRESSIONS.len(), "REGRESSIONS names missing files");
+}
+
+/// The seed check above catches the weakness it is for: a seed of an older format version
+/// or with a damaged body is reported, with the command that regenerates it.
+#[test]
+fn a_stale_seed_is_reported_not_run_quietly() {
+    let good = fs::read(corpus_dir().join(CHECKPOINT_SEED)).unwrap();
+    assert_eq!(checkpoint_seed_problem(&good), None);
+    // The format version sits at bytes 8..10 of the header; resealed, so that the checksum
+    // holds and only the version check can catch it.
+    let mut other_version = good.clone();
+    other_version[8] ^= 0x7f;
+    let other_version = targets::reseal(&other_version).unwrap();
+    let why = checkpoint_seed_problem(&other_version).expect("an unknown version is stale");
+    assert!(why.contains("format version"), "{why}");
+
+    // A regression input moved to another format version is refused at the door, for a
+    // reason other than the one it is kept for.
+    let regression = "checkpoint_file/regression-histogram-count-overflow.bin";
+    let mut moved = fs::read(corpus_dir().join(regression)).unwrap();
+    moved[8] ^= 0x7f;
+    let why = rejection("checkpoint_file", &moved);
+    assert!(why.starts_with("Err(Version("), "{why}");
+    assert!(REGRESSIONS.iter().all(|(_, expected)| *expected != why));
+
+    let state = fs::read(corpus_dir().join(STATE_SEED)).unwrap();
+    assert_eq!(state_seed_problem(&state), None);
+    let mut other_magic = state.clone();
+    other_magic[0] ^= 0xff;
+    assert!(state_seed_problem(&other_magic).is_some());
+    assert!(state_seed_problem(&state[..state.len() / 2]).is_some());
+}
+
+/// Not a check but the regeneration `make fuzz-seeds` runs (hence ignored): rewrites each
+/// seed that no longer decodes from a real `pulse replay --shards 2 --save-state` of
+/// `tests/golden/small.ndjson`, then fails so that the new files are reviewed; does nothing
+/// when every seed decodes.
+#[test]
+#[ignore = "rewrites fuzz/corpus: run by `make fuzz-seeds`"]
+fn regenerate_stale_seeds() {
+    assert!(
+        !skip::in_ci(),
+        "regenerating fuzz seeds is refused under CI=true"
+    );
+    let state_dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(pulse_bin())
+        .args(["replay", "--compact", "--shards", "2"])
+        .args(["--wall-clock", "2026-03-11T00:00:00Z"])
+        .arg("--input")
+        .arg(golden_dir().join("small.ndjson"))
+        .arg("--save-state")
+        .arg(state_dir.path())
+        .env_remove("PULSE_CONFIG")
+        .output()
+        .unwrap();
+    assert_success(&output, "pulse replay --save-state");
+    let files: Vec<PathBuf> = fs::read_dir(state_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "one checkpoint: {files:?}");
+    let checkpoint = fs::read(&files[0]).unwrap();
+    let engine = read_checkpoint(&checkpoint)
+        .expect("pulse reads the checkpoint it wrote")
+        .engine
+        .to_bytes();
+    let mut rewritten = Vec::new();
+    for (seed, bytes, problem) in [
+        (
+            CHECKPOINT_SEED,
+            &checkpoint,
+            checkpoint_seed_problem as fn(&[u8]) -> Option<String>,
+        ),
+        (STATE_SEED, &engine, state_seed_problem),
+    ] {
+        let path = corpus_dir().join(seed);
+        if fs::read(&path).map_or(true, |old| problem(&old).is_some()) {
+            fs::write(&path, bytes).unwrap();
+            rewritten.push(seed);
+        }
+    }
+    assert!(
+        rewritten.is_empty(),
+        "rewrote {}: review and commit them (and run `make fuzz` once on the new format)",
+        rewritten
+            .iter()
+            .map(|seed| format!("fuzz/corpus/{seed}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }

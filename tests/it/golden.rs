@@ -1,6 +1,10 @@
 //! Golden files: decoder output for each input shape, and a small replay snapshot whose
-//! every number was checked by hand (see `golden/README.md`). Run with `UPDATE_GOLDEN=1` to
-//! rewrite them after an intended change, then review the diff.
+//! every number was checked by hand (see `golden/README.md`). `make golden` (`UPDATE_GOLDEN=1`)
+//! rewrites them after an intended change; review the diff.
+//!
+//! A rewrite never passes: a test that rewrote its golden file fails saying so, so that
+//! `UPDATE_GOLDEN` left set cannot turn every golden comparison into a pass, and under
+//! `CI=true` it is refused outright. A file that already matches passes as usual.
 
 use std::path::Path;
 
@@ -8,24 +12,48 @@ use pulse_core::EngineSettings;
 use pulse_core::decode::Decoder;
 use serde_json::{Value, json};
 
+use pulse_tests::skip;
+
 use crate::helpers::{assert_success, golden_dir, pulse_bin};
 
 fn compare_or_update(path: &Path, actual: &str) {
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(path, actual).unwrap();
-        return;
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    if let Err(message) = check_golden(path, actual, update, skip::in_ci()) {
+        panic!("{message}");
     }
-    let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+}
+
+/// Compares `actual` with the golden file; with `update`, rewrites a file that differs and
+/// returns an error saying so (refused when `ci`).
+fn check_golden(path: &Path, actual: &str, update: bool, ci: bool) -> Result<(), String> {
+    if update && ci {
+        return Err(format!(
+            "UPDATE_GOLDEN is refused under CI=true: CI compares {}, it never rewrites it",
             path.display()
-        )
-    });
-    assert!(
-        expected == actual,
-        "{} differs from the output:\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
+        ));
+    }
+    let expected = std::fs::read_to_string(path);
+    if expected.as_deref().is_ok_and(|e| e == actual) {
+        return Ok(());
+    }
+    if update {
+        std::fs::write(path, actual).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Err(format!(
+            "rewrote {} (UPDATE_GOLDEN is set): review the change with `git diff`, then run \
+             the tests again without UPDATE_GOLDEN",
+            path.display()
+        ));
+    }
+    match expected {
+        Err(e) => Err(format!(
+            "{}: {e} (`make golden` creates it)",
+            path.display()
+        )),
+        Ok(expected) => Err(format!(
+            "{} differs from the output:\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        )),
+    }
 }
 
 #[test]
@@ -69,4 +97,29 @@ fn small_replay_snapshot() {
     snapshot["state"]["estimated_bytes"] = json!("(varies)");
     let pretty = serde_json::to_string_pretty(&snapshot).unwrap() + "\n";
     compare_or_update(&golden_dir().join("small.snapshot.json"), &pretty);
+}
+
+/// What `UPDATE_GOLDEN` may and may not do: a rewrite fails, CI refuses it, a match passes.
+#[test]
+fn a_golden_rewrite_never_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("case.expected");
+    std::fs::write(&path, "old\n").unwrap();
+
+    let refused = check_golden(&path, "new\n", true, true).unwrap_err();
+    assert!(refused.contains("refused under CI=true"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
+
+    let differs = check_golden(&path, "new\n", false, false).unwrap_err();
+    assert!(differs.contains("differs"), "{differs}");
+
+    let rewrote = check_golden(&path, "new\n", true, false).unwrap_err();
+    assert!(rewrote.contains("rewrote"), "{rewrote}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+
+    // Now it matches: with or without UPDATE_GOLDEN, a comparison that holds passes.
+    check_golden(&path, "new\n", true, false).unwrap();
+    check_golden(&path, "new\n", false, true).unwrap();
+    let missing = check_golden(&dir.path().join("none"), "x", false, false).unwrap_err();
+    assert!(missing.contains("make golden"), "{missing}");
 }

@@ -119,7 +119,8 @@ fn a_flood_of_feature_names_stays_within_the_cap() {
 #[test]
 fn a_million_new_users_in_one_second() {
     // One signup each, all within the same second: the sketches leave their exact mode at
-    // once, memory stays that of the sketches (not of the users), and the counts hold.
+    // once and the counts hold. What the million open sessions cost in memory at the peak
+    // is measured on a real pulse process in `memory`.
     let second_start = 1_772_323_200_000i64;
     let lines: Vec<String> = (0..1_000_000)
         .map(|i| {
@@ -153,11 +154,4 @@ fn a_million_new_users_in_one_second() {
         "one bounce each, counted exactly"
     );
     assert_eq!(snapshot.sessions.d1.bounce_rate, 1.0);
-    // Two shards × (day, minute, signup) dense sketches and session statistics: far below
-    // what a set of a million ids would take.
-    assert!(
-        snapshot.state.estimated_bytes < 1 << 20,
-        "{} bytes",
-        snapshot.state.estimated_bytes
-    );
 }

@@ -9,6 +9,7 @@
 //! - `broker_faults`: TLS in front of the broker, and the broker restarted mid-stream.
 //! - `overload`: a large backlog absorbed with bounded memory, ready throughout.
 //! - `durability`: checkpoints, SIGKILL crashes, history hand-over, unreadable state.
+//! - `memory`: a real pulse's peak resident memory with a million open sessions.
 //! - `fuzz_corpus`: the checked-in fuzz inputs through the fuzz targets, on stable Rust.
 //! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
 //! - `service`: `pulse demo` serving metrics, and its clean stop.
@@ -27,6 +28,7 @@ mod helpers;
 #[path = "kafka.rs"]
 mod kafka_tests;
 mod kpis;
+mod memory;
 mod observability;
 mod overload;
 mod process;

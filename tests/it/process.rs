@@ -1,11 +1,17 @@
 //! A running `pulse` service for tests: started on a free port, found through its log, asked
 //! over HTTP, stopped with SIGTERM (or killed on drop, so a failing test leaves nothing
 //! behind).
+//!
+//! A reader thread copies pulse's stderr into the log as it comes. The complete log (what a
+//! test asserts on after the stop) is read only after that thread has been joined: it ends
+//! at end-of-file, which follows the exit, however long a busy machine takes to schedule it
+//! (a fixed pause after the exit once lost the last lines under load).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,6 +22,8 @@ pub struct Pulse {
     child: Child,
     pub address: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// Copies stderr into `log`; finishes at end-of-file, i.e. once pulse has exited.
+    reader: Option<JoinHandle<()>>,
 }
 
 impl Pulse {
@@ -34,13 +42,9 @@ impl Pulse {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (found, address) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("Serving http://").nth(1) {
-                    let _ = found.send(rest.split('/').next().unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap().push(line);
+        let reader = spawn_reader(stderr, log.clone(), move |line| {
+            if let Some(rest) = line.split("Serving http://").nth(1) {
+                let _ = found.send(rest.split('/').next().unwrap_or_default().to_owned());
             }
         });
         let address = address
@@ -56,6 +60,7 @@ impl Pulse {
             child,
             address,
             log,
+            reader: Some(reader),
         }
     }
 
@@ -114,17 +119,25 @@ impl Pulse {
     }
 
     /// Sends SIGTERM, waits for the exit, and returns everything pulse logged.
-    pub fn stop_and_log(self, timeout: Duration) -> (ExitStatus, String) {
-        let log = self.log.clone();
-        let status = self.stop(timeout);
-        // The reader thread sees end-of-file right after the exit.
-        std::thread::sleep(Duration::from_millis(200));
-        let text = log.lock().unwrap().join("\n");
-        (status, text)
+    pub fn stop_and_log(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let status = self.terminate(timeout);
+        (status, self.complete_log())
+    }
+
+    /// The whole log of an exited pulse: joins the reader, which has then seen end-of-file.
+    fn complete_log(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader thread");
+        }
+        self.log()
     }
 
     /// Sends SIGTERM and waits for the exit.
     pub fn stop(mut self, timeout: Duration) -> ExitStatus {
+        self.terminate(timeout)
+    }
+
+    fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         signal(self.child.id(), "TERM");
         let deadline = Instant::now() + timeout;
         loop {
@@ -157,6 +170,21 @@ impl Pulse {
             .output()
             .expect("running pulse")
     }
+}
+
+/// A thread that appends each line of `stderr` to `log` (after showing it to `seen`) until
+/// end-of-file; joining it is what makes the log complete.
+fn spawn_reader(
+    stderr: impl Read + Send + 'static,
+    log: Arc<Mutex<Vec<String>>>,
+    seen: impl Fn(&str) + Send + 'static,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            seen(&line);
+            log.lock().unwrap().push(line);
+        }
+    })
 }
 
 impl Drop for Pulse {
@@ -200,4 +228,29 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
         .and_then(|line| line[series.len()..].trim().parse().ok())
+}
+
+/// After the exit and the join, the log holds every line the child wrote, the last included:
+/// what a fixed pause after the exit could not promise on a busy machine.
+#[test]
+fn the_joined_log_holds_every_line_up_to_the_exit() {
+    const LINES: usize = 20_000;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt {LINES} ]; do echo \"line $i\" >&2; i=$((i + 1)); done; \
+             echo last >&2"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let reader = spawn_reader(child.stderr.take().unwrap(), log.clone(), |_| {});
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), LINES + 1);
+    assert_eq!(log.last().map(String::as_str), Some("last"));
 }

