@@ -86,3 +86,47 @@ fn check_config_prints_the_effective_settings() {
     assert!(stdout.contains("timeout = \"45m\""), "{stdout}");
     assert!(stdout.contains("lg_k = 14"), "{stdout}");
 }
+
+/// A failed command says what went wrong once, naming the key as the user wrote it (not
+/// figment's `default.kafka.brokrs`) and where it was set: the file or the variable.
+#[test]
+fn a_configuration_error_is_printed_once_in_the_users_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pulse.toml");
+    std::fs::write(&config, "[kafka]\nbrokrs = \"localhost:9092\"\n").unwrap();
+    let output = Command::new(pulse_bin())
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .env_remove("PULSE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.matches("brokrs").count(),
+        2,
+        "once, key and found: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("kafka.brokrs: unknown field"), "{stderr}");
+    assert!(!stderr.contains("default."), "{stderr}");
+    assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
+
+    let output = Command::new(pulse_bin())
+        .arg("check-config")
+        .env_remove("PULSE_CONFIG")
+        .env("PULSE_SESSIONS__TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("sessions.timeout:"), "{stderr}");
+    assert!(
+        stderr.contains("set by PULSE_SESSIONS__TIMEOUT"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("config.rs"),
+        "no source location: {stderr}"
+    );
+}

@@ -14,7 +14,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use pulse_core::{Engine, EngineSettings, EngineState, StateError};
-use pulse_ingest::state_store::{Unusable, read_checkpoint};
+use pulse_ingest::partition_numbers::PartitionNumbers;
+use pulse_ingest::state_store::{StateStore, Unusable, read_checkpoint};
 use pulse_tests::skip;
 
 use crate::helpers::{assert_success, golden_dir, pulse_bin};
@@ -66,13 +67,12 @@ fn state_seed_problem(bytes: &[u8]) -> Option<String> {
         Ok(state) => state,
         Err(error) => return Some(format!("it no longer decodes ({error})")),
     };
-    let settings = EngineSettings {
-        shards: state.shards.len(),
-        ..EngineSettings::default()
-    };
-    Engine::restore(settings, 0, state)
-        .err()
-        .map(|error| format!("it decodes but does not restore ({error})"))
+    if state.partitions.is_empty() {
+        return Some("it holds no partition, so it exercises nothing".to_owned());
+    }
+    let mut engine = Engine::restore(EngineSettings::default(), 0, state);
+    let open = engine.snapshot().state.open_session_keys;
+    (open == 0).then(|| "it restores without an open session".to_owned())
 }
 
 /// Why a checkpoint seed is not a usable checkpoint, if it is not.
@@ -139,10 +139,89 @@ const REGRESSIONS: &[(&str, &str)] = &[
     ),
     (
         "checkpoint_file/regression-histogram-count-overflow.bin",
-        "cannot decode the engine state: corrupt pulse state image: counts beyond what any \
-         stream could have produced",
+        "implausible engine state: corrupt pulse state image: counts beyond what any stream \
+         could have produced",
     ),
 ];
+
+fn varint_u64(value: u64) -> Vec<u8> {
+    postcard::to_allocvec(&value).expect("to a Vec")
+}
+
+/// Each regression input re-made for the current format with the defect it was found
+/// with: the fuzzer found them in format 1; a format change re-encodes them here
+/// (`make fuzz-seeds`), and [`regression_inputs_are_rejected_by_the_check_they_were_kept_for`]
+/// proves each still reaches the check it guards.
+fn regression_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    const T0: i64 = 1_772_323_200_000;
+    let one_event = || {
+        let mut engine = Engine::new(EngineSettings::default(), T0 + 86_400_000);
+        let line = format!(r#"{{"user_id":"u","event":"login","ts":{T0}}}"#);
+        engine.ingest(line.as_bytes(), None);
+        engine.state()
+    };
+    // A rejection counter near 2^64.
+    let mut counters = one_event();
+    counters.partitions[0].inputs.counters.rejected[0] = u64::MAX - 1;
+    // The open session's event time (its last appearance in the image) at i64::MIN.
+    let image = one_event().to_bytes();
+    let varint = |ms: i64| postcard::to_allocvec(&ms).expect("to a Vec");
+    let (time, absurd) = (varint(T0), varint(i64::MIN));
+    let at = image
+        .windows(time.len())
+        .rposition(|w| w == time)
+        .expect("the event time is in the image");
+    let session_time = [&image[..at], &absurd, &image[at + time.len()..]].concat();
+    // A list-mode HLL image (preamble: 2 ints, serial version 1, family 7, lg_k 14) whose
+    // coupon count claims more coupons than follow.
+    let mut sketch = one_event().to_bytes();
+    let list = sketch
+        .windows(4)
+        .position(|w| w == [2, 1, 7, 14])
+        .expect("a list-mode sketch in the image");
+    sketch[list + 6] = 0x7f;
+    // A checkpoint whose duration histogram counts near 2^64. A partition's state ends
+    // with its lifetime histogram (15 counts), its sum and count of sessions, and `dropped`:
+    // all zero here, one byte each after the count's length.
+    let image = one_event().to_bytes();
+    let tail = [[15u8].as_slice(), &[0; 15], &[0, 0, 0]].concat();
+    assert!(
+        image.ends_with(&tail),
+        "the image ends with an empty histogram"
+    );
+    let overflowing = [
+        &image[..image.len() - tail.len()],
+        &[15],
+        &varint_u64(u64::MAX - 1),
+        &[0; 14],
+        &[0],
+        &varint_u64(2),
+        &[0],
+    ]
+    .concat();
+    let histogram: EngineState = postcard::from_bytes(&overflowing[4..]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::new(dir.path());
+    let numbers = PartitionNumbers::virtual_partitions("events", 1);
+    let path = store
+        .save(&histogram, &numbers, &Default::default(), 0)
+        .unwrap();
+    vec![
+        (
+            "engine_state/regression-counter-overflow.bin",
+            counters.to_bytes(),
+        ),
+        (
+            "engine_state/regression-session-time-overflow.bin",
+            session_time,
+        ),
+        ("engine_state/regression-sketch-list-count.bin", sketch),
+        (
+            "checkpoint_file/regression-histogram-count-overflow.bin",
+            fs::read(path).unwrap(),
+        ),
+    ]
+}
 
 /// Why `bytes` (of `target`'s corpus) are rejected, as the fuzz target reads them.
 fn rejection(target: &str, bytes: &[u8]) -> String {
@@ -266,6 +345,18 @@ fn regenerate_stale_seeds() {
         if fs::read(&path).map_or(true, |old| problem(&old).is_some()) {
             fs::write(&path, bytes).unwrap();
             rewritten.push(seed);
+        }
+    }
+    for (input, bytes) in regression_inputs() {
+        let (target, _) = input.split_once('/').expect("target/name");
+        let path = corpus_dir().join(input);
+        let expected = REGRESSIONS.iter().find(|(listed, _)| *listed == input);
+        let stale = fs::read(&path).map_or(true, |old| {
+            expected.is_none_or(|(_, why)| rejection(target, &old) != *why)
+        });
+        if stale {
+            fs::write(&path, bytes).unwrap();
+            rewritten.push(input);
         }
     }
     assert!(

@@ -1,7 +1,8 @@
 //! pulse's integration tests: one binary, one module per concern, shared helpers.
 //!
 //! - `kpis`: the engine against the exact model on generated workloads.
-//! - `sharding`: any number of shards gives the single-shard answer, to the last digit.
+//! - `sharding`: any number of partitions on any number of workers gives the answer of one
+//!   partition on one thread, to the last digit.
 //! - `state`: engine state survives a serialise / restore round trip mid-stream.
 //! - `golden`: decoder shapes and a small replay snapshot against checked-in files.
 //! - `cli`: the `pulse` binary itself (`replay`, `check-config`).

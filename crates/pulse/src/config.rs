@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use figment::Figment;
+use figment::Source;
 use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
 use pulse_core::partitioner::Partitioner;
@@ -207,6 +208,33 @@ pub struct RawFeatures {
     pub events: BTreeMap<String, String>,
 }
 
+/// A configuration error in the user's words: the key as written in the file or named by
+/// the variable (figment would say `default.kafka.brokrs`, after its profile), and where it
+/// was set.
+fn describe(error: figment::Error, variables: &BTreeMap<String, String>) -> String {
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".");
+            let origin = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(Source::File(path)) => Some(format!("in {}", path.display())),
+                _ => variables
+                    .iter()
+                    .filter(|(set, _)| key == **set || key.starts_with(&format!("{set}.")))
+                    .map(|(_, variable)| format!("set by {variable}"))
+                    .next(),
+            };
+            match (key.is_empty(), origin) {
+                (true, Some(origin)) => format!("{} ({origin})", error.kind),
+                (true, None) => error.kind.to_string(),
+                (false, Some(origin)) => format!("{key}: {} ({origin})", error.kind),
+                (false, None) => format!("{key}: {}", error.kind),
+            }
+        })
+        .collect();
+    format!("invalid configuration: {}", lines.join("; "))
+}
+
 /// Loads the layers. `env` is the process environment in production and a fixed list in
 /// tests, so tests never depend on the machine's variables.
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> {
@@ -221,7 +249,9 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
         figment = figment.merge(Toml::file_exact(path));
     }
     // The variables are passed in (not read by figment from the process) so that tests
-    // are independent of the machine's environment.
+    // are independent of the machine's environment. Which variable set which key is kept to
+    // name it in an error.
+    let mut variables: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("PULSE_") else {
             continue;
@@ -254,14 +284,15 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
         let value: figment::value::Value =
             value.parse().expect("parsing an env value is infallible");
         figment = figment.merge(Serialized::default(&key, value));
+        variables.insert(key, name.clone());
     }
     if let Some((_, brokers)) = env.iter().find(|(name, _)| name == KAFKA_BROKERS) {
         figment = figment.merge(Serialized::default("kafka.brokers", brokers));
+        variables.insert("kafka.brokers".to_owned(), KAFKA_BROKERS.to_owned());
     }
-    let source = file.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
     let mut raw: RawConfig = figment
         .extract()
-        .with_context(|| format!("invalid configuration in {source}"))?;
+        .map_err(|error| anyhow!(describe(error, &variables)))?;
     raw.kafka.read_secret_files()?;
     Ok(raw)
 }

@@ -14,14 +14,20 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::logging::LogFormat;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(cli.log_format, &cli.log_level);
+    let format = cli.log_format;
+    logging::init(format, &cli.log_level);
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // Once: a JSON log line where logs are collected as JSON, else plain text.
+            match format {
+                LogFormat::Json => tracing::error!(error = format!("{error:#}"), "pulse stopped."),
+                LogFormat::Text => eprintln!("error: {error:#}"),
+            }
             ExitCode::FAILURE
         }
     }
