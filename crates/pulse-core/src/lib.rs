@@ -12,17 +12,24 @@
 //! - [`prepare`]: decode + hash the user, the stateless part of ingesting a record, which
 //!   may run on any thread; [`prepare::PreparedBatch`] carries a block of them.
 //! - [`ingest`]: the router. It owns the clock, classifies events as late / future, interns
-//!   feature names under a cap, hashes the user once, and picks the owning shard.
-//! - [`shard`]: one shard's state — day-bucketed HyperLogLog rings (active users, signups,
-//!   features), the open-session table and per-day session statistics. One owner, no locks.
-//! - [`snapshot`]: merges shard states (HLL union is lossless) into a [`snapshot::KpiSnapshot`].
-//! - [`engine`]: router plus shards on one thread, for replay and tests; the binary runs the
-//!   same parts on several threads.
+//!   feature names under a cap, counts per partition, and picks each record's partition
+//!   (the source's, or the virtual one its user id gives, see [`partitioner`]) and the
+//!   worker that owns it.
+//! - [`partition`]: one input partition's state — what the router counted of it and its
+//!   KPI state: day-bucketed HyperLogLog rings (active users, signups, features), the
+//!   minute ring, the open-session table and per-day session statistics ([`buckets`]).
+//! - [`worker`]: the partitions one thread owns; it applies their events, closes their
+//!   sessions and answers a snapshot with the merge of their summaries ([`summary`]).
+//! - [`snapshot`]: merges summaries (HLL union is lossless) into a [`snapshot::KpiSnapshot`].
+//! - [`engine`]: router plus one worker owning every partition, on one thread, for tests and
+//!   fuzzing; the runtime runs the same parts with several workers on their own threads.
+//! - [`rollup`]: the KPIs of every day held, as warehouse records.
 //! - [`sketch`], [`histogram`], [`sessions`], [`time`], [`features`]: the building blocks.
 //!
 //! # Why the state is plain data
-//! Every shard's state serialises, restores and merges with another's. That is what makes
-//! checkpoints, restarts and, later, scale-out across machines possible.
+//! Every partition's state serialises and restores on its own, and partitions merge into
+//! the global view. The partition is the unit of state, checkpoint and hand-over, so that
+//! scale-out across machines moves partitions, as Kafka's consumer group does.
 
 pub mod buckets;
 pub mod decode;

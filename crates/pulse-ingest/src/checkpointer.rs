@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use pulse_core::EngineState;
 use pulse_core::status::CheckpointStatus;
-use tokio::task::JoinHandle;
+use tokio::task::JoinError;
 
 use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
+use crate::periodic::Periodic;
 use crate::state_store::{Offsets, StateStore, StateStoreError};
 
 type Written = (Offsets, Result<PathBuf, StateStoreError>, Duration, i64);
@@ -22,9 +23,7 @@ type Written = (Offsets, Result<PathBuf, StateStoreError>, Duration, i64);
 #[derive(Debug)]
 pub struct Checkpointer {
     store: StateStore,
-    interval: Duration,
-    last_started: Instant,
-    in_flight: Option<JoinHandle<Written>>,
+    job: Periodic<Written>,
     status: CheckpointStatus,
 }
 
@@ -32,9 +31,7 @@ impl Checkpointer {
     pub fn new(store: StateStore, interval: Duration) -> Checkpointer {
         Checkpointer {
             store,
-            interval,
-            last_started: Instant::now(),
-            in_flight: None,
+            job: Periodic::new(interval),
             status: CheckpointStatus::default(),
         }
     }
@@ -45,7 +42,7 @@ impl Checkpointer {
 
     /// Whether it is time for the next checkpoint (and none is being written).
     pub fn due(&self) -> bool {
-        self.in_flight.is_none() && self.last_started.elapsed() >= self.interval
+        self.job.due()
     }
 
     /// Starts writing `state`, which holds exactly the records before `offsets`, its
@@ -57,30 +54,30 @@ impl Checkpointer {
         offsets: Offsets,
         pause: Duration,
     ) {
-        self.last_started = Instant::now();
         self.status.last_pause_seconds = pause.as_secs_f64();
         let store = self.store.clone();
         let taken_at = wall_ms();
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+        self.job.start_blocking(move || {
             let started = Instant::now();
             let result = store.save(&state, &numbers, &offsets, taken_at);
             (offsets, result, started.elapsed(), taken_at)
-        }));
+        });
     }
 
     /// The offsets of a checkpoint that has become durable since the last call, if any.
     pub async fn poll(&mut self) -> Option<Offsets> {
-        if self.in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
-            self.finish().await
-        } else {
-            None
-        }
+        let finished = self.job.poll().await?;
+        self.collect(finished)
     }
 
     /// Waits for the checkpoint in flight; its offsets if it became durable.
     pub async fn finish(&mut self) -> Option<Offsets> {
-        let task = self.in_flight.take()?;
-        match task.await {
+        let finished = self.job.wait().await?;
+        self.collect(finished)
+    }
+
+    fn collect(&mut self, finished: Result<Written, JoinError>) -> Option<Offsets> {
+        match finished {
             Ok((offsets, result, took, taken_at)) => self.record(offsets, result, took, taken_at),
             Err(error) => {
                 self.status.failed_total += 1;

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -32,9 +32,10 @@ use pulse_core::time::{Calendar, date_of};
 use pulse_core::{EngineSettings, EngineState};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::task::JoinHandle;
+use tokio::task::JoinError;
 
 use crate::clock::wall_ms;
+use crate::periodic::Periodic;
 use crate::pipeline::Pipeline;
 use crate::workers::WorkerStopped;
 
@@ -98,8 +99,7 @@ pub struct RollupWriter {
     options: RollupOptions,
     /// Present once [`RollupWriter::send_to`] has given one (a topic is configured).
     producer: Option<FutureProducer>,
-    last_started: Instant,
-    in_flight: Option<JoinHandle<Emission>>,
+    job: Periodic<Emission>,
     fingerprints: HashMap<String, u64>,
     status: RollupStatus,
 }
@@ -109,7 +109,7 @@ impl std::fmt::Debug for RollupWriter {
         f.debug_struct("RollupWriter")
             .field("options", &self.options)
             .field("kafka", &self.producer.is_some())
-            .field("in_flight", &self.in_flight.is_some())
+            .field("in_flight", &self.job.is_running())
             .field("status", &self.status)
             .finish_non_exhaustive()
     }
@@ -118,12 +118,12 @@ impl std::fmt::Debug for RollupWriter {
 impl RollupWriter {
     /// `settings` are the engine's (zone, sketch shape, session rules).
     pub fn new(settings: EngineSettings, options: RollupOptions) -> RollupWriter {
+        let interval = options.interval;
         RollupWriter {
             settings,
             options,
             producer: None,
-            last_started: Instant::now(),
-            in_flight: None,
+            job: Periodic::new(interval),
             fingerprints: HashMap::new(),
             status: RollupStatus::default(),
         }
@@ -146,10 +146,10 @@ impl RollupWriter {
 
     /// Call every refresh: collects a finished emission and starts the next one when due.
     pub async fn tick(&mut self, pipeline: &mut Pipeline) -> Result<(), WorkerStopped> {
-        if self.in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
-            self.wait().await;
+        if let Some(finished) = self.job.poll().await {
+            self.record(finished);
         }
-        if self.in_flight.is_none() && self.last_started.elapsed() >= self.options.interval {
+        if self.job.due() {
             let state = pipeline.state().await?;
             self.start(state, pipeline.ingestor().now_ms());
         }
@@ -167,12 +167,11 @@ impl RollupWriter {
 
     /// Starts an emission of `state`, whose clock reads `now_ms`.
     pub fn start(&mut self, state: EngineState, now_ms: Option<i64>) {
-        self.last_started = Instant::now();
         let settings = self.settings.clone();
         let options = self.options.clone();
         let producer = self.producer.clone();
         let previous = std::mem::take(&mut self.fingerprints);
-        self.in_flight = Some(tokio::spawn(async move {
+        self.job.start(async move {
             let computed_at_ms = wall_ms();
             let prepared = tokio::task::spawn_blocking(move || {
                 let clock = RollupClock {
@@ -221,15 +220,18 @@ impl RollupWriter {
                 previous,
                 result,
             }
-        }));
+        });
     }
 
     /// Waits for the emission in flight, if any, and records its outcome.
     pub async fn wait(&mut self) {
-        let Some(task) = self.in_flight.take() else {
-            return;
-        };
-        let emission = match task.await {
+        if let Some(finished) = self.job.wait().await {
+            self.record(finished);
+        }
+    }
+
+    fn record(&mut self, finished: Result<Emission, JoinError>) {
+        let emission = match finished {
             Ok(emission) => emission,
             Err(error) => {
                 self.status.failures_total += 1;
