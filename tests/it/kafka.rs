@@ -6,11 +6,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use pulse_core::EngineSettings;
+use pulse_core::partitioner::Partitioner;
 use pulse_tests::WorkloadConfig;
 use pulse_tests::kafka;
 use serde_json::{Value, json};
 
-use crate::helpers::{generate, json_diff, kpis_only, loadgen, run_engine_open, without_state};
+use crate::helpers::{
+    generate, json_diff, kpis_only, loadgen, loadgen_configured, run_engine_open, without_state,
+};
 use crate::process::{Pulse, metric, signal};
 
 /// One Kafka test at a time: they share one broker, which the outage test pauses.
@@ -474,4 +477,36 @@ async fn a_ten_megabyte_message_is_rejected_dead_lettered_and_passed() {
         metric(&pulse.get("/metrics").1, "pulse_dead_letters_total") == Some(1.0)
     });
     assert!(pulse.stop(Duration::from_secs(30)).success());
+}
+
+/// `pulse loadgen` sends each user to the partition `partitioner` names, and that is the
+/// partition `pulse replay --partitions` puts the user's events in: checked against what
+/// the broker stored, for both partitioners.
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_partitions_users_as_replay_does() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    for partitioner in Partitioner::ALL {
+        let (topic, _guard) = kafka::temp_topic(&brokers, "partitioner", 5).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pulse.toml");
+        let setting = format!("partitioner = \"{}\"\n", partitioner.as_str());
+        std::fs::write(&config, &setting).unwrap();
+        let produced = loadgen_configured(&brokers, &topic, 60, 7, Some(config.to_str().unwrap()));
+        let records =
+            kafka::consume_all(&brokers, &topic, produced as usize, Duration::from_secs(60)).await;
+        assert_eq!(records.len() as u64, produced);
+        let mut used = std::collections::BTreeSet::new();
+        for record in &records {
+            let key = record.key.as_deref().expect("loadgen keys by user");
+            let expected = partitioner.partition_of(key, 5) as i32;
+            assert_eq!(record.partition, expected, "{partitioner:?}: key {key:?}");
+            used.insert(record.partition);
+        }
+        assert_eq!(
+            used.len(),
+            5,
+            "{partitioner:?}: 60 users reach every partition"
+        );
+    }
 }

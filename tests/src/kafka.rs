@@ -651,6 +651,9 @@ pub async fn produce_records(
         .set("message.timeout.ms", "30000")
         // Tests may send oversized records on purpose (librdkafka's default cap is 1 MB).
         .set("message.max.bytes", LARGEST_RECORD)
+        // Keys partitioned as Kafka's Java client does, and as pulse's default `partitioner`
+        // reproduces: a replayed history and these records agree on each user's partition.
+        .set("partitioner", "murmur2_random")
         .create()
         .unwrap_or_else(|error| panic!("could not create a Kafka producer for {brokers}: {error}"));
     // Everything is enqueued first and the deliveries awaited afterwards, so a batch costs
