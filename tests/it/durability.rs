@@ -186,17 +186,21 @@ async fn replayed_history_hands_over_to_the_live_service() {
         .collect();
     kafka::produce(&brokers, &topic, live).await;
     let pulse = Pulse::start(&["run", "--config", &config_path, "--clock", "event-time"]);
-    let expected = kpis_only(&run_engine_open(
-        &lines,
-        EngineSettings {
-            shards: 2,
-            ..EngineSettings::default()
-        },
-    ));
-    pulse.wait_for("history plus live events", Duration::from_secs(60), |s| {
+    let settings = EngineSettings {
+        shards: 2,
+        ..EngineSettings::default()
+    };
+    let expected = kpis_only(&run_engine_open(&lines, settings.clone()));
+    let snapshot = pulse.wait_for("history plus live events", Duration::from_secs(60), |s| {
         accepted(s) == events.len() as u64
             && json_diff(&without_state(s.clone()), &expected).is_empty()
     });
+    let records: Vec<Record> = events.into_iter().map(Record::Event).collect();
+    assert_matches_exact(
+        &without_state(snapshot),
+        &live_oracle(&records, &settings),
+        0.03,
+    );
     assert!(pulse.stop(Duration::from_secs(30)).success());
 }
 

@@ -231,9 +231,12 @@ async fn a_burst_into_every_partition_while_caught_up_is_sessionized_exactly() {
         accepted(s) == events.len() as u64
     });
     assert_eq!(snapshot["events"]["late_for_sessions"], json!(0));
-    pulse.wait_for("the replay's KPIs", Duration::from_secs(10), |s| {
+    let snapshot = pulse.wait_for("the replay's KPIs", Duration::from_secs(10), |s| {
         json_diff(&without_state(s.clone()), &expected).is_empty()
     });
+    let records: Vec<Record> = events.into_iter().map(Record::Event).collect();
+    let exact = live_oracle(&records, &engine_settings());
+    assert_matches_exact(&without_state(snapshot), &exact, 0.03);
     assert!(pulse.stop(Duration::from_secs(30)).success());
 }
 
@@ -373,6 +376,9 @@ async fn a_clean_stop_and_restart_neither_loses_nor_double_counts() {
         events.len() as u64,
         "no event counted twice"
     );
+    let records: Vec<Record> = events.into_iter().map(Record::Event).collect();
+    let exact = live_oracle(&records, &engine_settings());
+    assert_matches_exact(&without_state(snapshot), &exact, 0.03);
     assert!(second.stop(Duration::from_secs(30)).success());
 }
 

@@ -8,12 +8,12 @@
 //! ([`crate::helpers::exact_differences`]).
 
 use pulse_core::EngineSettings;
-use pulse_tests::{Record, WorkloadConfig, small_workload};
+use pulse_tests::{OracleSettings, Record, WorkloadConfig, exact_snapshot, small_workload};
 use serde_json::Value;
 
 use crate::helpers::{
-    assert_matches_exact, exact_differences, exact_recent, generate, kpis_only, oracle,
-    oracle_of_records, run_engine, with_defects,
+    WALL_MS, assert_matches_exact, exact_differences, exact_recent, generate, kpis_only, oracle,
+    oracle_of_records, oracle_settings, run_engine, run_engine_open, with_defects,
 };
 
 /// Below this many distinct users a DataSketches HLL sketch is still an exact hash set:
@@ -116,6 +116,29 @@ fn refused_late_and_future_records_are_counted_as_the_model_counts_them() {
     );
     assert_eq!(counted("accepted"), events.len() as u64);
     assert_matches_exact(&kpis_only(&run_engine(&lines, settings)), &exact, 0.03);
+}
+
+#[test]
+fn a_live_engine_leaves_out_the_sessions_the_live_model_leaves_open() {
+    // What the Kafka tests compare `pulse run` with: at the end of its input a live engine
+    // has not closed the sessions that may still grow, and the model must say which.
+    let settings = EngineSettings {
+        shards: 2,
+        ..EngineSettings::default()
+    };
+    let (events, lines) = generate(&small_workload(17));
+    let live = OracleSettings {
+        open_sessions_uncounted: true,
+        ..oracle_settings(&settings, WALL_MS)
+    };
+    let exact_live = exact_snapshot(&events, &live);
+    let engine = kpis_only(&run_engine_open(&lines, settings.clone()));
+    assert_matches_exact(&engine, &exact_live, 0.03);
+    // Not vacuous: the replay's model, with every session closed, counts more today.
+    let closed = oracle(&events, &settings);
+    let today = |v: &Value| v["sessions"]["1d"]["count"].as_u64().unwrap();
+    assert!(today(&exact_live) < today(&closed));
+    assert!(!exact_differences(&engine, &closed, 0.03).is_empty());
 }
 
 /// What the comparison of ratios used to allow: the slack of a count (relative tolerance
