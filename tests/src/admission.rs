@@ -94,8 +94,17 @@ pub fn refusal(record: &str, rules: &FieldRules) -> Option<&'static str> {
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
         Some(_) => return Some("invalid_user"),
     }
+    // A Segment call `"type": "track"` names its event in `/event`; without one it has none.
+    let segment_track = || value.pointer("/type").is_some_and(|t| t == "track");
     match field(&rules.event) {
         None => return Some("missing_event_name"),
+        Some(Value::String(s))
+            if s == "track"
+                && segment_track()
+                && value.pointer("/event").is_none_or(Value::is_null) =>
+        {
+            return Some("missing_event_name");
+        }
         Some(Value::String(s)) if !s.is_empty() => {}
         Some(_) => return Some("invalid_event_name"),
     }
@@ -139,6 +148,11 @@ mod tests {
                 Some("invalid_user"),
             ),
             (r#"{"user_id":"a","ts":1}"#, Some("missing_event_name")),
+            (
+                r#"{"userId":"a","type":"track","ts":1}"#,
+                Some("missing_event_name"),
+            ),
+            (r#"{"userId":"a","type":"identify","ts":1}"#, None),
             (
                 r#"{"user_id":"a","event":"","ts":1}"#,
                 Some("invalid_event_name"),
