@@ -2,13 +2,17 @@
 //! lose or double-count an event; a history replayed from a file hands over to the live
 //! service; an unreadable state directory stops pulse unless told to start over.
 
+use std::path::Path;
 use std::time::Duration;
 
 use pulse_core::EngineSettings;
-use pulse_tests::{WorkloadConfig, kafka};
+use pulse_core::partition::total_counters;
+use pulse_ingest::state_store::StateStore;
+use pulse_tests::{Record, WorkloadConfig, kafka};
 
 use crate::helpers::{
-    assert_success, generate, json_diff, kpis_only, run_engine_open, without_state,
+    assert_matches_exact, assert_success, generate, json_diff, kpis_only, live_oracle,
+    run_engine_open, with_defects, without_state,
 };
 use crate::kafka_tests::{SERIAL, accepted, write_config_with};
 use crate::process::Pulse;
@@ -28,6 +32,30 @@ fn pauses(seed: u64, count: usize) -> Vec<Duration> {
         .collect()
 }
 
+/// Records applied in the newest durable checkpoint of `state`, read as `pulse run` reads
+/// it at start; `None` until there is one (or while one is being replaced).
+fn durable_accepted(state: &Path) -> Option<u64> {
+    StateStore::new(state)
+        .load()
+        .ok()
+        .flatten()
+        .map(|saved| total_counters(saved.engine.partitions.iter().map(|p| &p.inputs)).accepted)
+}
+
+/// Waits until the newest durable checkpoint holds more than `before` applied records.
+async fn durable_beyond(state: &Path, before: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match durable_accepted(state) {
+            Some(now) if now > before => return now,
+            _ if tokio::time::Instant::now() > deadline => {
+                panic!("no checkpoint beyond {before} applied records within a minute")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_points_loses_and_doubles_nothing() {
     let _serial = SERIAL.lock().await;
@@ -40,13 +68,17 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
         end_ms: END_MS,
         ..WorkloadConfig::default()
     };
-    let (events, lines) = generate(&config);
-    let keyed: Vec<(Option<String>, Vec<u8>)> = events
+    let (events, _) = generate(&config);
+    // Malformed, late and future records among the events: their counters must survive
+    // the crashes exactly once too.
+    let records = with_defects(&events, true);
+    let lines: Vec<String> = records.iter().map(Record::line).collect();
+    let keyed: Vec<(Option<String>, Vec<u8>)> = records
         .iter()
-        .zip(&lines)
-        .map(|(e, l)| (Some(e.user.to_string()), l.clone().into_bytes()))
+        .map(|r| (r.key(), r.line().into_bytes()))
         .collect();
     let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
     let config_path = write_config_with(
         dir.path(),
         &brokers,
@@ -64,24 +96,40 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
     let chunks: Vec<&[(Option<String>, Vec<u8>)]> = keyed.chunks(keyed.len() / 8 + 1).collect();
     let pauses = pauses(0x5eed, chunks.len());
     let mut pulse = Pulse::start(&args);
-    let mut kills = 0;
+    // Applied records in the newest durable checkpoint at each kill.
+    let mut durable_at_kills: Vec<u64> = Vec::new();
     for (index, chunk) in chunks.iter().enumerate() {
         kafka::produce(&brokers, &topic, chunk.to_vec()).await;
         tokio::time::sleep(pauses[index]).await;
         if index < 6 {
+            // Each kill comes after this run made records durable that the previous one had
+            // not: the crash then strikes a process that has restored, applied more and
+            // checkpointed, not one still starting up.
+            let before = durable_at_kills.last().copied().unwrap_or(0);
+            durable_beyond(&state, before).await;
             pulse.kill();
-            kills += 1;
+            durable_at_kills.push(durable_accepted(&state).expect("a checkpoint survives"));
             pulse = Pulse::start(&args);
         }
     }
-    assert!(kills >= 5);
-    let expected = kpis_only(&run_engine_open(
-        &lines,
-        EngineSettings {
-            shards: 2,
-            ..EngineSettings::default()
-        },
-    ));
+    // Six kills, each after a checkpoint beyond the previous one's, all before the last
+    // chunks were even produced: mid-stream, with records applied before and after.
+    assert_eq!(durable_at_kills.len(), 6);
+    assert!(
+        durable_at_kills.windows(2).all(|w| w[0] < w[1]),
+        "{durable_at_kills:?}"
+    );
+    let applied_at_last_kill = *durable_at_kills.last().unwrap();
+    assert!(
+        applied_at_last_kill < events.len() as u64,
+        "the last kill left records to apply: {durable_at_kills:?}"
+    );
+    let settings = EngineSettings {
+        shards: 2,
+        ..EngineSettings::default()
+    };
+    let expected = kpis_only(&run_engine_open(&lines, settings.clone()));
+    let exact = live_oracle(&records, &settings);
     let snapshot = pulse.wait_for(
         "the uninterrupted run's KPIs",
         Duration::from_secs(120),
@@ -91,10 +139,14 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
         },
     );
     assert_eq!(snapshot["events"]["late_for_sessions"], 0);
+    // An uninterrupted replay is pulse's own answer; the independent model must agree.
+    assert_matches_exact(&without_state(snapshot.clone()), &exact, 0.03);
     let (_, metrics) = pulse.get("/metrics");
     let written = crate::process::metric(&metrics, "pulse_checkpoints_total").unwrap_or(0.0);
     assert!(written >= 1.0, "checkpoints are reported: {written}");
     assert!(pulse.stop(Duration::from_secs(30)).success());
+    kafka::delete_topic(&brokers, &format!("{topic}.dlq")).await;
+    eprintln!("kills after durable checkpoints of {durable_at_kills:?} applied records");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,17 +187,21 @@ async fn replayed_history_hands_over_to_the_live_service() {
         .collect();
     kafka::produce(&brokers, &topic, live).await;
     let pulse = Pulse::start(&["run", "--config", &config_path, "--clock", "event-time"]);
-    let expected = kpis_only(&run_engine_open(
-        &lines,
-        EngineSettings {
-            shards: 2,
-            ..EngineSettings::default()
-        },
-    ));
-    pulse.wait_for("history plus live events", Duration::from_secs(60), |s| {
+    let settings = EngineSettings {
+        shards: 2,
+        ..EngineSettings::default()
+    };
+    let expected = kpis_only(&run_engine_open(&lines, settings.clone()));
+    let snapshot = pulse.wait_for("history plus live events", Duration::from_secs(60), |s| {
         accepted(s) == events.len() as u64
             && json_diff(&without_state(s.clone()), &expected).is_empty()
     });
+    let records: Vec<Record> = events.into_iter().map(Record::Event).collect();
+    assert_matches_exact(
+        &without_state(snapshot),
+        &live_oracle(&records, &settings),
+        0.03,
+    );
     assert!(pulse.stop(Duration::from_secs(30)).success());
 }
 

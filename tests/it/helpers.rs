@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use pulse_core::{Engine, EngineSettings, KpiSnapshot};
-use pulse_tests::{GeneratedEvent, OracleSettings, WorkloadConfig, exact_snapshot};
+use pulse_tests::{
+    FieldRules, GeneratedEvent, OracleSettings, Record, WorkloadConfig, exact_snapshot,
+    exact_snapshot_of_records,
+};
 use serde_json::Value;
 
 /// A fixed wall clock after every generated event, so nothing is "future" and runs repeat.
@@ -37,13 +40,105 @@ fn feed_engine(lines: &[String], settings: EngineSettings) -> Engine {
 }
 
 pub fn oracle(events: &[GeneratedEvent], settings: &EngineSettings) -> Value {
-    let oracle_settings = OracleSettings {
+    exact_snapshot(events, &oracle_settings(settings, WALL_MS))
+}
+
+/// The exact model of `records` in arrival order, as a replay at [`WALL_MS`] sees them.
+pub fn oracle_of_records(records: &[Record], settings: &EngineSettings) -> Value {
+    exact_snapshot_of_records(records, &oracle_settings(settings, WALL_MS))
+}
+
+/// The exact model of what a live `pulse run --clock event-time` shows once it has applied
+/// `records`: sessions not yet final stay open and uncounted, and the wall clock is now.
+pub fn live_oracle(records: &[Record], settings: &EngineSettings) -> Value {
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let live = OracleSettings {
+        open_sessions_uncounted: true,
+        ..oracle_settings(settings, wall_ms)
+    };
+    exact_snapshot_of_records(records, &live)
+}
+
+/// The model's settings for an engine's: the values that decide KPIs and admission. (The
+/// model keeps its own default event names and field pointers, which the tests leave at
+/// theirs.)
+pub fn oracle_settings(settings: &EngineSettings, wall_ms: i64) -> OracleSettings {
+    OracleSettings {
         timezone: settings.timezone.clone(),
         session_timeout_ms: settings.session_timeout_ms,
         session_max_length_ms: settings.session_max_length_ms,
+        allowed_lateness_ms: settings.allowed_lateness_ms,
+        retention_days: i64::from(settings.retention_days),
+        max_future_skew_ms: settings.max_future_skew_ms,
+        wall_ms: Some(wall_ms),
+        fields: FieldRules {
+            max_record_bytes: settings.max_record_bytes,
+            max_user_id_bytes: settings.max_user_id_bytes,
+            ..FieldRules::default()
+        },
         ..OracleSettings::default()
-    };
-    exact_snapshot(events, &oracle_settings)
+    }
+}
+
+/// Records pulse must count and not apply, made from `events`, each with the index of the
+/// event it must follow: a late and a future copy of every 500th event of the second half
+/// (36 days earlier, 100 years later), and a malformed record of each kind every 700 events.
+///
+/// The copies follow their original, so whatever else arrives in between, "today" is at
+/// least the original's day when a late copy comes, which makes it late by any arrival
+/// order within its partition (it is keyed by the same user). `missing_timestamp` is left
+/// out where a Kafka message timestamp would stand in for the time.
+pub fn defects(events: &[GeneratedEvent], message_timestamps: bool) -> Vec<(usize, Record)> {
+    const DAY_MS: i64 = 86_400_000;
+    let mut malformed = vec![
+        "not json".to_owned(),
+        "42".to_owned(),
+        r#"{"event":"page_view","ts":1772366400000}"#.to_owned(),
+        r#"{"user_id":"","event":"page_view","ts":1772366400000}"#.to_owned(),
+        r#"{"user_id":{"id":1},"event":"page_view","ts":1772366400000}"#.to_owned(),
+        r#"{"user_id":"u-nameless","ts":1772366400000}"#.to_owned(),
+        r#"{"user_id":"u-nameless","event":7,"ts":1772366400000}"#.to_owned(),
+        r#"{"user_id":"u-badtime","event":"login","ts":"yesterday"}"#.to_owned(),
+        format!(
+            r#"{{"user_id":"{}","event":"login","ts":1772366400000}}"#,
+            "x".repeat(300)
+        ),
+    ];
+    if !message_timestamps {
+        malformed.push(r#"{"user_id":"u-timeless","event":"login"}"#.to_owned());
+    }
+    let half = events.len() / 2;
+    let mut out = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        if index >= half && (index - half).is_multiple_of(500) {
+            for shift in [-36 * DAY_MS, 36_500 * DAY_MS] {
+                let mut copy = event.clone();
+                copy.ts_ms += shift;
+                out.push((index, Record::Event(copy)));
+            }
+        }
+        if index % 700 == 350 {
+            let text = malformed[(index / 700) % malformed.len()].clone();
+            out.push((index, Record::Malformed(text)));
+        }
+    }
+    out
+}
+
+/// `events` with their [`defects`] right after the events they follow.
+pub fn with_defects(events: &[GeneratedEvent], message_timestamps: bool) -> Vec<Record> {
+    let mut defects = defects(events, message_timestamps).into_iter().peekable();
+    let mut out = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        out.push(Record::Event(event.clone()));
+        while let Some((_, defect)) = defects.next_if(|(after, _)| *after == index) {
+            out.push(defect);
+        }
+    }
+    out
 }
 
 /// Exact distinct users over the recent windows: the current minute of the latest event
@@ -84,22 +179,80 @@ fn num(value: &Value, path: &str) -> f64 {
         .unwrap_or_else(|| panic!("{path} missing or not a number in {value}"))
 }
 
-/// Asserts every KPI of the engine against the exact model: distinct counts and ratios
-/// built on them within `count_tolerance`, session figures exact, quantiles within 1 %.
-pub fn assert_matches_exact(engine: &Value, exact: &Value, count_tolerance: f64) {
+/// How a figure of the snapshot may differ from the exact model's.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// Event and session counts, session durations and bounce rates: exact (to float
+    /// rounding of the averages).
+    Exact,
+    /// One distinct-count estimate, reported rounded to a whole user: the caller's relative
+    /// tolerance, plus half a user for the rounding.
+    Count,
+    /// A ratio built on `estimates` distinct-count estimates (stickiness and adoption: two,
+    /// sessions per user: one, its numerator is an exact count). The relative error of a
+    /// quotient is at most about the sum of its parts' relative errors, so the bound is
+    /// `estimates` times the caller's tolerance, relative to the value. The absolute floor
+    /// (1e-9) only absorbs float rounding: a slack of a whole unit, as counts have, would
+    /// accept any ratio between 0 and 1.
+    Ratio { estimates: u32 },
+    /// Nearest-rank quantiles from the duration histogram: the README promises 0.5 %;
+    /// allow twice that, plus a millisecond.
+    Quantile,
+}
+
+/// Every figure of the engine's snapshot that differs from the exact model by more than
+/// its [`Bound`]: distinct counts (and ratios built on them) within `count_tolerance`
+/// relative error each, the `events` counters and session figures exact, quantiles within
+/// 1 %. Empty when they agree; a test of the comparison itself feeds it wrong snapshots.
+pub fn exact_differences(engine: &Value, exact: &Value, count_tolerance: f64) -> Vec<String> {
     let mut failures = Vec::new();
-    let mut check = |path: String, tolerance: f64| {
+    // Each reason either side names; a reason the other leaves out counts as 0.
+    let reasons = |v: &Value| -> Vec<String> {
+        v["events"]["rejected_by_reason"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut all_reasons = reasons(engine);
+    all_reasons.extend(reasons(exact));
+    all_reasons.sort();
+    all_reasons.dedup();
+    for reason in all_reasons {
+        let count = |v: &Value| {
+            v["events"]["rejected_by_reason"][&reason]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        if count(engine) != count(exact) {
+            failures.push(format!(
+                "/events/rejected_by_reason/{reason}: engine {}, exact {}",
+                count(engine),
+                count(exact)
+            ));
+        }
+    }
+    let mut check = |path: String, bound: Bound| {
         let (got, want) = (num(engine, &path), num(exact, &path));
-        // Half a user of slack: the engine reports rounded estimates.
-        let slack = want.abs() * tolerance + if tolerance > 0.0 { 0.5 } else { 1e-9 };
+        let slack = match bound {
+            Bound::Exact => 1e-9 * want.abs().max(1.0),
+            Bound::Count => want.abs() * count_tolerance + 0.5,
+            Bound::Ratio { estimates } => {
+                want.abs() * count_tolerance * f64::from(estimates) + 1e-9
+            }
+            Bound::Quantile => want.abs() * 0.01 + 1e-3,
+        };
         if (got - want).abs() > slack {
-            failures.push(format!("{path}: engine {got}, exact {want}"));
+            failures.push(format!(
+                "{path}: engine {got}, exact {want} (allowed ±{slack:.6})"
+            ));
         }
     };
-    check("/events/accepted".into(), 0.0);
+    for counter in ["accepted", "rejected", "late", "future"] {
+        check(format!("/events/{counter}"), Bound::Exact);
+    }
     for window in ["1d", "7d", "30d"] {
         for family in ["active_users", "active_users_previous", "new_users"] {
-            check(format!("/{family}/{window}"), count_tolerance);
+            check(format!("/{family}/{window}"), Bound::Count);
         }
         for exact_field in [
             "count",
@@ -107,36 +260,61 @@ pub fn assert_matches_exact(engine: &Value, exact: &Value, count_tolerance: f64)
             "bounce_rate",
             "events_per_session",
         ] {
-            check(format!("/sessions/{window}/{exact_field}"), 0.0);
+            check(format!("/sessions/{window}/{exact_field}"), Bound::Exact);
         }
         for quantile in ["p50_duration_seconds", "p90_duration_seconds"] {
-            check(format!("/sessions/{window}/{quantile}"), 0.01);
+            check(format!("/sessions/{window}/{quantile}"), Bound::Quantile);
         }
         check(
             format!("/sessions/{window}/sessions_per_user"),
-            count_tolerance,
+            Bound::Ratio { estimates: 1 },
         );
     }
     for ratio in ["dau_mau", "dau_wau", "wau_mau"] {
-        check(format!("/stickiness/{ratio}"), count_tolerance);
+        check(
+            format!("/stickiness/{ratio}"),
+            Bound::Ratio { estimates: 2 },
+        );
     }
-    let names =
-        |v: &Value| -> Vec<String> { v["features"].as_object().unwrap().keys().cloned().collect() };
-    assert_eq!(names(engine), names(exact), "tracked features");
-    for name in names(exact) {
-        let escaped = name.replace('~', "~0").replace('/', "~1");
-        for window in ["1d", "7d", "30d"] {
-            check(
-                format!("/features/{escaped}/active_users/{window}"),
-                count_tolerance,
-            );
-            check(
-                format!("/features/{escaped}/adoption/{window}"),
-                count_tolerance,
-            );
+    let names = |v: &Value| -> Vec<String> {
+        v["features"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    if names(engine) != names(exact) {
+        failures.push(format!(
+            "tracked features: engine {:?}, exact {:?}",
+            names(engine),
+            names(exact)
+        ));
+    } else {
+        for name in names(exact) {
+            let escaped = name.replace('~', "~0").replace('/', "~1");
+            for window in ["1d", "7d", "30d"] {
+                check(
+                    format!("/features/{escaped}/active_users/{window}"),
+                    Bound::Count,
+                );
+                check(
+                    format!("/features/{escaped}/adoption/{window}"),
+                    Bound::Ratio { estimates: 2 },
+                );
+            }
         }
     }
-    assert_eq!(engine["as_of"], exact["as_of"]);
+    if engine["as_of"] != exact["as_of"] {
+        failures.push(format!(
+            "as_of: engine {}, exact {}",
+            engine["as_of"], exact["as_of"]
+        ));
+    }
+    failures
+}
+
+/// Asserts every KPI of the engine against the exact model ([`exact_differences`]).
+pub fn assert_matches_exact(engine: &Value, exact: &Value, count_tolerance: f64) {
+    let failures = exact_differences(engine, exact, count_tolerance);
     assert!(
         failures.is_empty(),
         "engine differs from the exact model:\n{}",

@@ -11,9 +11,12 @@
 use std::time::Duration;
 
 use pulse_core::EngineSettings;
-use pulse_tests::{WorkloadConfig, kafka};
+use pulse_tests::{Record, WorkloadConfig, kafka};
 
-use crate::helpers::{generate, json_diff, kpis_only, loadgen, run_engine_open, without_state};
+use crate::helpers::{
+    assert_matches_exact, generate, json_diff, kpis_only, live_oracle, loadgen, run_engine_open,
+    without_state,
+};
 use crate::kafka_tests::{SERIAL, accepted, write_config_in_group};
 use crate::process::Pulse;
 
@@ -60,19 +63,21 @@ async fn a_member_joining_and_leaving_changes_nothing_for_the_one_that_stays() {
     let (status, second_log) = second.stop_and_log(Duration::from_secs(30));
     assert!(status.success(), "{second_log}");
 
-    let expected = kpis_only(&run_engine_open(
-        &lines,
-        EngineSettings {
-            shards: 2,
-            ..EngineSettings::default()
-        },
-    ));
+    let settings = EngineSettings {
+        shards: 2,
+        ..EngineSettings::default()
+    };
+    let expected = kpis_only(&run_engine_open(&lines, settings.clone()));
     let snapshot = first.wait_for(
         "the single consumer's KPIs",
         Duration::from_secs(180),
         |s| accepted(s) == produced && json_diff(&without_state(s.clone()), &expected).is_empty(),
     );
     assert_eq!(snapshot["events"]["late_for_sessions"], 0);
+    // A single consumer's answer is pulse's own; the independent model must agree too.
+    let records: Vec<Record> = events.into_iter().map(Record::Event).collect();
+    let exact = live_oracle(&records, &settings);
+    assert_matches_exact(&without_state(snapshot), &exact, 0.03);
     let (status, first_log) = first.stop_and_log(Duration::from_secs(30));
     assert!(status.success(), "{first_log}");
     assert!(

@@ -6,6 +6,7 @@
 //! *independent* implementation of the definitions, so this crate does not depend on
 //! `pulse-core`: sharing code with the engine would let one bug hide in both.
 
+pub mod admission;
 pub mod kafka;
 pub mod oracle;
 pub mod s3;
@@ -13,7 +14,8 @@ pub mod skip;
 pub mod tls;
 pub mod tools;
 
-pub use oracle::{Kind, KindNames, OracleSettings, exact_snapshot};
+pub use admission::{FieldRules, Record};
+pub use oracle::{Kind, KindNames, OracleSettings, exact_snapshot, exact_snapshot_of_records};
 pub use pulse_workload::{GeneratedEvent, WorkloadConfig};
 
 /// The default realistic workload (about 150k events: 2 000 users over 35 days) with the

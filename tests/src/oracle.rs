@@ -4,15 +4,19 @@
 //! It must be obviously correct, so it follows the definitions literally and in their
 //! order, even where that is slower than needed: every event is first reduced to a `Fact`
 //! (user, kind, local day, ...), then each KPI is a small set computation over facts.
-//! Arrival order plays no role: the model sees the whole input at once, which is what the
-//! engine must match for events within its disorder bound. Users are interned to integers
-//! only to keep 200k-event inputs fast in debug builds.
+//! Arrival order plays no role in the KPIs: the model sees the whole input at once, which
+//! is what the engine must match for events within its disorder bound. Only which records
+//! are admitted at all (late, future) follows arrival order, as the README says it does;
+//! that part is [`crate::admission`]. Users are interned to integers only to keep
+//! 200k-event inputs fast in debug builds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::{Span, Timestamp, civil::Date, tz::TimeZone};
 use pulse_workload::{GeneratedEvent, UserId};
 use serde_json::{Value, json};
+
+use crate::admission::{FieldRules, Record, refusal};
 
 /// The kind of an event, decided by its name alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +95,20 @@ pub struct OracleSettings {
     pub session_timeout_ms: i64,
     /// An event more than this (strictly) after its session's first event starts a new one.
     pub session_max_length_ms: i64,
+    /// How far out of order an event may arrive; with `open_sessions_uncounted`, part of
+    /// when a session is final.
+    pub allowed_lateness_ms: i64,
+    /// Leave out the sessions not yet final at the end of the input, as a live service on
+    /// the event-time clock does: a session closes once the latest event time passes its
+    /// last event + timeout + lateness. `false` closes every session, as a replay's end does.
+    pub open_sessions_uncounted: bool,
+    /// An event whose day is more than this many days before today is `late`.
+    pub retention_days: i64,
+    /// An event more than this past `wall_ms` is `future`.
+    pub max_future_skew_ms: i64,
+    /// The wall clock the run had; `None` is a clock after every event.
+    pub wall_ms: Option<i64>,
+    pub fields: FieldRules,
     pub kinds: KindNames,
 }
 
@@ -100,6 +118,12 @@ impl Default for OracleSettings {
             timezone: TimeZone::UTC,
             session_timeout_ms: 1_800_000,
             session_max_length_ms: 86_400_000,
+            allowed_lateness_ms: 300_000,
+            open_sessions_uncounted: false,
+            retention_days: 35,
+            max_future_skew_ms: 3_600_000,
+            wall_ms: None,
+            fields: FieldRules::default(),
             kinds: KindNames::default(),
         }
     }
@@ -276,11 +300,82 @@ fn session_stats(started_in_w: &[(Session, Date)], active_users: usize) -> Value
     })
 }
 
-/// The snapshot JSON of the README's Definitions, computed exactly as if every event had been accepted.
-///
-/// With no events there is no `now`: `as_of` is `null` and every figure is 0.
+/// The snapshot JSON of the README's Definitions for well-formed events in arrival order
+/// (see [`exact_snapshot_of_records`]).
 pub fn exact_snapshot(events: &[GeneratedEvent], settings: &OracleSettings) -> Value {
+    snapshot(events.iter().map(Input::Event), settings)
+}
+
+/// The snapshot JSON of the README's Definitions for records in arrival order: refused,
+/// late and future records counted as the README's "Events" says, the rest applied.
+///
+/// With no admitted event there is no `now`: `as_of` is `null` and every figure is 0.
+pub fn exact_snapshot_of_records(records: &[Record], settings: &OracleSettings) -> Value {
+    snapshot(
+        records.iter().map(|record| match record {
+            Record::Event(event) => Input::Event(event),
+            Record::Malformed(text) => Input::Malformed(text),
+        }),
+        settings,
+    )
+}
+
+/// A record borrowed from either input form.
+enum Input<'a> {
+    Event(&'a GeneratedEvent),
+    Malformed(&'a str),
+}
+
+/// What became of the input: the events to apply, and the counts of the others.
+#[derive(Default)]
+struct Admitted<'a> {
+    events: Vec<&'a GeneratedEvent>,
+    refused: BTreeMap<&'static str, u64>,
+    late: u64,
+    future: u64,
+}
+
+/// Sorts the input as the README's "Events" says, in arrival order: "today" is the day of
+/// the latest event admitted so far (or of this one, if later), and neither a late nor a
+/// future event moves it.
+fn admit<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings) -> Admitted<'a> {
     let tz = &settings.timezone;
+    let mut out = Admitted::default();
+    let mut latest: Option<i64> = None;
+    for input in inputs {
+        let event = match input {
+            Input::Malformed(text) => {
+                let reason = refusal(text, &settings.fields).unwrap_or_else(|| {
+                    panic!("the field rules accept {text}: give it as Record::Event")
+                });
+                *out.refused.entry(reason).or_default() += 1;
+                continue;
+            }
+            Input::Event(event) => event,
+        };
+        if settings
+            .wall_ms
+            .is_some_and(|wall| event.ts_ms > wall.saturating_add(settings.max_future_skew_ms))
+        {
+            out.future += 1;
+            continue;
+        }
+        let now = latest.map_or(event.ts_ms, |t| t.max(event.ts_ms));
+        let oldest_kept = add_days(day_of(now, tz), -settings.retention_days);
+        if day_of(event.ts_ms, tz) < oldest_kept {
+            out.late += 1;
+            continue;
+        }
+        latest = Some(now);
+        out.events.push(event);
+    }
+    out
+}
+
+fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings) -> Value {
+    let tz = &settings.timezone;
+    let admitted = admit(inputs, settings);
+    let events = &admitted.events;
 
     let mut user_ids: HashMap<String, usize> = HashMap::new();
     let facts: Vec<Fact<'_>> = events
@@ -345,8 +440,17 @@ pub fn exact_snapshot(events: &[GeneratedEvent], settings: &OracleSettings) -> V
     let mean_dau_30 = sum_of_daily(&active, last30) as f64 / 30.0;
     let mean_dau_7 = sum_of_daily(&active, last7) as f64 / 7.0;
 
+    // A live service counts a session once the latest event time has passed its last event
+    // + timeout + lateness; the end of a replay closes them all.
+    let is_final = |s: &Session| {
+        !settings.open_sessions_uncounted
+            || now.is_some_and(|now| {
+                s.last_ts + settings.session_timeout_ms + settings.allowed_lateness_ms < now
+            })
+    };
     let all_sessions: Vec<(Session, Date)> = sessions(&facts, settings)
         .into_iter()
+        .filter(is_final)
         .map(|s| (s, day_of(s.first_ts, tz)))
         .collect();
     let mut session_json = serde_json::Map::new();
@@ -386,10 +490,10 @@ pub fn exact_snapshot(events: &[GeneratedEvent], settings: &OracleSettings) -> V
         "as_of": now.map_or(Value::Null, |ms| Value::String(rfc3339_utc_millis(ms))),
         "events": {
             "accepted": events.len(),
-            "rejected": 0,
-            "rejected_by_reason": {},
-            "late": 0,
-            "future": 0,
+            "rejected": admitted.refused.values().sum::<u64>(),
+            "rejected_by_reason": admitted.refused,
+            "late": admitted.late,
+            "future": admitted.future,
         },
         "active_users": per_window(&active, &current),
         "active_users_previous": per_window(&active, &previous),
@@ -417,6 +521,7 @@ mod tests {
     use pulse_workload::{Shape, TimestampStyle};
 
     use super::*;
+    use crate::admission::Record;
 
     fn at(rfc3339: &str) -> i64 {
         rfc3339.parse::<Timestamp>().unwrap().as_millisecond()
@@ -679,7 +784,7 @@ mod tests {
             with_feature(ev("d", "page_view", T - 2 * MIN), "export"),
             ev("d", "feature_used", T - 3 * MIN),
             with_feature(ev("e", "feature_used", T - 10 * day), "export"),
-            with_feature(ev("f", "feature_used", T - 40 * day), "alerts"),
+            with_feature(ev("f", "feature_used", T - 33 * day), "alerts"),
         ];
         let v = snap(&events);
         assert_eq!(
@@ -748,6 +853,77 @@ mod tests {
             json!({"accepted": 3, "rejected": 0, "rejected_by_reason": {}, "late": 0, "future": 0})
         );
         assert_eq!(rfc3339_utc_millis(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn refused_late_and_future_records_are_counted_and_not_applied() {
+        let day = 86_400_000;
+        let settings = OracleSettings {
+            wall_ms: Some(T),
+            ..OracleSettings::default()
+        };
+        let records = [
+            // First in: nothing came before, so it is today and not late.
+            Record::Event(ev("first", "page_view", T - 40 * day)),
+            Record::Event(ev("a", "page_view", T - MIN)),
+            // Day -35 is kept, day -36 is late (and stays out of every window).
+            Record::Event(ev("kept", "page_view", T - 35 * day)),
+            Record::Event(ev("old", "signup", T - 36 * day)),
+            // The skew is one hour past the wall clock: its last millisecond is allowed.
+            Record::Event(ev("b", "login", T + 3_600_000)),
+            Record::Event(ev("ahead", "signup", T + 3_600_001)),
+            Record::Malformed(r#"{"event":"login","ts":1}"#.to_owned()),
+            Record::Malformed("{".to_owned()),
+            Record::Malformed(r#"{"user_id":"c","event":"x"}"#.to_owned()),
+        ];
+        let v = exact_snapshot_of_records(&records, &settings);
+        assert_eq!(
+            v["events"],
+            json!({
+                "accepted": 4,
+                "rejected": 3,
+                "rejected_by_reason": {"missing_user": 1, "not_json": 1, "missing_timestamp": 1},
+                "late": 1,
+                "future": 1,
+            })
+        );
+        assert_eq!(v["as_of"], Value::String(rfc3339_utc_millis(T + 3_600_000)));
+        assert_eq!(int(&v, "/active_users/1d"), 2);
+        assert_eq!(int(&v, "/new_users/30d"), 0);
+        // Without a wall clock nothing is future; the same event is then applied.
+        let v = exact_snapshot_of_records(&records, &OracleSettings::default());
+        assert_eq!(int(&v, "/events/future"), 0);
+        assert_eq!(int(&v, "/new_users/1d"), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "give it as Record::Event")]
+    fn a_valid_record_is_not_malformed() {
+        let valid = ev("a", "login", T).to_json();
+        exact_snapshot_of_records(&[Record::Malformed(valid)], &OracleSettings::default());
+    }
+
+    #[test]
+    fn a_live_service_counts_only_final_sessions() {
+        let live = OracleSettings {
+            open_sessions_uncounted: true,
+            ..OracleSettings::default()
+        };
+        // Timeout 30 min + lateness 5 min: final once the latest event is past last + 35 min.
+        let events = [
+            ev("a", "page_view", T),
+            ev("b", "page_view", T + 35 * MIN - 1),
+            ev("c", "page_view", T + 35 * MIN),
+        ];
+        assert_eq!(
+            int(&exact_snapshot(&events, &live), "/sessions/1d/count"),
+            0
+        );
+        let mut later = events.to_vec();
+        later.push(ev("d", "page_view", T + 35 * MIN + 1));
+        // a is final now; b, c and d are still open.
+        assert_eq!(int(&exact_snapshot(&later, &live), "/sessions/1d/count"), 1);
+        assert_eq!(int(&snap(&later), "/sessions/1d/count"), 4);
     }
 
     #[test]
