@@ -477,21 +477,20 @@ fn child() {
         let mut sizes = SketchSizes::default();
         for partition in &state.partitions {
             for day in 0..DAYS {
-                let Some(bucket) = partition.kpis.bucket(((T0 + day * DAY_MS) / DAY_MS) as Day)
-                else {
-                    continue;
-                };
-                sizes.active.add(&bucket.active, dense_bytes);
-                for sketch in bucket.features.iter().flatten() {
-                    sizes.features.add(sketch, dense_bytes);
+                let day = ((T0 + day * DAY_MS) / DAY_MS) as Day;
+                if let Some(activity) = partition.kpis.activity.day(day) {
+                    sizes.active.add(&activity.active, dense_bytes);
                 }
+            }
+            for sketch in partition.kpis.features.sketches() {
+                sizes.features.add(sketch, dense_bytes);
             }
         }
         let image_bytes = state.to_bytes().len();
         let kpis = json!({
-            "active_users": snapshot.active_users,
-            "new_users": snapshot.new_users,
-            "features": snapshot.features.iter()
+            "active_users": snapshot.kpis.activity.active_users,
+            "new_users": snapshot.kpis.activity.new_users,
+            "features": snapshot.kpis.features.features.iter()
                 .map(|(name, f)| (name.clone(), json!(f.active_users)))
                 .collect::<BTreeMap<_, _>>(),
         });
@@ -510,7 +509,7 @@ fn child() {
             "visit_buffer_bytes": visits_peak * 8,
             "estimated_state_bytes": snapshot.state.estimated_bytes,
             "open_session_keys": snapshot.state.open_session_keys,
-            "sessions_closed": snapshot.session_durations.count,
+            "sessions_closed": snapshot.kpis.sessions.session_durations.count,
             "open_sessions": open,
             "after_burst_closed": closed,
             "active_sketches": sizes.active.json(),

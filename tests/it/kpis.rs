@@ -40,15 +40,15 @@ fn check_seed(seed: u64, settings: EngineSettings) {
     assert!(h1 > 0, "the workload is active in its last hour");
     assert_eq!(
         (
-            snapshot.recent_active_users.m5,
-            snapshot.recent_active_users.h1
+            snapshot.kpis.activity.recent_active_users.m5,
+            snapshot.kpis.activity.recent_active_users.h1
         ),
         (m5, h1)
     );
-    let sessions = snapshot.session_durations;
+    let sessions = snapshot.kpis.sessions.session_durations;
     assert_eq!(sessions.counts.iter().sum::<u64>(), sessions.count);
     assert!(
-        sessions.count >= snapshot.sessions.d30.count,
+        sessions.count >= snapshot.kpis.sessions.sessions.d30.count,
         "lifetime covers the 30 days"
     );
 }
@@ -269,11 +269,15 @@ fn a_flood_of_feature_names_stays_within_the_cap() {
         .collect();
     let snapshot = run_engine(&lines, settings);
     assert_eq!(snapshot.state.tracked_features, 200);
-    assert_eq!(snapshot.features.len(), 201, "200 names and __other__");
-    assert_eq!(snapshot.events.feature_overflow, 100_000 - 200);
-    let other = &snapshot.features["__other__"];
     assert_eq!(
-        other.active_users.d1, snapshot.active_users.d1,
+        snapshot.kpis.features.features.len(),
+        201,
+        "200 names and __other__"
+    );
+    assert_eq!(snapshot.events.feature_overflow, 100_000 - 200);
+    let other = &snapshot.kpis.features.features["__other__"];
+    assert_eq!(
+        other.active_users.d1, snapshot.kpis.activity.active_users.d1,
         "every user used a pooled feature"
     );
 }
@@ -300,9 +304,9 @@ fn a_million_new_users_in_one_second() {
         },
     );
     for (name, value) in [
-        ("active 1d", snapshot.active_users.d1),
-        ("new 1d", snapshot.new_users.d1),
-        ("recent 5m", snapshot.recent_active_users.m5),
+        ("active 1d", snapshot.kpis.activity.active_users.d1),
+        ("new 1d", snapshot.kpis.activity.new_users.d1),
+        ("recent 5m", snapshot.kpis.activity.recent_active_users.m5),
     ] {
         let error = (value as f64 - 1e6).abs() / 1e6;
         assert!(
@@ -312,8 +316,8 @@ fn a_million_new_users_in_one_second() {
         );
     }
     assert_eq!(
-        snapshot.sessions.d1.count, 1_000_000,
+        snapshot.kpis.sessions.sessions.d1.count, 1_000_000,
         "one bounce each, counted exactly"
     );
-    assert_eq!(snapshot.sessions.d1.bounce_rate, 1.0);
+    assert_eq!(snapshot.kpis.sessions.sessions.d1.bounce_rate, 1.0);
 }

@@ -9,8 +9,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::Rejection;
+use crate::families::KpiState;
+use crate::family::Rules;
 use crate::ingest::{Ingestor, Outcome, RouterState};
-use crate::partition::{KpiState, PartitionInputs, PartitionState, sketch_shape};
+use crate::partition::{PartitionInputs, PartitionState};
 use crate::settings::EngineSettings;
 use crate::snapshot::{self, KpiSnapshot};
 use crate::worker::Worker;
@@ -118,17 +120,17 @@ impl EngineState {
     }
 
     fn check_plausible(&self) -> Result<(), String> {
-        if self.total_count().is_none_or(|n| n >= MAX_TOTAL_COUNT) {
-            return Err("counts beyond what any stream could have produced".to_owned());
+        let mut counts = vec![self.router.features.overflow_events];
+        for partition in &self.partitions {
+            counts.extend(partition.inputs.counters.all());
+            partition.kpis.check(&mut counts)?;
         }
-        let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
-        if !self
-            .partitions
-            .iter()
-            .flat_map(|p| p.kpis.open_event_times())
-            .all(accepted_time)
+        if counts
+            .into_iter()
+            .try_fold(0u64, u64::checked_add)
+            .is_none_or(|n| n >= MAX_TOTAL_COUNT)
         {
-            return Err("an open session holds an event time pulse never accepts".to_owned());
+            return Err("counts beyond what any stream could have produced".to_owned());
         }
         let mut numbers: Vec<u32> = self.partitions.iter().map(|p| p.partition).collect();
         numbers.sort_unstable();
@@ -138,14 +140,6 @@ impl EngineState {
             return Err("partition numbers repeat or exceed Kafka's range".to_owned());
         }
         Ok(())
-    }
-
-    /// The sum of every count in the state, `None` if it overflows.
-    fn total_count(&self) -> Option<u64> {
-        std::iter::once(self.router.features.overflow_events)
-            .chain(self.partitions.iter().flat_map(|p| p.inputs.counters.all()))
-            .chain(self.partitions.iter().flat_map(|p| p.kpis.session_counts()))
-            .try_fold(0u64, u64::checked_add)
     }
 }
 
@@ -228,7 +222,7 @@ impl Engine {
             &self.ingestor.counters(),
             &summaries,
             &mut calendar,
-            sketch_shape(&self.settings),
+            Rules::of(&self.settings).shape,
             self.ingestor.now_ms(),
         )
     }

@@ -19,8 +19,8 @@ use crate::features::FeatureRegistry;
 use crate::partition::{Counters, PartitionEvent, PartitionInputs, total_counters};
 use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
-use crate::summary::SummaryPoint;
 use crate::time::{Calendar, Day};
+use crate::windows::SummaryPoint;
 use crate::worker::owner_of;
 
 /// What became of one record.

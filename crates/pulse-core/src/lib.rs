@@ -31,10 +31,11 @@
 //! the global view. The partition is the unit of state, checkpoint and hand-over, so that
 //! scale-out across machines moves partitions, as Kafka's consumer group does.
 
-pub mod buckets;
 pub mod decode;
 pub mod engine;
 pub mod event;
+pub mod families;
+pub mod family;
 pub mod features;
 pub mod histogram;
 pub mod ingest;
@@ -42,14 +43,17 @@ pub mod message;
 pub mod partition;
 pub mod partitioner;
 pub mod prepare;
+pub mod ring;
 pub mod rollup;
+pub mod session_stats;
 pub mod sessions;
 pub mod settings;
 pub mod sketch;
 pub mod snapshot;
 pub mod status;
-pub mod summary;
+
 pub mod time;
+pub mod windows;
 pub mod worker;
 
 pub use engine::{Engine, EngineState, StateError};

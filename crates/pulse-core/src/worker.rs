@@ -8,10 +8,11 @@
 //! the merge of its partitions' summaries, so the merger receives one summary per worker
 //! however many partitions there are.
 
-use crate::partition::{KpiState, Partition, PartitionEvent, sketch_shape};
+use crate::families::{KpiState, Summary};
+use crate::family::Rules;
+use crate::partition::{Partition, PartitionEvent};
 use crate::settings::EngineSettings;
-use crate::sketch::SketchShape;
-use crate::summary::{Summary, SummaryPoint};
+use crate::windows::SummaryPoint;
 
 /// The worker that owns `partition` among `workers`.
 pub fn owner_of(partition: usize, workers: usize) -> usize {
@@ -21,7 +22,7 @@ pub fn owner_of(partition: usize, workers: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct Worker {
     settings: EngineSettings,
-    shape: SketchShape,
+    rules: Rules,
     /// Partition `p` is at `p / workers` (its owner is implied); created on first use.
     partitions: Vec<Option<Partition>>,
     index: usize,
@@ -33,7 +34,7 @@ impl Worker {
     pub fn new(settings: &EngineSettings, index: usize) -> Worker {
         Worker {
             settings: settings.clone(),
-            shape: sketch_shape(settings),
+            rules: Rules::of(settings),
             partitions: Vec::new(),
             index,
             workers: settings.shards,
@@ -69,10 +70,10 @@ impl Worker {
 
     /// The merge of every owned partition's summary as of `at`.
     pub fn summarize(&mut self, at: SummaryPoint) -> Summary {
-        let shape = self.shape;
+        let rules = self.rules;
         let mut merged = Summary::default();
         for partition in self.owned_mut() {
-            merged.merge(partition.summarize(at), shape);
+            merged.merge(partition.summarize(at), &rules);
         }
         merged
     }

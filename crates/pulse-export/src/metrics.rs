@@ -26,139 +26,26 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use pulse_core::KpiSnapshot;
-use pulse_core::snapshot::SessionDurations;
 
 use crate::published::Published;
 use crate::{BuildInfo, ExportError, IngestStatus};
 
-/// The Prometheus type of a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Gauge,
-    Counter,
-    Histogram,
-}
+use pulse_core::family::{HistogramSample, SeriesOut, counter, gauge};
+pub use pulse_core::family::{SeriesDef as Def, SeriesKind as Kind};
 
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Gauge => "gauge",
-            Kind::Counter => "counter",
-            Kind::Histogram => "histogram",
-        }
-    }
-
-    fn proto(self) -> MetricType {
-        match self {
-            Kind::Gauge => MetricType::GAUGE,
-            Kind::Counter => MetricType::COUNTER,
-            Kind::Histogram => MetricType::HISTOGRAM,
-        }
+fn proto_type(kind: Kind) -> MetricType {
+    match kind {
+        Kind::Gauge => MetricType::GAUGE,
+        Kind::Counter => MetricType::COUNTER,
+        Kind::Histogram => MetricType::HISTOGRAM,
     }
 }
 
-/// One exported metric: everything but its values.
-#[derive(Debug, Clone, Copy)]
-pub struct Def {
-    pub name: &'static str,
-    pub kind: Kind,
-    /// Label names, in the order they appear on every sample.
-    pub labels: &'static [&'static str],
-    pub help: &'static str,
-}
-
-const fn gauge(name: &'static str, labels: &'static [&'static str], help: &'static str) -> Def {
-    Def {
-        name,
-        kind: Kind::Gauge,
-        labels,
-        help,
-    }
-}
-
-const fn counter(name: &'static str, labels: &'static [&'static str], help: &'static str) -> Def {
-    Def {
-        name,
-        kind: Kind::Counter,
-        labels,
-        help,
-    }
-}
-
-const W: &[&str] = &["window"];
-
-pub const ACTIVE_USERS: Def = gauge(
-    "pulse_active_users",
-    W,
-    "Distinct users with any accepted event in the window (today plus the 0, 6 or 29 days before).",
-);
-pub const ACTIVE_USERS_PREVIOUS: Def = gauge(
-    "pulse_active_users_previous",
-    W,
-    "Distinct active users in the same window ending yesterday.",
-);
-pub const RECENT_ACTIVE_USERS: Def = gauge(
-    "pulse_recent_active_users",
-    W,
-    "Distinct users with any accepted event in the trailing 5 minutes or hour.",
-);
-pub const NEW_USERS: Def = gauge(
-    "pulse_new_users",
-    W,
-    "Distinct users with a signup event in the window.",
-);
-pub const STICKINESS_RATIO: Def = gauge(
-    "pulse_stickiness_ratio",
-    &["ratio"],
-    "Stickiness over complete days ending yesterday: mean DAU / MAU, mean DAU / WAU, WAU / MAU.",
-);
-pub const SESSIONS: Def = gauge("pulse_sessions", W, "Sessions started in the window.");
-pub const SESSION_DURATION_AVG_SECONDS: Def = gauge(
-    "pulse_session_duration_avg_seconds",
-    W,
-    "Mean duration of the sessions started in the window.",
-);
-pub const SESSION_DURATION_QUANTILE_SECONDS: Def = gauge(
-    "pulse_session_duration_quantile_seconds",
-    &["window", "q"],
-    "Nearest-rank duration quantile q of the sessions started in the window (within 0.5 %).",
-);
-pub const SESSION_BOUNCE_RATIO: Def = gauge(
-    "pulse_session_bounce_ratio",
-    W,
-    "Share of the sessions started in the window that have a single event.",
-);
-pub const SESSIONS_PER_USER: Def = gauge(
-    "pulse_sessions_per_user",
-    W,
-    "Sessions started in the window per active user of the window.",
-);
-pub const SESSION_EVENTS_AVG: Def = gauge(
-    "pulse_session_events_avg",
-    W,
-    "Mean number of events per session started in the window.",
-);
 pub const SESSIONS_OPEN: Def = gauge(
     "pulse_sessions_open",
     &[],
     "Session keys (user, or user and session id) with a session not yet closed.",
 );
-pub const FEATURE_ACTIVE_USERS: Def = gauge(
-    "pulse_feature_active_users",
-    &["feature", "window"],
-    "Distinct users of the feature in the window; names past the cap are pooled as __other__.",
-);
-pub const FEATURE_ADOPTION_RATIO: Def = gauge(
-    "pulse_feature_adoption_ratio",
-    &["feature", "window"],
-    "Users of the feature divided by active users, in the window.",
-);
-pub const SESSION_DURATION_SECONDS: Def = Def {
-    name: "pulse_session_duration_seconds",
-    kind: Kind::Histogram,
-    labels: &[],
-    help: "Durations of the sessions closed since the state began.",
-};
 pub const EVENTS_TOTAL: Def = counter("pulse_events_total", &["kind"], "Accepted events by kind.");
 pub const EVENTS_REJECTED_TOTAL: Def = counter(
     "pulse_events_rejected_total",
@@ -276,24 +163,10 @@ pub const BUILD_INFO: Def = gauge(
     "Always 1; the labels name the running build.",
 );
 
-/// Every metric pulse exports besides `process_*`, grouped as in the README (the registry
-/// sorts the exposition by name).
-pub const ALL: &[Def] = &[
-    ACTIVE_USERS,
-    ACTIVE_USERS_PREVIOUS,
-    RECENT_ACTIVE_USERS,
-    NEW_USERS,
-    STICKINESS_RATIO,
-    SESSIONS,
-    SESSION_DURATION_AVG_SECONDS,
-    SESSION_DURATION_QUANTILE_SECONDS,
-    SESSION_BOUNCE_RATIO,
-    SESSIONS_PER_USER,
-    SESSION_EVENTS_AVG,
+/// pulse's own metrics besides the KPI families' (counters of the stream, the state, the
+/// source and the service), grouped as in the README.
+pub const SERVICE: &[Def] = &[
     SESSIONS_OPEN,
-    FEATURE_ACTIVE_USERS,
-    FEATURE_ADOPTION_RATIO,
-    SESSION_DURATION_SECONDS,
     EVENTS_TOTAL,
     EVENTS_REJECTED_TOTAL,
     EVENTS_LATE_TOTAL,
@@ -320,18 +193,26 @@ pub const ALL: &[Def] = &[
     BUILD_INFO,
 ];
 
+/// Every metric pulse exports besides `process_*`: each KPI family's series (the one list
+/// in `pulse_core::families`), then pulse's own. The registry sorts the exposition by name.
+pub fn all() -> impl Iterator<Item = &'static Def> {
+    pulse_core::families::SERIES
+        .iter()
+        .flat_map(|family| family.iter())
+        .chain(SERVICE)
+}
+
 /// The registry's view of the latest snapshot and status. Created once by
 /// [`crate::Exporter::new`]; it holds no values of its own.
 pub(crate) struct KpiCollector {
     published: Arc<Published>,
-    /// Built from [`ALL`] up front, so a bad name fails `Exporter::new`, not a scrape.
+    /// Built from [`all`] up front, so a bad name fails `Exporter::new`, not a scrape.
     descs: Vec<Desc>,
 }
 
 impl KpiCollector {
     pub(crate) fn new(published: Arc<Published>) -> Result<KpiCollector, ExportError> {
-        let descs = ALL
-            .iter()
+        let descs = all()
             .map(|def| {
                 let labels = def.labels.iter().map(|l| (*l).to_owned()).collect();
                 Desc::new(
@@ -369,7 +250,7 @@ pub(crate) fn families(
     snapshot: Option<&KpiSnapshot>,
     status: &IngestStatus,
 ) -> Vec<MetricFamily> {
-    let mut out = Vec::with_capacity(ALL.len());
+    let mut out = Vec::with_capacity(64);
     if let Some(s) = snapshot {
         kpi_families(s, &mut out);
     }
@@ -440,74 +321,13 @@ pub(crate) fn families(
 }
 
 fn kpi_families(s: &KpiSnapshot, out: &mut Vec<MetricFamily>) {
-    for (def, values) in [
-        (&ACTIVE_USERS, &s.active_users),
-        (&ACTIVE_USERS_PREVIOUS, &s.active_users_previous),
-        (&NEW_USERS, &s.new_users),
-    ] {
-        let mut f = Family::new(def);
-        for (window, v) in values.labelled() {
-            f.sample(&[window], *v as f64);
-        }
-        out.push(f.done());
-    }
-
-    let mut recent = Family::new(&RECENT_ACTIVE_USERS);
-    for (window, v) in s.recent_active_users.labelled() {
-        recent.sample(&[window], *v as f64);
-    }
-    out.push(recent.done());
-
-    let mut stickiness = Family::new(&STICKINESS_RATIO);
-    stickiness.sample(&["dau_mau"], s.stickiness.dau_mau);
-    stickiness.sample(&["dau_wau"], s.stickiness.dau_wau);
-    stickiness.sample(&["wau_mau"], s.stickiness.wau_mau);
-    out.push(stickiness.done());
-
-    let mut count = Family::new(&SESSIONS);
-    let mut avg = Family::new(&SESSION_DURATION_AVG_SECONDS);
-    let mut quantile = Family::new(&SESSION_DURATION_QUANTILE_SECONDS);
-    let mut bounce = Family::new(&SESSION_BOUNCE_RATIO);
-    let mut per_user = Family::new(&SESSIONS_PER_USER);
-    let mut events = Family::new(&SESSION_EVENTS_AVG);
-    for (window, k) in s.sessions.labelled() {
-        count.sample(&[window], k.count as f64);
-        avg.sample(&[window], k.avg_duration_seconds);
-        quantile.sample(&[window, "0.5"], k.p50_duration_seconds);
-        quantile.sample(&[window, "0.9"], k.p90_duration_seconds);
-        bounce.sample(&[window], k.bounce_rate);
-        per_user.sample(&[window], k.sessions_per_user);
-        events.sample(&[window], k.events_per_session);
-    }
-    out.extend([
-        count.done(),
-        avg.done(),
-        quantile.done(),
-        bounce.done(),
-        per_user.done(),
-        events.done(),
-    ]);
+    let mut families = Families::default();
+    s.kpis.series(&mut families);
+    out.extend(families.done());
     out.push(Family::single(
         &SESSIONS_OPEN,
         s.state.open_session_keys as f64,
     ));
-    out.push(session_durations(&s.session_durations));
-
-    // The core caps feature names (max_tracked + `__other__`), so this label is bounded.
-    let mut users = Family::new(&FEATURE_ACTIVE_USERS);
-    let mut adoption = Family::new(&FEATURE_ADOPTION_RATIO);
-    for (feature, k) in &s.features {
-        for ((window, u), (_, a)) in k
-            .active_users
-            .labelled()
-            .into_iter()
-            .zip(k.adoption.labelled())
-        {
-            users.sample(&[feature, window], *u as f64);
-            adoption.sample(&[feature, window], *a);
-        }
-    }
-    out.extend([users.done(), adoption.done()]);
 
     let e = &s.events;
     for (def, by) in [
@@ -536,38 +356,69 @@ fn kpi_families(s: &KpiSnapshot, out: &mut Vec<MetricFamily>) {
     ));
 }
 
-/// The lifetime duration histogram. Prometheus buckets are cumulative and end with `+Inf`
-/// equal to the count; the snapshot's are per bucket. A histogram that does not have one
-/// count per bound plus `+Inf` is left out: a wrong histogram would corrupt every
-/// `histogram_quantile` over it, a missing one only leaves a gap.
-fn session_durations(h: &SessionDurations) -> MetricFamily {
-    let mut family = Family::new(&SESSION_DURATION_SECONDS);
-    let bounds_ok = h.bounds_seconds.iter().all(|b| b.is_finite())
-        && h.bounds_seconds.windows(2).all(|w| w[0] < w[1]);
-    if !bounds_ok || h.counts.len() != h.bounds_seconds.len() + 1 {
-        return family.done();
+/// The families' samples, gathered into one metric family per series, in the order the
+/// series first appear.
+#[derive(Default)]
+struct Families {
+    filled: Vec<Family>,
+}
+
+impl Families {
+    fn family(&mut self, def: &'static Def) -> &mut Family {
+        match self
+            .filled
+            .iter()
+            .position(|f| std::ptr::eq(f.def, def) || f.def.name == def.name)
+        {
+            Some(at) => &mut self.filled[at],
+            None => {
+                self.filled.push(Family::new(def));
+                self.filled.last_mut().expect("just pushed")
+            }
+        }
     }
-    let mut histogram = proto::Histogram::default();
-    let mut cumulative = 0u64;
-    let mut buckets = Vec::with_capacity(h.bounds_seconds.len());
-    for (bound, n) in h.bounds_seconds.iter().zip(&h.counts) {
-        cumulative += n;
-        let mut bucket = proto::Bucket::default();
-        bucket.set_upper_bound(*bound);
-        bucket.set_cumulative_count(cumulative);
-        buckets.push(bucket);
+
+    fn done(self) -> impl Iterator<Item = MetricFamily> {
+        self.filled.into_iter().map(Family::done)
     }
-    // `+Inf` is written by the encoder from the sample count; taking that from the buckets
-    // (not from `count`) keeps the series monotonic across buckets even if the two
-    // disagreed.
-    cumulative += h.counts.last().copied().unwrap_or(0);
-    histogram.set_bucket(buckets);
-    histogram.set_sample_count(cumulative);
-    histogram.set_sample_sum(h.sum_seconds);
-    let mut metric = proto::Metric::default();
-    metric.set_histogram(histogram);
-    family.mf.mut_metric().push(metric);
-    family.done()
+}
+
+impl SeriesOut for Families {
+    fn sample(&mut self, def: &'static Def, labels: &[&str], value: f64) {
+        self.family(def).sample(labels, value);
+    }
+
+    /// Prometheus buckets are cumulative and end with `+Inf` equal to the count; the
+    /// snapshot's are per bucket. A histogram that does not have one count per bound plus
+    /// `+Inf` is left out: a wrong histogram would corrupt every `histogram_quantile` over
+    /// it, a missing one only leaves a gap.
+    fn histogram(&mut self, def: &'static Def, h: HistogramSample<'_>) {
+        let family = self.family(def);
+        let bounds_ok =
+            h.bounds.iter().all(|b| b.is_finite()) && h.bounds.windows(2).all(|w| w[0] < w[1]);
+        if !bounds_ok || h.counts.len() != h.bounds.len() + 1 {
+            return;
+        }
+        let mut histogram = proto::Histogram::default();
+        let mut cumulative = 0u64;
+        let mut buckets = Vec::with_capacity(h.bounds.len());
+        for (bound, n) in h.bounds.iter().zip(h.counts) {
+            cumulative += n;
+            let mut bucket = proto::Bucket::default();
+            bucket.set_upper_bound(*bound);
+            bucket.set_cumulative_count(cumulative);
+            buckets.push(bucket);
+        }
+        // `+Inf` is written by the encoder from the sample count; taking that from the
+        // buckets (not from a separate count) keeps the series monotonic across buckets.
+        cumulative += h.counts.last().copied().unwrap_or(0);
+        histogram.set_bucket(buckets);
+        histogram.set_sample_count(cumulative);
+        histogram.set_sample_sum(h.sum);
+        let mut metric = proto::Metric::default();
+        metric.set_histogram(histogram);
+        family.mf.mut_metric().push(metric);
+    }
 }
 
 /// One metric family being filled.
@@ -581,7 +432,7 @@ impl Family {
         let mut mf = MetricFamily::default();
         mf.set_name(def.name.to_owned());
         mf.set_help(def.help.to_owned());
-        mf.set_field_type(def.kind.proto());
+        mf.set_field_type(proto_type(def.kind));
         Family { def, mf }
     }
 
@@ -632,7 +483,7 @@ impl Family {
                 c.set_value(value);
                 metric.set_counter(c);
             }
-            // Histograms are built whole by `session_durations`.
+            // Histograms are built whole by `Families::histogram`.
             Kind::Histogram => return,
         }
         self.mf.mut_metric().push(metric);
@@ -659,9 +510,14 @@ mod tests {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
 
+    use pulse_core::families::Sections;
+    use pulse_core::families::activity::ActivitySection;
+    use pulse_core::families::features::FeaturesSection;
+    use pulse_core::families::sessions::SessionsSection;
+    use pulse_core::families::stickiness::StickinessSection;
     use pulse_core::snapshot::{
-        EventCounts, FeatureKpis, Recent, SessionDurations, SessionKpis, StateInfo, Stickiness,
-        Windowed,
+        EventCounts, FeatureKpis, Recent, SessionDurations, SessionKpis, StateInfo,
+        StickinessRatios, Windowed,
     };
 
     use super::*;
@@ -714,38 +570,48 @@ mod tests {
                 feature_overflow: 14,
                 feature_missing: 15,
             },
-            active_users: windowed(3, 4, 5),
-            active_users_previous: windowed(1, 2, 4),
-            new_users: windowed(1, 2, 3),
-            stickiness: Stickiness {
-                dau_mau: 0.0333,
-                dau_wau: 0.1429,
-                wau_mau: 0.5,
-            },
-            sessions: windowed(sessions(4, 382.5), sessions(6, 400.0), sessions(8, 410.0)),
-            features: [
-                (
-                    "search",
-                    feature(windowed(1, 1, 2), windowed(0.25, 0.25, 0.4)),
-                ),
-                (
-                    "export",
-                    feature(windowed(2, 2, 2), windowed(0.5, 0.5, 0.4)),
-                ),
-                (
-                    "__other__",
-                    feature(windowed(0, 1, 1), windowed(0.0, 0.25, 0.2)),
-                ),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-            recent_active_users: Recent { m5: 2, h1: 3 },
-            session_durations: SessionDurations {
-                bounds_seconds: vec![1.0, 10.0, 60.0],
-                counts: vec![2, 3, 0, 1],
-                sum_seconds: 150.5,
-                count: 6,
+            kpis: Sections {
+                activity: ActivitySection {
+                    active_users: windowed(3, 4, 5),
+                    active_users_previous: windowed(1, 2, 4),
+                    new_users: windowed(1, 2, 3),
+                    recent_active_users: Recent { m5: 2, h1: 3 },
+                },
+                stickiness: StickinessSection {
+                    stickiness: StickinessRatios {
+                        dau_mau: 0.0333,
+                        dau_wau: 0.1429,
+                        wau_mau: 0.5,
+                    },
+                },
+                sessions: SessionsSection {
+                    sessions: windowed(sessions(4, 382.5), sessions(6, 400.0), sessions(8, 410.0)),
+                    session_durations: SessionDurations {
+                        bounds_seconds: vec![1.0, 10.0, 60.0],
+                        counts: vec![2, 3, 0, 1],
+                        sum_seconds: 150.5,
+                        count: 6,
+                    },
+                },
+                features: FeaturesSection {
+                    features: [
+                        (
+                            "search",
+                            feature(windowed(1, 1, 2), windowed(0.25, 0.25, 0.4)),
+                        ),
+                        (
+                            "export",
+                            feature(windowed(2, 2, 2), windowed(0.5, 0.5, 0.4)),
+                        ),
+                        (
+                            "__other__",
+                            feature(windowed(0, 1, 1), windowed(0.0, 0.25, 0.2)),
+                        ),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                },
             },
             state: StateInfo {
                 shards: 2,
@@ -979,7 +845,7 @@ mod tests {
     #[test]
     fn every_family_has_help_type_and_the_declared_labels() {
         let e = render(&exporter_with(sample_snapshot(), sample_status()));
-        for def in ALL {
+        for def in all() {
             let series = e.family(def.name);
             assert!(!series.is_empty(), "{} missing", def.name);
             for s in series {
@@ -1051,7 +917,7 @@ mod tests {
     #[test]
     fn a_malformed_histogram_is_left_out_not_rendered_wrong() {
         let mut snapshot = sample_snapshot();
-        snapshot.session_durations.counts.pop();
+        snapshot.kpis.sessions.session_durations.counts.pop();
         let e = render(&exporter_with(snapshot, sample_status()));
         assert!(!e.has_family("pulse_session_duration_seconds"));
         assert!(!e.types.contains_key("pulse_session_duration_seconds"));
@@ -1064,7 +930,7 @@ mod tests {
         assert!(exporter.render_prometheus().contains(r#"feature="export""#));
 
         let mut snapshot = sample_snapshot();
-        snapshot.features.remove("export");
+        snapshot.kpis.features.features.remove("export");
         exporter.publish(snapshot);
         exporter.set_status(IngestStatus {
             partitions: vec![],
@@ -1107,8 +973,12 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let mut snapshot = sample_snapshot();
-        let kpis = snapshot.features["search"].clone();
-        snapshot.features.insert("say \"hi\"\\\n".into(), kpis);
+        let kpis = snapshot.kpis.features.features["search"].clone();
+        snapshot
+            .kpis
+            .features
+            .features
+            .insert("say \"hi\"\\\n".into(), kpis);
         let text = exporter_with(snapshot, sample_status()).render_prometheus();
         assert!(text.contains(r#"feature="say \"hi\"\\\n""#), "{text}");
     }

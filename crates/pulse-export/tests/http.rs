@@ -173,7 +173,7 @@ async fn routes_answer_with_the_right_status_and_content_type() {
         timezone: "UTC".into(),
         ..KpiSnapshot::default()
     };
-    published.active_users.d7 = 4;
+    published.kpis.activity.active_users.d7 = 4;
     server.exporter.publish(published);
     let snapshot = server.get("/v1/metrics").await;
     assert_eq!(snapshot.status, 200);

@@ -20,7 +20,7 @@ use pulse_core::status::IngestStatus;
 use pulse_core::{EngineSettings, EngineState, Rejection};
 
 use crate::workers::{WorkerPool, WorkerStopped};
-use pulse_core::partition::sketch_shape;
+use pulse_core::family::Rules;
 
 /// Events per batch: amortises the channel without delaying shards for long.
 const BATCH: usize = 1024;
@@ -185,13 +185,12 @@ impl Pipeline {
         let at = self.ingestor.summary_point();
         let summaries = self.pool.summarize(at).await?;
         let mut calendar = self.ingestor.calendar().clone();
-        let shape = sketch_shape(&self.settings);
         let snapshot = snapshot::build(
             self.ingestor.state(),
             &self.ingestor.counters(),
             &summaries,
             &mut calendar,
-            shape,
+            Rules::of(&self.settings).shape,
             self.ingestor.now_ms(),
         );
         self.last_snapshot = Some(started.elapsed());
@@ -301,10 +300,16 @@ mod tests {
         pipeline.stop();
         assert_eq!(got.events.late_for_sessions, 0);
         assert_eq!(
-            serde_json::to_value(got.sessions).unwrap(),
-            serde_json::to_value(expected.sessions).unwrap()
+            serde_json::to_value(got.kpis.sessions.sessions).unwrap(),
+            serde_json::to_value(expected.kpis.sessions.sessions).unwrap()
         );
-        assert_eq!(got.session_durations, expected.session_durations);
-        assert_eq!(got.active_users, expected.active_users);
+        assert_eq!(
+            got.kpis.sessions.session_durations,
+            expected.kpis.sessions.session_durations
+        );
+        assert_eq!(
+            got.kpis.activity.active_users,
+            expected.kpis.activity.active_users
+        );
     }
 }

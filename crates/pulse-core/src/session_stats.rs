@@ -1,15 +1,10 @@
-//! What a partition's rings hold: a day's and a minute's buckets, and session statistics.
-//!
-//! Plain data shared by the partition that fills them ([`crate::partition`]) and the
-//! summary that folds them ([`crate::summary`]); neither needs the other to read them.
+//! Statistics of closed sessions: per day and window ([`SessionStats`]) and over the life
+//! of the state ([`LifetimeSessions`]). Exact, and they merge by addition.
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::FeatureId;
 use crate::histogram::DurationHistogram;
 use crate::sessions::ClosedSession;
-use crate::sketch::{DistinctSketch, SketchShape};
-use crate::time::Day;
 
 /// Statistics of closed sessions; they merge by addition, so they are exact.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -87,52 +82,5 @@ impl LifetimeSessions {
         }
         self.sum_ms += other.sum_ms;
         self.count += other.count;
-    }
-}
-
-/// Active users of one minute, for the recent (5-minute, 1-hour) windows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MinuteBucket {
-    /// Minutes since the epoch.
-    pub minute: i64,
-    pub active: DistinctSketch,
-}
-
-/// Minute slots kept: the longest recent window (an hour) plus the minute in progress.
-pub(crate) const MINUTE_SLOTS: usize = 61;
-
-/// Everything one partition knows about one day.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DayBucket {
-    pub day: Day,
-    pub active: DistinctSketch,
-    pub signups: Option<DistinctSketch>,
-    /// Indexed by [`FeatureId`]; grown on first use.
-    pub features: Vec<Option<DistinctSketch>>,
-    pub sessions: SessionStats,
-}
-
-impl DayBucket {
-    pub(crate) fn new(day: Day, shape: SketchShape) -> DayBucket {
-        DayBucket {
-            day,
-            active: DistinctSketch::new(shape),
-            signups: None,
-            features: Vec::new(),
-            sessions: SessionStats::default(),
-        }
-    }
-
-    pub fn feature(&self, id: FeatureId) -> Option<&DistinctSketch> {
-        self.features.get(usize::from(id)).and_then(Option::as_ref)
-    }
-
-    pub(crate) fn estimated_bytes(&self) -> usize {
-        let sketches = std::iter::once(&self.active)
-            .chain(self.signups.as_ref())
-            .chain(self.features.iter().flatten());
-        sketches.map(DistinctSketch::estimated_bytes).sum::<usize>()
-            + self.features.len() * std::mem::size_of::<Option<DistinctSketch>>()
-            + self.sessions.durations.estimated_bytes()
     }
 }

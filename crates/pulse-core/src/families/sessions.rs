@@ -1,0 +1,350 @@
+//! Sessions: how many visits started in each window, how long they lasted (mean and
+//! nearest-rank quantiles), how many bounced (one event), events per visit and visits per
+//! active user; plus a lifetime histogram of every session's duration.
+//!
+//! Per partition: the open-session table ([`crate::sessions`], exact despite out-of-order
+//! arrival), a day ring of statistics of the sessions that started that day, and the
+//! lifetime histogram. Statistics add, so every figure is exact across partitions; the
+//! quantiles come from a mergeable log histogram (0.5 % relative accuracy). A session
+//! counts once it is final, on the day it started.
+
+use serde::{Deserialize, Serialize};
+
+use crate::families::{Sections, Summary};
+use crate::family::{
+    Family, HistogramSample, RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesKind,
+    SeriesOut, WINDOW, gauge,
+};
+use crate::partition::PartitionEvent;
+use crate::ring::DayRing;
+use crate::session_stats::{LifetimeSessions, SESSION_BUCKETS_SECONDS, SessionStats};
+use crate::sessions::{ClosedSession, SessionEvent, SessionTable};
+use crate::windows::{SummaryPoint, WINDOWS, Windowed, ratio};
+
+#[derive(Debug)]
+pub struct Sessions;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionsState {
+    table: SessionTable,
+    /// Statistics of the closed sessions that started on each day.
+    days: DayRing<SessionStats>,
+    lifetime: LifetimeSessions,
+    /// Sessions that closed after their start day left the ring (should stay 0).
+    dropped: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionsSummary {
+    /// Over the windows ending today, by [`WINDOWS`] position.
+    pub windows: [SessionStats; 3],
+    pub lifetime: LifetimeSessions,
+    pub open_session_keys: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionKpis {
+    pub count: u64,
+    pub avg_duration_seconds: f64,
+    pub p50_duration_seconds: f64,
+    pub p90_duration_seconds: f64,
+    pub bounce_rate: f64,
+    pub events_per_session: f64,
+    pub sessions_per_user: f64,
+}
+
+/// Every session closed since the state began, by duration (a Prometheus histogram).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionDurations {
+    /// Upper bounds of the buckets; `counts` has one more entry, for `+Inf`.
+    pub bounds_seconds: Vec<f64>,
+    /// Sessions per bucket, not cumulative.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionsSection {
+    pub sessions: Windowed<SessionKpis>,
+    pub session_durations: SessionDurations,
+}
+
+pub const SESSIONS: SeriesDef = gauge("pulse_sessions", WINDOW, "Sessions started in the window.");
+pub const SESSION_DURATION_AVG_SECONDS: SeriesDef = gauge(
+    "pulse_session_duration_avg_seconds",
+    WINDOW,
+    "Mean duration of the sessions started in the window.",
+);
+pub const SESSION_DURATION_QUANTILE_SECONDS: SeriesDef = gauge(
+    "pulse_session_duration_quantile_seconds",
+    &["window", "q"],
+    "Nearest-rank duration quantile q of the sessions started in the window (within 0.5 %).",
+);
+pub const SESSION_BOUNCE_RATIO: SeriesDef = gauge(
+    "pulse_session_bounce_ratio",
+    WINDOW,
+    "Share of the sessions started in the window that have a single event.",
+);
+pub const SESSIONS_PER_USER: SeriesDef = gauge(
+    "pulse_sessions_per_user",
+    WINDOW,
+    "Sessions started in the window per active user of the window.",
+);
+pub const SESSION_EVENTS_AVG: SeriesDef = gauge(
+    "pulse_session_events_avg",
+    WINDOW,
+    "Mean number of events per session started in the window.",
+);
+pub const SESSION_DURATION_SECONDS: SeriesDef = SeriesDef {
+    name: "pulse_session_duration_seconds",
+    kind: SeriesKind::Histogram,
+    labels: &[],
+    help: "Durations of the sessions closed since the state began.",
+};
+
+impl SessionsState {
+    /// Closes what the table says is final, into the day it started on and the lifetime
+    /// histogram (the fields are borrowed apart: the table calls back while closing).
+    fn close(&mut self, close: impl FnOnce(&mut SessionTable, &mut dyn FnMut(ClosedSession))) {
+        let SessionsState {
+            table,
+            days,
+            lifetime,
+            dropped,
+        } = self;
+        close(table, &mut |session| {
+            lifetime.record(session.duration_ms);
+            match days.get_or_insert_with(session.start_day, SessionStats::default) {
+                Some(stats) => stats.record(&session),
+                None => *dropped += 1,
+            }
+        });
+    }
+
+    pub fn open_session_keys(&self) -> usize {
+        self.table.open_keys()
+    }
+}
+
+impl Family for Sessions {
+    type State = SessionsState;
+    type Cache = ();
+    type Summary = SessionsSummary;
+    type Section = SessionsSection;
+
+    const SERIES: &'static [SeriesDef] = &[
+        SESSIONS,
+        SESSION_DURATION_AVG_SECONDS,
+        SESSION_DURATION_QUANTILE_SECONDS,
+        SESSION_BOUNCE_RATIO,
+        SESSIONS_PER_USER,
+        SESSION_EVENTS_AVG,
+        SESSION_DURATION_SECONDS,
+    ];
+
+    fn new_state(rules: &Rules) -> SessionsState {
+        SessionsState {
+            table: SessionTable::default(),
+            days: DayRing::new(rules.retention_days),
+            lifetime: LifetimeSessions::default(),
+            dropped: 0,
+        }
+    }
+
+    fn restore(state: &mut SessionsState, rules: &Rules) {
+        state.table.restore_index();
+        state.days.fit(rules.retention_days);
+        state
+            .lifetime
+            .counts
+            .resize(SESSION_BUCKETS_SECONDS.len() + 1, 0);
+    }
+
+    fn apply(state: &mut SessionsState, _: &mut (), event: &PartitionEvent, rules: &Rules) {
+        // Too late to join a session exactly: it counted as activity, not here.
+        if event.sessionize {
+            let session_event = SessionEvent::new(event.ts_ms, event.day, event.kind);
+            state
+                .table
+                .insert(event.session_key, session_event, &rules.sessions);
+        }
+    }
+
+    fn advance(state: &mut SessionsState, watermark_ms: i64, rules: &Rules) {
+        state.close(|table, emit| table.advance(watermark_ms, &rules.sessions, emit));
+    }
+
+    fn close_all(state: &mut SessionsState, rules: &Rules) {
+        state.close(|table, emit| table.close_all(&rules.sessions, emit));
+    }
+
+    fn summarize(
+        state: &SessionsState,
+        _: &mut (),
+        at: SummaryPoint,
+        _: &Rules,
+    ) -> SessionsSummary {
+        let mut windows: [SessionStats; 3] = Default::default();
+        let mut running = SessionStats::default();
+        for (offset, day) in at.days().take(WINDOWS[2]).enumerate() {
+            if let Some(stats) = state.days.get(day) {
+                running.merge(stats);
+            }
+            if let Some(w) = WINDOWS.iter().position(|w| *w == offset + 1) {
+                windows[w] = running.clone();
+            }
+        }
+        SessionsSummary {
+            windows,
+            lifetime: state.lifetime.clone(),
+            open_session_keys: state.table.open_keys() as u64,
+        }
+    }
+
+    fn merge(into: &mut SessionsSummary, other: SessionsSummary, _: &Rules) {
+        for (mine, theirs) in into.windows.iter_mut().zip(&other.windows) {
+            mine.merge(theirs);
+        }
+        into.lifetime.merge(&other.lifetime);
+        into.open_session_keys += other.open_session_keys;
+    }
+
+    fn estimated_bytes(state: &SessionsState, _: &()) -> usize {
+        state
+            .days
+            .iter()
+            .map(|(_, stats)| stats.durations.estimated_bytes())
+            .sum::<usize>()
+            + state.table.estimated_bytes()
+    }
+
+    fn check(state: &SessionsState, counts: &mut Vec<u64>) -> Result<(), String> {
+        let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
+        if !state.table.event_times().all(accepted_time) {
+            return Err("an open session holds an event time pulse never accepts".to_owned());
+        }
+        counts.extend(state.days.iter().flat_map(|(_, stats)| stats.counts()));
+        counts.extend(state.lifetime.counts.iter().copied());
+        counts.extend([state.lifetime.sum_ms, state.lifetime.count]);
+        Ok(())
+    }
+
+    fn section(
+        summaries: &[Summary],
+        earlier: &Sections,
+        _: &SectionContext<'_>,
+    ) -> SessionsSection {
+        let mut windows: [SessionStats; 3] = Default::default();
+        let mut lifetime = LifetimeSessions::default();
+        for summary in summaries {
+            for (total, part) in windows.iter_mut().zip(&summary.sessions.windows) {
+                total.merge(part);
+            }
+            lifetime.merge(&summary.sessions.lifetime);
+        }
+        let active = &earlier.activity.active_users;
+        SessionsSection {
+            sessions: Windowed::from_fn(|w| session_kpis(&windows[w], *active.get(w))),
+            session_durations: SessionDurations {
+                bounds_seconds: SESSION_BUCKETS_SECONDS.to_vec(),
+                counts: lifetime.counts,
+                sum_seconds: lifetime.sum_ms as f64 / 1000.0,
+                count: lifetime.count,
+            },
+        }
+    }
+
+    fn series(sections: &Sections, out: &mut dyn SeriesOut) {
+        let s = &sections.sessions;
+        for (window, k) in s.sessions.labelled() {
+            out.sample(&SESSIONS, &[window], k.count as f64);
+            out.sample(
+                &SESSION_DURATION_AVG_SECONDS,
+                &[window],
+                k.avg_duration_seconds,
+            );
+            out.sample(
+                &SESSION_DURATION_QUANTILE_SECONDS,
+                &[window, "0.5"],
+                k.p50_duration_seconds,
+            );
+            out.sample(
+                &SESSION_DURATION_QUANTILE_SECONDS,
+                &[window, "0.9"],
+                k.p90_duration_seconds,
+            );
+            out.sample(&SESSION_BOUNCE_RATIO, &[window], k.bounce_rate);
+            out.sample(&SESSIONS_PER_USER, &[window], k.sessions_per_user);
+            out.sample(&SESSION_EVENTS_AVG, &[window], k.events_per_session);
+        }
+        let h = &s.session_durations;
+        out.histogram(
+            &SESSION_DURATION_SECONDS,
+            HistogramSample {
+                bounds: &h.bounds_seconds,
+                counts: &h.counts,
+                sum: h.sum_seconds,
+            },
+        );
+    }
+
+    fn rollups(sections: &Sections, _: &[Summary], out: &mut RollupOut<'_>) {
+        for w in out.windows().collect::<Vec<_>>() {
+            let s = sections.sessions.sessions.get(w);
+            for (metric, value) in [
+                ("sessions", s.count as f64),
+                ("session_duration_avg_seconds", s.avg_duration_seconds),
+                ("session_duration_p50_seconds", s.p50_duration_seconds),
+                ("session_duration_p90_seconds", s.p90_duration_seconds),
+                ("bounce_rate", s.bounce_rate),
+                ("events_per_session", s.events_per_session),
+            ] {
+                out.push(RollupValue {
+                    metric,
+                    window: w,
+                    dimensions: &[],
+                    value,
+                    sketch: None,
+                });
+            }
+        }
+    }
+}
+
+fn session_kpis(stats: &SessionStats, active_users: u64) -> SessionKpis {
+    let count = stats.count as f64;
+    SessionKpis {
+        count: stats.count,
+        avg_duration_seconds: ratio(stats.duration_ms_sum as f64, count) / 1000.0,
+        p50_duration_seconds: stats.durations.quantile_ms(0.5) / 1000.0,
+        p90_duration_seconds: stats.durations.quantile_ms(0.9) / 1000.0,
+        bounce_rate: ratio(stats.bounces as f64, count),
+        events_per_session: ratio(stats.events as f64, count),
+        sessions_per_user: ratio(count, active_users as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Engine, EngineSettings, EngineState, StateError};
+
+    #[test]
+    fn session_counts_no_stream_could_reach_make_an_image_corrupt() {
+        // The fuzzer's find: a duration histogram near 2^64 overflowed the snapshot's count.
+        let mut engine = Engine::new(EngineSettings::default(), 1_900_000_000_000);
+        engine.ingest(
+            br#"{"user_id":"u","event":"login","ts":1772323200000}"#,
+            None,
+        );
+        let mut state = engine.state();
+        assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
+        let lifetime = &mut state.partitions[0].kpis.sessions.lifetime;
+        lifetime.counts[0] = u64::MAX - 1;
+        lifetime.count = 2;
+        assert!(matches!(
+            EngineState::from_bytes(&state.to_bytes()),
+            Err(StateError::Corrupt(_))
+        ));
+    }
+}
