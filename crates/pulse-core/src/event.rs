@@ -1,8 +1,13 @@
-//! The event model: what a decoded record is, what kind it is, and why one was rejected.
+//! The event model: what a decoded record is, what kind it is, why one was rejected, and
+//! what a partition receives of an accepted one.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+
+use crate::features::FeatureId;
+use crate::sketch::UserHash;
+use crate::time::Day;
 
 /// What an event means for the KPIs. Every kind makes its user active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -119,4 +124,20 @@ pub struct DecodedEvent<'a> {
     /// The feature this event uses, for `FeatureUsed` events and mapped event names.
     pub feature: Option<Cow<'a, str>>,
     pub session_id: Option<Cow<'a, str>>,
+}
+
+/// An accepted event, reduced to what a partition needs: no user id, only its hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionEvent {
+    /// The partition number it belongs to.
+    pub partition: u32,
+    pub user: UserHash,
+    pub session_key: u64,
+    pub ts_ms: i64,
+    pub day: Day,
+    pub kind: EventKind,
+    pub feature: Option<FeatureId>,
+    /// False when the event arrived later than the allowed lateness: it still counts as
+    /// activity, but can no longer join a session exactly.
+    pub sessionize: bool,
 }

@@ -14,9 +14,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decode::Decoder;
+use crate::event::PartitionEvent;
 use crate::event::{EventKind, Rejection};
 use crate::features::FeatureRegistry;
-use crate::partition::{Counters, PartitionEvent, PartitionInputs, total_counters};
+use crate::partition::{Counters, PartitionInputs, total_counters};
 use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
 use crate::time::{Calendar, Day};

@@ -17,14 +17,18 @@
 //!   worker that owns it.
 //! - [`partition`]: one input partition's state — what the router counted of it and its
 //!   KPI state: day-bucketed HyperLogLog rings (active users, signups, features), the
-//!   minute ring, the open-session table and per-day session statistics ([`buckets`]).
+//!   minute ring, the open-session table and per-day session statistics, each KPI family's part ([`families`]).
 //! - [`worker`]: the partitions one thread owns; it applies their events, closes their
-//!   sessions and answers a snapshot with the merge of their summaries ([`summary`]).
+//!   sessions and answers a snapshot with the merge of their summaries.
 //! - [`snapshot`]: merges summaries (HLL union is lossless) into a [`snapshot::KpiSnapshot`].
 //! - [`engine`]: router plus one worker owning every partition, on one thread, for tests and
 //!   fuzzing; the runtime runs the same parts with several workers on their own threads.
 //! - [`rollup`]: the KPIs of every day held, as warehouse records.
-//! - [`sketch`], [`histogram`], [`sessions`], [`time`], [`features`]: the building blocks.
+//! - [`families`]: the KPI families (activity, sessions, features, stickiness), one module
+//!   each, and the one list that registers them; [`family`]: what a family is given and
+//!   gives back; [`windows`]: the 1/7/30-day windows and how sketches fold into them.
+//! - [`sketch`], [`histogram`], [`sessions`], [`session_stats`], [`ring`], [`time`],
+//!   [`features`]: the building blocks.
 //!
 //! # Why the state is plain data
 //! Every partition's state serialises and restores on its own, and partitions merge into

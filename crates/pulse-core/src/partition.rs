@@ -11,30 +11,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{EventKind, Rejection};
+use crate::event::{EventKind, PartitionEvent, Rejection};
 use crate::families::{KpiCaches, KpiState, Summary};
 use crate::family::Rules;
-use crate::features::FeatureId;
 use crate::settings::EngineSettings;
-use crate::sketch::UserHash;
 use crate::time::Day;
 use crate::windows::SummaryPoint;
-
-/// An accepted event, reduced to what a partition needs: no user id, only its hashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionEvent {
-    /// The partition number it belongs to.
-    pub partition: u32,
-    pub user: UserHash,
-    pub session_key: u64,
-    pub ts_ms: i64,
-    pub day: Day,
-    pub kind: EventKind,
-    pub feature: Option<FeatureId>,
-    /// False when the event arrived later than the allowed lateness: it still counts as
-    /// activity, but can no longer join a session exactly.
-    pub sessionize: bool,
-}
 
 /// Counters of one partition, exact; the stream's are their sum.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@
 //! snapshot* — each partition summarises its state with "today" set to that day
 //! ([`crate::families::KpiState::summarize_afresh`]), [`snapshot::build`] merges the
 //! summaries, and each KPI family turns its section into records
-//! ([`crate::family::Family::rollups`]).
+//! ([`crate::families::Family::rollups`]).
 //! The rollup of the current day therefore equals `/v1/metrics` to the last digit, and a
 //! past day's is what `/v1/metrics` would show with that day as today, given everything
 //! that has arrived since. It costs a summary per day held (36 by default), which is why the service

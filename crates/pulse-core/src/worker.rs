@@ -8,9 +8,10 @@
 //! the merge of its partitions' summaries, so the merger receives one summary per worker
 //! however many partitions there are.
 
+use crate::event::PartitionEvent;
 use crate::families::{KpiState, Summary};
 use crate::family::Rules;
-use crate::partition::{Partition, PartitionEvent};
+use crate::partition::Partition;
 use crate::settings::EngineSettings;
 use crate::windows::SummaryPoint;
 

@@ -1,6 +1,7 @@
 //! Every metric pulse exports, and the collector that builds them at scrape time.
 //!
-//! [`ALL`] is the single list of names, types, labels and help texts: the collector's
+//! [`all`] is every metric's name, type, labels and help: each KPI family's series (declared
+//! in its module in `pulse_core::families`) and pulse's own ([`SERVICE`]). The collector's
 //! descriptors come from it, and the tests check every rendered family against it.
 //!
 //! # Why a custom collector instead of registered `GaugeVec`s and `CounterVec`s

@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use pulse_core::decode::Decoder;
+use pulse_core::event::PartitionEvent;
 use pulse_core::ingest::{Ingestor, Outcome};
-use pulse_core::partition::PartitionEvent;
 use pulse_core::prepare::Prepared;
 use pulse_core::settings::ClockMode;
 use pulse_core::snapshot::{self, KpiSnapshot};

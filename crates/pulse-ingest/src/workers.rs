@@ -11,8 +11,8 @@
 use std::thread::JoinHandle;
 
 use pulse_core::EngineSettings;
+use pulse_core::event::PartitionEvent;
 use pulse_core::families::{KpiState, Summary};
-use pulse_core::partition::PartitionEvent;
 use pulse_core::windows::SummaryPoint;
 use pulse_core::worker::{Worker, owner_of};
 use tokio::sync::{mpsc, oneshot};

@@ -10,10 +10,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventKind;
-use crate::families::{Sections, Summary};
-use crate::family::{Family, RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut};
+use crate::event::PartitionEvent;
+use crate::families::{Family, Sections, Summary};
+use crate::family::{RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut};
 use crate::family::{WINDOW, gauge};
-use crate::partition::PartitionEvent;
 use crate::ring::DayRing;
 use crate::sketch::{DistinctSketch, DistinctUnion, SketchShape};
 use crate::time::Day;

@@ -9,12 +9,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::families::{Sections, Summary};
-use crate::family::{
-    Family, RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut, gauge,
-};
+use crate::event::PartitionEvent;
+use crate::families::{Family, Sections, Summary};
+use crate::family::{RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut, gauge};
 use crate::features::FeatureId;
-use crate::partition::PartitionEvent;
 use crate::ring::DayRing;
 use crate::sketch::DistinctSketch;
 use crate::windows::{

@@ -1,18 +1,89 @@
-//! The KPI families and the one list that registers them.
+//! The KPI families: the [`Family`] trait, one module per family, and the one list that
+//! registers them.
 //!
-//! Each family is one module implementing [`Family`](crate::family::Family). The list at
-//! the bottom is the only place that names them all: from it come a partition's KPI state
+//! A family is everything pulse computes about one kind of KPI: how an event updates it,
+//! what it keeps per partition, how two partitions' contributions merge, its part of the
+//! JSON snapshot, its Prometheus series and its warehouse rollup records. The engine, the
+//! snapshot builder, the exporter and the rollup writer know families only through the
+//! trait and the list, so adding one is a module and a line (the recipe is in
+//! `ARCHITECTURE.md`).
+//!
+//! Why a trait with associated types and a generated list, not trait objects: the state of
+//! every family of a partition lives inline in one struct that serialises as a whole,
+//! events reach every family with no virtual call and no allocation, and each family's
+//! snapshot section is a typed struct that serialises at the snapshot's top level.
+//!
+//! The list at the bottom is the only place that names them all: from it come a partition's KPI state
 //! ([`KpiState`], one field per family, saved in checkpoints), the caches kept beside it,
 //! a partition's contribution to a snapshot ([`Summary`]), the snapshot's sections
 //! ([`Sections`], each family's flattened into the snapshot's top level), and the loops
 //! that apply an event, close sessions, summarise, merge, build sections, export series
 //! and write rollups. A family is listed after the families whose sections it reads.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::family::{Family, RollupOut, Rules, SectionContext, SeriesDef, SeriesOut};
-use crate::partition::PartitionEvent;
+use crate::event::PartitionEvent;
+use crate::family::{RollupOut, Rules, SectionContext, SeriesDef, SeriesOut};
 use crate::windows::SummaryPoint;
+
+pub trait Family {
+    /// Its part of a partition's state: saved in checkpoints.
+    type State: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 'static;
+    /// Kept beside the state between snapshots and never saved (unions of past days).
+    type Cache: Clone + std::fmt::Debug + Default + Send + 'static;
+    /// One partition's (or several partitions') contribution to a snapshot.
+    type Summary: Clone + std::fmt::Debug + Default + Send + 'static;
+    /// Its part of the KPI snapshot, serialised at the snapshot's top level.
+    type Section: Clone
+        + std::fmt::Debug
+        + Default
+        + PartialEq
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync;
+
+    /// Its Prometheus series: names, types, labels and help.
+    const SERIES: &'static [SeriesDef];
+
+    fn new_state(rules: &Rules) -> Self::State;
+    /// Makes a restored state fit the rules (rings re-slotted, indexes rebuilt).
+    fn restore(state: &mut Self::State, rules: &Rules);
+    fn apply(
+        state: &mut Self::State,
+        cache: &mut Self::Cache,
+        event: &PartitionEvent,
+        rules: &Rules,
+    );
+    /// The watermark reached `watermark_ms`: what is final may close.
+    fn advance(_state: &mut Self::State, _watermark_ms: i64, _rules: &Rules) {}
+    /// The end of a finite input: everything open closes.
+    fn close_all(_state: &mut Self::State, _rules: &Rules) {}
+    fn summarize(
+        state: &Self::State,
+        cache: &mut Self::Cache,
+        at: SummaryPoint,
+        rules: &Rules,
+    ) -> Self::Summary;
+    /// `into` becomes the summary of both (HLL union, exact statistics add).
+    fn merge(into: &mut Self::Summary, other: Self::Summary, rules: &Rules);
+    fn estimated_bytes(state: &Self::State, cache: &Self::Cache) -> usize;
+    /// Refuses a restored state no stream could have produced (see
+    /// [`crate::EngineState::validate`]); adds its counts to `counts`.
+    fn check(_state: &Self::State, _counts: &mut Vec<u64>) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Its section, from the summaries (one per worker, to be unioned) and the sections of
+    /// the families listed before it (a ratio may need another family's count).
+    fn section(summaries: &[Summary], earlier: &Sections, cx: &SectionContext<'_>)
+    -> Self::Section;
+    /// Its samples, from the snapshot's sections.
+    fn series(sections: &Sections, out: &mut dyn SeriesOut);
+    /// Its rollup records of one day, from that day's sections and summaries.
+    fn rollups(_sections: &Sections, _summaries: &[Summary], _out: &mut RollupOut<'_>) {}
+}
 
 pub mod activity;
 pub mod features;

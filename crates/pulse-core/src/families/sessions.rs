@@ -10,12 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::families::{Sections, Summary};
+use crate::event::PartitionEvent;
+use crate::families::{Family, Sections, Summary};
 use crate::family::{
-    Family, HistogramSample, RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesKind,
+    HistogramSample, RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesKind,
     SeriesOut, WINDOW, gauge,
 };
-use crate::partition::PartitionEvent;
 use crate::ring::DayRing;
 use crate::session_stats::{LifetimeSessions, SESSION_BUCKETS_SECONDS, SessionStats};
 use crate::sessions::{ClosedSession, SessionEvent, SessionTable};

@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::families::{Sections, Summary};
-use crate::family::{Family, Rules, SectionContext, SeriesDef, SeriesOut, gauge};
-use crate::partition::PartitionEvent;
+use crate::event::PartitionEvent;
+use crate::families::{Family, Sections, Summary};
+use crate::family::{Rules, SectionContext, SeriesDef, SeriesOut, gauge};
 use crate::windows::{SPAN, SummaryPoint, ratio, union_estimate};
 
 #[derive(Debug)]

@@ -3,11 +3,11 @@
 //! - [`options`]: [`KafkaOptions`], what every client is built from.
 //! - [`consume`]: the consume loop — records to the pipeline, snapshots, checkpoints,
 //!   commits, a clean stop.
-//! - [`context`]: librdkafka's callbacks — rebalances, this instance's positions,
+//! - `context`: librdkafka's callbacks — rebalances, this instance's positions,
 //!   statistics and errors.
-//! - [`resume`]: where a (re)assigned partition continues, checked on its first record.
-//! - [`watermarks`]: how far the session watermark may go with several partitions.
-//! - [`dead_letters`], [`commits`], [`admin`], [`probe`]: rejected records to the
+//! - `resume`: where a (re)assigned partition continues, checked on its first record.
+//! - `watermarks`: how far the session watermark may go with several partitions.
+//! - `dead_letters`, `commits`, [`admin`], `probe`: rejected records to the
 //!   dead-letter topic, offset commits, topic creation, the broker-health probe.
 //!
 //! Broker health comes from the probe and lag from librdkafka's statistics; neither ever
