@@ -220,16 +220,15 @@ fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
 
 /// The metric names pulse exports: the quoted `pulse_…` names of pulse-export's list.
 fn exported_metric_names() -> BTreeSet<String> {
-    let source = read(&repo_root().join("crates/pulse-export/src/metrics.rs"));
-    let mut names: BTreeSet<String> = source
-        .split("\"pulse_")
-        .skip(1)
-        .filter_map(|rest| rest.split_once('"'))
-        .map(|(name, _)| format!("pulse_{name}"))
-        .filter(|name| name.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric()))
-        .collect();
-    for suffix in ["_bucket", "_sum", "_count"] {
-        names.insert(format!("pulse_session_duration_seconds{suffix}"));
+    let mut names = BTreeSet::new();
+    for def in pulse_export::metrics::all() {
+        names.insert(def.name.to_owned());
+        // A histogram is exposed as these three series.
+        if def.kind == pulse_export::metrics::Kind::Histogram {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{}{suffix}", def.name));
+            }
+        }
     }
     names
 }

@@ -58,6 +58,9 @@ pub struct Ingestor {
     state: RouterState,
     /// By partition number; grown as partitions appear.
     inputs: Vec<PartitionInputs>,
+    /// The worker of each partition in `inputs`, worked out once (a division per record
+    /// would cost more than the rest of routing's arithmetic).
+    owners: Vec<usize>,
     clock: ClockMode,
     /// The wall clock as last told by the caller: the reference for `future`, and `now` in
     /// [`ClockMode::Wall`].
@@ -97,6 +100,7 @@ impl Ingestor {
             decoder: Decoder::new(settings),
             calendar: Calendar::new(settings.timezone.clone()),
             state,
+            owners: owners(inputs.len(), settings.shards),
             inputs,
             clock: settings.clock,
             wall_ms,
@@ -189,7 +193,7 @@ impl Ingestor {
             sessionize,
         };
         Outcome::Accepted {
-            worker: owner_of(partition, self.workers),
+            worker: self.owners[partition],
             event,
         }
     }
@@ -211,6 +215,7 @@ impl Ingestor {
         if self.inputs.len() <= partition {
             self.inputs
                 .resize_with(partition + 1, PartitionInputs::default);
+            self.owners = owners(self.inputs.len(), self.workers);
         }
         &mut self.inputs[partition]
     }
@@ -272,6 +277,11 @@ impl Ingestor {
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
     }
+}
+
+/// The worker of each of `partitions` partitions.
+fn owners(partitions: usize, workers: usize) -> Vec<usize> {
+    (0..partitions).map(|p| owner_of(p, workers)).collect()
 }
 
 #[cfg(test)]

@@ -38,7 +38,9 @@ impl Decoder {
     pub fn prepare<'a>(&self, bytes: &'a [u8]) -> Result<Prepared<'a>, Rejection> {
         let event = self.decode(bytes)?;
         let user = UserHash::of(&event.user);
-        let partition_hash = self.partitioner.hash(event.user.as_bytes());
+        let partition_hash = self
+            .partitioner
+            .map_or(0, |partitioner| partitioner.hash(event.user.as_bytes()));
         let session_key = match &event.session_id {
             Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), user.key),
             None => user.key,

@@ -51,8 +51,18 @@ impl Worker {
     /// Applies events of the partitions this worker owns, then closes the sessions that are
     /// final at `watermark_ms`.
     pub fn apply(&mut self, events: &[PartitionEvent], watermark_ms: Option<i64>) {
-        for event in events {
-            self.partition(event.partition as usize).apply(event);
+        // A batch holds runs of one partition's events (a Kafka fetch is per partition; a
+        // replay has few partitions per worker): look the partition up once per run.
+        let mut run = events;
+        while let Some(first) = run.first() {
+            let number = first.partition;
+            let end = run
+                .iter()
+                .position(|e| e.partition != number)
+                .unwrap_or(run.len());
+            let partition = self.partition(number as usize);
+            run[..end].iter().for_each(|event| partition.apply(event));
+            run = &run[end..];
         }
         if let Some(watermark) = watermark_ms {
             self.advance(watermark);

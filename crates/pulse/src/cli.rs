@@ -223,6 +223,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 Clock::Wall => ClockMode::Wall,
                 Clock::EventTime => ClockMode::EventTime,
             };
+            // Every record comes with its Kafka partition: none is virtual.
+            settings.partitions = 1;
             let state_dir = args
                 .state
                 .or_else(|| (!raw.state.dir.is_empty()).then(|| PathBuf::from(&raw.state.dir)));
