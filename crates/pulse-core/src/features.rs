@@ -3,8 +3,8 @@
 //! Feature names come from other teams' events, so their number is unbounded. The first
 //! `max_features` distinct names get their own id; later names share the `__other__` pool,
 //! and every event pooled that way is counted so the overflow is visible. The registry lives
-//! in the router, not in the shards, so every shard agrees on ids and on which names made
-//! the cut, whatever the number of shards.
+//! in the router, not in the partitions, so every partition agrees on ids and on which names made
+//! the cut, whatever the number of partitions or workers.
 
 use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,7 @@ impl FeatureRegistry {
         self.max_features as FeatureId
     }
 
-    /// Number of ids a shard must be able to hold (tracked names plus the pool).
+    /// Number of ids a partition must be able to hold (tracked names plus the pool).
     pub fn capacity(&self) -> usize {
         self.max_features + 1
     }

@@ -5,7 +5,7 @@
 //! the median is about 4 % in value, missing the 1 % we promise. A DDSketch-style
 //! logarithmic histogram bounds the error in value: every duration falls in a bucket
 //! `(γ^(i-1), γ^i]` and is reported as the bucket's midpoint, within `α` (here 0.5 %) of
-//! every value in it. It merges by adding counts, so shard and day histograms combine
+//! every value in it. It merges by adding counts, so partition and day histograms combine
 //! losslessly. `sketches-ddsketch` implements the same buckets, but its quantile uses rank
 //! `⌊q·(n−1)⌋`, not the nearest rank `⌈q·n⌉` pulse defines, so the few lines live here.
 

@@ -1,4 +1,4 @@
-//! The router: decoded records in, shard-ready events out.
+//! The router: decoded records in, partition events out.
 //!
 //! Everything that must be decided once for the whole stream lives here, so the answer does
 //! not depend on the number of workers or partitions: the clock (`now` and the session

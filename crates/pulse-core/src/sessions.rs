@@ -75,7 +75,7 @@ struct OpenKey {
     events: Vec<SessionEvent>,
 }
 
-/// The open sessions of one shard.
+/// The open sessions of one partition.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionTable {
     open: HashMap<u64, OpenKey>,

@@ -87,9 +87,9 @@ impl DistinctSketch {
     }
 
     /// The order-independent (composite) estimate: a function of the registers alone, so
-    /// it is the same however users were split across shards or in what order they came.
+    /// it is the same however users were split across partitions or in what order they came.
     /// (The HIP estimator is slightly sharper but depends on insertion order, which would
-    /// make a restored or re-sharded run differ in the last digits.)
+    /// make a restored or re-partitioned run differ in the last digits.)
     pub fn estimate(&self) -> f64 {
         self.inner.composite_estimate()
     }
@@ -295,7 +295,7 @@ mod tests {
 
         #[test]
         fn union_of_parts_is_the_sketch_of_the_whole(a in users(), split in 0usize..4) {
-            // Users split across shards by key, as the router does.
+            // Users split across partitions by key, as the router does.
             let parts: Vec<Vec<u32>> = (0..=split)
                 .map(|s| a.iter().copied().filter(|u| (*u as usize) % (split + 1) == s).collect())
                 .collect();

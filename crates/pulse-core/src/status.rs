@@ -23,7 +23,7 @@ pub struct IngestStatus {
     pub last_event_unix_ms: Option<i64>,
     /// Checkpoints of the state, when a state directory is configured.
     pub checkpoint: Option<CheckpointStatus>,
-    /// How long the latest snapshot took: the shards' summaries (they apply no events
+    /// How long the latest snapshot took: the workers' summaries (they apply no events
     /// meanwhile) and merging them.
     pub snapshot_seconds: Option<f64>,
 }

@@ -17,7 +17,7 @@
 //!
 //! # Why the snapshot is pushed, not pulled
 //! The binary calls [`Exporter::publish`] on every tick; a scrape only reads the last
-//! published snapshot. A scrape therefore never waits for, or slows down, the shards, and a
+//! published snapshot. A scrape therefore never waits for, or slows down, the workers, and a
 //! burst of scrapes costs the engine nothing.
 
 pub mod exporter;

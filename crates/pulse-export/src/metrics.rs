@@ -91,7 +91,7 @@ pub const LAST_EVENT_TIMESTAMP_SECONDS: Def = gauge(
 pub const STATE_BYTES: Def = gauge(
     "pulse_state_bytes",
     &[],
-    "Estimated memory held by the shard states.",
+    "Estimated memory held by the partitions' states.",
 );
 pub const TRACKED_FEATURES: Def = gauge(
     "pulse_tracked_features",
@@ -156,7 +156,7 @@ pub const SNAPSHOT_TIMESTAMP_SECONDS: Def = gauge(
 pub const SNAPSHOT_DURATION_SECONDS: Def = gauge(
     "pulse_snapshot_duration_seconds",
     &[],
-    "How long the latest snapshot took (the shards apply no events meanwhile); alert when it nears http.refresh_interval.",
+    "How long the latest snapshot took (the workers apply no events meanwhile); alert when it nears http.refresh_interval.",
 );
 pub const BUILD_INFO: Def = gauge(
     "pulse_build_info",

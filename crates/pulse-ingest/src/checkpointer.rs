@@ -1,6 +1,6 @@
 //! Periodic checkpoints: a copy of the state taken at a barrier, written off the ingest path.
 //!
-//! Taking the copy is the only pause ingestion sees (the shards clone their state at the
+//! Taking the copy is the only pause ingestion sees (the workers clone their partitions' state at the
 //! barrier); encoding, writing and fsyncing run on a blocking thread while consumption goes
 //! on. One checkpoint is in flight at a time. The offsets a checkpoint holds are handed back
 //! only once it is durable: those, and only those, may be committed to Kafka, so the group's

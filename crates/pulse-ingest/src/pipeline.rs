@@ -22,7 +22,7 @@ use pulse_core::{EngineSettings, EngineState, Rejection};
 use crate::workers::{WorkerPool, WorkerStopped};
 use pulse_core::family::Rules;
 
-/// Events per batch: amortises the channel without delaying shards for long.
+/// Events per batch: amortises the channel without delaying workers for long.
 const BATCH: usize = 1024;
 
 /// Where snapshots and status go (the HTTP exporter in the service, a test collector in
@@ -115,7 +115,7 @@ impl Pipeline {
         outcome
     }
 
-    /// Sends every buffer that has reached a batch; waits while a shard's queue is full.
+    /// Sends every buffer that has reached a batch; waits while a worker's queue is full.
     pub async fn send_full_batches(&mut self) -> Result<(), WorkerStopped> {
         let watermark = self.ingestor.watermark_ms();
         for worker in 0..self.pending.len() {

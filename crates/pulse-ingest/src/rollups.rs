@@ -4,7 +4,7 @@
 //! `rollups.interval` the loop hands it a copy of the state ([`Pipeline::state`], the same
 //! barrier copy a checkpoint takes); computing the records, writing the file and awaiting
 //! Kafka deliveries all run in a spawned task (the computation on a blocking thread), so
-//! ingestion only pauses while the shards copy their state. One emission is in flight at a
+//! ingestion only pauses while the workers copy their state. One emission is in flight at a
 //! time; a clean stop waits for it and emits once more from the final state.
 //!
 //! Files: `rollups-YYYY-MM-DD.ndjson` in `rollups.dir`, named by the emission's date in the

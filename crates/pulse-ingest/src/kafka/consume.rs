@@ -298,7 +298,7 @@ pub async fn run(
     probe.abort();
     result?;
 
-    tracing::info!("Stopping: draining shards and committing.");
+    tracing::info!("Stopping: draining the workers and committing.");
     let snapshot = pipeline.snapshot().await?;
     if let Some(letters) = dead_letters.as_mut() {
         letters.settle().await;
