@@ -31,7 +31,7 @@ fn replay(args: &[&str], stdin: Option<&str>) -> std::process::Output {
 }
 
 #[test]
-fn replay_equals_the_engine_for_any_shard_count_and_stdin() {
+fn replay_equals_the_engine_for_any_workers_and_partitions_and_stdin() {
     let (_, lines) = generate(&small_workload(31));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.ndjson");
@@ -39,11 +39,23 @@ fn replay_equals_the_engine_for_any_shard_count_and_stdin() {
     let path = path.to_str().unwrap();
 
     let expected = kpis_only(&run_engine(&lines, EngineSettings::default()));
-    for shards in ["1", "3"] {
-        let output = replay(&["--input", path, "--shards", shards], None);
+    for (shards, partitions) in [("1", "1"), ("3", "3"), ("2", "5")] {
+        let args = [
+            "--input",
+            path,
+            "--shards",
+            shards,
+            "--partitions",
+            partitions,
+        ];
+        let output = replay(&args, None);
         assert_success(&output, "pulse replay");
         let snapshot: Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(without_state(snapshot), expected, "shards = {shards}");
+        assert_eq!(
+            without_state(snapshot),
+            expected,
+            "shards = {shards}, partitions = {partitions}"
+        );
     }
     let output = replay(&["--input", "-"], Some(&lines.join("\n")));
     assert!(output.status.success());

@@ -11,7 +11,7 @@ use pulse_ingest::state_store::StateStore;
 use pulse_tests::{Record, WorkloadConfig, kafka};
 
 use crate::helpers::{
-    assert_matches_exact, assert_success, generate, json_diff, kpis_only, live_oracle,
+    assert_matches_exact, assert_success, generate, golden_dir, json_diff, kpis_only, live_oracle,
     run_engine_open, with_defects, without_state,
 };
 use crate::kafka_tests::{SERIAL, accepted, write_config_with};
@@ -241,4 +241,50 @@ fn an_unreadable_state_directory_stops_pulse_unless_reset() {
         std::fs::read(moved).unwrap(),
         b"definitely not a checkpoint"
     );
+}
+
+/// A state directory of pulse 0.1 (checkpoint format 1, by user-hash shard) cannot be split
+/// by partition: pulse refuses it, saying what to do — never a silent start from empty —
+/// and `--reset-state` moves it aside.
+#[test]
+fn a_state_of_the_previous_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config_with(dir.path(), "127.0.0.1:9", "nowhere", "");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let name = "checkpoint-00000000000000000001.bin";
+    let v1 = std::fs::read(golden_dir().join("state-v1").join(name)).unwrap();
+    assert_eq!(&v1[8..10], &1u16.to_le_bytes(), "a format 1 checkpoint");
+    std::fs::write(state.join(name), &v1).unwrap();
+
+    let output = Pulse::run_to_end(&["run", "--config", &config_path, "--listen", "127.0.0.1:0"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        name,
+        "format version 1",
+        "pulse replay",
+        "--partitions",
+        "--reset-state",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from: {stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(state.join(name)).unwrap(),
+        v1,
+        "left as it was"
+    );
+
+    let pulse = Pulse::start(&["run", "--config", &config_path, "--reset-state"]);
+    pulse.wait_for_status("/healthz", 200, Duration::from_secs(10));
+    assert!(pulse.stop(Duration::from_secs(30)).success());
+    let discarded = std::fs::read_dir(&state)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("discarded-"))
+        .expect("the old checkpoint is kept in a discarded-… folder");
+    assert_eq!(std::fs::read(discarded.path().join(name)).unwrap(), v1);
 }
