@@ -205,68 +205,22 @@ async fn replayed_history_hands_over_to_the_live_service() {
     assert!(pulse.stop(Duration::from_secs(30)).success());
 }
 
-#[test]
-fn an_unreadable_state_directory_stops_pulse_unless_reset() {
-    let dir = tempfile::tempdir().unwrap();
-    // No broker is needed: pulse must refuse before it connects, and with --reset-state it
-    // serves (not ready) while the unreachable broker is retried.
-    let config_path = write_config_with(dir.path(), "127.0.0.1:9", "nowhere", "");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let bad = state.join("checkpoint-00000000000000000001.bin");
-    std::fs::write(&bad, b"definitely not a checkpoint").unwrap();
-
-    let output = Pulse::run_to_end(&["run", "--config", &config_path, "--listen", "127.0.0.1:0"]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("checkpoint-00000000000000000001.bin"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("--reset-state"), "{stderr}");
-
-    let pulse = Pulse::start(&["run", "--config", &config_path, "--reset-state"]);
-    pulse.wait_for_status("/healthz", 200, Duration::from_secs(10));
-    assert_eq!(pulse.get("/readyz").0, 503, "no broker, so not ready");
-    assert!(pulse.stop(Duration::from_secs(30)).success());
-    // The clean stop wrote a fresh checkpoint; the unreadable one waits in discarded-….
-    assert_ne!(std::fs::read(&bad).unwrap(), b"definitely not a checkpoint");
-    let discarded = std::fs::read_dir(&state)
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().starts_with("discarded-"))
-        .expect("the old checkpoint is kept in a discarded-… folder");
-    let moved = discarded.path().join("checkpoint-00000000000000000001.bin");
-    assert_eq!(
-        std::fs::read(moved).unwrap(),
-        b"definitely not a checkpoint"
-    );
-}
-
-/// A state directory of pulse 0.1 (checkpoint format 1, by user-hash shard) cannot be split
-/// by partition: pulse refuses it, saying what to do — never a silent start from empty —
-/// and `--reset-state` moves it aside.
-#[test]
-fn a_state_of_the_previous_format_is_refused_with_what_to_do() {
+/// A state directory whose only checkpoint is `checkpoint`: pulse must refuse to start,
+/// naming everything in `expected` and leaving the file as it was; with `--reset-state` it
+/// serves (not ready: no broker is needed to test this) and keeps the old file in a
+/// `discarded-…` folder, never deleted.
+fn refused_until_reset(checkpoint: &[u8], expected: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = write_config_with(dir.path(), "127.0.0.1:9", "nowhere", "");
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let name = "checkpoint-00000000000000000001.bin";
-    let v1 = std::fs::read(golden_dir().join("state-v1").join(name)).unwrap();
-    assert_eq!(&v1[8..10], &1u16.to_le_bytes(), "a format 1 checkpoint");
-    std::fs::write(state.join(name), &v1).unwrap();
+    std::fs::write(state.join(name), checkpoint).unwrap();
 
     let output = Pulse::run_to_end(&["run", "--config", &config_path, "--listen", "127.0.0.1:0"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for expected in [
-        name,
-        "format version 1",
-        "pulse replay",
-        "--partitions",
-        "--reset-state",
-    ] {
+    for expected in [name].iter().chain(expected) {
         assert!(
             stderr.contains(expected),
             "{expected:?} missing from: {stderr}"
@@ -274,17 +228,46 @@ fn a_state_of_the_previous_format_is_refused_with_what_to_do() {
     }
     assert_eq!(
         std::fs::read(state.join(name)).unwrap(),
-        v1,
+        checkpoint,
         "left as it was"
     );
 
     let pulse = Pulse::start(&["run", "--config", &config_path, "--reset-state"]);
     pulse.wait_for_status("/healthz", 200, Duration::from_secs(10));
+    assert_eq!(pulse.get("/readyz").0, 503, "no broker, so not ready");
     assert!(pulse.stop(Duration::from_secs(30)).success());
+    // The clean stop wrote a fresh checkpoint; the old one waits in discarded-….
+    assert_ne!(std::fs::read(state.join(name)).unwrap(), checkpoint);
     let discarded = std::fs::read_dir(&state)
         .unwrap()
         .filter_map(Result::ok)
         .find(|e| e.file_name().to_string_lossy().starts_with("discarded-"))
         .expect("the old checkpoint is kept in a discarded-… folder");
-    assert_eq!(std::fs::read(discarded.path().join(name)).unwrap(), v1);
+    assert_eq!(
+        std::fs::read(discarded.path().join(name)).unwrap(),
+        checkpoint
+    );
+}
+
+#[test]
+fn an_unreadable_state_directory_stops_pulse_unless_reset() {
+    refused_until_reset(b"definitely not a checkpoint", &["--reset-state"]);
+}
+
+/// A state directory of pulse 0.1 (checkpoint format 1, by user-hash shard) cannot be split
+/// by partition: pulse refuses it, saying what to do — never a silent start from empty.
+#[test]
+fn a_state_of_the_previous_format_is_refused_with_what_to_do() {
+    let name = "checkpoint-00000000000000000001.bin";
+    let v1 = std::fs::read(golden_dir().join("state-v1").join(name)).unwrap();
+    assert_eq!(&v1[8..10], &1u16.to_le_bytes(), "a format 1 checkpoint");
+    refused_until_reset(
+        &v1,
+        &[
+            "format version 1",
+            "pulse replay",
+            "--partitions",
+            "--reset-state",
+        ],
+    );
 }
