@@ -363,6 +363,9 @@ fn child() {
     let month = Month::new(users, features, active_days, seed);
     let settings = EngineSettings {
         shards,
+        // One virtual partition per worker, as `pulse replay` and `pulse demo` default to:
+        // every worker has work, and state is split as finely as the workers need.
+        partitions: shards,
         max_features: features as usize,
         ..EngineSettings::default()
     };
