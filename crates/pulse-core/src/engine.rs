@@ -34,6 +34,11 @@ const STATE_MAGIC: &[u8; 4] = b"PLS\x02";
 /// a second. The snapshot adds these counts across partitions and days.
 const MAX_TOTAL_COUNT: u64 = 1 << 63;
 
+/// Partition numbers are dense (handed out in order of first sight), so a real state's stay
+/// far below this; workers and the router keep vectors indexed by them, which a forged
+/// number near 2^31 would make allocate gigabytes.
+const MAX_PARTITION_NUMBER: u32 = 1 << 16;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("not a pulse state image (bad magic or unsupported format version)")]
@@ -114,7 +119,7 @@ impl EngineState {
     /// past its checksum), and the arithmetic of a restored engine, which trusts the
     /// decoder's ranges, would overflow on them (found by fuzzing: a rejection counter and
     /// a session-duration histogram near 2^64, an open event at an i64 extreme). Partition
-    /// numbers must be distinct and within Kafka's range.
+    /// numbers must be distinct and below [`MAX_PARTITION_NUMBER`].
     pub fn validate(&self) -> Result<(), StateError> {
         self.check_plausible().map_err(StateError::Corrupt)
     }
@@ -135,9 +140,9 @@ impl EngineState {
         let mut numbers: Vec<u32> = self.partitions.iter().map(|p| p.partition).collect();
         numbers.sort_unstable();
         if numbers.windows(2).any(|w| w[0] == w[1])
-            || numbers.last().is_some_and(|n| *n > i32::MAX as u32)
+            || numbers.last().is_some_and(|n| *n >= MAX_PARTITION_NUMBER)
         {
-            return Err("partition numbers repeat or exceed Kafka's range".to_owned());
+            return Err("partition numbers repeat or exceed what one pulse holds".to_owned());
         }
         Ok(())
     }
@@ -272,6 +277,21 @@ mod tests {
         ));
         state.partitions[0].inputs.counters.rejected[0] = 1 << 40;
         assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
+    }
+
+    #[test]
+    fn partition_numbers_no_pulse_hands_out_are_corrupt() {
+        let mut state = EngineState::from_bytes(&sample_image()).expect("a real image");
+        state.partitions[0].partition = i32::MAX as u32;
+        assert!(matches!(
+            EngineState::from_bytes(&state.to_bytes()),
+            Err(StateError::Corrupt(_))
+        ));
+        state.partitions[0].partition = state.partitions[1].partition;
+        assert!(matches!(
+            EngineState::from_bytes(&state.to_bytes()),
+            Err(StateError::Corrupt(_))
+        ));
     }
 
     #[test]
