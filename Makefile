@@ -55,8 +55,8 @@ lint: ## cargo fmt --check, clippy with warnings as errors, cargo deny (licenses
 test: deps lint ## Everything CI runs: set-up, lint, then every unit, property, golden, CLI and Kafka test; ends with the skipped checks.
 	mkdir -p $(dir $(SKIP_LOG)) && : > $(SKIP_LOG)
 	$(CARGO) build --workspace --bins
-	PULSE_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --workspace --lib --bins --tests --examples
-	PULSE_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --workspace --doc
+	SKIPPED_CHECKS_LOG=$(SKIP_LOG) $(CARGO) test --workspace --lib --bins --tests --examples
+	SKIPPED_CHECKS_LOG=$(SKIP_LOG) $(CARGO) test --workspace --doc
 	@bash scripts/report-skips.sh $(SKIP_LOG)
 
 .PHONY: fuzz

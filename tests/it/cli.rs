@@ -99,6 +99,19 @@ fn check_config_prints_the_effective_settings() {
     assert!(stdout.contains("lg_k = 14"), "{stdout}");
 }
 
+/// `pulse check-config` with `args`, and of the environment's `PULSE_…` variables only
+/// `env`: a variable the caller (or the test runner) set would be read as a setting.
+fn check_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(pulse_bin());
+    command.arg("check-config").args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PULSE_") || name == "KAFKA_BROKERS" {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied()).output().unwrap()
+}
+
 /// A failed command says what went wrong once, naming the key as the user wrote it (not
 /// figment's `default.kafka.brokrs`) and where it was set: the file or the variable.
 #[test]
@@ -106,11 +119,7 @@ fn a_configuration_error_is_printed_once_in_the_users_words() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pulse.toml");
     std::fs::write(&config, "[kafka]\nbrokrs = \"localhost:9092\"\n").unwrap();
-    let output = Command::new(pulse_bin())
-        .args(["check-config", "--config", config.to_str().unwrap()])
-        .env_remove("PULSE_CONFIG")
-        .output()
-        .unwrap();
+    let output = check_config(&["--config", config.to_str().unwrap()], &[]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
@@ -123,12 +132,7 @@ fn a_configuration_error_is_printed_once_in_the_users_words() {
     assert!(!stderr.contains("default."), "{stderr}");
     assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
 
-    let output = Command::new(pulse_bin())
-        .arg("check-config")
-        .env_remove("PULSE_CONFIG")
-        .env("PULSE_SESSIONS__TIMEOUT", "soon")
-        .output()
-        .unwrap();
+    let output = check_config(&[], &[("PULSE_SESSIONS__TIMEOUT", "soon")]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");

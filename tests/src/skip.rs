@@ -4,7 +4,7 @@
 //! that is how deployment validators went unrun for months without anyone seeing it. So a
 //! skip here is loud in three ways: a `SKIPPED: <test>: <why>` line written straight to the
 //! process's stderr (past libtest's capture, so it shows in the test output); the same line
-//! appended to the skip log (`target/skipped-checks.txt`, or `PULSE_SKIP_LOG`), which
+//! appended to the skip log (`target/skipped-checks.txt`, or `SKIPPED_CHECKS_LOG`), which
 //! `make test` empties first and counts at the end (`scripts/report-skips.sh`); and, for a
 //! missing tool under `CI=true`, a panic naming the tool, because CI installs every tool a
 //! test uses (`make deps`), so a missing one there is a broken set-up, not a reason to pass.
@@ -71,9 +71,10 @@ impl Policy {
     }
 }
 
-/// The skip log: `PULSE_SKIP_LOG`, else `skipped-checks.txt` in cargo's target directory.
+/// The skip log: `SKIPPED_CHECKS_LOG` (not `PULSE_…`: pulse reads those as its settings and
+/// would warn about it in every child's log), else `skipped-checks.txt` in cargo's target directory.
 pub fn default_log() -> PathBuf {
-    if let Some(path) = std::env::var_os("PULSE_SKIP_LOG") {
+    if let Some(path) = std::env::var_os("SKIPPED_CHECKS_LOG") {
         return path.into();
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
