@@ -183,6 +183,9 @@ pub async fn run(
     let mut resume = Resume::default();
     let mut watermarks = PartitionWatermarks::default();
     let mut was_caught_up = false;
+    // Checked once the broker has listed the topics' partitions (a restored state only).
+    let mut layout_checked = numbers.is_empty();
+    let offsets_saved = durability.as_ref().is_some_and(|d| !d.restored.is_empty());
     pipeline.use_source_watermark();
     let mut tick = tokio::time::interval(options.refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,6 +199,15 @@ pub async fn run(
                 _ = tick.tick() => {
                     follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
                     refresh_assignment(&mut watermarks, &consumer, &shared);
+                    if !layout_checked {
+                        let known = shared.lock().unwrap_or_else(|e| e.into_inner()).topic_partitions.clone();
+                        if !known.is_empty() {
+                            layout_checked = true;
+                            if let Some(problem) = numbers.layout_problem(&known, offsets_saved) {
+                                tracing::warn!(%problem, "The saved state does not match the topics' partitions; KPIs stay right, sessions open at the hand-over may split.");
+                            }
+                        }
+                    }
                     // Positions move only as this loop routes records (and at rebalances, inside
                     // recv()): one copy serves the whole tick.
                     let positions = consumer.context().positions();
