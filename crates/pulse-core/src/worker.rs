@@ -24,8 +24,9 @@ pub fn owner_of(partition: usize, workers: usize) -> usize {
 pub struct Worker {
     settings: EngineSettings,
     rules: Rules,
-    /// Partition `p` is at `p / workers` (its owner is implied); created on first use.
-    partitions: Vec<Option<Partition>>,
+    /// Partition `p` is at `p / workers` (its owner is implied); created on first use, and
+    /// boxed so that slots of partitions with no state cost a pointer.
+    partitions: Vec<Option<Box<Partition>>>,
     index: usize,
     workers: usize,
 }
@@ -45,7 +46,7 @@ impl Worker {
     /// Takes a saved partition state in; the caller hands each to its owner.
     pub fn restore(&mut self, partition: usize, state: KpiState) {
         debug_assert_eq!(owner_of(partition, self.workers), self.index);
-        *self.slot(partition) = Some(Partition::with_state(&self.settings, state));
+        *self.slot(partition) = Some(Box::new(Partition::with_state(&self.settings, state)));
     }
 
     /// Applies events of the partitions this worker owns, then closes the sessions that are
@@ -104,18 +105,18 @@ impl Worker {
     fn partition(&mut self, partition: usize) -> &mut Partition {
         let settings = &self.settings;
         let slot = Self::slot_of(&mut self.partitions, partition, self.workers);
-        slot.get_or_insert_with(|| Partition::new(settings))
+        slot.get_or_insert_with(|| Box::new(Partition::new(settings)))
     }
 
-    fn slot(&mut self, partition: usize) -> &mut Option<Partition> {
+    fn slot(&mut self, partition: usize) -> &mut Option<Box<Partition>> {
         Self::slot_of(&mut self.partitions, partition, self.workers)
     }
 
     fn slot_of(
-        partitions: &mut Vec<Option<Partition>>,
+        partitions: &mut Vec<Option<Box<Partition>>>,
         partition: usize,
         workers: usize,
-    ) -> &mut Option<Partition> {
+    ) -> &mut Option<Box<Partition>> {
         let slot = partition / workers;
         if partitions.len() <= slot {
             partitions.resize_with(slot + 1, || None);
@@ -124,6 +125,6 @@ impl Worker {
     }
 
     fn owned_mut(&mut self) -> impl Iterator<Item = &mut Partition> {
-        self.partitions.iter_mut().flatten()
+        self.partitions.iter_mut().flatten().map(Box::as_mut)
     }
 }
