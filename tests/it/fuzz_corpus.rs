@@ -83,6 +83,10 @@ fn checkpoint_seed_problem(bytes: &[u8]) -> Option<String> {
         Err(Unusable::Version(version)) => Some(format!(
             "it has format version {version}, which pulse no longer reads"
         )),
+        Err(Unusable::UnknownFamilies(families)) => Some(format!(
+            "it names KPI families pulse no longer has: {}",
+            families.join(", ")
+        )),
         Err(Unusable::Damaged(why)) => Some(format!("it no longer decodes ({why})")),
     }
 }
@@ -173,15 +177,26 @@ fn regression_inputs() -> Vec<(&'static str, Vec<u8>)> {
     let mut at_bound = one_event();
     let held = at_bound.total_count().unwrap();
     at_bound.router.features.overflow_events = MAX_LOADED_COUNT - held;
+    // Byte surgery on the sessions family's own image (each family's state is saved as an
+    // image of its own, so a change of length there would only break the image's frame).
+    let with_sessions = |damage: &dyn Fn(&[u8]) -> Vec<u8>| {
+        let mut state = one_event();
+        let sessions = &mut state.partitions[0].kpis.sessions;
+        let image = postcard::to_allocvec(&*sessions).expect("to a Vec");
+        *sessions = postcard::from_bytes(&damage(&image)).expect("still a sessions state");
+        state
+    };
     // The open session's event time (its last appearance in the image) at i64::MIN.
-    let image = one_event().to_bytes();
     let varint = |ms: i64| postcard::to_allocvec(&ms).expect("to a Vec");
-    let (time, absurd) = (varint(T0), varint(i64::MIN));
-    let at = image
-        .windows(time.len())
-        .rposition(|w| w == time)
-        .expect("the event time is in the image");
-    let session_time = [&image[..at], &absurd, &image[at + time.len()..]].concat();
+    let session_time = with_sessions(&|image| {
+        let (time, absurd) = (varint(T0), varint(i64::MIN));
+        let at = image
+            .windows(time.len())
+            .rposition(|w| w == time)
+            .expect("the event time is in the image");
+        [&image[..at], &absurd, &image[at + time.len()..]].concat()
+    })
+    .to_bytes();
     // A list-mode HLL image (preamble: 2 ints, serial version 1, family 7, lg_k 14) whose
     // coupon count claims more coupons than follow.
     let mut sketch = one_event().to_bytes();
@@ -190,26 +205,26 @@ fn regression_inputs() -> Vec<(&'static str, Vec<u8>)> {
         .position(|w| w == [2, 1, 7, 14])
         .expect("a list-mode sketch in the image");
     sketch[list + 6] = 0x7f;
-    // A checkpoint whose duration histogram counts near 2^64. The sessions family's state
+    // A checkpoint whose duration histogram counts near 2^64. The sessions family's image
     // holds its lifetime histogram (15 counts) and the sum and count of sessions: all zero
     // here, one byte each after the counts' length, and the last such run in the image.
-    let image = one_event().to_bytes();
-    let empty = [[15u8].as_slice(), &[0; 15], &[0, 0]].concat();
-    let at = image
-        .windows(empty.len())
-        .rposition(|w| w == empty)
-        .expect("the image holds an empty histogram");
-    let overflowing = [
-        &image[..at],
-        &[15],
-        &varint_u64(u64::MAX - 1),
-        &[0; 14],
-        &[0],
-        &varint_u64(2),
-        &image[at + empty.len()..],
-    ]
-    .concat();
-    let histogram: EngineState = postcard::from_bytes(&overflowing[4..]).unwrap();
+    let histogram = with_sessions(&|image| {
+        let empty = [[15u8].as_slice(), &[0; 15], &[0, 0]].concat();
+        let at = image
+            .windows(empty.len())
+            .rposition(|w| w == empty)
+            .expect("the image holds an empty histogram");
+        [
+            &image[..at],
+            &[15],
+            &varint_u64(u64::MAX - 1),
+            &[0; 14],
+            &[0],
+            &varint_u64(2),
+            &image[at + empty.len()..],
+        ]
+        .concat()
+    });
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path());
     let numbers = PartitionNumbers::virtual_partitions("events", 1);

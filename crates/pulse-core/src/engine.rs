@@ -123,11 +123,6 @@ impl EngineState {
         Ok(state)
     }
 
-    /// Refuses values no stream could have produced. An image holding them is damaged (or forged
-    /// past its checksum), and the arithmetic of a restored engine, which trusts the
-    /// decoder's ranges, would overflow on them (found by fuzzing: a rejection counter and
-    /// a session-duration histogram near 2^64, an open event at an i64 extreme). Partition
-    /// numbers must be distinct and below [`MAX_PARTITION_NUMBER`].
     /// Every count in the state added up; `None` if that overflows u64.
     pub fn total_count(&self) -> Option<u64> {
         let mut counts = vec![self.router.features.overflow_events];
@@ -139,6 +134,11 @@ impl EngineState {
         counts.into_iter().try_fold(0u64, u64::checked_add)
     }
 
+    /// Refuses values no stream could have produced. An image holding them is damaged (or
+    /// forged past its checksum), and the arithmetic of a restored engine, which trusts the
+    /// decoder's ranges, would overflow on them (found by fuzzing: a rejection counter and a
+    /// session-duration histogram near 2^64, an open event at an i64 extreme). Partition
+    /// numbers must be distinct and below `MAX_PARTITION_NUMBER` (2^16).
     pub fn validate(&self) -> Result<(), StateError> {
         self.check_plausible().map_err(StateError::Corrupt)
     }
@@ -338,6 +338,75 @@ mod tests {
         assert!(engine.state().to_bytes().len() < image.len() * 2);
     }
 
+    /// Each family's state is saved under its name: an image without a family (written
+    /// before it existed) loads with that family empty, and one naming a family this pulse
+    /// does not know is refused by name.
+    #[test]
+    fn family_images_are_saved_by_name() {
+        #[derive(serde::Serialize)]
+        struct Image<'a> {
+            family: &'a str,
+            #[serde(with = "serde_bytes_out")]
+            image: &'a [u8],
+        }
+        mod serde_bytes_out {
+            pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(b)
+            }
+        }
+        let mut state = EngineState::from_bytes(&sample_image()).expect("a real image");
+        state.partitions.truncate(1);
+        let activity = postcard::to_allocvec(&state.partitions[0].kpis.activity).unwrap();
+        let written_before = vec![Image {
+            family: "activity",
+            image: &activity,
+        }];
+        let mut older = state.clone();
+        older.partitions[0].kpis =
+            postcard::from_bytes(&postcard::to_allocvec(&written_before).unwrap())
+                .expect("a state without the other families loads");
+        let snapshot = |state: EngineState| {
+            Engine::restore(EngineSettings::default(), 1_900_000_000_000, state).snapshot()
+        };
+        let (now, then) = (snapshot(state), snapshot(older));
+        assert_eq!(
+            then.kpis.activity, now.kpis.activity,
+            "the family present is read"
+        );
+        assert!(
+            now.kpis
+                .features
+                .features
+                .values()
+                .any(|f| f.active_users.d30 > 0)
+        );
+        assert!(
+            then.kpis
+                .features
+                .features
+                .values()
+                .all(|f| f.active_users.d30 == 0),
+            "the absent ones start empty"
+        );
+        let newer = vec![
+            Image {
+                family: "activity",
+                image: &activity,
+            },
+            Image {
+                family: "retention",
+                image: &[],
+            },
+        ];
+        let refused = postcard::from_bytes::<crate::families::KpiState>(
+            &postcard::to_allocvec(&newer).unwrap(),
+        );
+        assert!(
+            refused.is_err(),
+            "a family this pulse does not know is refused"
+        );
+    }
+
     /// The fuzzer's find: a state loaded just under the bound counted past it. It is refused
     /// on the next load, but there is room to count on: its sums stay far from overflowing.
     #[test]
@@ -368,9 +437,12 @@ mod tests {
             br#"{"user_id":"u","event":"login","ts":1772323200000}"#,
             None,
         );
-        let image = engine.state().to_bytes();
-        assert!(EngineState::from_bytes(&image).is_ok());
-        // The open session's event is the last place its time appears in the image.
+        let mut state = engine.state();
+        assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
+        // The open session's event is the last place its time appears in the sessions
+        // family's own image.
+        let sessions = &mut state.partitions[0].kpis.sessions;
+        let image = postcard::to_allocvec(&*sessions).expect("to a Vec");
         let varint = |ms: i64| postcard::to_allocvec(&ms).expect("to a Vec");
         let (time, absurd) = (varint(1_772_323_200_000), varint(i64::MIN));
         let at = image
@@ -378,10 +450,11 @@ mod tests {
             .rposition(|w| w == time)
             .expect("the event time is in the image");
         let damaged = [&image[..at], &absurd, &image[at + time.len()..]].concat();
-        assert!(matches!(
-            EngineState::from_bytes(&damaged),
-            Err(StateError::Corrupt(_))
-        ));
+        *sessions = postcard::from_bytes(&damaged).expect("still a sessions state");
+        let Err(StateError::Corrupt(why)) = EngineState::from_bytes(&state.to_bytes()) else {
+            panic!("an absurd open event time must be refused");
+        };
+        assert!(why.contains("open session"), "{why}");
     }
 
     proptest! {

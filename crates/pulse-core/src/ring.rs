@@ -14,6 +14,15 @@ pub struct DayRing<T> {
     slots: Vec<Option<Dated<T>>>,
 }
 
+/// A ring of no slots: holds nothing and refuses every write until [`DayRing::fit`] gives it
+/// its slots (a family absent from an older state image starts so; see
+/// [`crate::families`]).
+impl<T> Default for DayRing<T> {
+    fn default() -> Self {
+        DayRing { slots: Vec::new() }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Dated<T> {
     day: Day,
@@ -27,13 +36,15 @@ impl<T> DayRing<T> {
         DayRing { slots }
     }
 
-    fn slot(&self, day: Day) -> usize {
-        day.rem_euclid(self.slots.len() as Day) as usize
+    /// The slot of `day`; `None` for a ring of no slots.
+    fn slot(&self, day: Day) -> Option<usize> {
+        let len = self.slots.len() as Day;
+        (len > 0).then(|| day.rem_euclid(len) as usize)
     }
 
     /// The value of `day`, if held.
     pub fn get(&self, day: Day) -> Option<&T> {
-        self.slots[self.slot(day)]
+        self.slots[self.slot(day)?]
             .as_ref()
             .filter(|d| d.day == day)
             .map(|d| &d.value)
@@ -41,7 +52,7 @@ impl<T> DayRing<T> {
 
     /// The value of `day` if held, without making one.
     pub fn get_mut(&mut self, day: Day) -> Option<&mut T> {
-        let slot = self.slot(day);
+        let slot = self.slot(day)?;
         self.slots[slot]
             .as_mut()
             .filter(|d| d.day == day)
@@ -51,7 +62,7 @@ impl<T> DayRing<T> {
     /// The value of `day`, made by `fresh` if its slot is empty or holds an older day;
     /// `None` if the slot holds a newer day.
     pub fn get_or_insert_with(&mut self, day: Day, fresh: impl FnOnce() -> T) -> Option<&mut T> {
-        let slot = self.slot(day);
+        let slot = self.slot(day)?;
         let entry = &mut self.slots[slot];
         match entry.as_ref().map(|d| d.day) {
             Some(held) if held > day => None,
@@ -86,8 +97,9 @@ impl<T> DayRing<T> {
         held.sort_by_key(|d| d.day);
         self.slots = (0..len).map(|_| None).collect();
         for dated in held {
-            let slot = self.slot(dated.day);
-            self.slots[slot] = Some(dated);
+            if let Some(slot) = self.slot(dated.day) {
+                self.slots[slot] = Some(dated);
+            }
         }
     }
 }
@@ -113,5 +125,9 @@ mod tests {
         assert_eq!(ring.get(11), Some(&1));
         ring.fit(0);
         assert_eq!(ring.iter().collect::<Vec<_>>(), [(13, &6)]);
+        let mut none: DayRing<u32> = DayRing::default();
+        assert!(none.get_or_insert_with(1, || 0).is_none());
+        none.fit(1);
+        assert!(none.get_or_insert_with(1, || 0).is_some());
     }
 }

@@ -129,8 +129,9 @@ impl<'de> Deserialize<'de> for DistinctSketch {
     }
 }
 
-/// Accepts bytes however the format encodes them (postcard: a byte string; JSON: an array).
-mod serde_bytes_compat {
+/// Accepts bytes however the format encodes them (postcard: a byte string; JSON: an array);
+/// sketches and the families' state images both read theirs through it.
+pub(crate) mod serde_bytes_compat {
     use serde::Deserializer;
     use serde::de::{SeqAccess, Visitor};
 
@@ -139,7 +140,7 @@ mod serde_bytes_compat {
         impl<'de> Visitor<'de> for BytesVisitor {
             type Value = Vec<u8>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("sketch bytes")
+                f.write_str("bytes")
             }
             fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
                 Ok(v.to_vec())

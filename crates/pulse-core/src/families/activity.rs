@@ -28,7 +28,9 @@ pub struct Activity;
 /// Minute slots kept: the longest recent window (an hour) plus the minute in progress.
 const MINUTE_SLOTS: usize = 61;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Default` is the state of a family absent from an older image: empty, given its rings
+/// by `restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ActivityState {
     days: DayRing<ActivityDay>,
     /// Slot `minute mod len` holds that minute's bucket.

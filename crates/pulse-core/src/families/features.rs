@@ -24,7 +24,9 @@ use super::activity::day_union;
 #[derive(Debug)]
 pub struct Features;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Default` is the state of a family absent from an older image: empty, given its rings
+/// by `restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FeaturesState {
     /// Per day, indexed by [`FeatureId`]; grown on first use.
     days: DayRing<Vec<Option<DistinctSketch>>>,

@@ -29,7 +29,9 @@ use crate::windows::SummaryPoint;
 
 pub trait Family {
     /// Its part of a partition's state: saved in checkpoints.
-    type State: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 'static;
+    /// `Default` is an empty state that [`Family::restore`] makes fit: what a family starts
+    /// from when a state image written before it existed is loaded.
+    type State: Clone + std::fmt::Debug + Default + Serialize + DeserializeOwned + Send + 'static;
     /// Kept beside the state between snapshots and never saved (unions of past days).
     type Cache: Clone + std::fmt::Debug + Default + Send + 'static;
     /// One partition's (or several partitions') contribution to a snapshot.
@@ -90,12 +92,77 @@ pub mod features;
 pub mod sessions;
 pub mod stickiness;
 
+/// One family's part of a partition's state, as saved: its name and its own image.
+#[derive(Serialize, Deserialize)]
+struct FamilyImage {
+    family: String,
+    #[serde(with = "serde_bytes_image")]
+    image: Vec<u8>,
+}
+
+/// An image as one byte string (postcard's wire format for bytes), not a sequence of `u8`.
+mod serde_bytes_image {
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        crate::sketch::serde_bytes_compat::deserialize(d)
+    }
+}
+
 macro_rules! families {
     ($($field:ident: $family:ty),+ $(,)?) => {
-        /// Every family's part of one partition's state.
-        #[derive(Debug, Clone, Serialize, Deserialize)]
+        /// Every family's part of one partition's state. Saved as one image per family, by
+        /// name (`FamilyImage`): a family added later starts empty on an older state, and
+        /// a state holding a family this build does not know is refused by name.
+        #[derive(Debug, Clone)]
         pub struct KpiState {
             $(pub $field: <$family as Family>::State,)+
+        }
+
+        impl Serialize for KpiState {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::Error;
+                let images = vec![$(
+                    FamilyImage {
+                        family: stringify!($field).into(),
+                        image: postcard::to_allocvec(&self.$field).map_err(S::Error::custom)?,
+                    },
+                )+];
+                images.serialize(serializer)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for KpiState {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<KpiState, D::Error> {
+                use serde::de::Error;
+                let images = Vec::<FamilyImage>::deserialize(deserializer)?;
+                let mut state = KpiState {
+                    $($field: Default::default(),)+
+                };
+                let mut seen = Vec::with_capacity(images.len());
+                for FamilyImage { family, image } in images {
+                    if seen.contains(&family) {
+                        return Err(D::Error::custom(format!("KPI family {family:?} saved twice")));
+                    }
+                    match family.as_str() {
+                        $(stringify!($field) => {
+                            state.$field = postcard::from_bytes(&image).map_err(|e| {
+                                D::Error::custom(format!("KPI family {family:?}: {e}"))
+                            })?;
+                        })+
+                        _ => {
+                            return Err(D::Error::custom(format!(
+                                "KPI family {family:?} is not known to this pulse: the state \
+                                 was written by a newer one"
+                            )))
+                        }
+                    }
+                    seen.push(family);
+                }
+                Ok(state)
+            }
         }
 
         /// What families keep between snapshots beside a partition's state (never saved).
@@ -186,6 +253,9 @@ macro_rules! families {
                 $(<$family as Family>::rollups(self, summaries, out);)+
             }
         }
+
+        /// Every family's name, as its state is saved under (see [`KpiState`]).
+        pub const NAMES: &[&str] = &[$(stringify!($field),)+];
 
         /// Every family's series, in the order listed.
         pub const SERIES: &[&[SeriesDef]] = &[$(<$family as Family>::SERIES,)+];

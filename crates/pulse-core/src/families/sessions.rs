@@ -24,7 +24,9 @@ use crate::windows::{SummaryPoint, WINDOWS, Windowed, ratio};
 #[derive(Debug)]
 pub struct Sessions;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Default` is the state of a family absent from an older image: empty, given its rings
+/// by `restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionsState {
     table: SessionTable,
     /// Statistics of the closed sessions that started on each day.

@@ -23,6 +23,7 @@
 //!     sequence: u64,          // varint; equals the number in the file name
 //!     saved_at_ms: i64,       // zigzag varint; wall clock at save, Unix ms
 //!     router: bytes,          // varint length + postcard RouterState (clock, features)
+//!     families: Vec<String>,  // the KPI families the states hold (families::NAMES)
 //!     partitions: Vec<Entry>, // the engine's partitions, by number (0, 1, 2, ...)
 //! }
 //! struct Entry {
@@ -33,9 +34,14 @@
 //! }
 //! ```
 //!
+//! A `PartitionState` holds its KPI state as one image per family, by name
+//! (`Vec<(String, bytes)>`, see `pulse_core::families`): a family added later is absent from
+//! older checkpoints and starts empty; a manifest naming a family this build does not know
+//! is refused ([`Unusable::UnknownFamilies`]) rather than taken for damage.
+//!
 //! Version 1 (pulse 0.1) kept state by user-hash shard, not by partition: its sketches
 //! cannot be split by partition, so a version 1 directory is refused with what to do
-//! ([`StateStoreError::ShardedFormat`]) rather than converted into partitions that would not
+//! (`StateStoreError::ShardedFormat`) rather than converted into partitions that would not
 //! match the topic's.
 //!
 
@@ -66,6 +72,9 @@ struct Manifest<'a> {
     /// postcard wire format as a sequence of `u8`, without a call per byte).
     #[serde(borrow, serialize_with = "as_byte_string")]
     router: &'a [u8],
+    /// The KPI families whose state the entries hold: a checkpoint naming one this build
+    /// does not know was written by a newer pulse and is refused, not taken for damage.
+    families: Vec<String>,
     #[serde(borrow)]
     partitions: Vec<Entry<'a>>,
 }
@@ -159,6 +168,10 @@ pub(super) fn encode(
         sequence,
         saved_at_ms,
         router: &router,
+        families: pulse_core::families::NAMES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect(),
         partitions,
     };
     let size: usize = states.iter().flatten().map(Vec::len).sum();
@@ -192,6 +205,9 @@ pub enum Unusable {
     Damaged(String),
     /// Intact, but another format version: refuse.
     Version(u16),
+    /// Intact, but holding KPI families this build does not know (a newer pulse wrote it):
+    /// refuse.
+    UnknownFamilies(Vec<String>),
 }
 
 /// Reads one checkpoint file's bytes with every check [`super::StateStore::load`] makes, and no
@@ -239,6 +255,15 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
     }
     let manifest: Manifest<'_> = postcard::from_bytes(body)
         .map_err(|e| damaged(format!("cannot decode the checkpoint manifest: {e}")))?;
+    let unknown: Vec<String> = manifest
+        .families
+        .iter()
+        .filter(|name| !pulse_core::families::NAMES.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Unusable::UnknownFamilies(unknown));
+    }
     let router = postcard::from_bytes(manifest.router)
         .map_err(|e| damaged(format!("cannot decode the router state: {e}")))?;
     let mut partitions = Vec::new();

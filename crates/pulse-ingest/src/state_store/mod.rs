@@ -86,6 +86,17 @@ pub enum StateStoreError {
          start empty (the 30-day windows then fill again over 30 days)"
     )]
     ShardedFormat { path: PathBuf },
+    /// The newest intact checkpoint holds KPI families this build does not know.
+    #[error(
+        "checkpoint {path} holds KPI families this pulse does not know ({}): a newer pulse \
+         wrote it; run that one, or pass --reset-state to move the checkpoints aside and \
+         start empty",
+        .families.join(", ")
+    )]
+    UnknownFamilies {
+        path: PathBuf,
+        families: Vec<String>,
+    },
     /// The newest intact checkpoint was written in a format this build does not read.
     #[error(
         "checkpoint {path} has format version {found} but this pulse reads only version {supported}: \
@@ -222,6 +233,9 @@ impl StateStore {
                         sequence: checkpoint.sequence,
                         skipped,
                     }));
+                }
+                Err(Unusable::UnknownFamilies(families)) => {
+                    return Err(StateStoreError::UnknownFamilies { path, families });
                 }
                 Err(Unusable::Version(SHARDED_FORMAT_VERSION)) => {
                     return Err(StateStoreError::ShardedFormat { path });
@@ -579,6 +593,30 @@ mod tests {
             "{}",
             saved.skipped[0]
         );
+    }
+
+    /// A checkpoint holding a KPI family this build does not know was written by a newer
+    /// pulse: refused by name, not taken for damage (falling back past it would rewind).
+    #[test]
+    fn a_checkpoint_with_an_unknown_family_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let paths = save_n(&store, 2);
+        let mut bytes = fs::read(&paths[1]).unwrap();
+        let (known, newer) = (b"stickiness".as_slice(), b"retentions".as_slice());
+        let at = bytes
+            .windows(known.len())
+            .position(|w| w == known)
+            .expect("the manifest names its families");
+        bytes[at..at + newer.len()].copy_from_slice(newer);
+        reseal(&mut bytes);
+        fs::write(&paths[1], &bytes).unwrap();
+        let error = store.load().unwrap_err();
+        let StateStoreError::UnknownFamilies { families, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(families, &["retentions"]);
+        assert!(error.to_string().contains("--reset-state"), "{error}");
     }
 
     #[test]
