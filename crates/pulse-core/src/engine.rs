@@ -209,7 +209,7 @@ impl Engine {
     /// of it.
     pub fn ingest(&mut self, bytes: &[u8], fallback_ts_ms: Option<i64>) -> Outcome {
         let outcome = self.ingestor.ingest(bytes, fallback_ts_ms, None);
-        if let Outcome::Accepted { event, .. } = &outcome {
+        if let Outcome::Accepted { event, .. } | Outcome::Late { event, .. } = &outcome {
             self.worker
                 .apply(std::slice::from_ref(event), self.ingestor.watermark_ms());
         }

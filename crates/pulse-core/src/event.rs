@@ -140,4 +140,11 @@ pub struct PartitionEvent {
     /// False when the event arrived later than the allowed lateness: it still counts as
     /// activity, but can no longer join a session exactly.
     pub sessionize: bool,
+    /// False when the event is older than the retention: only families that keep a longer
+    /// history see it ([`Family::apply_late`](crate::families::Family::apply_late)).
+    pub in_retention: bool,
+    /// Whether its day is within the retention family's horizon
+    /// ([`HORIZON_DAYS`](crate::families::retention::HORIZON_DAYS)); one that is not is only
+    /// counted.
+    pub in_horizon: bool,
 }

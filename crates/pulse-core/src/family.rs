@@ -5,7 +5,7 @@
 
 use crate::ingest::RouterState;
 use crate::sessions::SessionRules;
-use crate::settings::EngineSettings;
+use crate::settings::{CohortMode, EngineSettings};
 use crate::sketch::{DistinctSketch, SketchShape};
 use crate::windows::WINDOWS;
 
@@ -15,6 +15,7 @@ pub struct Rules {
     pub shape: SketchShape,
     pub sessions: SessionRules,
     pub retention_days: u32,
+    pub cohort: CohortMode,
 }
 
 impl Rules {
@@ -30,6 +31,7 @@ impl Rules {
                 lateness_ms: settings.allowed_lateness_ms,
             },
             retention_days: settings.retention_days,
+            cohort: settings.retention_cohort,
         }
     }
 }

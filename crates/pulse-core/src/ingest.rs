@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::Decoder;
 use crate::event::PartitionEvent;
 use crate::event::{EventKind, Rejection};
+use crate::families::retention::HORIZON_DAYS;
 use crate::features::FeatureRegistry;
 use crate::partition::{Counters, PartitionInputs, total_counters};
 use crate::prepare::Prepared;
@@ -33,8 +34,13 @@ pub enum Outcome {
         event: PartitionEvent,
     },
     Rejected(Rejection),
-    /// Older than the retention: counted, not applied.
-    Late,
+    /// Older than the retention: counted as `late` and not applied to the windows; handed
+    /// to its worker only for the families that keep a longer history (retention's 64
+    /// days, see [`PartitionEvent::in_retention`]).
+    Late {
+        worker: usize,
+        event: PartitionEvent,
+    },
     /// Further in the future than the allowed skew: counted, not applied.
     Future,
 }
@@ -157,9 +163,27 @@ impl Ingestor {
             ClockMode::Wall => self.wall_ms,
         };
         let day = self.calendar.day_of(ts_ms);
-        if day < self.calendar.day_of(now_ms) - self.retention_days {
+        let today = self.calendar.day_of(now_ms);
+        let in_horizon = day > today - HORIZON_DAYS;
+        if day < today - self.retention_days {
             self.inputs_of(partition).counters.late += 1;
-            return Outcome::Late;
+            // No feature, session or clock: nothing but retention's day bits may change.
+            let event = PartitionEvent {
+                partition: partition as u32,
+                user: event.user,
+                session_key: event.session_key,
+                ts_ms,
+                day,
+                kind: event.kind,
+                feature: None,
+                sessionize: false,
+                in_retention: false,
+                in_horizon,
+            };
+            return Outcome::Late {
+                worker: self.owners[partition],
+                event,
+            };
         }
         let sessionize = self
             .state
@@ -191,6 +215,8 @@ impl Ingestor {
             kind: event.kind,
             feature,
             sessionize,
+            in_retention: true,
+            in_horizon,
         };
         Outcome::Accepted {
             worker: self.owners[partition],
@@ -330,10 +356,10 @@ mod tests {
             ing.ingest(line(T0 - 35 * DAY).as_bytes(), None, None),
             Outcome::Accepted { .. }
         ));
-        assert_eq!(
+        assert!(matches!(
             ing.ingest(line(T0 - 35 * DAY - 1).as_bytes(), None, None),
-            Outcome::Late
-        );
+            Outcome::Late { event, .. } if !event.in_retention && event.in_horizon
+        ));
         let far = T0 + 100 * DAY + 3_600_001;
         assert_eq!(
             ing.ingest(line(far).as_bytes(), None, None),

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
 
 use crate::partitioner::Partitioner;
 
@@ -19,6 +20,27 @@ pub enum ClockMode {
     EventTime,
     /// The wall clock given by the caller: the live service, whose days roll at midnight.
     Wall,
+}
+
+/// What makes a user part of a retention cohort (`retention.cohort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CohortMode {
+    /// The day of the user's first `signup` event held.
+    #[default]
+    Signup,
+    /// The first day of the user's activity, for products without a signup event: only
+    /// trustworthy once the whole horizon (64 days) is held.
+    FirstSeen,
+}
+
+impl CohortMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CohortMode::Signup => "signup",
+            CohortMode::FirstSeen => "first_seen",
+        }
+    }
 }
 
 /// Register width of the HyperLogLog sketches: a memory / update-speed trade-off with the
@@ -108,6 +130,8 @@ pub struct EngineSettings {
     pub allowed_lateness_ms: i64,
     /// Days before today that are kept; older events count as `late`.
     pub retention_days: u32,
+    /// Retention cohorts by signup or by first activity.
+    pub retention_cohort: CohortMode,
     /// Events further than this past the wall clock count as `future`.
     pub max_future_skew_ms: i64,
     /// Distinct features tracked; the rest are pooled as `__other__`.
@@ -143,6 +167,7 @@ impl Default for EngineSettings {
             session_max_length_ms: 24 * 3600 * 1000,
             allowed_lateness_ms: 5 * 60 * 1000,
             retention_days: 35,
+            retention_cohort: CohortMode::Signup,
             max_future_skew_ms: 3600 * 1000,
             max_features: 200,
             fields: FieldPaths::default(),

@@ -514,6 +514,9 @@ mod tests {
     use pulse_core::families::Sections;
     use pulse_core::families::activity::ActivitySection;
     use pulse_core::families::features::FeaturesSection;
+    use pulse_core::families::retention::{
+        ByN, Lifecycle, LifecycleKpis, PeriodRatios, RetentionKpis, RetentionSection,
+    };
     use pulse_core::families::sessions::SessionsSection;
     use pulse_core::families::stickiness::StickinessSection;
     use pulse_core::snapshot::{
@@ -612,6 +615,52 @@ mod tests {
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
+                },
+                retention: RetentionSection {
+                    retention: RetentionKpis {
+                        complete: true,
+                        cohort: "signup".into(),
+                        day_n: ByN {
+                            d1: 0.41,
+                            d7: 0.27,
+                            d14: 0.2,
+                            d28: 0.15,
+                        },
+                        on_or_after: ByN {
+                            d1: 0.42,
+                            d7: 0.33,
+                            d14: 0.3,
+                            d28: 0.25,
+                        },
+                        cohorts: Vec::new(),
+                        users: 18,
+                        events_beyond_horizon: 19,
+                    },
+                    lifecycle: LifecycleKpis {
+                        complete: false,
+                        day: Lifecycle {
+                            new: 21,
+                            returning: 22,
+                            resurrecting: 23,
+                            dormant: 24,
+                        },
+                        week: Lifecycle {
+                            new: 25,
+                            returning: 26,
+                            resurrecting: 27,
+                            dormant: 28,
+                        },
+                    },
+                    churn: PeriodRatios {
+                        complete: true,
+                        d7: 0.07,
+                        d30: 0.31,
+                    },
+                    retention_rate: PeriodRatios {
+                        complete: true,
+                        d7: 0.71,
+                        d30: 0.62,
+                    },
                 },
             },
             state: StateInfo {
@@ -785,6 +834,25 @@ mod tests {
             ),
             (r#"pulse_events_total{kind="page_view"}"#, 9.0),
             (r#"pulse_events_rejected_total{reason="missing_user"}"#, 2.0),
+            (r#"pulse_retention_ratio{day="7",mode="day_n"}"#, 0.27),
+            (
+                r#"pulse_retention_ratio{day="28",mode="on_or_after"}"#,
+                0.25,
+            ),
+            (
+                r#"pulse_lifecycle_users{period="day",status="resurrecting"}"#,
+                23.0,
+            ),
+            (
+                r#"pulse_lifecycle_users{period="week",status="dormant"}"#,
+                28.0,
+            ),
+            (r#"pulse_churn_ratio{period="30d"}"#, 0.31),
+            (r#"pulse_retention_rate_ratio{period="7d"}"#, 0.71),
+            (r#"pulse_retention_complete{family="lifecycle"}"#, 0.0),
+            (r#"pulse_retention_complete{family="churn"}"#, 1.0),
+            ("pulse_retention_users", 18.0),
+            ("pulse_retention_events_beyond_horizon_total", 19.0),
             ("pulse_events_late_total", 11.0),
             ("pulse_events_future_total", 12.0),
             ("pulse_events_late_for_sessions_total", 13.0),

@@ -109,7 +109,7 @@ impl Pipeline {
         partition: Option<usize>,
     ) -> Outcome {
         let outcome = self.ingestor.route(prepared, fallback_ts_ms, partition);
-        if let Outcome::Accepted { worker, event } = outcome {
+        if let Outcome::Accepted { worker, event } | Outcome::Late { worker, event } = outcome {
             self.pending[worker].push(event);
         }
         outcome

@@ -15,7 +15,7 @@ use figment::Source;
 use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
 use pulse_core::partitioner::Partitioner;
-use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
+use pulse_core::settings::{ClockMode, CohortMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
 
 /// The documented defaults, also the base layer of every configuration.
@@ -53,6 +53,7 @@ pub struct RawConfig {
     pub hll: RawHll,
     pub sessions: RawSessions,
     pub features: RawFeatures,
+    pub retention: RawRetention,
     pub fields: FieldPaths,
     pub events: KindNames,
     pub kafka: RawKafka,
@@ -208,6 +209,12 @@ pub struct RawFeatures {
     pub events: BTreeMap<String, String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub cohort: CohortMode,
+}
+
 /// A configuration error in the user's words: the key as written in the file or named by
 /// the variable (figment would say `default.kafka.brokrs`, after its profile), and where it
 /// was set.
@@ -326,6 +333,7 @@ impl RawConfig {
             session_max_length_ms: millis(self.sessions.max_length),
             allowed_lateness_ms: millis(self.allowed_lateness),
             retention_days: self.retention_days,
+            retention_cohort: self.retention.cohort,
             max_future_skew_ms: millis(self.max_future_skew),
             max_features: self.features.max_tracked,
             fields: self.fields.clone(),
@@ -553,6 +561,7 @@ mod tests {
             ("[sessions]\ntimeout = \"soon\"\n", "timeout"),
             ("retention_days = 3\n", "retention_days"),
             ("timezone = \"Mars/Base\"\n", "Mars/Base"),
+            ("[retention]\ncohort = \"signups\"\n", "retention.cohort"),
         ];
         for (text, key) in cases {
             std::fs::write(&path, text).unwrap();

@@ -58,6 +58,15 @@ pub trait Family {
         event: &PartitionEvent,
         rules: &Rules,
     );
+    /// An event older than the retention ([`PartitionEvent::in_retention`] false): only a
+    /// family that keeps a longer history takes it; the rest ignore it, as they always did.
+    fn apply_late(
+        _state: &mut Self::State,
+        _cache: &mut Self::Cache,
+        _event: &PartitionEvent,
+        _rules: &Rules,
+    ) {
+    }
     /// The watermark reached `watermark_ms`: what is final may close.
     fn advance(_state: &mut Self::State, _watermark_ms: i64, _rules: &Rules) {}
     /// The end of a finite input: everything open closes.
@@ -89,6 +98,7 @@ pub trait Family {
 
 pub mod activity;
 pub mod features;
+pub mod retention;
 pub mod sessions;
 pub mod stickiness;
 
@@ -196,7 +206,11 @@ macro_rules! families {
             }
 
             pub fn apply(&mut self, caches: &mut KpiCaches, event: &PartitionEvent, rules: &Rules) {
-                $(<$family as Family>::apply(&mut self.$field, &mut caches.$field, event, rules);)+
+                if event.in_retention {
+                    $(<$family as Family>::apply(&mut self.$field, &mut caches.$field, event, rules);)+
+                } else {
+                    $(<$family as Family>::apply_late(&mut self.$field, &mut caches.$field, event, rules);)+
+                }
             }
 
             pub fn advance(&mut self, watermark_ms: i64, rules: &Rules) {
@@ -267,6 +281,7 @@ families! {
     sessions: sessions::Sessions,
     features: features::Features,
     stickiness: stickiness::Stickiness,
+    retention: retention::Retention,
 }
 
 #[cfg(test)]
@@ -385,6 +400,8 @@ mod tests {
                                 kind: if signup { EventKind::Signup } else { EventKind::Login },
                                 feature,
                                 sessionize: false,
+                                in_retention: true,
+                                in_horizon: true,
                             });
                         }
                     }

@@ -439,7 +439,7 @@ fn route_message(
                         newest = Some(newest.map_or(event.ts_ms, |n| n.max(event.ts_ms)));
                     }
                     Outcome::Rejected(reason) => reject(record, reason, many.then_some(index)),
-                    Outcome::Late | Outcome::Future => {}
+                    Outcome::Late { .. } | Outcome::Future => {}
                 }
             }
         }
