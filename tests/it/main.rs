@@ -17,6 +17,7 @@
 //! - `observability`: alert rules and dashboard, through promtool and a real Prometheus.
 //! - `rebalance`: a second pulse joins the consumer group and leaves while events flow.
 //! - `process`: a running `pulse` for the service tests.
+//! - `retention`: retention, lifecycle and churn against their exact model, and live.
 //! - `rollups`: `pulse replay --rollups` loaded into a real PostgreSQL, idempotently.
 
 mod broker_faults;
@@ -34,6 +35,7 @@ mod observability;
 mod overload;
 mod process;
 mod rebalance;
+mod retention;
 mod rollups;
 mod service;
 mod sharding;
