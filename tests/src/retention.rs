@@ -138,6 +138,7 @@ pub fn exact_retention(events: &[GeneratedEvent], settings: &RetentionModelSetti
 
     let mut day_n = serde_json::Map::new();
     let mut on_or_after = serde_json::Map::new();
+    let mut cohort_users = serde_json::Map::new();
     for n in [1, 7, 14, 28] {
         let (mut size, mut back, mut since) = (0, 0, 0);
         for offset in 0..7 {
@@ -149,6 +150,7 @@ pub fn exact_retention(events: &[GeneratedEvent], settings: &RetentionModelSetti
         }
         day_n.insert(n.to_string(), json!(ratio(back, size)));
         on_or_after.insert(n.to_string(), json!(ratio(since, size)));
+        cohort_users.insert(n.to_string(), json!(size));
     }
     let rows: Vec<Value> = if began.is_none() {
         Vec::new()
@@ -197,6 +199,7 @@ pub fn exact_retention(events: &[GeneratedEvent], settings: &RetentionModelSetti
             "cohort": if settings.first_seen { "first_seen" } else { "signup" },
             "day_n": day_n,
             "on_or_after": on_or_after,
+            "cohort_users": cohort_users,
             "cohorts": rows,
             "events_beyond_horizon": beyond_horizon,
         },

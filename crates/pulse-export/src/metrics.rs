@@ -632,6 +632,12 @@ mod tests {
                             d14: 0.3,
                             d28: 0.25,
                         },
+                        cohort_users: ByN {
+                            d1: 31,
+                            d7: 32,
+                            d14: 33,
+                            d28: 34,
+                        },
                         cohorts: Vec::new(),
                         users: 18,
                         events_beyond_horizon: 19,
@@ -839,6 +845,7 @@ mod tests {
                 r#"pulse_retention_ratio{day="28",mode="on_or_after"}"#,
                 0.25,
             ),
+            (r#"pulse_retention_cohort_users{day="14"}"#, 33.0),
             (
                 r#"pulse_lifecycle_users{period="day",status="resurrecting"}"#,
                 23.0,

@@ -462,19 +462,19 @@ pub struct RetentionCache {
 
 /// A figure by N (`"1"`, `"7"`, `"14"`, `"28"`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct ByN {
+pub struct ByN<T = f64> {
     #[serde(rename = "1")]
-    pub d1: f64,
+    pub d1: T,
     #[serde(rename = "7")]
-    pub d7: f64,
+    pub d7: T,
     #[serde(rename = "14")]
-    pub d14: f64,
+    pub d14: T,
     #[serde(rename = "28")]
-    pub d28: f64,
+    pub d28: T,
 }
 
-impl ByN {
-    fn from_fn(mut f: impl FnMut(usize) -> f64) -> ByN {
+impl<T: Copy> ByN<T> {
+    fn from_fn(mut f: impl FnMut(usize) -> T) -> ByN<T> {
         ByN {
             d1: f(0),
             d7: f(1),
@@ -483,7 +483,7 @@ impl ByN {
         }
     }
 
-    pub fn labelled(&self) -> [(&'static str, f64); 4] {
+    pub fn labelled(&self) -> [(&'static str, T); 4] {
         [
             ("1", self.d1),
             ("7", self.d7),
@@ -512,6 +512,8 @@ pub struct RetentionKpis {
     pub cohort: String,
     pub day_n: ByN,
     pub on_or_after: ByN,
+    /// Σ |cohort(d)| over the cohort days of each N: how many users a ratio stands on.
+    pub cohort_users: ByN<u64>,
     /// The 28 most recent cohort days, newest last.
     pub cohorts: Vec<CohortTableRow>,
     /// Users held in the retention state.
@@ -554,6 +556,11 @@ pub const RETENTION_RATIO: SeriesDef = gauge(
     &["day", "mode"],
     "Share of the 7 most recent cohorts active on day N after (mode day_n) or on any day since (mode on_or_after).",
 );
+pub const RETENTION_COHORT_USERS: SeriesDef = gauge(
+    "pulse_retention_cohort_users",
+    &["day"],
+    "Users of the 7 cohorts day-N retention averages over: what the ratio stands on.",
+);
 pub const LIFECYCLE_USERS: SeriesDef = gauge(
     "pulse_lifecycle_users",
     &["period", "status"],
@@ -593,6 +600,7 @@ impl Family for Retention {
 
     const SERIES: &'static [SeriesDef] = &[
         RETENTION_RATIO,
+        RETENTION_COHORT_USERS,
         LIFECYCLE_USERS,
         CHURN_RATIO,
         RETENTION_RATE_RATIO,
@@ -715,6 +723,7 @@ impl Family for Retention {
                 on_or_after: ByN::from_fn(|i| {
                     ratio(s.on_or_after[i] as f64, s.day_n[i].cohort as f64)
                 }),
+                cohort_users: ByN::from_fn(|i| s.day_n[i].cohort),
                 cohorts,
                 users: s.users,
                 events_beyond_horizon: s.beyond_horizon,
@@ -746,6 +755,9 @@ impl Family for Retention {
             for (day, v) in by_n.labelled() {
                 out.sample(&RETENTION_RATIO, &[day, mode], v);
             }
+        }
+        for (day, users) in s.retention.cohort_users.labelled() {
+            out.sample(&RETENTION_COHORT_USERS, &[day], users as f64);
         }
         for (period, l) in [("day", &s.lifecycle.day), ("week", &s.lifecycle.week)] {
             for (status, v) in [
