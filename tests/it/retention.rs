@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use pulse_core::rollup::{RollupClock, rollups};
 use pulse_core::settings::{CohortMode, time_zone};
 use pulse_core::{Engine, EngineSettings, EngineState};
 use pulse_tests::retention::{RetentionModelSettings, exact_retention};
@@ -264,6 +265,58 @@ fn the_model_tells_cohorts_apart() {
         &other,
         "one signup fewer",
     );
+}
+
+#[test]
+fn the_rollups_carry_the_whole_cohort_triangle() {
+    let settings = settings("America/New_York", CohortMode::Signup);
+    let (events, _) = generate(&history(19));
+    let mut engine = engine_over(&lines(&events), &settings);
+    let clock = RollupClock {
+        now_ms: engine.ingestor().now_ms(),
+        computed_at_ms: WALL_MS,
+    };
+    let records = rollups(&engine.state(), engine.settings(), clock, false);
+    let cell = |metric: &str, day: &str, offset: Option<usize>| -> Vec<f64> {
+        records
+            .iter()
+            .filter(|r| {
+                r.metric == metric
+                    && r.dimensions["cohort_day"] == day
+                    && r.dimensions.get("day_offset").map(String::as_str)
+                        == offset.map(|k| k.to_string()).as_deref()
+            })
+            .map(|r| r.value)
+            .collect()
+    };
+    let exact = model(&events, &settings);
+    let rows = exact["retention"]["cohorts"].as_array().unwrap();
+    let mut cells = 0;
+    for row in rows {
+        let day = row["day"].as_str().unwrap();
+        let size = row["size"].as_u64().unwrap();
+        if size == 0 {
+            assert!(cell("retention_cohort_size", day, None).is_empty());
+            continue;
+        }
+        assert_eq!(
+            cell("retention_cohort_size", day, None),
+            [size as f64],
+            "{day}"
+        );
+        for (k, active) in row["active"].as_array().unwrap().iter().enumerate() {
+            let want = active.as_u64().unwrap() as f64;
+            assert_eq!(
+                cell("retention_cohort_active", day, Some(k)),
+                [want],
+                "{day} + {k}"
+            );
+            cells += 1;
+        }
+    }
+    assert!(cells > 100, "{cells} cells");
+    // The snapshot's table is the model's too.
+    assert_equal(&snapshot_of(&mut engine), &exact, "rollups' engine");
 }
 
 /// `pulse run` on Kafka shows the replay's figures, and the model's: the workload with the

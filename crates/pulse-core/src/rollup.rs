@@ -554,7 +554,7 @@ mod tests {
         // Every metric the schema names is written (and the validator below refuses any
         // other): the families' rollups and the warehouse schema agree.
         let metrics = schema["properties"]["metric"]["enum"].as_array().unwrap();
-        assert_eq!(metrics.len(), 10);
+        assert_eq!(metrics.len(), 12);
         for metric in metrics {
             let metric = metric.as_str().unwrap();
             assert!(records.iter().any(|r| r.metric == metric), "{metric}");

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{EventKind, PartitionEvent};
 use crate::families::{Family, Sections, Summary};
-use crate::family::{Rules, SectionContext, SeriesDef, SeriesOut, counter, gauge};
+use crate::family::{
+    RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut, counter, gauge,
+};
 use crate::settings::CohortMode;
 use crate::time::{Day, date_of};
 use crate::windows::{SummaryPoint, ratio};
@@ -794,6 +796,39 @@ impl Family for Retention {
             &[],
             s.retention.events_beyond_horizon as f64,
         );
+    }
+
+    /// The cohort triangle, one cell per record: the rollup of day P carries the cells of
+    /// day P − 1 (its yesterday, the newest complete day), one per cohort day d, with
+    /// `day_offset` k = P − 1 − d, and each cohort's size in the rollup of the day after it.
+    /// Every cell so appears in exactly one period, and a warehouse holding all periods holds
+    /// the whole triangle; `final` is the period's.
+    fn rollups(sections: &Sections, _: &[Summary], out: &mut RollupOut<'_>) {
+        for row in &sections.retention.retention.cohorts {
+            // A day nobody signed up on has no cells (a cohort never shrinks, so no zero is
+            // needed to overwrite anything).
+            if row.size == 0 {
+                continue;
+            }
+            let k = row.active.len() - 1;
+            let offset = k.to_string();
+            if k == 0 {
+                out.push(RollupValue {
+                    metric: "retention_cohort_size",
+                    window: 0,
+                    dimensions: &[("cohort_day", &row.day)],
+                    value: row.size as f64,
+                    sketch: None,
+                });
+            }
+            out.push(RollupValue {
+                metric: "retention_cohort_active",
+                window: 0,
+                dimensions: &[("cohort_day", &row.day), ("day_offset", &offset)],
+                value: row.active[k] as f64,
+                sketch: None,
+            });
+        }
     }
 }
 
