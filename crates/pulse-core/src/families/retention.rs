@@ -267,6 +267,10 @@ impl RetentionState {
             self.newest = day;
             let oldest = day - HORIZON_DAYS;
             self.users.retain(|_, u| i32::from(u.last) > oldest);
+            // Below half full a slot costs over 48 bytes per user held: give memory back.
+            if self.users.len() < self.users.capacity() / 2 {
+                self.users.shrink_to_fit();
+            }
         }
         true
     }
@@ -918,6 +922,15 @@ mod tests {
         state.apply(&event(2, TODAY - 63, EventKind::Login), &rules);
         state.apply(&event(3, TODAY, EventKind::Login), &rules);
         assert_eq!(state.users(), 2, "user 1's last day left the horizon");
+        for user in 10..10_000 {
+            state.apply(&event(user, TODAY, EventKind::Login), &rules);
+        }
+        state.apply(&event(1, TODAY + 64, EventKind::Login), &rules);
+        assert_eq!(state.users(), 1);
+        assert!(
+            state.table_bytes() <= 48 + 21 * 4 + 16,
+            "the table shrank with its users"
+        );
     }
 
     #[test]
