@@ -4,6 +4,7 @@
 //! [`Family`](crate::families::Family) trait itself sits beside the list of families.
 
 use crate::ingest::RouterState;
+use crate::outcome_settings::OutcomeRules;
 use crate::sessions::SessionRules;
 use crate::settings::EngineSettings;
 use crate::sketch::{DistinctSketch, SketchShape};
@@ -15,6 +16,7 @@ pub struct Rules {
     pub shape: SketchShape,
     pub sessions: SessionRules,
     pub retention_days: u32,
+    pub outcomes: OutcomeRules,
 }
 
 impl Rules {
@@ -30,6 +32,7 @@ impl Rules {
                 lateness_ms: settings.allowed_lateness_ms,
             },
             retention_days: settings.retention_days,
+            outcomes: settings.outcomes.rules(),
         }
     }
 }

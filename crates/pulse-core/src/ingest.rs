@@ -191,6 +191,7 @@ impl Ingestor {
             kind: event.kind,
             feature,
             sessionize,
+            outcome: event.outcome,
         };
         Outcome::Accepted {
             worker: self.owners[partition],

@@ -27,6 +27,9 @@
 //! - [`families`]: the KPI families (activity, sessions, features, stickiness), one module
 //!   each, and the one list that registers them; [`family`]: what a family is given and
 //!   gives back; [`windows`]: the 1/7/30-day windows and how sketches fold into them.
+//! - [`outcome_settings`], `outcome_fields`, [`money`]: the `[outcomes.*]` tables, the
+//!   survey / order / subscription fields they make the decoder capture, and exact money in
+//!   minor units, for the outcomes family.
 //! - [`sketch`], [`histogram`], [`sessions`], [`session_stats`], [`ring`], [`time`],
 //!   [`features`]: the building blocks.
 //!
@@ -44,6 +47,9 @@ pub mod features;
 pub mod histogram;
 pub mod ingest;
 pub mod message;
+pub mod money;
+mod outcome_fields;
+pub mod outcome_settings;
 pub mod partition;
 pub mod partitioner;
 pub mod prepare;

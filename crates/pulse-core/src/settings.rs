@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
 
+use crate::outcome_settings::OutcomeSettings;
 use crate::partitioner::Partitioner;
 
 /// Which instant is "now" for the windows.
@@ -120,6 +121,8 @@ pub struct EngineSettings {
     pub max_record_bytes: usize,
     /// User ids longer than this (in UTF-8 bytes) are rejected.
     pub max_user_id_bytes: usize,
+    /// Surveys, orders and subscription changes (`[outcomes.*]`); all off by default.
+    pub outcomes: OutcomeSettings,
 }
 
 /// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
@@ -150,6 +153,7 @@ impl Default for EngineSettings {
             feature_events: BTreeMap::new(),
             max_record_bytes: 1 << 20,
             max_user_id_bytes: 256,
+            outcomes: OutcomeSettings::default(),
         }
     }
 }
@@ -174,6 +178,12 @@ pub enum SettingsError {
     },
     #[error("unknown time zone {name:?}: {reason}")]
     UnknownTimeZone { name: String, reason: String },
+    #[error("{key} must list at least one non-empty event name")]
+    NoEvents { key: &'static str },
+    #[error("{key} = {code:?} is not an ISO 4217 currency code with a minor unit (e.g. \"USD\")")]
+    UnknownCurrency { key: &'static str, code: String },
+    #[error("{key} is required when outcomes.revenue.expected_currency is not set")]
+    NoCurrency { key: &'static str },
 }
 
 impl EngineSettings {
@@ -290,7 +300,7 @@ impl EngineSettings {
                 }
             }
         }
-        Ok(())
+        self.outcomes.validate()
     }
 
     pub(crate) fn kind_lists(&self) -> [(&'static str, &Vec<String>); 6] {
