@@ -18,6 +18,7 @@
 //! - `rebalance`: a second pulse joins the consumer group and leaves while events flow.
 //! - `process`: a running `pulse` for the service tests.
 //! - `rollups`: `pulse replay --rollups` loaded into a real PostgreSQL, idempotently.
+//! - `outcomes`: NPS, CSAT, revenue and MRR against their exact model; bad outcome events.
 
 mod broker_faults;
 mod cli;
@@ -31,6 +32,7 @@ mod kafka_tests;
 mod kpis;
 mod memory;
 mod observability;
+mod outcomes;
 mod overload;
 mod process;
 mod rebalance;

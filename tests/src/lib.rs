@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod kafka;
 pub mod oracle;
+pub mod outcomes;
 pub mod s3;
 pub mod skip;
 pub mod tls;

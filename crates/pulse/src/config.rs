@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::Source;
 use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
+use pulse_core::outcome_settings::OutcomeSettings;
 use pulse_core::partitioner::Partitioner;
 use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,8 @@ pub struct RawConfig {
     pub features: RawFeatures,
     pub fields: FieldPaths,
     pub events: KindNames,
+    #[serde(default)]
+    pub outcomes: OutcomeSettings,
     pub kafka: RawKafka,
     pub http: RawHttp,
     pub state: RawState,
@@ -334,6 +337,7 @@ impl RawConfig {
             max_record_bytes: usize::try_from(self.limits.max_record_size.as_u64())
                 .unwrap_or(usize::MAX),
             max_user_id_bytes: self.limits.max_user_id_bytes,
+            outcomes: self.outcomes.clone(),
         };
         settings.validate().context("invalid configuration")?;
         Ok(settings)
@@ -553,6 +557,18 @@ mod tests {
             ("[sessions]\ntimeout = \"soon\"\n", "timeout"),
             ("retention_days = 3\n", "retention_days"),
             ("timezone = \"Mars/Base\"\n", "Mars/Base"),
+            (
+                "[outcomes.revenue]\nevents = [\"order\"]\namount = [\"/revenue\"]\ncurrency = [\"/currency\"]\nexpected_currency = \"Dollars\"\n",
+                "outcomes.revenue.expected_currency",
+            ),
+            (
+                "[outcomes.nps]\nevents = [\"survey\"]\nscore = [\"score\"]\n",
+                "outcomes.nps.score",
+            ),
+            (
+                "[outcomes.csat]\nevents = [\"survey\"]\nscores = [\"/score\"]\n",
+                "scores",
+            ),
         ];
         for (text, key) in cases {
             std::fs::write(&path, text).unwrap();

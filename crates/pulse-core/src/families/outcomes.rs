@@ -48,7 +48,7 @@ pub struct OutcomesState {
     dropped: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct LatestMrr {
     ts_ms: i64,
     minor: i64,
@@ -358,7 +358,10 @@ impl Family for Outcomes {
         let Some(value) = event.outcome else { return };
         let moves = match value {
             OutcomeValue::Mrr(after) => {
-                let latest = state.mrr.entry(event.user.key).or_default();
+                let latest = state.mrr.entry(event.user.key).or_insert(LatestMrr {
+                    ts_ms: i64::MIN,
+                    minor: 0,
+                });
                 if event.ts_ms < latest.ts_ms {
                     // Superseded by a later change that arrived first.
                     return;
