@@ -18,6 +18,7 @@
 //! - [`partition`]: one input partition's state — what the router counted of it and its
 //!   KPI state: day-bucketed HyperLogLog rings (active users, signups, features), the
 //!   minute ring, the open-session table and per-day session statistics, each KPI family's part ([`families`]).
+//!   [`partition_v2`] reads a partition as checkpoint format 2 saved it.
 //! - [`worker`]: the partitions one thread owns; it applies their events, closes their
 //!   sessions and answers a snapshot with the merge of their summaries.
 //! - [`snapshot`]: merges summaries (HLL union is lossless) into a [`snapshot::KpiSnapshot`].
@@ -51,6 +52,7 @@ pub mod money;
 mod outcome_fields;
 pub mod outcome_settings;
 pub mod partition;
+pub mod partition_v2;
 pub mod partitioner;
 pub mod prepare;
 pub mod ring;
