@@ -150,9 +150,7 @@ fn money(captured: Option<Scalar<'_>>, currency: Option<Currency>) -> Result<i64
 mod tests {
     use crate::decode::Decoder;
     use crate::event::{OutcomeValue, Rejection};
-    use crate::outcome_settings::{
-        OutcomeSettings, RevenueSettings, ScoreSettings, SubscriptionSettings,
-    };
+    use crate::outcome_settings::{RevenueSettings, generator_tables};
     use crate::settings::EngineSettings;
 
     fn list(items: &[&str]) -> Vec<String> {
@@ -160,28 +158,11 @@ mod tests {
     }
 
     fn decoder() -> Decoder {
+        let mut outcomes = generator_tables();
+        // MRR in yen: no decimals at all.
+        outcomes.subscription.as_mut().unwrap().currency = Some("JPY".into());
         let settings = EngineSettings {
-            outcomes: OutcomeSettings {
-                nps: Some(ScoreSettings {
-                    events: list(&["survey_nps", "NPS Submitted"]),
-                    score: list(&["/score", "/properties/score"]),
-                }),
-                csat: Some(ScoreSettings {
-                    events: list(&["survey_csat"]),
-                    score: list(&["/score", "/properties/rating"]),
-                }),
-                revenue: Some(RevenueSettings {
-                    events: list(&["order_completed", "Order Completed"]),
-                    amount: list(&["/revenue", "/properties/revenue", "/properties/total"]),
-                    currency: list(&["/currency", "/properties/currency"]),
-                    expected_currency: "USD".into(),
-                }),
-                subscription: Some(SubscriptionSettings {
-                    events: list(&["subscription_changed"]),
-                    mrr: list(&["/mrr", "/properties/mrr"]),
-                    currency: Some("JPY".into()),
-                }),
-            },
+            outcomes,
             ..EngineSettings::default()
         };
         settings.validate().unwrap();

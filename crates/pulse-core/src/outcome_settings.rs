@@ -184,41 +184,44 @@ fn currency(key: &'static str, code: &str) -> Result<(), SettingsError> {
     }
 }
 
+/// The tables of the workload generator's outcome events (those `pulse demo` runs with,
+/// `crates/pulse/demo-outcomes.toml`), for tests.
+#[cfg(test)]
+pub(crate) fn generator_tables() -> OutcomeSettings {
+    let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+    OutcomeSettings {
+        nps: Some(ScoreSettings {
+            events: list(&["survey_nps", "NPS Submitted"]),
+            score: list(&["/score", "/properties/score"]),
+        }),
+        csat: Some(ScoreSettings {
+            events: list(&["survey_csat"]),
+            score: list(&["/score", "/properties/rating"]),
+        }),
+        revenue: Some(RevenueSettings {
+            events: list(&["order_completed", "Order Completed"]),
+            amount: list(&["/revenue", "/properties/revenue", "/properties/total"]),
+            currency: list(&["/currency", "/properties/currency"]),
+            expected_currency: "USD".into(),
+        }),
+        subscription: Some(SubscriptionSettings {
+            events: list(&["subscription_changed"]),
+            mrr: list(&["/mrr", "/properties/mrr"]),
+            currency: None,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn full() -> OutcomeSettings {
-        let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
-        OutcomeSettings {
-            nps: Some(ScoreSettings {
-                events: list(&["survey_nps"]),
-                score: list(&["/score"]),
-            }),
-            csat: Some(ScoreSettings {
-                events: list(&["survey_csat"]),
-                score: list(&["/score"]),
-            }),
-            revenue: Some(RevenueSettings {
-                events: list(&["order_completed"]),
-                amount: list(&["/revenue"]),
-                currency: list(&["/currency"]),
-                expected_currency: "USD".into(),
-            }),
-            subscription: Some(SubscriptionSettings {
-                events: list(&["subscription_changed"]),
-                mrr: list(&["/mrr"]),
-                currency: None,
-            }),
-        }
-    }
 
     #[test]
     fn absent_tables_are_off_and_valid() {
         let off = OutcomeSettings::default();
         off.validate().unwrap();
         assert!(!off.rules().any());
-        let on = full();
+        let on = generator_tables();
         on.validate().unwrap();
         let rules = on.rules();
         assert_eq!(
@@ -266,7 +269,7 @@ mod tests {
             ),
         ];
         for (mutate, key) in cases {
-            let mut settings = full();
+            let mut settings = generator_tables();
             mutate(&mut settings);
             let error = settings.validate().unwrap_err().to_string();
             assert!(error.contains(key), "{error:?} should name {key}");

@@ -613,6 +613,8 @@ mod tests {
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
                 },
+                // Off, as without [outcomes.*]: no samples.
+                outcomes: Default::default(),
             },
             state: StateInfo {
                 shards: 2,

@@ -620,6 +620,8 @@ impl Family for Outcomes {
         }
     }
 
+    /// Additive, non-negative components (rollup values are never negative): a warehouse
+    /// derives the NPS, CSAT and net new MRR of any range from them.
     fn rollups(sections: &Sections, _: &[Summary], out: &mut RollupOut<'_>) {
         let Some(o) = &sections.outcomes.outcomes else {
             return;
@@ -628,13 +630,14 @@ impl Family for Outcomes {
         for w in out.windows() {
             if let Some(nps) = &o.nps {
                 let f = nps.get(w);
-                values.push(("nps_score", w, f.score));
                 values.push(("nps_responses", w, f.responses as f64));
+                values.push(("nps_promoters", w, f.promoters as f64));
+                values.push(("nps_detractors", w, f.detractors as f64));
             }
             if let Some(csat) = &o.csat {
                 let f = csat.get(w);
-                values.push(("csat_ratio", w, f.score / 100.0));
                 values.push(("csat_responses", w, f.responses as f64));
+                values.push(("csat_satisfied", w, f.satisfied as f64));
             }
             if let Some(revenue) = &o.revenue {
                 let f = revenue.get(w);
@@ -645,7 +648,9 @@ impl Family for Outcomes {
             }
             if let Some(mrr) = &o.mrr {
                 let m = mrr.movements.get(w);
-                values.push(("mrr_net_new_minor_units", w, m.net_new as f64));
+                values.push(("mrr_new_minor_units", w, m.new as f64));
+                values.push(("mrr_expansion_minor_units", w, m.expansion as f64));
+                values.push(("mrr_contraction_minor_units", w, m.contraction as f64));
                 values.push(("mrr_churned_minor_units", w, m.churned as f64));
                 if w == 0 {
                     // A level, not a sum over days: the 1-day record is the day's end.
