@@ -7,12 +7,10 @@
 //! each error naming the key as written; the checked form the engine runs with is
 //! [`OutcomeRules`] (plain `Copy` data, given to every family with the other rules).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::money::Currency;
-use crate::settings::SettingsError;
+use crate::settings::{SettingsError, each_name_once};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,21 +116,14 @@ impl OutcomeSettings {
 
     /// Checks every rule; errors name the key as written in `pulse.toml`.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
-        for (key, names) in self.event_lists() {
-            if names.is_empty() || names.iter().any(String::is_empty) {
-                return Err(SettingsError::NoEvents { key });
-            }
-            for name in names {
-                if let Some(first) = seen.insert(name, key) {
-                    return Err(SettingsError::AmbiguousKind {
-                        name: name.clone(),
-                        first,
-                        second: key,
-                    });
-                }
-            }
+        let lists = self.event_lists();
+        if let Some((key, _)) = lists
+            .iter()
+            .find(|(_, names)| names.is_empty() || names.iter().any(String::is_empty))
+        {
+            return Err(SettingsError::NoEvents { key });
         }
+        each_name_once(lists)?;
         let mut pointers: Vec<(&'static str, &Vec<String>)> = Vec::new();
         if let Some(nps) = &self.nps {
             pointers.push(("outcomes.nps.score", &nps.score));

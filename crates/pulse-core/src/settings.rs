@@ -288,18 +288,7 @@ impl EngineSettings {
                 });
             }
         }
-        let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
-        for (key, names) in self.kind_lists() {
-            for name in names {
-                if let Some(first) = seen.insert(name, key) {
-                    return Err(SettingsError::AmbiguousKind {
-                        name: name.clone(),
-                        first,
-                        second: key,
-                    });
-                }
-            }
-        }
+        each_name_once(self.kind_lists())?;
         self.outcomes.validate()
     }
 
@@ -314,6 +303,25 @@ impl EngineSettings {
             ("events.signup", &k.signup),
         ]
     }
+}
+
+/// Refuses an event name listed under two keys of `lists` (key, names).
+pub(crate) fn each_name_once<'a>(
+    lists: impl IntoIterator<Item = (&'static str, &'a Vec<String>)>,
+) -> Result<(), SettingsError> {
+    let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
+    for (key, names) in lists {
+        for name in names {
+            if let Some(first) = seen.insert(name, key) {
+                return Err(SettingsError::AmbiguousKind {
+                    name: name.clone(),
+                    first,
+                    second: key,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Looks up an IANA time zone name ("UTC", "Europe/Berlin") in the bundled database.

@@ -474,36 +474,18 @@ impl Generator {
                 ev.push((end, Kind::SessionEnd, None));
             }
         }
-        let cfg = &self.cfg;
+        let owner = Owner {
+            user: user as u32,
+            session,
+            is_int,
+        };
         for &(ts_ms, kind, feature) in ev.iter() {
-            let shape = cfg.shapes[rng.random_range(0..cfg.shapes.len() as u32) as usize];
-            let style = cfg.timestamp_styles
-                [rng.random_range(0..cfg.timestamp_styles.len() as u32) as usize];
-            let jitter = if cfg.max_disorder_ms == 0 {
-                0
-            } else if rng.random_bool(0.85) {
-                // Most events arrive within a couple of seconds...
-                rng.random_range(0..=cfg.max_disorder_ms.min(2_000))
-            } else {
-                // ...and a few take up to the whole disorder bound.
-                rng.random_range(0..=cfg.max_disorder_ms)
-            };
-            self.pending.push(Pending {
-                arrival_ms: ts_ms + jitter,
-                seq: ctx.next_seq,
-                ts_ms,
-                user: user as u32,
-                session,
-                kind,
-                feature,
-                int_as_text: is_int && rng.random_bool(0.5),
-                shape,
-                style,
-            });
+            let event = pending(&self.cfg, rng, ctx.next_seq, owner, (ts_ms, kind, feature));
+            self.pending.push(event);
             ctx.next_seq += 1;
         }
         if self.cfg.outcomes && ev.len() > 1 {
-            self.lay_out_outcome(ctx, user, is_int, session);
+            self.lay_out_outcome(ctx, owner);
         }
         debug_assert!(
             ctx.slot == ctx.next_seq >> 32,
@@ -514,7 +496,7 @@ impl Generator {
     /// Perhaps an outcome at the end of a session (its last event + up to a minute), drawn
     /// from a stream of its own, so that the other events do not depend on whether outcomes
     /// are generated.
-    fn lay_out_outcome(&mut self, ctx: &mut SlotContext, user: usize, is_int: bool, session: u32) {
+    fn lay_out_outcome(&mut self, ctx: &mut SlotContext, owner: Owner) {
         let mut rng = stream(self.cfg.seed, SALT_OUTCOME, ctx.next_seq);
         let bad = rng.random_bool(BAD_OUTCOME_SHARE);
         let pick: f64 = rng.random();
@@ -563,22 +545,14 @@ impl Generator {
         };
         let last = self.scratch.iter().map(|e| e.0).max().unwrap_or_default();
         let ts_ms = last + rng.random_range(0..60_000);
-        let cfg = &self.cfg;
-        let shape = cfg.shapes[rng.random_range(0..cfg.shapes.len())];
-        let style = cfg.timestamp_styles[rng.random_range(0..cfg.timestamp_styles.len())];
-        let jitter = rng.random_range(0..=cfg.max_disorder_ms.min(2_000));
-        self.pending.push(Pending {
-            arrival_ms: ts_ms + jitter,
-            seq: ctx.next_seq,
-            ts_ms,
-            user: user as u32,
-            session,
-            kind: Kind::Outcome(outcome),
-            feature: None,
-            int_as_text: is_int && rng.random_bool(0.5),
-            shape,
-            style,
-        });
+        let event = pending(
+            &self.cfg,
+            &mut rng,
+            ctx.next_seq,
+            owner,
+            (ts_ms, Kind::Outcome(outcome), None),
+        );
+        self.pending.push(event);
         ctx.next_seq += 1;
     }
 
@@ -608,6 +582,50 @@ impl Generator {
                 _ => None,
             },
         }
+    }
+}
+
+/// Whose session an event is in.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    user: u32,
+    /// 0 for none, else the session's number within its slot.
+    session: u32,
+    is_int: bool,
+}
+
+/// An event of `owner` to hand out at its arrival; its shape, timestamp style, arrival
+/// jitter and (for numeric ids) id form drawn from `rng`, in that order.
+fn pending(
+    cfg: &WorkloadConfig,
+    rng: &mut SplitMix64,
+    seq: u64,
+    owner: Owner,
+    (ts_ms, kind, feature): (i64, Kind, Option<u8>),
+) -> Pending {
+    let shape = cfg.shapes[rng.random_range(0..cfg.shapes.len() as u32) as usize];
+    let style =
+        cfg.timestamp_styles[rng.random_range(0..cfg.timestamp_styles.len() as u32) as usize];
+    let jitter = if cfg.max_disorder_ms == 0 {
+        0
+    } else if rng.random_bool(0.85) {
+        // Most events arrive within a couple of seconds...
+        rng.random_range(0..=cfg.max_disorder_ms.min(2_000))
+    } else {
+        // ...and a few take up to the whole disorder bound.
+        rng.random_range(0..=cfg.max_disorder_ms)
+    };
+    Pending {
+        arrival_ms: ts_ms + jitter,
+        seq,
+        ts_ms,
+        user: owner.user,
+        session: owner.session,
+        kind,
+        feature,
+        int_as_text: owner.is_int && rng.random_bool(0.5),
+        shape,
+        style,
     }
 }
 
