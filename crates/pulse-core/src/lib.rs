@@ -25,7 +25,7 @@
 //! - [`engine`]: router plus one worker owning every partition, on one thread, for tests and
 //!   fuzzing; the runtime runs the same parts with several workers on their own threads.
 //! - [`rollup`]: the KPIs of every day held, as warehouse records.
-//! - [`families`]: the KPI families (activity, sessions, features, stickiness), one module
+//! - [`families`]: the KPI families (activity, sessions, features, stickiness, outcomes), one module
 //!   each, and the one list that registers them; [`family`]: what a family is given and
 //!   gives back; [`windows`]: the 1/7/30-day windows and how sketches fold into them.
 //! - [`outcome_settings`], `outcome_fields`, [`money`]: the `[outcomes.*]` tables, the
