@@ -19,6 +19,7 @@
 //! - `process`: a running `pulse` for the service tests.
 //! - `retention`: retention, lifecycle and churn against their exact model, and live.
 //! - `rollups`: `pulse replay --rollups` loaded into a real PostgreSQL, idempotently.
+//! - `outcomes`: NPS, CSAT, revenue and MRR against their exact model; bad outcome events.
 
 mod broker_faults;
 mod cli;
@@ -32,6 +33,7 @@ mod kafka_tests;
 mod kpis;
 mod memory;
 mod observability;
+mod outcomes;
 mod overload;
 mod process;
 mod rebalance;

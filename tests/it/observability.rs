@@ -277,7 +277,8 @@ fn dashboard_and_rules_are_well_formed() {
             "Sessions",
             "Feature adoption",
             "Ingestion health",
-            "Retention and churn"
+            "Retention and churn",
+            "Outcomes"
         ]
     );
 

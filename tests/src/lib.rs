@@ -10,6 +10,7 @@ pub mod admission;
 pub mod kafka;
 pub mod oracle;
 pub mod retention;
+pub mod outcomes;
 pub mod s3;
 pub mod skip;
 pub mod tls;

@@ -17,6 +17,7 @@ use pulse_workload::{GeneratedEvent, UserId};
 use serde_json::{Value, json};
 
 use crate::admission::{FieldRules, Record, refusal};
+use crate::outcomes::{DayRange, OutcomeFact};
 
 /// The kind of an event, decided by its name alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +111,9 @@ pub struct OracleSettings {
     pub wall_ms: Option<i64>,
     pub fields: FieldRules,
     pub kinds: KindNames,
+    /// Whether the engine runs with the outcome tables of [`crate::outcomes::MODEL_TOML`]:
+    /// bad outcome events are then refused, and the snapshot has `outcomes`.
+    pub outcomes: bool,
 }
 
 impl Default for OracleSettings {
@@ -125,6 +129,7 @@ impl Default for OracleSettings {
             wall_ms: None,
             fields: FieldRules::default(),
             kinds: KindNames::default(),
+            outcomes: false,
         }
     }
 }
@@ -353,6 +358,13 @@ fn admit<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings)
             }
             Input::Event(event) => event,
         };
+        // Judged at decode, like any refusal: before the clock sees the event.
+        if settings.outcomes
+            && let Some(reason) = crate::outcomes::refusal(event)
+        {
+            *out.refused.entry(reason).or_default() += 1;
+            continue;
+        }
         if settings
             .wall_ms
             .is_some_and(|wall| event.ts_ms > wall.saturating_add(settings.max_future_skew_ms))
@@ -486,7 +498,7 @@ fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettin
         );
     }
 
-    json!({
+    let mut snapshot = json!({
         "as_of": now.map_or(Value::Null, |ms| Value::String(rfc3339_utc_millis(ms))),
         "events": {
             "accepted": events.len(),
@@ -505,7 +517,36 @@ fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettin
         },
         "sessions": session_json,
         "features": feature_json,
-    })
+    });
+    if settings.outcomes {
+        let outcome_facts: Vec<OutcomeFact> = events
+            .iter()
+            .zip(&facts)
+            .filter_map(|(e, f)| {
+                Some(OutcomeFact {
+                    user: f.user,
+                    ts_ms: f.ts,
+                    day: f.day,
+                    outcome: e.outcome?,
+                })
+            })
+            .collect();
+        let range = |d: Days| DayRange {
+            first: d.first,
+            last: d.last,
+        };
+        let windows: Vec<(&str, DayRange)> = WINDOWS
+            .iter()
+            .map(|&(key, len)| (key, range(current(len))))
+            .collect();
+        let active_by_window: Vec<usize> = WINDOWS
+            .iter()
+            .map(|&(_, len)| distinct(&active, current(len)))
+            .collect();
+        snapshot["outcomes"] =
+            crate::outcomes::section(&outcome_facts, &windows, &active_by_window, range(last30));
+    }
+    snapshot
 }
 
 /// `2026-03-01T12:00:00.123Z`: UTC, always three fractional digits.
@@ -537,6 +578,7 @@ mod tests {
             shape: Shape::Plain,
             timestamp_style: TimestampStyle::EpochMillis,
             seq: 0,
+            outcome: None,
         }
     }
 

@@ -15,10 +15,12 @@ use std::borrow::Cow;
 use std::fmt;
 
 use foldhash::HashMap;
-use serde::Deserializer as _;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize as _, Deserializer as _};
+use serde_json::value::RawValue;
 
 use crate::event::{DecodedEvent, EventKind, Rejection};
+use crate::outcome_fields::OutcomeFields;
 use crate::partitioner::Partitioner;
 use crate::settings::EngineSettings;
 
@@ -27,14 +29,27 @@ use crate::settings::EngineSettings;
 const SEGMENT_TRACK: &str = "track";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
+pub(crate) enum Field {
     User = 0,
     Event = 1,
     Time = 2,
     Feature = 3,
     SessionId = 4,
+    // The outcome fields (see `crate::outcome_fields`): captured only when configured.
+    NpsScore = 5,
+    CsatScore = 6,
+    Amount = 7,
+    Currency = 8,
+    Mrr = 9,
 }
-const FIELDS: usize = 5;
+const FIELDS: usize = 10;
+
+impl Field {
+    /// Money is read from the number's raw text, never through an `f64`.
+    fn is_raw(self) -> bool {
+        matches!(self, Field::Amount | Field::Mrr)
+    }
+}
 
 /// A node of the pointer trie: one object key, the fields it feeds, and deeper keys.
 #[derive(Debug, Clone)]
@@ -42,6 +57,8 @@ struct Node {
     key: Box<str>,
     /// (field, priority): priority is the position of the pointer in that field's list.
     targets: Vec<(Field, u8)>,
+    /// The same, for fields that take the value's raw JSON text ([`Field::is_raw`]).
+    raw_targets: Vec<(Field, u8)>,
     children: Level,
 }
 
@@ -79,6 +96,7 @@ impl Level {
                 self.nodes.push(Node {
                     key: key.into(),
                     targets: Vec::new(),
+                    raw_targets: Vec::new(),
                     children: Level::default(),
                 });
                 self.nodes.len() - 1
@@ -98,6 +116,7 @@ pub struct Decoder {
     event_from_type: Vec<bool>,
     max_record_bytes: usize,
     max_user_id_bytes: usize,
+    outcomes: OutcomeFields,
     /// For the virtual partition of a record (see [`crate::partitioner`]); `None` with a
     /// single virtual partition (and so in `pulse run`, whose records come with theirs):
     /// there is nothing to choose, and hashing the id again would cost 1.5 % of a record.
@@ -116,6 +135,11 @@ impl Decoder {
             (Field::Feature, &fields.feature),
             (Field::SessionId, &fields.session_id),
         ] {
+            for (priority, pointer) in paths.iter().enumerate().take(usize::from(u8::MAX)) {
+                insert_path(&mut root, pointer, field, priority as u8);
+            }
+        }
+        for (field, paths) in OutcomeFields::paths(&settings.outcomes) {
             for (priority, pointer) in paths.iter().enumerate().take(usize::from(u8::MAX)) {
                 insert_path(&mut root, pointer, field, priority as u8);
             }
@@ -147,6 +171,7 @@ impl Decoder {
             event_from_type,
             max_record_bytes: settings.max_record_bytes,
             max_user_id_bytes: settings.max_user_id_bytes,
+            outcomes: OutcomeFields::new(&settings.outcomes),
             partitioner: (settings.partitions > 1).then_some(settings.partitioner),
         }
     }
@@ -216,6 +241,9 @@ impl Decoder {
             None => None,
             Some((_, value)) => Some(parse_time(&value).ok_or(Rejection::InvalidTimestamp)?),
         };
+        let outcome = self
+            .outcomes
+            .judge(&name, |field| captures.take(field).map(|(_, value)| value))?;
         let kind = self
             .kinds
             .get(name.as_ref())
@@ -244,6 +272,7 @@ impl Decoder {
             ts_ms,
             feature,
             session_id,
+            outcome,
         })
     }
 }
@@ -373,7 +402,12 @@ fn insert_path(root: &mut Level, pointer: &str, field: Field, priority: u8) {
     while let Some(raw) = segments.next() {
         let node = current.find_or_insert(raw.replace("~1", "/").replace("~0", "~"));
         if segments.peek().is_none() {
-            node.targets.push((field, priority));
+            let targets = if field.is_raw() {
+                &mut node.raw_targets
+            } else {
+                &mut node.targets
+            };
+            targets.push((field, priority));
             return;
         }
         current = &mut node.children;
@@ -381,13 +415,15 @@ fn insert_path(root: &mut Level, pointer: &str, field: Field, priority: u8) {
 }
 
 #[derive(Debug, Clone)]
-enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     Str(Cow<'a, str>),
     Int(i64),
     UInt(u64),
     Float(f64),
     /// A bool, object or array: present, but not a usable scalar.
     Unusable,
+    /// The raw JSON text of a value, for the fields that read numbers exactly.
+    Number(&'a str),
 }
 
 #[derive(Default)]
@@ -507,7 +543,23 @@ struct ValueSeed<'p, 'c, 'de> {
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_, 'de> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+        if self.node.raw_targets.is_empty() {
+            return d.deserialize_any(self);
+        }
+        let raw = <&'de RawValue>::deserialize(d)?;
+        let text = raw.get();
+        if text != "null" {
+            self.captures
+                .record(&self.node.raw_targets, Scalar::Number(text));
+        }
+        if self.node.targets.is_empty() && self.node.children.nodes.is_empty() {
+            return Ok(());
+        }
+        // Rare: the key also feeds other fields, or lies on a deeper path: walk its text.
+        let mut again = serde_json::Deserializer::from_str(text);
+        again
+            .deserialize_any(self)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -70,10 +70,24 @@ pub enum Rejection {
     /// A user id longer than the configured limit (ids are hashed, but a megabyte "id" is
     /// a bug upstream, not a user).
     UserIdTooLong,
+    /// An outcome event (`[outcomes.nps]` / `[outcomes.csat]`) whose score is missing or
+    /// not an integer.
+    InvalidScore,
+    /// A score outside its scale (NPS 0–10, CSAT 1–5).
+    ScoreOutOfRange,
+    /// An order or subscription event whose amount or MRR is missing, not a JSON number,
+    /// negative, or too large.
+    InvalidAmount,
+    /// An amount with more decimals than its currency has (`19.999` USD).
+    AmountTooPrecise,
+    /// An order without a currency.
+    MissingCurrency,
+    /// An order in another currency than `outcomes.revenue.expected_currency`.
+    UnexpectedCurrency,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 17] = [
         Rejection::NotJson,
         Rejection::NotObject,
         Rejection::MissingUser,
@@ -85,6 +99,12 @@ impl Rejection {
         Rejection::InvalidTimestamp,
         Rejection::RecordTooLarge,
         Rejection::UserIdTooLong,
+        Rejection::InvalidScore,
+        Rejection::ScoreOutOfRange,
+        Rejection::InvalidAmount,
+        Rejection::AmountTooPrecise,
+        Rejection::MissingCurrency,
+        Rejection::UnexpectedCurrency,
     ];
 
     /// Stable snake_case name, used as a metric label, a JSON key and a dead-letter header.
@@ -101,6 +121,12 @@ impl Rejection {
             Rejection::InvalidTimestamp => "invalid_timestamp",
             Rejection::RecordTooLarge => "record_too_large",
             Rejection::UserIdTooLong => "user_id_too_long",
+            Rejection::InvalidScore => "invalid_score",
+            Rejection::ScoreOutOfRange => "score_out_of_range",
+            Rejection::InvalidAmount => "invalid_amount",
+            Rejection::AmountTooPrecise => "amount_too_precise",
+            Rejection::MissingCurrency => "missing_currency",
+            Rejection::UnexpectedCurrency => "unexpected_currency",
         }
     }
 }
@@ -124,6 +150,24 @@ pub struct DecodedEvent<'a> {
     /// The feature this event uses, for `FeatureUsed` events and mapped event names.
     pub feature: Option<Cow<'a, str>>,
     pub session_id: Option<Cow<'a, str>>,
+    /// What an outcome event (survey, order, subscription change) measured; `None` for
+    /// every other event and whenever the outcomes family is off.
+    pub outcome: Option<OutcomeValue>,
+}
+
+/// The measurement an outcome event carries, already checked against its configuration
+/// (see `outcome_fields`). Money is in integer minor units of the configured
+/// currency, never floating point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutcomeValue {
+    /// An NPS answer, 0–10.
+    Nps(u8),
+    /// A CSAT answer, 1–5.
+    Csat(u8),
+    /// A completed order's amount.
+    Order(i64),
+    /// A user's MRR after a subscription change.
+    Mrr(i64),
 }
 
 /// An accepted event, reduced to what a partition needs: no user id, only its hashes.
@@ -147,4 +191,5 @@ pub struct PartitionEvent {
     /// ([`HORIZON_DAYS`](crate::families::retention::HORIZON_DAYS)); one that is not is only
     /// counted.
     pub in_horizon: bool,
+    pub outcome: Option<OutcomeValue>,
 }

@@ -4,6 +4,7 @@
 //! [`Family`](crate::families::Family) trait itself sits beside the list of families.
 
 use crate::ingest::RouterState;
+use crate::outcome_settings::OutcomeRules;
 use crate::sessions::SessionRules;
 use crate::settings::{CohortMode, EngineSettings};
 use crate::sketch::{DistinctSketch, SketchShape};
@@ -16,6 +17,7 @@ pub struct Rules {
     pub sessions: SessionRules,
     pub retention_days: u32,
     pub cohort: CohortMode,
+    pub outcomes: OutcomeRules,
 }
 
 impl Rules {
@@ -32,6 +34,7 @@ impl Rules {
             },
             retention_days: settings.retention_days,
             cohort: settings.retention_cohort,
+            outcomes: settings.outcomes.rules(),
         }
     }
 }

@@ -217,6 +217,7 @@ impl Ingestor {
             sessionize,
             in_retention: true,
             in_horizon,
+            outcome: event.outcome,
         };
         Outcome::Accepted {
             worker: self.owners[partition],

@@ -18,15 +18,19 @@
 //! - [`partition`]: one input partition's state — what the router counted of it and its
 //!   KPI state: day-bucketed HyperLogLog rings (active users, signups, features), the
 //!   minute ring, the open-session table and per-day session statistics, each KPI family's part ([`families`]).
+//!   [`partition_v2`] reads a partition as checkpoint format 2 saved it.
 //! - [`worker`]: the partitions one thread owns; it applies their events, closes their
 //!   sessions and answers a snapshot with the merge of their summaries.
 //! - [`snapshot`]: merges summaries (HLL union is lossless) into a [`snapshot::KpiSnapshot`].
 //! - [`engine`]: router plus one worker owning every partition, on one thread, for tests and
 //!   fuzzing; the runtime runs the same parts with several workers on their own threads.
 //! - [`rollup`]: the KPIs of every day held, as warehouse records.
-//! - [`families`]: the KPI families (activity, sessions, features, stickiness, retention), one module
+//! - [`families`]: the KPI families (activity, sessions, features, stickiness, retention, outcomes), one module
 //!   each, and the one list that registers them; [`family`]: what a family is given and
 //!   gives back; [`windows`]: the 1/7/30-day windows and how sketches fold into them.
+//! - [`outcome_settings`], `outcome_fields`, [`money`]: the `[outcomes.*]` tables, the
+//!   survey / order / subscription fields they make the decoder capture, and exact money in
+//!   minor units, for the outcomes family.
 //! - [`sketch`], [`histogram`], [`sessions`], [`session_stats`], [`ring`], [`time`],
 //!   [`features`]: the building blocks.
 //!
@@ -44,7 +48,11 @@ pub mod features;
 pub mod histogram;
 pub mod ingest;
 pub mod message;
+pub mod money;
+mod outcome_fields;
+pub mod outcome_settings;
 pub mod partition;
+pub mod partition_v2;
 pub mod partitioner;
 pub mod prepare;
 pub mod ring;

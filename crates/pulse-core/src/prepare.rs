@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::decode::Decoder;
-use crate::event::{EventKind, Rejection};
+use crate::event::{EventKind, OutcomeValue, Rejection};
 use crate::sketch::UserHash;
 
 /// A decoded record, reduced to what routing needs; the user id is only kept hashed.
@@ -30,6 +30,7 @@ pub struct Prepared<'a> {
     pub ts_ms: Option<i64>,
     pub kind: EventKind,
     pub feature: Option<Cow<'a, str>>,
+    pub outcome: Option<OutcomeValue>,
 }
 
 impl Decoder {
@@ -52,6 +53,7 @@ impl Decoder {
             ts_ms: event.ts_ms,
             kind: event.kind,
             feature: event.feature,
+            outcome: event.outcome,
         })
     }
 }
@@ -72,6 +74,7 @@ struct Stored {
     ts_ms: Option<i64>,
     kind: EventKind,
     feature: Option<Range<usize>>,
+    outcome: Option<OutcomeValue>,
 }
 
 impl PreparedBatch {
@@ -87,6 +90,7 @@ impl PreparedBatch {
                 self.text.push_str(&name);
                 start..self.text.len()
             }),
+            outcome: p.outcome,
         });
         self.records.push(stored);
     }
@@ -117,6 +121,7 @@ impl PreparedBatch {
                     .feature
                     .as_ref()
                     .map(|range| Cow::Borrowed(&self.text[range.clone()])),
+                outcome: s.outcome,
             }),
             Err(reason) => Err(*reason),
         })

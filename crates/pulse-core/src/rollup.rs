@@ -271,6 +271,8 @@ mod tests {
         let config = pulse_workload::WorkloadConfig {
             seed: 5,
             users: 250,
+            // Only engines with [outcomes.*] take them for more than activity.
+            outcomes: true,
             ..pulse_workload::WorkloadConfig::default()
         };
         let mut engine = Engine::new(settings, WALL);
@@ -547,6 +549,7 @@ mod tests {
                 .unwrap();
         let settings = EngineSettings {
             timezone: time_zone("Europe/Berlin").unwrap(),
+            outcomes: crate::outcome_settings::generator_tables(),
             ..EngineSettings::default()
         };
         let mut engine = workload_engine(settings);
@@ -554,7 +557,7 @@ mod tests {
         // Every metric the schema names is written (and the validator below refuses any
         // other): the families' rollups and the warehouse schema agree.
         let metrics = schema["properties"]["metric"]["enum"].as_array().unwrap();
-        assert_eq!(metrics.len(), 12);
+        assert_eq!(metrics.len(), 26);
         for metric in metrics {
             let metric = metric.as_str().unwrap();
             assert!(records.iter().any(|r| r.metric == metric), "{metric}");

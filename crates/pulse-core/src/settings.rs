@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
+use crate::outcome_settings::OutcomeSettings;
 use crate::partitioner::Partitioner;
 
 /// Which instant is "now" for the windows.
@@ -144,6 +145,8 @@ pub struct EngineSettings {
     pub max_record_bytes: usize,
     /// User ids longer than this (in UTF-8 bytes) are rejected.
     pub max_user_id_bytes: usize,
+    /// Surveys, orders and subscription changes (`[outcomes.*]`); all off by default.
+    pub outcomes: OutcomeSettings,
 }
 
 /// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
@@ -175,6 +178,7 @@ impl Default for EngineSettings {
             feature_events: BTreeMap::new(),
             max_record_bytes: 1 << 20,
             max_user_id_bytes: 256,
+            outcomes: OutcomeSettings::default(),
         }
     }
 }
@@ -199,6 +203,12 @@ pub enum SettingsError {
     },
     #[error("unknown time zone {name:?}: {reason}")]
     UnknownTimeZone { name: String, reason: String },
+    #[error("{key} must list at least one non-empty event name")]
+    NoEvents { key: &'static str },
+    #[error("{key} = {code:?} is not an ISO 4217 currency code with a minor unit (e.g. \"USD\")")]
+    UnknownCurrency { key: &'static str, code: String },
+    #[error("{key} is required when outcomes.revenue.expected_currency is not set")]
+    NoCurrency { key: &'static str },
 }
 
 impl EngineSettings {
@@ -303,19 +313,8 @@ impl EngineSettings {
                 });
             }
         }
-        let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
-        for (key, names) in self.kind_lists() {
-            for name in names {
-                if let Some(first) = seen.insert(name, key) {
-                    return Err(SettingsError::AmbiguousKind {
-                        name: name.clone(),
-                        first,
-                        second: key,
-                    });
-                }
-            }
-        }
-        Ok(())
+        each_name_once(self.kind_lists())?;
+        self.outcomes.validate()
     }
 
     pub(crate) fn kind_lists(&self) -> [(&'static str, &Vec<String>); 6] {
@@ -329,6 +328,25 @@ impl EngineSettings {
             ("events.signup", &k.signup),
         ]
     }
+}
+
+/// Refuses an event name listed under two keys of `lists` (key, names).
+pub(crate) fn each_name_once<'a>(
+    lists: impl IntoIterator<Item = (&'static str, &'a Vec<String>)>,
+) -> Result<(), SettingsError> {
+    let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
+    for (key, names) in lists {
+        for name in names {
+            if let Some(first) = seen.insert(name, key) {
+                return Err(SettingsError::AmbiguousKind {
+                    name: name.clone(),
+                    first,
+                    second: key,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Looks up an IANA time zone name ("UTC", "Europe/Berlin") in the bundled database.

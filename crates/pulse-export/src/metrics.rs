@@ -668,6 +668,8 @@ mod tests {
                         d30: 0.62,
                     },
                 },
+                // Off, as without [outcomes.*]: no samples.
+                outcomes: Default::default(),
             },
             state: StateInfo {
                 shards: 2,

@@ -22,6 +22,8 @@ pub struct DemoOptions {
     pub seed: u64,
     pub backfill_days: u32,
     pub refresh: Duration,
+    /// Whether the generator also sends surveys, orders and subscription changes.
+    pub outcomes: bool,
 }
 
 fn ready(pipeline: &Pipeline) -> IngestStatus {
@@ -48,6 +50,7 @@ pub async fn run(
         users: options.users,
         days: options.backfill_days,
         end_ms: now,
+        outcomes: options.outcomes,
         ..WorkloadConfig::default()
     };
     let mut generator = Generator::new(&config).expect("demo options are validated by the CLI");

@@ -56,6 +56,11 @@ pub struct WorkloadConfig {
     pub integer_user_ids: bool,
     /// Give about half of the sessions an explicit session id.
     pub session_ids: bool,
+    /// Also send surveys (NPS, CSAT), orders and subscription changes, a few of them bad,
+    /// drawn from a random stream of their own: the other events mean the same either way
+    /// (only Segment's `messageId`s and the order of events arriving at the same instant may
+    /// differ).
+    pub outcomes: bool,
 }
 
 impl Default for WorkloadConfig {
@@ -83,6 +88,7 @@ impl Default for WorkloadConfig {
             ],
             integer_user_ids: true,
             session_ids: true,
+            outcomes: false,
         }
     }
 }

@@ -41,6 +41,80 @@ pub struct GeneratedEvent {
     pub timestamp_style: TimestampStyle,
     /// Unique per generator and seed; rendered as Segment's `messageId`.
     pub seq: u64,
+    /// What a survey, order or subscription event carries (only with
+    /// [`crate::WorkloadConfig::outcomes`]).
+    pub outcome: Option<Outcome>,
+}
+
+/// The measurement of an outcome event, as sent. Some are deliberately bad (a score off its
+/// scale, another currency, more decimals than the currency has), as real producers' are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// An NPS answer; 0–10 is on the scale.
+    Nps(i8),
+    /// A CSAT answer; 1–5 is on the scale.
+    Csat(i8),
+    /// An order of `units` × 10^−`decimals` in `currency`.
+    Order {
+        units: i64,
+        decimals: u8,
+        currency: &'static str,
+    },
+    /// The user's MRR after a change, `units` × 10^−`decimals`.
+    Mrr { units: i64, decimals: u8 },
+}
+
+impl Outcome {
+    /// Its fields as JSON object members (no braces), with the keys of `shape`: plain events
+    /// carry them at the top level, Segment and PostHog in `properties` under their names.
+    fn write_members(&self, shape: Shape, out: &mut String) {
+        match (*self, shape) {
+            (Outcome::Nps(score), _) => {
+                let _ = write!(out, "\"score\":{score}");
+            }
+            (Outcome::Csat(score), Shape::Plain) => {
+                let _ = write!(out, "\"score\":{score}");
+            }
+            (Outcome::Csat(score), _) => {
+                let _ = write!(out, "\"rating\":{score}");
+            }
+            (
+                Outcome::Order {
+                    units,
+                    decimals,
+                    currency,
+                },
+                shape,
+            ) => {
+                let key = match shape {
+                    Shape::PostHog => "total",
+                    _ => "revenue",
+                };
+                let _ = write!(out, "\"{key}\":");
+                write_decimal(out, units, decimals);
+                out.push_str(",\"currency\":");
+                write_str(out, currency);
+            }
+            (Outcome::Mrr { units, decimals }, _) => {
+                out.push_str("\"mrr\":");
+                write_decimal(out, units, decimals);
+            }
+        }
+    }
+}
+
+/// `units` × 10^−`decimals` as a plain JSON number: `1999, 2` → `19.99`.
+fn write_decimal(out: &mut String, units: i64, decimals: u8) {
+    let scale = 10i64.pow(u32::from(decimals));
+    let _ = write!(out, "{}", units / scale);
+    if decimals > 0 {
+        let _ = write!(
+            out,
+            ".{:0width$}",
+            units % scale,
+            width = usize::from(decimals)
+        );
+    }
 }
 
 impl GeneratedEvent {
@@ -69,6 +143,10 @@ impl GeneratedEvent {
                     out.push_str(",\"session_id\":");
                     write_str(out, sid);
                 }
+                if let Some(outcome) = &self.outcome {
+                    out.push(',');
+                    outcome.write_members(self.shape, out);
+                }
                 out.push('}');
             }
             Shape::Segment => {
@@ -82,6 +160,10 @@ impl GeneratedEvent {
                 if let Some(feature) = &self.feature {
                     out.push_str("\"feature\":");
                     write_str(out, feature);
+                }
+                if let Some(outcome) = &self.outcome {
+                    // Outcome events name no feature: no comma needed.
+                    outcome.write_members(self.shape, out);
                 }
                 out.push('}');
                 if let Some(sid) = &self.session_id {
@@ -110,6 +192,12 @@ impl GeneratedEvent {
                     }
                     out.push_str("\"feature\":");
                     write_str(out, feature);
+                }
+                if let Some(outcome) = &self.outcome {
+                    if !first {
+                        out.push(',');
+                    }
+                    outcome.write_members(self.shape, out);
                 }
                 out.push_str("}}");
             }

@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use rand::{Rng, RngCore};
 
 use crate::config::{ConfigError, DAY_MS, Shape, TimestampStyle, WorkloadConfig};
-use crate::event::{GeneratedEvent, UserId};
+use crate::event::{GeneratedEvent, Outcome, UserId};
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast and good enough for synthetic data.
 #[derive(Debug, Clone)]
@@ -57,6 +57,17 @@ const SALT_USER: u64 = 0x7573_6572; // "user"
 const SALT_SLOT: u64 = 0x736c_6f74; // "slot"
 const SALT_SESSION: u64 = 0x7365_7373; // "sess"
 const SALT_ID: u64 = 0x6964_6964; // "idid"
+const SALT_OUTCOME: u64 = 0x6f75_7463; // "outc"
+
+/// Chances that a session (not a bounce) ends with an NPS answer, a CSAT answer, an order,
+/// a subscription change; and that one of those is bad.
+const NPS_SHARE: f64 = 0.03;
+const CSAT_SHARE: f64 = 0.03;
+const ORDER_SHARE: f64 = 0.04;
+const SUBSCRIPTION_SHARE: f64 = 0.02;
+const BAD_OUTCOME_SHARE: f64 = 0.03;
+/// Monthly plans in cents; 0 is a cancellation.
+const PLANS: [i64; 5] = [0, 1_900, 4_900, 9_900, 29_900];
 
 fn stream(seed: u64, salt: u64, index: u64) -> SplitMix64 {
     SplitMix64(mix(mix(seed ^ salt) ^ index))
@@ -105,6 +116,7 @@ enum Kind {
     SessionEnd,
     Signup,
     Other(u8),
+    Outcome(Outcome),
 }
 
 /// The wire name of a kind in a shape, using each default alias of the README's Definitions somewhere.
@@ -124,6 +136,12 @@ fn name_for(kind: Kind, shape: Shape) -> &'static str {
         (_, Kind::Signup) => "signup",
         (Shape::Segment, Kind::Other(i)) => OTHER_SEGMENT[usize::from(i)],
         (_, Kind::Other(i)) => OTHER_PLAIN[usize::from(i)],
+        (Shape::Segment, Kind::Outcome(Outcome::Nps(_))) => "NPS Submitted",
+        (_, Kind::Outcome(Outcome::Nps(_))) => "survey_nps",
+        (_, Kind::Outcome(Outcome::Csat(_))) => "survey_csat",
+        (Shape::Segment, Kind::Outcome(Outcome::Order { .. })) => "Order Completed",
+        (_, Kind::Outcome(Outcome::Order { .. })) => "order_completed",
+        (_, Kind::Outcome(Outcome::Mrr { .. })) => "subscription_changed",
     }
 }
 
@@ -456,38 +474,86 @@ impl Generator {
                 ev.push((end, Kind::SessionEnd, None));
             }
         }
-        let cfg = &self.cfg;
+        let owner = Owner {
+            user: user as u32,
+            session,
+            is_int,
+        };
         for &(ts_ms, kind, feature) in ev.iter() {
-            let shape = cfg.shapes[rng.random_range(0..cfg.shapes.len() as u32) as usize];
-            let style = cfg.timestamp_styles
-                [rng.random_range(0..cfg.timestamp_styles.len() as u32) as usize];
-            let jitter = if cfg.max_disorder_ms == 0 {
-                0
-            } else if rng.random_bool(0.85) {
-                // Most events arrive within a couple of seconds...
-                rng.random_range(0..=cfg.max_disorder_ms.min(2_000))
-            } else {
-                // ...and a few take up to the whole disorder bound.
-                rng.random_range(0..=cfg.max_disorder_ms)
-            };
-            self.pending.push(Pending {
-                arrival_ms: ts_ms + jitter,
-                seq: ctx.next_seq,
-                ts_ms,
-                user: user as u32,
-                session,
-                kind,
-                feature,
-                int_as_text: is_int && rng.random_bool(0.5),
-                shape,
-                style,
-            });
+            let event = pending(&self.cfg, rng, ctx.next_seq, owner, (ts_ms, kind, feature));
+            self.pending.push(event);
             ctx.next_seq += 1;
+        }
+        if self.cfg.outcomes && ev.len() > 1 {
+            self.lay_out_outcome(ctx, owner);
         }
         debug_assert!(
             ctx.slot == ctx.next_seq >> 32,
             "more than 2^32 events in a slot"
         );
+    }
+
+    /// Perhaps an outcome at the end of a session (its last event + up to a minute), drawn
+    /// from a stream of its own, so that the other events do not depend on whether outcomes
+    /// are generated.
+    fn lay_out_outcome(&mut self, ctx: &mut SlotContext, owner: Owner) {
+        let mut rng = stream(self.cfg.seed, SALT_OUTCOME, ctx.next_seq);
+        let bad = rng.random_bool(BAD_OUTCOME_SHARE);
+        let pick: f64 = rng.random();
+        let cents = |rng: &mut SplitMix64| rng.random_range(100..50_000i64);
+        let outcome = if pick < NPS_SHARE {
+            // Skewed towards promoters, as products that send surveys tend to be.
+            let score = [3, 6, 7, 8, 9, 9, 10, 10][rng.random_range(0..8usize)];
+            Outcome::Nps(if bad { 11 } else { score })
+        } else if pick < NPS_SHARE + CSAT_SHARE {
+            Outcome::Csat(if bad { 0 } else { rng.random_range(1..=5) })
+        } else if pick < NPS_SHARE + CSAT_SHARE + ORDER_SHARE {
+            let units = cents(&mut rng);
+            match (bad, rng.random_bool(0.5)) {
+                (false, _) => Outcome::Order {
+                    units,
+                    decimals: 2,
+                    currency: "USD",
+                },
+                (true, true) => Outcome::Order {
+                    units,
+                    decimals: 2,
+                    currency: "EUR",
+                },
+                // A third decimal that is not 0: more precise than cents.
+                (true, false) => Outcome::Order {
+                    units: units * 10 + rng.random_range(1..10),
+                    decimals: 3,
+                    currency: "USD",
+                },
+            }
+        } else if pick < NPS_SHARE + CSAT_SHARE + ORDER_SHARE + SUBSCRIPTION_SHARE {
+            let plan = PLANS[rng.random_range(0..PLANS.len())];
+            if bad {
+                Outcome::Mrr {
+                    units: plan * 10 + 5,
+                    decimals: 3,
+                }
+            } else {
+                Outcome::Mrr {
+                    units: plan,
+                    decimals: 2,
+                }
+            }
+        } else {
+            return;
+        };
+        let last = self.scratch.iter().map(|e| e.0).max().unwrap_or_default();
+        let ts_ms = last + rng.random_range(0..60_000);
+        let event = pending(
+            &self.cfg,
+            &mut rng,
+            ctx.next_seq,
+            owner,
+            (ts_ms, Kind::Outcome(outcome), None),
+        );
+        self.pending.push(event);
+        ctx.next_seq += 1;
     }
 
     fn materialize(&self, p: &Pending) -> GeneratedEvent {
@@ -511,7 +577,55 @@ impl Generator {
             shape: p.shape,
             timestamp_style: p.style,
             seq: p.seq,
+            outcome: match p.kind {
+                Kind::Outcome(outcome) => Some(outcome),
+                _ => None,
+            },
         }
+    }
+}
+
+/// Whose session an event is in.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    user: u32,
+    /// 0 for none, else the session's number within its slot.
+    session: u32,
+    is_int: bool,
+}
+
+/// An event of `owner` to hand out at its arrival; its shape, timestamp style, arrival
+/// jitter and (for numeric ids) id form drawn from `rng`, in that order.
+fn pending(
+    cfg: &WorkloadConfig,
+    rng: &mut SplitMix64,
+    seq: u64,
+    owner: Owner,
+    (ts_ms, kind, feature): (i64, Kind, Option<u8>),
+) -> Pending {
+    let shape = cfg.shapes[rng.random_range(0..cfg.shapes.len() as u32) as usize];
+    let style =
+        cfg.timestamp_styles[rng.random_range(0..cfg.timestamp_styles.len() as u32) as usize];
+    let jitter = if cfg.max_disorder_ms == 0 {
+        0
+    } else if rng.random_bool(0.85) {
+        // Most events arrive within a couple of seconds...
+        rng.random_range(0..=cfg.max_disorder_ms.min(2_000))
+    } else {
+        // ...and a few take up to the whole disorder bound.
+        rng.random_range(0..=cfg.max_disorder_ms)
+    };
+    Pending {
+        arrival_ms: ts_ms + jitter,
+        seq,
+        ts_ms,
+        user: owner.user,
+        session: owner.session,
+        kind,
+        feature,
+        int_as_text: owner.is_int && rng.random_bool(0.5),
+        shape,
+        style,
     }
 }
 

@@ -244,6 +244,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(users) = args.users {
                 raw.demo.users = users;
             }
+            raw.use_demo_outcomes();
             let listen = raw.validate_service()?;
             let mut settings = raw.engine_settings()?;
             settings.clock = ClockMode::Wall;
@@ -252,6 +253,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 seed: raw.demo.seed,
                 backfill_days: settings.retention_days,
                 refresh: raw.http.refresh_interval,
+                outcomes: true,
             };
             // No broker in the demo: files only, wherever --rollups says.
             let rollups = args.rollups.map(|dir| RollupOptions {

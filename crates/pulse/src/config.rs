@@ -14,12 +14,17 @@ use figment::Figment;
 use figment::Source;
 use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
+use pulse_core::outcome_settings::OutcomeSettings;
 use pulse_core::partitioner::Partitioner;
 use pulse_core::settings::{ClockMode, CohortMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
 
 /// The documented defaults, also the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// The `[outcomes.*]` tables of `pulse demo` when the configuration sets none: those of
+/// the built-in generator's surveys, orders and subscription changes.
+const DEMO_OUTCOMES_TOML: &str = include_str!("../demo-outcomes.toml");
 
 /// `PULSE_…` variables that belong to the command line, not to the configuration.
 const COMMAND_LINE_VARIABLES: [&str; 1] = ["PULSE_CONFIG"];
@@ -56,6 +61,8 @@ pub struct RawConfig {
     pub retention: RawRetention,
     pub fields: FieldPaths,
     pub events: KindNames,
+    #[serde(default)]
+    pub outcomes: OutcomeSettings,
     pub kafka: RawKafka,
     pub http: RawHttp,
     pub state: RawState,
@@ -305,6 +312,15 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
 }
 
 impl RawConfig {
+    /// The demo shows outcome KPIs out of the box: without `[outcomes.*]` tables of the
+    /// user's, it takes those that match its generator.
+    pub fn use_demo_outcomes(&mut self) {
+        if self.outcomes == OutcomeSettings::default() {
+            self.outcomes =
+                toml::from_str(DEMO_OUTCOMES_TOML).expect("demo-outcomes.toml is valid");
+        }
+    }
+
     /// Checks the configuration and turns it into engine settings.
     pub fn engine_settings(&self) -> Result<EngineSettings> {
         let shards = if self.shards == 0 {
@@ -342,6 +358,7 @@ impl RawConfig {
             max_record_bytes: usize::try_from(self.limits.max_record_size.as_u64())
                 .unwrap_or(usize::MAX),
             max_user_id_bytes: self.limits.max_user_id_bytes,
+            outcomes: self.outcomes.clone(),
         };
         settings.validate().context("invalid configuration")?;
         Ok(settings)
@@ -446,6 +463,29 @@ mod tests {
         settings.shards = defaults.shards;
         settings.partitions = defaults.partitions;
         assert_eq!(format!("{settings:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn the_demo_shows_outcomes_unless_configured_otherwise() {
+        let mut raw = load(None, &[]).unwrap();
+        assert_eq!(raw.outcomes, OutcomeSettings::default(), "off by default");
+        raw.use_demo_outcomes();
+        let rules = raw.engine_settings().unwrap().outcomes.rules();
+        assert!(rules.nps && rules.csat && rules.revenue.is_some() && rules.subscription.is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulse.toml");
+        std::fs::write(
+            &path,
+            "[outcomes.nps]\nevents = [\"nps\"]\nscore = [\"/nps\"]\n",
+        )
+        .unwrap();
+        let mut raw = load(Some(&path), &[]).unwrap();
+        raw.use_demo_outcomes();
+        let rules = raw.engine_settings().unwrap().outcomes.rules();
+        assert!(
+            rules.nps && !rules.csat,
+            "the user's tables are kept as they are"
+        );
     }
 
     #[test]
@@ -562,6 +602,18 @@ mod tests {
             ("retention_days = 3\n", "retention_days"),
             ("timezone = \"Mars/Base\"\n", "Mars/Base"),
             ("[retention]\ncohort = \"signups\"\n", "retention.cohort"),
+            (
+                "[outcomes.revenue]\nevents = [\"order\"]\namount = [\"/revenue\"]\ncurrency = [\"/currency\"]\nexpected_currency = \"Dollars\"\n",
+                "outcomes.revenue.expected_currency",
+            ),
+            (
+                "[outcomes.nps]\nevents = [\"survey\"]\nscore = [\"score\"]\n",
+                "outcomes.nps.score",
+            ),
+            (
+                "[outcomes.csat]\nevents = [\"survey\"]\nscores = [\"/score\"]\n",
+                "scores",
+            ),
         ];
         for (text, key) in cases {
             std::fs::write(&path, text).unwrap();

@@ -99,6 +99,7 @@ pub trait Family {
 pub mod activity;
 pub mod features;
 pub mod retention;
+pub mod outcomes;
 pub mod sessions;
 pub mod stickiness;
 
@@ -282,6 +283,7 @@ families! {
     features: features::Features,
     stickiness: stickiness::Stickiness,
     retention: retention::Retention,
+    outcomes: outcomes::Outcomes,
 }
 
 #[cfg(test)]
@@ -402,6 +404,7 @@ mod tests {
                                 sessionize: false,
                                 in_retention: true,
                                 in_horizon: true,
+                                outcome: None,
                             });
                         }
                     }

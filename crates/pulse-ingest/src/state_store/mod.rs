@@ -99,7 +99,7 @@ pub enum StateStoreError {
     },
     /// The newest intact checkpoint was written in a format this build does not read.
     #[error(
-        "checkpoint {path} has format version {found} but this pulse reads only version {supported}: \
+        "checkpoint {path} has format version {found} but this pulse reads only versions 2 to {supported}: \
          run the pulse that wrote it, or pass --reset-state to move the checkpoints aside and start empty"
     )]
     UnsupportedVersion {
@@ -619,13 +619,39 @@ mod tests {
         assert!(error.to_string().contains("--reset-state"), "{error}");
     }
 
+    /// A checkpoint of format 2 (before the outcome rejection reasons; the fuzz seed of that
+    /// format, a replay on 2 shards) loads, with the new reasons at 0, and saves as format 3
+    /// with the same state.
+    #[test]
+    fn a_format_2_checkpoint_still_loads() {
+        let bytes = include_bytes!("testdata/format-2.bin");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+        let old = format::read_checkpoint(bytes).unwrap();
+        let counters = pulse_core::partition::total_counters(old.engine.inputs().iter());
+        assert!(counters.accepted > 0 && counters.rejected_total() > 0);
+        assert_eq!(
+            counters.rejected[pulse_core::Rejection::InvalidScore as usize],
+            0
+        );
+        let again = encode(
+            old.sequence,
+            old.saved_at_ms,
+            &old.engine,
+            &old.numbers,
+            &old.offsets,
+        );
+        assert_eq!(u16::from_le_bytes([again[8], again[9]]), FORMAT_VERSION);
+        let new = format::read_checkpoint(&again).unwrap();
+        assert_eq!(format!("{:?}", new.engine), format!("{:?}", old.engine));
+    }
+
     #[test]
     fn an_intact_checkpoint_of_another_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
         let paths = save_n(&store, 2);
         let mut bytes = fs::read(&paths[1]).unwrap();
-        bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+        bytes[8..10].copy_from_slice(&4u16.to_le_bytes());
         // Without a new checksum the changed version is damage: fall back.
         fs::write(&paths[1], &bytes).unwrap();
         assert_eq!(store.load().unwrap().unwrap().sequence, 1);
@@ -637,8 +663,8 @@ mod tests {
             matches!(
                 error,
                 StateStoreError::UnsupportedVersion {
-                    found: 3,
-                    supported: 2,
+                    found: 4,
+                    supported: 3,
                     ..
                 }
             ),
