@@ -179,6 +179,7 @@ impl Ingestor {
                 sessionize: false,
                 in_retention: false,
                 in_horizon,
+                outcome: None,
             };
             return Outcome::Late {
                 worker: self.owners[partition],

@@ -722,6 +722,8 @@ mod tests {
             kind: EventKind::Other,
             feature: None,
             sessionize: true,
+            in_retention: true,
+            in_horizon: true,
             outcome: Some(value),
         }
     }

@@ -893,6 +893,7 @@ mod tests {
             sessionize: true,
             in_retention: true,
             in_horizon: true,
+            outcome: None,
         }
     }
 
