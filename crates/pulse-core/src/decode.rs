@@ -18,8 +18,10 @@ use foldhash::HashMap;
 use serde::Deserializer as _;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::dimensions::NO_VALUES;
 use crate::event::{DecodedEvent, EventKind, Rejection};
 use crate::partitioner::Partitioner;
+use crate::pointer_fields::{self, MAX_EXTRA_FIELDS};
 use crate::settings::EngineSettings;
 
 /// Segment's call type that means "the name is in `/event`": a `track` call without an
@@ -35,13 +37,16 @@ enum Field {
     SessionId = 4,
 }
 const FIELDS: usize = 5;
+/// Capture slots: the built-in fields, then the extra pointer fields ([`crate::pointer_fields`]).
+const SLOTS: usize = FIELDS + MAX_EXTRA_FIELDS;
 
 /// A node of the pointer trie: one object key, the fields it feeds, and deeper keys.
 #[derive(Debug, Clone)]
 struct Node {
     key: Box<str>,
-    /// (field, priority): priority is the position of the pointer in that field's list.
-    targets: Vec<(Field, u8)>,
+    /// (slot, priority): a [`Field`] or an extra field's slot; priority is the position of
+    /// the pointer in that field's list.
+    targets: Vec<(u8, u8)>,
     children: Level,
 }
 
@@ -98,6 +103,8 @@ pub struct Decoder {
     event_from_type: Vec<bool>,
     max_record_bytes: usize,
     max_user_id_bytes: usize,
+    /// Configured dimensions: their pointers fill the extra slots, in this order.
+    dimensions: usize,
     /// For the virtual partition of a record (see [`crate::partitioner`]); `None` with a
     /// single virtual partition (and so in `pulse run`, whose records come with theirs):
     /// there is nothing to choose, and hashing the id again would cost 1.5 % of a record.
@@ -117,9 +124,13 @@ impl Decoder {
             (Field::SessionId, &fields.session_id),
         ] {
             for (priority, pointer) in paths.iter().enumerate().take(usize::from(u8::MAX)) {
-                insert_path(&mut root, pointer, field, priority as u8);
+                insert_path(&mut root, pointer, field as u8, priority as u8);
             }
         }
+        let dimension_paths = settings.dimensions.iter().map(|d| d.paths.as_slice());
+        pointer_fields::insert_extra(dimension_paths, |slot, pointer, priority| {
+            insert_path(&mut root, pointer, (FIELDS + slot) as u8, priority);
+        });
         let mut kinds = HashMap::default();
         let k = &settings.kinds;
         for (kind, names) in [
@@ -147,6 +158,7 @@ impl Decoder {
             event_from_type,
             max_record_bytes: settings.max_record_bytes,
             max_user_id_bytes: settings.max_user_id_bytes,
+            dimensions: settings.dimensions.len(),
             partitioner: (settings.partitions > 1).then_some(settings.partitioner),
         }
     }
@@ -237,6 +249,10 @@ impl Decoder {
             Some((_, Scalar::UInt(u))) => Some(Cow::Owned(u.to_string())),
             _ => None,
         };
+        let mut dimensions = NO_VALUES;
+        for (slot, value) in dimensions.iter_mut().enumerate().take(self.dimensions) {
+            *value = pointer_fields::dimension_value(captures.take_slot(FIELDS + slot));
+        }
         Ok(DecodedEvent {
             user,
             kind,
@@ -244,6 +260,7 @@ impl Decoder {
             ts_ms,
             feature,
             session_id,
+            dimensions,
         })
     }
 }
@@ -363,7 +380,7 @@ fn rfc3339_fast(b: &[u8]) -> Option<i64> {
     (ms >= 0).then_some(ms)
 }
 
-fn insert_path(root: &mut Level, pointer: &str, field: Field, priority: u8) {
+fn insert_path(root: &mut Level, pointer: &str, slot: u8, priority: u8) {
     // RFC 6901: "" is the whole document, which is never a scalar field.
     let Some(rest) = pointer.strip_prefix('/') else {
         return;
@@ -373,7 +390,7 @@ fn insert_path(root: &mut Level, pointer: &str, field: Field, priority: u8) {
     while let Some(raw) = segments.next() {
         let node = current.find_or_insert(raw.replace("~1", "/").replace("~0", "~"));
         if segments.peek().is_none() {
-            node.targets.push((field, priority));
+            node.targets.push((slot, priority));
             return;
         }
         current = &mut node.children;
@@ -381,22 +398,24 @@ fn insert_path(root: &mut Level, pointer: &str, field: Field, priority: u8) {
 }
 
 #[derive(Debug, Clone)]
-enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     Str(Cow<'a, str>),
     Int(i64),
     UInt(u64),
     Float(f64),
-    /// A bool, object or array: present, but not a usable scalar.
+    /// Only the extra fields take a boolean (as its JSON text); for the others it is unusable.
+    Bool(bool),
+    /// An object or array: present, but not a usable scalar.
     Unusable,
 }
 
 #[derive(Default)]
 struct Captures<'a> {
-    slots: [Option<(u8, Scalar<'a>)>; FIELDS],
+    slots: [Option<(u8, Scalar<'a>)>; SLOTS],
 }
 
 impl<'a> Captures<'a> {
-    fn record(&mut self, targets: &[(Field, u8)], value: Scalar<'a>) {
+    fn record(&mut self, targets: &[(u8, u8)], value: Scalar<'a>) {
         // A key nearly always feeds one field: the value moves there, copies only for more.
         let Some(((last_field, last_priority), others)) = targets.split_last() else {
             return;
@@ -407,8 +426,8 @@ impl<'a> Captures<'a> {
         self.offer(*last_field, *last_priority, || value);
     }
 
-    fn offer(&mut self, field: Field, priority: u8, value: impl FnOnce() -> Scalar<'a>) {
-        let slot = &mut self.slots[field as usize];
+    fn offer(&mut self, slot: u8, priority: u8, value: impl FnOnce() -> Scalar<'a>) {
+        let slot = &mut self.slots[usize::from(slot)];
         // Equal priority is the same key repeated: the last one wins.
         if slot.as_ref().is_none_or(|(held, _)| priority <= *held) {
             *slot = Some((priority, value()));
@@ -416,7 +435,11 @@ impl<'a> Captures<'a> {
     }
 
     fn take(&mut self, field: Field) -> Option<(u8, Scalar<'a>)> {
-        self.slots[field as usize].take()
+        self.take_slot(field as usize)
+    }
+
+    fn take_slot(&mut self, slot: usize) -> Option<(u8, Scalar<'a>)> {
+        self.slots[slot].take()
     }
 }
 
@@ -538,8 +561,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, 'de> {
         self.captures.record(&self.node.targets, Scalar::Float(v));
         Ok(())
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        self.captures.record(&self.node.targets, Scalar::Unusable);
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.captures.record(&self.node.targets, Scalar::Bool(v));
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {

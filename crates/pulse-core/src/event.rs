@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dimensions::{DimIds, DimValues};
 use crate::features::FeatureId;
 use crate::sketch::UserHash;
 use crate::time::Day;
@@ -124,6 +125,8 @@ pub struct DecodedEvent<'a> {
     /// The feature this event uses, for `FeatureUsed` events and mapped event names.
     pub feature: Option<Cow<'a, str>>,
     pub session_id: Option<Cow<'a, str>>,
+    /// The value of each configured dimension, by position.
+    pub dimensions: DimValues<'a>,
 }
 
 /// An accepted event, reduced to what a partition needs: no user id, only its hashes.
@@ -140,4 +143,6 @@ pub struct PartitionEvent {
     /// False when the event arrived later than the allowed lateness: it still counts as
     /// activity, but can no longer join a session exactly.
     pub sessionize: bool,
+    /// The id of its value in each configured dimension (see [`crate::dimensions`]).
+    pub dims: DimIds,
 }

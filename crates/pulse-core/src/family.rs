@@ -3,6 +3,7 @@
 //! ([`SeriesDef`], [`SeriesOut`]) and its rollup values ([`RollupOut`]). The
 //! [`Family`](crate::families::Family) trait itself sits beside the list of families.
 
+use crate::dimensions::DimensionKeys;
 use crate::ingest::RouterState;
 use crate::sessions::SessionRules;
 use crate::settings::EngineSettings;
@@ -15,6 +16,7 @@ pub struct Rules {
     pub shape: SketchShape,
     pub sessions: SessionRules,
     pub retention_days: u32,
+    pub dimensions: DimensionKeys,
 }
 
 impl Rules {
@@ -30,6 +32,7 @@ impl Rules {
                 lateness_ms: settings.allowed_lateness_ms,
             },
             retention_days: settings.retention_days,
+            dimensions: DimensionKeys::of(&settings.dimensions),
         }
     }
 }

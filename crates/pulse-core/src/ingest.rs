@@ -2,7 +2,8 @@
 //!
 //! Everything that must be decided once for the whole stream lives here, so the answer does
 //! not depend on the number of workers or partitions: the clock (`now` and the session
-//! watermark), the late / future classification and the feature registry ([`RouterState`]).
+//! watermark), the late / future classification, the feature registry and the registry of
+//! dimension values ([`RouterState`]).
 //! What is counted per input partition — its counters and its newest event time,
 //! [`PartitionInputs`] — is kept here too, by partition, because this is where records are
 //! classified; a checkpoint puts it beside the partition's KPI state. The router also picks
@@ -11,9 +12,10 @@
 //! [`prepare`](crate::prepare) step, so that callers may run them on other threads; workers
 //! never see a user id.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::decode::Decoder;
+use crate::dimensions::DimensionRegistry;
 use crate::event::PartitionEvent;
 use crate::event::{EventKind, Rejection};
 use crate::features::FeatureRegistry;
@@ -40,7 +42,7 @@ pub enum Outcome {
 }
 
 /// The stream-wide, serialisable part of the router.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RouterState {
     pub features: FeatureRegistry,
     /// The largest accepted event time: the event-time clock.
@@ -48,6 +50,9 @@ pub struct RouterState {
     /// The session watermark: no event older than this minus the allowed lateness is
     /// expected any more. It only moves forward.
     pub watermark_ms: Option<i64>,
+    /// The values of every breakdown dimension (see [`crate::dimensions`]). Last, so that
+    /// an image written before dimensions existed still reads (see `router_image`).
+    pub dimensions: DimensionRegistry,
 }
 
 /// Decodes, classifies and routes events. One per input stream.
@@ -83,6 +88,7 @@ impl Ingestor {
             features: FeatureRegistry::new(settings.max_features),
             max_event_ms: None,
             watermark_ms: None,
+            dimensions: DimensionRegistry::new(&settings.dimensions),
         };
         Ingestor::with_state(settings, wall_ms, state, Vec::new())
     }
@@ -96,6 +102,7 @@ impl Ingestor {
         inputs: Vec<PartitionInputs>,
     ) -> Ingestor {
         state.features.restore_index();
+        state.dimensions.fit(&settings.dimensions);
         Ingestor {
             decoder: Decoder::new(settings),
             calendar: Calendar::new(settings.timezone.clone()),
@@ -182,6 +189,7 @@ impl Ingestor {
             .feature
             .as_ref()
             .map(|name| self.state.features.intern(name));
+        let dims = self.state.dimensions.intern(&event.dimensions);
         let event = PartitionEvent {
             partition: partition as u32,
             user: event.user,
@@ -191,6 +199,7 @@ impl Ingestor {
             kind: event.kind,
             feature,
             sessionize,
+            dims,
         };
         Outcome::Accepted {
             worker: self.owners[partition],
@@ -276,6 +285,46 @@ impl Ingestor {
 
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+}
+
+mod router_image {
+    //! Reading a [`RouterState`] image, including one written before the dimension
+    //! registry was added to its end: postcard images carry no field names, so the missing
+    //! last field shows as the end of the input, and that state had no dimensions. (A
+    //! checkpoint's checksum, not this, is what tells a damaged image.)
+
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    use super::RouterState;
+
+    const FIELDS: &[&str] = &["features", "max_event_ms", "watermark_ms", "dimensions"];
+
+    impl<'de> Deserialize<'de> for RouterState {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RouterState, D::Error> {
+            deserializer.deserialize_struct("RouterState", FIELDS, Image)
+        }
+    }
+
+    struct Image;
+
+    impl<'de> Visitor<'de> for Image {
+        type Value = RouterState;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a router state")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RouterState, A::Error> {
+            let missing = |at: usize| A::Error::invalid_length(at, &"a router state");
+            Ok(RouterState {
+                features: seq.next_element()?.ok_or_else(|| missing(0))?,
+                max_event_ms: seq.next_element()?.ok_or_else(|| missing(1))?,
+                watermark_ms: seq.next_element()?.ok_or_else(|| missing(2))?,
+                dimensions: seq.next_element().ok().flatten().unwrap_or_default(),
+            })
+        }
     }
 }
 
@@ -439,6 +488,30 @@ mod tests {
             inputs.iter().map(|i| i.counters.accepted).sum::<u64>(),
             total.accepted
         );
+    }
+
+    #[test]
+    fn a_router_image_from_before_dimensions_reads_with_none() {
+        #[derive(Serialize)]
+        struct Before {
+            features: FeatureRegistry,
+            max_event_ms: Option<i64>,
+            watermark_ms: Option<i64>,
+        }
+        let before = Before {
+            features: FeatureRegistry::new(3),
+            max_event_ms: Some(T0),
+            watermark_ms: Some(T0 - 1),
+        };
+        let bytes = postcard::to_stdvec(&before).unwrap();
+        let state: RouterState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            (state.max_event_ms, state.watermark_ms),
+            (Some(T0), Some(T0 - 1))
+        );
+        assert!(state.dimensions.dimensions.is_empty());
+        let truncated = &bytes[..bytes.len() - 1];
+        assert!(postcard::from_bytes::<RouterState>(truncated).is_err());
     }
 
     #[test]

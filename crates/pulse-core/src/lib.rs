@@ -27,6 +27,8 @@
 //! - [`families`]: the KPI families (activity, sessions, features, stickiness), one module
 //!   each, and the one list that registers them; [`family`]: what a family is given and
 //!   gives back; [`windows`]: the 1/7/30-day windows and how sketches fold into them.
+//! - [`dimensions`]: breakdown dimensions, their values and the stream-wide value registry;
+//!   [`pointer_fields`]: extra fields (dimension values) captured in the decoder's pass.
 //! - [`sketch`], [`histogram`], [`sessions`], [`session_stats`], [`ring`], [`time`],
 //!   [`features`]: the building blocks.
 //!
@@ -36,6 +38,7 @@
 //! scale-out across machines moves partitions, as Kafka's consumer group does.
 
 pub mod decode;
+pub mod dimensions;
 pub mod engine;
 pub mod event;
 pub mod families;
@@ -46,6 +49,7 @@ pub mod ingest;
 pub mod message;
 pub mod partition;
 pub mod partitioner;
+pub mod pointer_fields;
 pub mod prepare;
 pub mod ring;
 pub mod rollup;

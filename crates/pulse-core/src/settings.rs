@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
 
+use crate::dimensions::{DimensionSettings, MAX_DIMENSIONS, MAX_VALUES_CAP};
 use crate::partitioner::Partitioner;
 
 /// Which instant is "now" for the windows.
@@ -120,6 +121,8 @@ pub struct EngineSettings {
     pub max_record_bytes: usize,
     /// User ids longer than this (in UTF-8 bytes) are rejected.
     pub max_user_id_bytes: usize,
+    /// Breakdown dimensions, in the order their values are kept.
+    pub dimensions: Vec<DimensionSettings>,
 }
 
 /// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
@@ -150,6 +153,7 @@ impl Default for EngineSettings {
             feature_events: BTreeMap::new(),
             max_record_bytes: 1 << 20,
             max_user_id_bytes: 256,
+            dimensions: Vec::new(),
         }
     }
 }
@@ -172,6 +176,8 @@ pub enum SettingsError {
         first: &'static str,
         second: &'static str,
     },
+    #[error("dimensions.{name}: {problem}")]
+    BadDimension { name: String, problem: String },
     #[error("unknown time zone {name:?}: {reason}")]
     UnknownTimeZone { name: String, reason: String },
 }
@@ -278,6 +284,7 @@ impl EngineSettings {
                 });
             }
         }
+        self.validate_dimensions()?;
         let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
         for (key, names) in self.kind_lists() {
             for name in names {
@@ -288,6 +295,48 @@ impl EngineSettings {
                         second: key,
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_dimensions(&self) -> Result<(), SettingsError> {
+        let bad = |name: &str, problem: String| SettingsError::BadDimension {
+            name: name.to_owned(),
+            problem,
+        };
+        if self.dimensions.len() > MAX_DIMENSIONS {
+            let names: Vec<&str> = self.dimensions.iter().map(|d| d.name.as_str()).collect();
+            return Err(bad(
+                &names.join(","),
+                format!("{} dimensions, at most {MAX_DIMENSIONS}", names.len()),
+            ));
+        }
+        for (at, d) in self.dimensions.iter().enumerate() {
+            let label_safe = d
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if d.name.is_empty() || !label_safe {
+                return Err(bad(&d.name, "a name is letters, digits and '_'".into()));
+            }
+            if self.dimensions[..at].iter().any(|e| e.name == d.name) {
+                return Err(bad(&d.name, "configured twice".into()));
+            }
+            if d.paths.is_empty() {
+                return Err(bad(
+                    &d.name,
+                    "paths must list at least one JSON pointer".into(),
+                ));
+            }
+            if let Some(pointer) = d.paths.iter().find(|p| !p.starts_with('/')) {
+                return Err(bad(&d.name, format!("{pointer:?} is not a JSON pointer")));
+            }
+            if !(1..=MAX_VALUES_CAP).contains(&d.max_values) {
+                return Err(bad(
+                    &d.name,
+                    format!("max_values = {}: 1 to {MAX_VALUES_CAP}", d.max_values),
+                ));
             }
         }
         Ok(())
@@ -347,12 +396,44 @@ mod tests {
                 Box::new(|s| s.kinds.signup.push("login".into())),
                 "events.signup",
             ),
+            (
+                Box::new(|s| s.dimensions = vec![dimension("plat-form", "/p", 25)]),
+                "dimensions.plat-form",
+            ),
+            (
+                Box::new(|s| s.dimensions = vec![dimension("platform", "p", 25)]),
+                "dimensions.platform",
+            ),
+            (
+                Box::new(|s| s.dimensions = vec![dimension("tenant", "/t", 0)]),
+                "dimensions.tenant",
+            ),
+            (
+                Box::new(|s| s.dimensions = vec![dimension("a", "/a", 1); 2]),
+                "dimensions.a",
+            ),
+            (
+                Box::new(|s| {
+                    s.dimensions = (0..9)
+                        .map(|i| dimension(&format!("d{i}"), "/d", 1))
+                        .collect()
+                }),
+                "dimensions.d0",
+            ),
         ];
         for (mutate, key) in cases {
             let mut settings = EngineSettings::default();
             mutate(&mut settings);
             let error = settings.validate().unwrap_err().to_string();
             assert!(error.contains(key), "{error:?} should name {key}");
+        }
+    }
+
+    fn dimension(name: &str, path: &str, max_values: usize) -> DimensionSettings {
+        DimensionSettings {
+            name: name.into(),
+            paths: vec![path.into()],
+            max_values,
         }
     }
 

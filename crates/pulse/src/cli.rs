@@ -244,6 +244,10 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(users) = args.users {
                 raw.demo.users = users;
             }
+            if raw.dimensions.is_empty() {
+                raw.dimensions
+                    .extend([config::RawDimension::demo_platform()]);
+            }
             let listen = raw.validate_service()?;
             let mut settings = raw.engine_settings()?;
             settings.clock = ClockMode::Wall;

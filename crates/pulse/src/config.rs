@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::Source;
 use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
+use pulse_core::dimensions::DimensionSettings;
 use pulse_core::partitioner::Partitioner;
 use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub struct RawConfig {
     pub hll: RawHll,
     pub sessions: RawSessions,
     pub features: RawFeatures,
+    /// Breakdown dimensions by name (`[dimensions.<name>]`), in name order.
+    pub dimensions: BTreeMap<String, RawDimension>,
     pub fields: FieldPaths,
     pub events: KindNames,
     pub kafka: RawKafka,
@@ -208,6 +211,33 @@ pub struct RawFeatures {
     pub events: BTreeMap<String, String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDimension {
+    /// JSON pointers, first present wins.
+    pub paths: Vec<String>,
+    /// Values with series of their own; later ones pool in "__other__".
+    #[serde(default = "RawDimension::default_max_values")]
+    pub max_values: usize,
+}
+
+impl RawDimension {
+    fn default_max_values() -> usize {
+        25
+    }
+
+    /// What `pulse demo` breaks its numbers down by when the configuration names no
+    /// dimension: the platform its generator writes.
+    pub fn demo_platform() -> (String, RawDimension) {
+        let paths = ["/platform", "/properties/$os", "/context/os/name"];
+        let dimension = RawDimension {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            max_values: RawDimension::default_max_values(),
+        };
+        ("platform".to_owned(), dimension)
+    }
+}
+
 /// A configuration error in the user's words: the key as written in the file or named by
 /// the variable (figment would say `default.kafka.brokrs`, after its profile), and where it
 /// was set.
@@ -334,6 +364,15 @@ impl RawConfig {
             max_record_bytes: usize::try_from(self.limits.max_record_size.as_u64())
                 .unwrap_or(usize::MAX),
             max_user_id_bytes: self.limits.max_user_id_bytes,
+            dimensions: self
+                .dimensions
+                .iter()
+                .map(|(name, d)| DimensionSettings {
+                    name: name.clone(),
+                    paths: d.paths.clone(),
+                    max_values: d.max_values,
+                })
+                .collect(),
         };
         settings.validate().context("invalid configuration")?;
         Ok(settings)

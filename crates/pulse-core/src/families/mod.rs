@@ -88,6 +88,7 @@ pub trait Family {
 }
 
 pub mod activity;
+pub mod breakdowns;
 pub mod features;
 pub mod sessions;
 pub mod stickiness;
@@ -267,6 +268,7 @@ families! {
     sessions: sessions::Sessions,
     features: features::Features,
     stickiness: stickiness::Stickiness,
+    breakdowns: breakdowns::Breakdowns,
 }
 
 #[cfg(test)]
@@ -385,6 +387,7 @@ mod tests {
                                 kind: if signup { EventKind::Signup } else { EventKind::Login },
                                 feature,
                                 sessionize: false,
+                                dims: Default::default(),
                             });
                         }
                     }
