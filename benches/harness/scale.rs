@@ -223,6 +223,7 @@ fn generated(ev: &Ev) -> GeneratedEvent {
             TimestampStyle::Rfc3339Utc
         },
         seq: 0,
+        properties: Vec::new(),
     }
 }
 

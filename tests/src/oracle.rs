@@ -130,18 +130,18 @@ impl Default for OracleSettings {
 }
 
 /// The windows of the snapshot: key and length in days.
-const WINDOWS: [(&str, i64); 3] = [("1d", 1), ("7d", 7), ("30d", 30)];
+pub(crate) const WINDOWS: [(&str, i64); 3] = [("1d", 1), ("7d", 7), ("30d", 30)];
 
 /// An inclusive range of calendar days.
 #[derive(Debug, Clone, Copy)]
-struct Days {
+pub(crate) struct Days {
     first: Date,
     last: Date,
 }
 
 impl Days {
     /// The `len` days ending `ends_before` days before `today`.
-    fn ending(today: Date, ends_before: i64, len: i64) -> Days {
+    pub(crate) fn ending(today: Date, ends_before: i64, len: i64) -> Days {
         let last = add_days(today, -ends_before);
         Days {
             first: add_days(last, -(len - 1)),
@@ -149,7 +149,7 @@ impl Days {
         }
     }
 
-    fn contains(self, day: Date) -> bool {
+    pub(crate) fn contains(self, day: Date) -> bool {
         self.first <= day && day <= self.last
     }
 }
@@ -161,7 +161,7 @@ fn add_days(day: Date, n: i64) -> Date {
 
 /// Calendar date of an instant in `tz` (jiff 1's `Timestamp::to_zoned_datetime(tz).date()`,
 /// without cloning the zone per event).
-fn day_of(ms: i64, tz: &TimeZone) -> Date {
+pub(crate) fn day_of(ms: i64, tz: &TimeZone) -> Date {
     let instant = Timestamp::from_millisecond(ms).expect("event times are within jiff's range");
     tz.to_datetime(instant).date()
 }
@@ -179,10 +179,10 @@ struct Fact<'a> {
 }
 
 /// Users seen on each day.
-type UsersByDay = HashMap<Date, HashSet<usize>>;
+pub(crate) type UsersByDay = HashMap<Date, HashSet<usize>>;
 
 /// Distinct users over the days of `w`.
-fn distinct(by_day: &UsersByDay, w: Days) -> usize {
+pub(crate) fn distinct(by_day: &UsersByDay, w: Days) -> usize {
     by_day
         .iter()
         .filter(|(day, _)| w.contains(**day))
@@ -192,7 +192,7 @@ fn distinct(by_day: &UsersByDay, w: Days) -> usize {
 }
 
 /// Sum over the days of `w` of each day's distinct users (days without data add 0).
-fn sum_of_daily(by_day: &UsersByDay, w: Days) -> usize {
+pub(crate) fn sum_of_daily(by_day: &UsersByDay, w: Days) -> usize {
     by_day
         .iter()
         .filter(|(day, _)| w.contains(**day))
@@ -200,7 +200,7 @@ fn sum_of_daily(by_day: &UsersByDay, w: Days) -> usize {
         .sum()
 }
 
-fn ratio(numerator: f64, denominator: f64) -> f64 {
+pub(crate) fn ratio(numerator: f64, denominator: f64) -> f64 {
     if denominator == 0.0 {
         0.0
     } else {
@@ -537,6 +537,7 @@ mod tests {
             shape: Shape::Plain,
             timestamp_style: TimestampStyle::EpochMillis,
             seq: 0,
+            properties: Vec::new(),
         }
     }
 

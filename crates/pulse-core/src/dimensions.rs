@@ -3,7 +3,7 @@
 //! small ids under a cap.
 //!
 //! A value is text: a string trimmed, a number or boolean as its JSON text. Longer than
-//! [`MAX_VALUE_BYTES`] or empty, it is `__invalid__`; absent (or `null`), `__none__`. Values
+//! [`MAX_VALUE_BYTES`], empty or a pool's name, it is `__invalid__`; absent (or `null`), `__none__`. Values
 //! get an id of their own in order of first appearance, up to the dimension's
 //! `max_values`; later ones share `__other__`, and each event pooled so is counted per
 //! dimension, so series stay bounded and the overflow is visible.
@@ -99,10 +99,12 @@ pub type DimIds = [ValueId; MAX_DIMENSIONS];
 pub const NO_VALUES: DimValues<'static> = [const { DimValue::None }; MAX_DIMENSIONS];
 
 impl<'a> DimValue<'a> {
-    /// A captured string: trimmed, and `__invalid__` if empty or too long.
+    /// A captured string: trimmed, and `__invalid__` if empty, too long or a pool's name
+    /// (which would otherwise stand for two things).
     pub fn of_text(text: Cow<'a, str>) -> DimValue<'a> {
         let trimmed = text.trim();
-        if trimmed.is_empty() || trimmed.len() > MAX_VALUE_BYTES {
+        let pool_name = [NONE_VALUE, INVALID_VALUE, OTHER_VALUE].contains(&trimmed);
+        if trimmed.is_empty() || trimmed.len() > MAX_VALUE_BYTES || pool_name {
             return DimValue::Invalid;
         }
         if trimmed.len() == text.len() {
@@ -246,6 +248,7 @@ mod tests {
     fn values_are_trimmed_and_bounded() {
         assert_eq!(text("  ios "), DimValue::Text(Cow::Borrowed("ios")));
         assert_eq!(text("   "), DimValue::Invalid);
+        assert_eq!(text(" __other__"), DimValue::Invalid);
         assert_eq!(
             text(&"x".repeat(MAX_VALUE_BYTES)),
             DimValue::Text("x".repeat(64).into())

@@ -48,6 +48,9 @@ pub async fn run(
         users: options.users,
         days: options.backfill_days,
         end_ms: now,
+        // For the platform breakdown `pulse demo` configures, and any tenant one.
+        platforms: ["web", "ios", "android"].map(str::to_owned).to_vec(),
+        tenants: 40,
         ..WorkloadConfig::default()
     };
     let mut generator = Generator::new(&config).expect("demo options are validated by the CLI");

@@ -56,6 +56,12 @@ pub struct WorkloadConfig {
     pub integer_user_ids: bool,
     /// Give about half of the sessions an explicit session id.
     pub session_ids: bool,
+    /// Platforms a session may be on, written as `platform` (none: no such field). Some
+    /// sessions leave it out or send it empty, for breakdowns' `__none__` / `__invalid__`.
+    pub platforms: Vec<String>,
+    /// Tenants users belong to, written as `tenant_id` (0: no such field); a third of the
+    /// tenant ids are JSON numbers.
+    pub tenants: u32,
 }
 
 impl Default for WorkloadConfig {
@@ -83,6 +89,8 @@ impl Default for WorkloadConfig {
             ],
             integer_user_ids: true,
             session_ids: true,
+            platforms: Vec::new(),
+            tenants: 0,
         }
     }
 }

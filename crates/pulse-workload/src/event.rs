@@ -41,6 +41,15 @@ pub struct GeneratedEvent {
     pub timestamp_style: TimestampStyle,
     /// Unique per generator and seed; rendered as Segment's `messageId`.
     pub seq: u64,
+    /// Top-level fields for breakdown dimensions (`platform`, `tenant_id`), in every shape.
+    pub properties: Vec<(String, Property)>,
+}
+
+/// The value of a breakdown property as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Property {
+    Text(String),
+    Int(i64),
 }
 
 impl GeneratedEvent {
@@ -61,6 +70,7 @@ impl GeneratedEvent {
                 write_str(out, &self.name);
                 out.push_str(",\"timestamp\":");
                 self.write_timestamp(out);
+                self.write_properties(out);
                 if let Some(feature) = &self.feature {
                     out.push_str(",\"feature\":");
                     write_str(out, feature);
@@ -78,6 +88,7 @@ impl GeneratedEvent {
                 write_str(out, &self.name);
                 out.push_str(",\"timestamp\":");
                 self.write_timestamp(out);
+                self.write_properties(out);
                 out.push_str(",\"properties\":{");
                 if let Some(feature) = &self.feature {
                     out.push_str("\"feature\":");
@@ -97,6 +108,7 @@ impl GeneratedEvent {
                 self.write_user(out);
                 out.push_str(",\"timestamp\":");
                 self.write_timestamp(out);
+                self.write_properties(out);
                 out.push_str(",\"properties\":{");
                 let mut first = true;
                 if let Some(sid) = &self.session_id {
@@ -112,6 +124,20 @@ impl GeneratedEvent {
                     write_str(out, feature);
                 }
                 out.push_str("}}");
+            }
+        }
+    }
+
+    fn write_properties(&self, out: &mut String) {
+        for (name, value) in &self.properties {
+            out.push(',');
+            write_str(out, name);
+            out.push(':');
+            match value {
+                Property::Text(s) => write_str(out, s),
+                Property::Int(n) => {
+                    let _ = write!(out, "{n}");
+                }
             }
         }
     }
