@@ -82,18 +82,16 @@ pub fn exact_breakdowns(
         let mut signups: BTreeMap<String, UsersByDay> = BTreeMap::new();
         for (event, &user) in events.iter().zip(&user_of) {
             let value = raw_value(event, dimension);
-            let label =
-                if value.starts_with("__") && (value == "__none__" || value == "__invalid__") {
-                    value
-                } else if tracked.contains(&value) {
-                    value
-                } else if tracked.len() < dimension.max_values {
-                    tracked.push(value.clone());
-                    value
-                } else {
-                    pooled += 1;
-                    "__other__".to_owned()
-                };
+            let pool = value == "__none__" || value == "__invalid__";
+            let label = if pool || tracked.contains(&value) {
+                value
+            } else if tracked.len() < dimension.max_values {
+                tracked.push(value.clone());
+                value
+            } else {
+                pooled += 1;
+                "__other__".to_owned()
+            };
             let day = day_of(event.ts_ms, tz);
             active
                 .entry(label.clone())
