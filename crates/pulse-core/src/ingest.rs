@@ -12,7 +12,7 @@
 //! [`prepare`](crate::prepare) step, so that callers may run them on other threads; workers
 //! never see a user id.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode::Decoder;
 use crate::dimensions::DimensionRegistry;
@@ -42,7 +42,7 @@ pub enum Outcome {
 }
 
 /// The stream-wide, serialisable part of the router.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouterState {
     pub features: FeatureRegistry,
     /// The largest accepted event time: the event-time clock.
@@ -51,7 +51,7 @@ pub struct RouterState {
     /// expected any more. It only moves forward.
     pub watermark_ms: Option<i64>,
     /// The values of every breakdown dimension (see [`crate::dimensions`]). Last, so that
-    /// an image written before dimensions existed still reads (see `router_image`).
+    /// an image written before dimensions existed still reads ([`read_router_image`]).
     pub dimensions: DimensionRegistry,
 }
 
@@ -288,44 +288,28 @@ impl Ingestor {
     }
 }
 
-mod router_image {
-    //! Reading a [`RouterState`] image, including one written before the dimension
-    //! registry was added to its end: postcard images carry no field names, so the missing
-    //! last field shows as the end of the input, and that state had no dimensions. (A
-    //! checkpoint's checksum, not this, is what tells a damaged image.)
-
-    use serde::de::{Error, SeqAccess, Visitor};
-    use serde::{Deserialize, Deserializer};
-
-    use super::RouterState;
-
-    const FIELDS: &[&str] = &["features", "max_event_ms", "watermark_ms", "dimensions"];
-
-    impl<'de> Deserialize<'de> for RouterState {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RouterState, D::Error> {
-            deserializer.deserialize_struct("RouterState", FIELDS, Image)
-        }
+/// Reads a saved [`RouterState`] image (a checkpoint keeps it as a byte string of its
+/// own), including one written before the dimension registry was added to its end: postcard
+/// images carry no field names, so such an image is exactly the three older fields, and that
+/// state had no dimensions. Anything else that does not read is the error of this version.
+pub fn read_router_image(bytes: &[u8]) -> Result<RouterState, postcard::Error> {
+    #[derive(Deserialize)]
+    struct BeforeDimensions {
+        features: FeatureRegistry,
+        max_event_ms: Option<i64>,
+        watermark_ms: Option<i64>,
     }
-
-    struct Image;
-
-    impl<'de> Visitor<'de> for Image {
-        type Value = RouterState;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a router state")
+    postcard::from_bytes(bytes).or_else(|error| {
+        match postcard::take_from_bytes::<BeforeDimensions>(bytes) {
+            Ok((old, [])) => Ok(RouterState {
+                features: old.features,
+                max_event_ms: old.max_event_ms,
+                watermark_ms: old.watermark_ms,
+                dimensions: DimensionRegistry::default(),
+            }),
+            _ => Err(error),
         }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RouterState, A::Error> {
-            let missing = |at: usize| A::Error::invalid_length(at, &"a router state");
-            Ok(RouterState {
-                features: seq.next_element()?.ok_or_else(|| missing(0))?,
-                max_event_ms: seq.next_element()?.ok_or_else(|| missing(1))?,
-                watermark_ms: seq.next_element()?.ok_or_else(|| missing(2))?,
-                dimensions: seq.next_element().ok().flatten().unwrap_or_default(),
-            })
-        }
-    }
+    })
 }
 
 /// The worker of each of `partitions` partitions.
@@ -504,14 +488,18 @@ mod tests {
             watermark_ms: Some(T0 - 1),
         };
         let bytes = postcard::to_stdvec(&before).unwrap();
-        let state: RouterState = postcard::from_bytes(&bytes).unwrap();
+        let state = read_router_image(&bytes).unwrap();
         assert_eq!(
             (state.max_event_ms, state.watermark_ms),
             (Some(T0), Some(T0 - 1))
         );
         assert!(state.dimensions.dimensions.is_empty());
-        let truncated = &bytes[..bytes.len() - 1];
-        assert!(postcard::from_bytes::<RouterState>(truncated).is_err());
+        assert!(read_router_image(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.extend([1, 2, 3]);
+        assert!(read_router_image(&longer).is_err(), "neither layout");
+        let now = postcard::to_stdvec(ingestor().state()).unwrap();
+        assert!(read_router_image(&now).is_ok());
     }
 
     #[test]
