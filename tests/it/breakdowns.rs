@@ -1,4 +1,5 @@
-//! Breakdowns against their exact model (`pulse_tests::breakdowns`): several dimensions,
+//! Breakdowns against their exact model (`pulse_tests::breakdowns`), sessions by their
+//! first event's value included: several dimensions,
 //! values past the cap, missing, empty and numeric values, out-of-order arrival, a restart
 //! (also under a reordered configuration), and any partitioning giving the answer of one
 //! partition to the last digit.
@@ -109,6 +110,27 @@ fn differences(engine: &Value, exact: &Value, tolerance: f64) -> Vec<String> {
                     });
                 }
             }
+            for window in ["1d", "7d", "30d"] {
+                // Session figures are exact, quantiles within the histogram's 0.5 % (1 %
+                // allowed, as in `kpis`), sessions per user a ratio on one estimate.
+                let exact = |want: f64| 1e-9 * want.abs().max(1.0);
+                for field in [
+                    "count",
+                    "avg_duration_seconds",
+                    "bounce_rate",
+                    "events_per_session",
+                ] {
+                    check(format!("{at}/sessions/{window}/{field}"), &exact);
+                }
+                let quantile = |want: f64| want.abs() * 0.01 + 1e-3;
+                for field in ["p50_duration_seconds", "p90_duration_seconds"] {
+                    check(format!("{at}/sessions/{window}/{field}"), &quantile);
+                }
+                check(
+                    format!("{at}/sessions/{window}/sessions_per_user"),
+                    &|want| want * tolerance + 1e-9,
+                );
+            }
             for ratio in ["dau_mau", "dau_wau", "wau_mau"] {
                 check(format!("{at}/stickiness/{ratio}"), &|want| {
                     want * 2.0 * tolerance + 1e-9
@@ -124,6 +146,10 @@ fn assert_matches_model(snapshot: &KpiSnapshot, events: &[GeneratedEvent], s: &E
         (snapshot.events.late, snapshot.events.future),
         (0, 0),
         "all admitted"
+    );
+    assert_eq!(
+        snapshot.events.late_for_sessions, 0,
+        "every event in its session"
     );
     let exact = exact_breakdowns(events, &model_dimensions(), &oracle_settings(s, WALL_MS));
     let failures = differences(&breakdowns(snapshot), &exact, 0.03);
@@ -258,6 +284,7 @@ fn a_dimension_added_on_restart_starts_empty_and_the_others_keep_their_values() 
     for line in second {
         restored.ingest(line.as_bytes(), None);
     }
+    restored.close_all_sessions();
     let uninterrupted = run_engine(&lines, settings(&DIMENSIONS));
     let (got, want) = (restored.snapshot(), uninterrupted);
     let b =

@@ -7,8 +7,9 @@
 //! `__invalid__`, absent is `__none__`. Values get their own entry in order of first appearance in arrival order, up
 //! to `max_values`; later ones are `__other__`, and every event so pooled is counted. Then
 //! each (dimension, value) gets the overall KPIs' definitions applied to the events
-//! carrying it. A value is shown when some event carrying it lies in the 31 days the
-//! windows read (today and the 30 before).
+//! carrying it; a session (as the overall model cuts them, every one closed as at the end
+//! of a replay) counts under the value of its first event. A value is shown when some
+//! event carrying it lies in the 31 days the windows read (today and the 30 before).
 //!
 //! Fields are top-level keys of the event (`"/platform"` is the key `platform`), which is
 //! how the workload writes them; nested pointers are the decoder's business and tested there.
@@ -20,7 +21,8 @@ use pulse_workload::{GeneratedEvent, Property};
 use serde_json::{Value, json};
 
 use crate::oracle::{
-    Days, OracleSettings, UsersByDay, WINDOWS, day_of, distinct, ratio, sum_of_daily,
+    Days, OracleSettings, Session, UsersByDay, WINDOWS, day_of, distinct, ratio, session_stats,
+    sessions_of_events, sum_of_daily,
 };
 
 /// One configured dimension, as the model needs it.
@@ -71,6 +73,11 @@ pub fn exact_breakdowns(
     };
     let today = day_of(now, tz);
     let shown = Days::ending(today, 0, 31);
+    assert!(
+        !settings.open_sessions_uncounted,
+        "the model closes every session, as a replay's end does"
+    );
+    let sessions = sessions_of_events(events, settings);
 
     let mut by_dimension = serde_json::Map::new();
     let mut overflow = serde_json::Map::new();
@@ -80,6 +87,7 @@ pub fn exact_breakdowns(
         let mut pooled = 0u64;
         let mut active: BTreeMap<String, UsersByDay> = BTreeMap::new();
         let mut signups: BTreeMap<String, UsersByDay> = BTreeMap::new();
+        let mut labels: Vec<String> = Vec::with_capacity(events.len());
         for (event, &user) in events.iter().zip(&user_of) {
             let value = raw_value(event, dimension);
             let pool = value == "__none__" || value == "__invalid__";
@@ -92,6 +100,7 @@ pub fn exact_breakdowns(
                 pooled += 1;
                 "__other__".to_owned()
             };
+            labels.push(label.clone());
             let day = day_of(event.ts_ms, tz);
             active
                 .entry(label.clone())
@@ -115,7 +124,15 @@ pub fn exact_breakdowns(
             }
             let empty = UsersByDay::new();
             let signed_up = signups.get(label).unwrap_or(&empty);
-            values.insert(label.clone(), value_kpis(by_day, signed_up, today));
+            let started: Vec<(Session, Date)> = sessions
+                .iter()
+                .filter(|(s, _)| labels[s.first] == *label)
+                .copied()
+                .collect();
+            values.insert(
+                label.clone(),
+                value_kpis(by_day, signed_up, &started, today),
+            );
         }
         by_dimension.insert(dimension.name.clone(), values.into());
         overflow.insert(dimension.name.clone(), pooled.into());
@@ -123,7 +140,12 @@ pub fn exact_breakdowns(
     json!({ "dimensions": by_dimension, "dimension_overflow_events": overflow })
 }
 
-fn value_kpis(active: &UsersByDay, signups: &UsersByDay, today: Date) -> Value {
+fn value_kpis(
+    active: &UsersByDay,
+    signups: &UsersByDay,
+    sessions: &[(Session, Date)],
+    today: Date,
+) -> Value {
     let per_window = |by_day: &UsersByDay, ends_before: i64| -> Value {
         WINDOWS
             .iter()
@@ -139,7 +161,20 @@ fn value_kpis(active: &UsersByDay, signups: &UsersByDay, today: Date) -> Value {
         distinct(active, last30) as f64,
         distinct(active, last7) as f64,
     );
+    let session_json: serde_json::Map<String, Value> = WINDOWS
+        .iter()
+        .map(|&(key, len)| {
+            let w = Days::ending(today, 0, len);
+            let started: Vec<(Session, Date)> = sessions
+                .iter()
+                .filter(|(_, day)| w.contains(*day))
+                .copied()
+                .collect();
+            (key.to_owned(), session_stats(&started, distinct(active, w)))
+        })
+        .collect();
     json!({
+        "sessions": session_json,
         "active_users": per_window(active, 0),
         "active_users_previous": per_window(active, 1),
         "new_users": per_window(signups, 0),
@@ -238,6 +273,24 @@ mod tests {
             got["dimensions"]["platform"]["ios"]["stickiness"]["dau_mau"],
             0.0
         );
+    }
+
+    #[test]
+    fn a_session_counts_under_its_first_events_value_whatever_the_arrival_order() {
+        let events = [
+            ev("a", "page_view", T0 + 60_000, &[("platform", text("web"))]),
+            ev("a", "login", T0, &[("platform", text("ios"))]),
+            ev("b", "login", T0, &[("platform", text("web"))]),
+        ];
+        let got = exact_breakdowns(&events, &[platform(5)], &OracleSettings::default());
+        let values = &got["dimensions"]["platform"];
+        assert_eq!(values["ios"]["sessions"]["1d"]["count"], 1);
+        assert_eq!(
+            values["ios"]["sessions"]["1d"]["avg_duration_seconds"],
+            60.0
+        );
+        assert_eq!(values["web"]["sessions"]["1d"]["count"], 1, "b's only");
+        assert_eq!(values["web"]["sessions"]["1d"]["bounce_rate"], 1.0);
     }
 
     #[test]

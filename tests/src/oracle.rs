@@ -209,28 +209,31 @@ pub(crate) fn ratio(numerator: f64, denominator: f64) -> f64 {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Session {
+pub(crate) struct Session {
     first_ts: i64,
     last_ts: i64,
     events: u64,
+    /// The index of its first event among the facts (of equal times and ranks, the first
+    /// to arrive).
+    pub(crate) first: usize,
 }
 
 /// Splits every session key's events into sessions by the rules of the README's Definitions.
 fn sessions(facts: &[Fact<'_>], settings: &OracleSettings) -> Vec<Session> {
-    // Session key (user, session id) -> its events as (ts, rank).
+    // Session key (user, session id) -> its events as (ts, rank, index).
     type SessionKey<'a> = (usize, Option<&'a str>);
-    let mut by_key: HashMap<SessionKey<'_>, Vec<(i64, u8)>> = HashMap::new();
-    for f in facts {
+    let mut by_key: HashMap<SessionKey<'_>, Vec<(i64, u8, usize)>> = HashMap::new();
+    for (index, f) in facts.iter().enumerate() {
         by_key
             .entry((f.user, f.session_id))
             .or_default()
-            .push((f.ts, f.kind.rank()));
+            .push((f.ts, f.kind.rank(), index));
     }
     let mut out = Vec::new();
     for mut events in by_key.into_values() {
         events.sort_unstable();
         let mut open: Option<Session> = None;
-        for (ts, rank) in events {
+        for (ts, rank, index) in events {
             let starts_new = match open {
                 None => true,
                 Some(s) => {
@@ -245,6 +248,7 @@ fn sessions(facts: &[Fact<'_>], settings: &OracleSettings) -> Vec<Session> {
                     first_ts: ts,
                     last_ts: ts,
                     events: 0,
+                    first: index,
                 });
             }
             let s = open.as_mut().expect("a session is open here");
@@ -267,7 +271,7 @@ fn nearest_rank(sorted: &[i64], num: usize, den: usize) -> i64 {
     sorted[rank - 1]
 }
 
-fn session_stats(started_in_w: &[(Session, Date)], active_users: usize) -> Value {
+pub(crate) fn session_stats(started_in_w: &[(Session, Date)], active_users: usize) -> Value {
     let count = started_in_w.len();
     if count == 0 {
         return json!({
@@ -372,13 +376,10 @@ fn admit<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings)
     out
 }
 
-fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings) -> Value {
-    let tz = &settings.timezone;
-    let admitted = admit(inputs, settings);
-    let events = &admitted.events;
-
+/// Every admitted event reduced to its fact, in arrival order.
+fn facts_of<'a>(events: &[&'a GeneratedEvent], settings: &OracleSettings) -> Vec<Fact<'a>> {
     let mut user_ids: HashMap<String, usize> = HashMap::new();
-    let facts: Vec<Fact<'_>> = events
+    events
         .iter()
         .map(|e| {
             let canonical = match &e.user {
@@ -390,12 +391,34 @@ fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettin
                 user: *user_ids.entry(canonical).or_insert(next),
                 kind: settings.kinds.kind_of(&e.name),
                 ts: e.ts_ms,
-                day: day_of(e.ts_ms, tz),
+                day: day_of(e.ts_ms, &settings.timezone),
                 feature: e.feature.as_deref(),
                 session_id: e.session_id.as_deref(),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Every session of `events` (all admitted, in arrival order, every session closed as at
+/// the end of a replay), with its start day; `first` indexes `events`.
+pub(crate) fn sessions_of_events(
+    events: &[GeneratedEvent],
+    settings: &OracleSettings,
+) -> Vec<(Session, Date)> {
+    let events: Vec<&GeneratedEvent> = events.iter().collect();
+    let facts = facts_of(&events, settings);
+    sessions(&facts, settings)
+        .into_iter()
+        .map(|s| (s, day_of(s.first_ts, &settings.timezone)))
+        .collect()
+}
+
+fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings) -> Value {
+    let tz = &settings.timezone;
+    let admitted = admit(inputs, settings);
+    let events = &admitted.events;
+
+    let facts = facts_of(events, settings);
 
     let now = facts.iter().map(|f| f.ts).max();
     // Without events no window contains anything, whatever `today` is.

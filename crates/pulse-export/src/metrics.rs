@@ -640,7 +640,17 @@ mod tests {
     }
 
     fn breakdown_value(active_users: Windowed<u64>, dau_mau: f64) -> ValueKpis {
+        let sessions = |count| SessionKpis {
+            count,
+            avg_duration_seconds: 120.0,
+            p50_duration_seconds: 60.0,
+            p90_duration_seconds: 600.0,
+            bounce_rate: 0.25,
+            events_per_session: 3.0,
+            sessions_per_user: 1.5,
+        };
         ValueKpis {
+            sessions: windowed(sessions(5), sessions(7), sessions(9)),
             active_users,
             active_users_previous: active_users.map(|n| n + 1),
             new_users: active_users.map(|n| n / 2),
@@ -831,6 +841,18 @@ mod tests {
             (
                 r#"pulse_dimension_overflow_events_total{dimension="platform"}"#,
                 18.0,
+            ),
+            (
+                r#"pulse_dimension_sessions{dimension="platform",value="ios",window="7d"}"#,
+                7.0,
+            ),
+            (
+                r#"pulse_dimension_session_duration_quantile_seconds{dimension="platform",value="ios",window="1d",q="0.5"}"#,
+                60.0,
+            ),
+            (
+                r#"pulse_dimension_session_bounce_ratio{dimension="platform",value="__other__",window="30d"}"#,
+                0.25,
             ),
             (r#"pulse_events_total{kind="page_view"}"#, 9.0),
             (r#"pulse_events_rejected_total{reason="missing_user"}"#, 2.0),

@@ -1,12 +1,19 @@
 //! Breakdowns: the engagement KPIs of the users of each value of each configured dimension
 //! (platform, app version, country, plan, tenant) — active users now and a day earlier, new
-//! users, and stickiness — so "DAU dropped" can be followed by "on which platform?".
+//! users, stickiness and sessions — so "DAU dropped" can be followed by "on which platform?".
 //!
 //! It is the activity family's bookkeeping once per (dimension, value), not a copy of it:
 //! per partition, a day ring holding, per dimension and value id, the same [`ActivityDay`]
 //! (everyone who carried the value that day, and who signed up with it); folded into windows
 //! by the same [`fold_days`] and into ratios by the same stickiness [`ratios`]. A user active
 //! on web and iOS counts under both, so a dimension's values do not add up to the total.
+//!
+//! Sessions: a session's value is that of its first event, which out-of-order arrival can
+//! change until the session is final. So the family keeps a session table of its own (the
+//! same [`SessionTable`], each event tagged with its value ids), closed by the same
+//! watermark, and counts each closed session under its first event's values, in a day ring
+//! of statistics like the sessions family's. That doubles the open-session memory, and only
+//! when a dimension is configured (with none, no event reaches the table).
 //!
 //! Value ids come from the router's stream-wide registry ([`crate::dimensions`]), so an id
 //! means the same value in every partition and summaries merge by id. The state keeps, per
@@ -17,18 +24,21 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dimensions::{ValueId, ValueRegistry};
+use crate::dimensions::{DimIds, ValueId, ValueRegistry};
 use crate::event::PartitionEvent;
 use crate::families::{Family, Sections, Summary};
 use crate::family::counter;
 use crate::family::{RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut, gauge};
 use crate::ring::DayRing;
+use crate::session_stats::SessionStats;
+use crate::sessions::{ClosedSession, SessionEvent, SessionTable};
 use crate::sketch::{DistinctSketch, SketchShape};
 use crate::windows::{
     PastFor, PastSketches, SketchWindows, SummaryPoint, Windowed, union_estimate,
 };
 
 use super::activity::{ActivityDay, day_union, fold_days, record_day};
+use super::sessions::{SessionKpis, session_kpis, session_windows};
 use super::stickiness::{StickinessRatios, ratios};
 
 #[derive(Debug)]
@@ -43,6 +53,10 @@ pub struct BreakdownsState {
     /// The key of the dimension at each position (see [`crate::dimensions::DimensionKeys`]).
     keys: Vec<u64>,
     days: DayRing<DayValues>,
+    /// Open sessions, each event tagged with its value ids.
+    sessions: SessionTable<DimIds>,
+    /// Closed sessions by start day, per dimension position, per value id of the first event.
+    session_days: DayRing<Vec<Vec<SessionStats>>>,
     /// Writes that met a slot holding a newer day (should stay 0).
     dropped: u64,
 }
@@ -60,6 +74,8 @@ pub struct ValueSummary {
     pub active: SketchWindows,
     pub active_daily: Vec<Option<DistinctSketch>>,
     pub signups: SketchWindows,
+    /// Sessions started in each window, by their first event's value.
+    pub sessions: [SessionStats; 3],
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,6 +90,7 @@ pub struct ValueKpis {
     pub active_users_previous: Windowed<u64>,
     pub new_users: Windowed<u64>,
     pub stickiness: StickinessRatios,
+    pub sessions: Windowed<SessionKpis>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -108,6 +125,31 @@ pub const DIMENSION_STICKINESS_RATIO: SeriesDef = gauge(
     &["dimension", "value", "ratio"],
     "Stickiness of the users carrying the value, over complete days ending yesterday: mean DAU / MAU, mean DAU / WAU, WAU / MAU.",
 );
+pub const DIMENSION_SESSIONS: SeriesDef = gauge(
+    "pulse_dimension_sessions",
+    VALUE_WINDOW,
+    "Sessions started in the window whose first event carried the value.",
+);
+pub const DIMENSION_SESSION_DURATION_AVG_SECONDS: SeriesDef = gauge(
+    "pulse_dimension_session_duration_avg_seconds",
+    VALUE_WINDOW,
+    "Mean duration of the sessions started in the window whose first event carried the value.",
+);
+pub const DIMENSION_SESSION_DURATION_QUANTILE_SECONDS: SeriesDef = gauge(
+    "pulse_dimension_session_duration_quantile_seconds",
+    &["dimension", "value", "window", "q"],
+    "Nearest-rank duration quantile q (0.5) of those sessions (within 0.5 %).",
+);
+pub const DIMENSION_SESSION_BOUNCE_RATIO: SeriesDef = gauge(
+    "pulse_dimension_session_bounce_ratio",
+    VALUE_WINDOW,
+    "Share of those sessions that have a single event.",
+);
+pub const DIMENSION_SESSION_EVENTS_AVG: SeriesDef = gauge(
+    "pulse_dimension_session_events_avg",
+    VALUE_WINDOW,
+    "Mean number of events per session of those sessions.",
+);
 pub const DIMENSION_OVERFLOW_EVENTS: SeriesDef = counter(
     "pulse_dimension_overflow_events_total",
     &["dimension"],
@@ -141,6 +183,11 @@ impl Family for Breakdowns {
         DIMENSION_ACTIVE_USERS_PREVIOUS,
         DIMENSION_NEW_USERS,
         DIMENSION_STICKINESS_RATIO,
+        DIMENSION_SESSIONS,
+        DIMENSION_SESSION_DURATION_AVG_SECONDS,
+        DIMENSION_SESSION_DURATION_QUANTILE_SECONDS,
+        DIMENSION_SESSION_BOUNCE_RATIO,
+        DIMENSION_SESSION_EVENTS_AVG,
         DIMENSION_OVERFLOW_EVENTS,
     ];
 
@@ -148,12 +195,16 @@ impl Family for Breakdowns {
         BreakdownsState {
             keys: rules.dimensions.as_slice().to_vec(),
             days: DayRing::new(rules.retention_days),
+            sessions: SessionTable::default(),
+            session_days: DayRing::new(rules.retention_days),
             dropped: 0,
         }
     }
 
     fn restore(state: &mut BreakdownsState, rules: &Rules) {
         state.days.fit(rules.retention_days);
+        state.session_days.fit(rules.retention_days);
+        state.sessions.restore_index();
         let keys = rules.dimensions.as_slice();
         if state.keys == keys {
             return;
@@ -164,15 +215,18 @@ impl Family for Breakdowns {
             .map(|key| state.keys.iter().position(|k| k == key))
             .collect();
         for (_, day) in state.days.iter_mut() {
-            let mut saved = std::mem::take(day);
-            *day = from
-                .iter()
-                .map(|at| {
-                    at.and_then(|at| saved.get_mut(at).map(std::mem::take))
-                        .unwrap_or_default()
-                })
-                .collect();
+            *day = by_key(std::mem::take(day), &from);
         }
+        for (_, day) in state.session_days.iter_mut() {
+            *day = by_key(std::mem::take(day), &from);
+        }
+        state.sessions.map_tags(|ids| {
+            let mut moved = [crate::dimensions::NONE_ID; crate::dimensions::MAX_DIMENSIONS];
+            for (to, at) in moved.iter_mut().zip(&from) {
+                *to = at.map_or(crate::dimensions::NONE_ID, |at| ids[at]);
+            }
+            moved
+        });
         state.keys = keys.to_vec();
     }
 
@@ -200,6 +254,22 @@ impl Family for Breakdowns {
             let value = values[index].get_or_insert_with(|| ActivityDay::new(rules.shape));
             record_day(value, event, rules.shape);
         }
+        // Too late to join a session exactly: activity only, as for the sessions family.
+        if event.sessionize {
+            let session_event =
+                SessionEvent::tagged(event.ts_ms, event.day, event.kind, event.dims);
+            state
+                .sessions
+                .insert(event.session_key, session_event, &rules.sessions);
+        }
+    }
+
+    fn advance(state: &mut BreakdownsState, watermark_ms: i64, rules: &Rules) {
+        state.close(|table, emit| table.advance(watermark_ms, &rules.sessions, emit));
+    }
+
+    fn close_all(state: &mut BreakdownsState, rules: &Rules) {
+        state.close(|table, emit| table.close_all(&rules.sessions, emit));
     }
 
     fn summarize(
@@ -237,10 +307,14 @@ impl Family for Breakdowns {
                         }
                         let [active, signups] = past;
                         let folded = fold_days(&of, [active, signups], refresh, rules.shape);
+                        let sessions = session_windows(at, |day| {
+                            state.session_days.get(day)?.get(position)?.get(id)
+                        });
                         Some(ValueSummary {
                             active: folded.active,
                             active_daily: folded.active_daily,
                             signups: folded.signups,
+                            sessions,
                         })
                     })
                     .collect()
@@ -283,7 +357,26 @@ impl Family for Breakdowns {
             .flatten()
             .map(PastSketches::estimated_bytes)
             .sum::<usize>();
-        days + past
+        let session_days = state
+            .session_days
+            .iter()
+            .flat_map(|(_, day)| day.iter().flatten())
+            .map(|stats| stats.durations.estimated_bytes())
+            .sum::<usize>();
+        days + past + session_days + state.sessions.estimated_bytes()
+    }
+
+    fn check(state: &BreakdownsState, counts: &mut Vec<u64>) -> Result<(), String> {
+        let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
+        if !state.sessions.event_times().all(accepted_time) {
+            return Err("an open session holds an event time pulse never accepts".to_owned());
+        }
+        let stats = state
+            .session_days
+            .iter()
+            .flat_map(|(_, d)| d.iter().flatten());
+        counts.extend(stats.flat_map(SessionStats::counts));
+        Ok(())
     }
 
     fn section(summaries: &[Summary], _: &Sections, cx: &SectionContext<'_>) -> BreakdownsSection {
@@ -315,6 +408,22 @@ impl Family for Breakdowns {
                     for (window, v) in windows.labelled() {
                         out.sample(def, &[dimension, value, window], *v as f64);
                     }
+                }
+                for (window, s) in k.sessions.labelled() {
+                    let labels = [dimension.as_str(), value.as_str(), window];
+                    out.sample(&DIMENSION_SESSIONS, &labels, s.count as f64);
+                    out.sample(
+                        &DIMENSION_SESSION_DURATION_AVG_SECONDS,
+                        &labels,
+                        s.avg_duration_seconds,
+                    );
+                    out.sample(
+                        &DIMENSION_SESSION_DURATION_QUANTILE_SECONDS,
+                        &[dimension, value, window, "0.5"],
+                        s.p50_duration_seconds,
+                    );
+                    out.sample(&DIMENSION_SESSION_BOUNCE_RATIO, &labels, s.bounce_rate);
+                    out.sample(&DIMENSION_SESSION_EVENTS_AVG, &labels, s.events_per_session);
                 }
                 let r = &k.stickiness;
                 for (ratio, v) in [
@@ -379,7 +488,54 @@ impl Family for Breakdowns {
     }
 }
 
+impl BreakdownsState {
+    /// Closes what the table says is final, into the day each session started on, under
+    /// its first event's value in every dimension (the fields are borrowed apart: the table
+    /// calls back while closing).
+    fn close(
+        &mut self,
+        close: impl FnOnce(&mut SessionTable<DimIds>, &mut dyn FnMut(ClosedSession<DimIds>)),
+    ) {
+        let BreakdownsState {
+            keys,
+            sessions,
+            session_days,
+            dropped,
+            ..
+        } = self;
+        let dimensions = keys.len();
+        close(sessions, &mut |session| {
+            let Some(day) = session_days.get_or_insert_with(session.start_day, Vec::new) else {
+                *dropped += 1;
+                return;
+            };
+            day.resize_with(dimensions, Vec::new);
+            for (values, id) in day.iter_mut().zip(session.tag) {
+                let index = usize::from(id);
+                if values.len() <= index {
+                    values.resize_with(index + 1, SessionStats::default);
+                }
+                values[index].record(&session);
+            }
+        });
+    }
+}
+
+/// A day's per-dimension vectors re-ordered for the dimensions now configured: position
+/// `i` takes what was saved at `from[i]`, or starts empty.
+fn by_key<T: Default>(mut saved: Vec<T>, from: &[Option<usize>]) -> Vec<T> {
+    from.iter()
+        .map(|at| {
+            at.and_then(|at| saved.get_mut(at).map(std::mem::take))
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 fn merge_value(mine: &mut ValueSummary, theirs: ValueSummary, shape: SketchShape) {
+    for (mine, theirs) in mine.sessions.iter_mut().zip(&theirs.sessions) {
+        mine.merge(theirs);
+    }
     mine.active.merge(theirs.active, shape);
     mine.signups.merge(theirs.signups, shape);
     if mine.active_daily.len() < theirs.active_daily.len() {
@@ -426,8 +582,15 @@ where
     };
     let active_users_previous = windows(&|v| &v.active.previous);
     let daily = of().map(|v| v.active_daily.as_slice());
+    let active_users = windows(&|v| &v.active.current);
+    let sessions = Windowed::from_fn(|w| {
+        let mut stats = SessionStats::default();
+        of().for_each(|v| stats.merge(&v.sessions[w]));
+        session_kpis(&stats, *active_users.get(w))
+    });
     ValueKpis {
-        active_users: windows(&|v| &v.active.current),
+        active_users,
+        sessions,
         stickiness: ratios(shape, daily, &active_users_previous),
         active_users_previous,
         new_users: windows(&|v| &v.signups.current),
