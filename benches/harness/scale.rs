@@ -224,6 +224,7 @@ fn generated(ev: &Ev) -> GeneratedEvent {
         },
         seq: 0,
         outcome: None,
+        properties: Vec::new(),
     }
 }
 

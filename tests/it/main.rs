@@ -1,6 +1,7 @@
 //! pulse's integration tests: one binary, one module per concern, shared helpers.
 //!
 //! - `kpis`: the engine against the exact model on generated workloads.
+//! - `breakdowns`: the KPIs per dimension value against their exact model.
 //! - `sharding`: any number of partitions on any number of workers gives the answer of one
 //!   partition on one thread, to the last digit.
 //! - `state`: engine state survives a serialise / restore round trip mid-stream.
@@ -21,6 +22,7 @@
 //! - `rollups`: `pulse replay --rollups` loaded into a real PostgreSQL, idempotently.
 //! - `outcomes`: NPS, CSAT, revenue and MRR against their exact model; bad outcome events.
 
+mod breakdowns;
 mod broker_faults;
 mod cli;
 mod deploy;

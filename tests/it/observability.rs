@@ -262,6 +262,15 @@ fn dashboard_and_rules_are_well_formed() {
         variable("feature")["definition"],
         "label_values(pulse_feature_adoption_ratio, feature)"
     );
+    // Dimensions are configured, not fixed: one variable picks the dimension, one its values.
+    assert_eq!(
+        variable("dimension")["definition"],
+        "label_values(pulse_dimension_active_users, dimension)"
+    );
+    assert_eq!(
+        variable("value")["definition"],
+        "label_values(pulse_dimension_active_users{dimension=\"$dimension\"}, value)"
+    );
 
     let rows: Vec<&str> = dashboard["panels"]
         .as_array()
@@ -278,7 +287,8 @@ fn dashboard_and_rules_are_well_formed() {
             "Feature adoption",
             "Ingestion health",
             "Retention and churn",
-            "Outcomes"
+            "Outcomes",
+            "Breakdowns"
         ]
     );
 
@@ -551,12 +561,15 @@ fn test_config(demo: &str) -> String {
     config
 }
 
-/// A dashboard query as Grafana would send it.
-fn grafana_expr(expr: &str, feature: &str) -> String {
+/// A dashboard query as Grafana would send it, for one feature and one dimension with
+/// every value ("All", whose regex is `.+`).
+fn grafana_expr(expr: &str, feature: &str, dimension: &str) -> String {
     expr.replace("$__rate_interval", "1m")
         .replace("$__interval", "15s")
         .replace("${feature}", feature)
         .replace("$feature", feature)
+        .replace("$dimension", dimension)
+        .replace("$value", ".+")
 }
 
 /// Polls `check` until it returns Ok, or panics with its last error and both logs.
@@ -736,6 +749,13 @@ fn prometheus_scrapes_the_demo_evaluates_every_rule_and_answers_every_panel() {
         .as_str()
         .expect("label_values(pulse_feature_adoption_ratio, feature) is empty")
         .to_owned();
+    let dimensions = prometheus
+        .api("/api/v1/label/dimension/values?match[]=pulse_dimension_active_users")
+        .unwrap();
+    let dimension = dimensions[0]
+        .as_str()
+        .expect("label_values(pulse_dimension_active_users, dimension) is empty")
+        .to_owned();
     let queries = panel_queries(&dashboard);
     eventually(
         "every panel's data",
@@ -744,7 +764,7 @@ fn prometheus_scrapes_the_demo_evaluates_every_rule_and_answers_every_panel() {
         || {
             let mut problems = Vec::new();
             for (title, expr) in &queries {
-                let expr = grafana_expr(expr, &feature);
+                let expr = grafana_expr(expr, &feature, &dimension);
                 match prometheus.query(&expr) {
                     Err(error) => problems.push(format!("{title}: {expr}: {error}")),
                     Ok(result) if result.is_empty() && !EMPTY_IN_DEMO.contains(&title.as_str()) => {

@@ -172,6 +172,7 @@ fn outcome_event(user: &str, ts_ms: i64, outcome: Outcome) -> Record {
         timestamp_style: TimestampStyle::EpochMillis,
         seq: 0,
         outcome: Some(outcome),
+        properties: Vec::new(),
     })
 }
 

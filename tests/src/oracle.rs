@@ -135,18 +135,18 @@ impl Default for OracleSettings {
 }
 
 /// The windows of the snapshot: key and length in days.
-const WINDOWS: [(&str, i64); 3] = [("1d", 1), ("7d", 7), ("30d", 30)];
+pub(crate) const WINDOWS: [(&str, i64); 3] = [("1d", 1), ("7d", 7), ("30d", 30)];
 
 /// An inclusive range of calendar days.
 #[derive(Debug, Clone, Copy)]
-struct Days {
+pub(crate) struct Days {
     first: Date,
     last: Date,
 }
 
 impl Days {
     /// The `len` days ending `ends_before` days before `today`.
-    fn ending(today: Date, ends_before: i64, len: i64) -> Days {
+    pub(crate) fn ending(today: Date, ends_before: i64, len: i64) -> Days {
         let last = add_days(today, -ends_before);
         Days {
             first: add_days(last, -(len - 1)),
@@ -154,7 +154,7 @@ impl Days {
         }
     }
 
-    fn contains(self, day: Date) -> bool {
+    pub(crate) fn contains(self, day: Date) -> bool {
         self.first <= day && day <= self.last
     }
 }
@@ -166,7 +166,7 @@ fn add_days(day: Date, n: i64) -> Date {
 
 /// Calendar date of an instant in `tz` (jiff 1's `Timestamp::to_zoned_datetime(tz).date()`,
 /// without cloning the zone per event).
-fn day_of(ms: i64, tz: &TimeZone) -> Date {
+pub(crate) fn day_of(ms: i64, tz: &TimeZone) -> Date {
     let instant = Timestamp::from_millisecond(ms).expect("event times are within jiff's range");
     tz.to_datetime(instant).date()
 }
@@ -184,10 +184,10 @@ struct Fact<'a> {
 }
 
 /// Users seen on each day.
-type UsersByDay = HashMap<Date, HashSet<usize>>;
+pub(crate) type UsersByDay = HashMap<Date, HashSet<usize>>;
 
 /// Distinct users over the days of `w`.
-fn distinct(by_day: &UsersByDay, w: Days) -> usize {
+pub(crate) fn distinct(by_day: &UsersByDay, w: Days) -> usize {
     by_day
         .iter()
         .filter(|(day, _)| w.contains(**day))
@@ -197,7 +197,7 @@ fn distinct(by_day: &UsersByDay, w: Days) -> usize {
 }
 
 /// Sum over the days of `w` of each day's distinct users (days without data add 0).
-fn sum_of_daily(by_day: &UsersByDay, w: Days) -> usize {
+pub(crate) fn sum_of_daily(by_day: &UsersByDay, w: Days) -> usize {
     by_day
         .iter()
         .filter(|(day, _)| w.contains(**day))
@@ -205,7 +205,7 @@ fn sum_of_daily(by_day: &UsersByDay, w: Days) -> usize {
         .sum()
 }
 
-fn ratio(numerator: f64, denominator: f64) -> f64 {
+pub(crate) fn ratio(numerator: f64, denominator: f64) -> f64 {
     if denominator == 0.0 {
         0.0
     } else {
@@ -214,28 +214,31 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Session {
+pub(crate) struct Session {
     first_ts: i64,
     last_ts: i64,
     events: u64,
+    /// The index of its first event among the facts (of equal times and ranks, the first
+    /// to arrive).
+    pub(crate) first: usize,
 }
 
 /// Splits every session key's events into sessions by the rules of the README's Definitions.
 fn sessions(facts: &[Fact<'_>], settings: &OracleSettings) -> Vec<Session> {
-    // Session key (user, session id) -> its events as (ts, rank).
+    // Session key (user, session id) -> its events as (ts, rank, index).
     type SessionKey<'a> = (usize, Option<&'a str>);
-    let mut by_key: HashMap<SessionKey<'_>, Vec<(i64, u8)>> = HashMap::new();
-    for f in facts {
+    let mut by_key: HashMap<SessionKey<'_>, Vec<(i64, u8, usize)>> = HashMap::new();
+    for (index, f) in facts.iter().enumerate() {
         by_key
             .entry((f.user, f.session_id))
             .or_default()
-            .push((f.ts, f.kind.rank()));
+            .push((f.ts, f.kind.rank(), index));
     }
     let mut out = Vec::new();
     for mut events in by_key.into_values() {
         events.sort_unstable();
         let mut open: Option<Session> = None;
-        for (ts, rank) in events {
+        for (ts, rank, index) in events {
             let starts_new = match open {
                 None => true,
                 Some(s) => {
@@ -250,6 +253,7 @@ fn sessions(facts: &[Fact<'_>], settings: &OracleSettings) -> Vec<Session> {
                     first_ts: ts,
                     last_ts: ts,
                     events: 0,
+                    first: index,
                 });
             }
             let s = open.as_mut().expect("a session is open here");
@@ -272,7 +276,7 @@ fn nearest_rank(sorted: &[i64], num: usize, den: usize) -> i64 {
     sorted[rank - 1]
 }
 
-fn session_stats(started_in_w: &[(Session, Date)], active_users: usize) -> Value {
+pub(crate) fn session_stats(started_in_w: &[(Session, Date)], active_users: usize) -> Value {
     let count = started_in_w.len();
     if count == 0 {
         return json!({
@@ -384,13 +388,10 @@ fn admit<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings)
     out
 }
 
-fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings) -> Value {
-    let tz = &settings.timezone;
-    let admitted = admit(inputs, settings);
-    let events = &admitted.events;
-
+/// Every admitted event reduced to its fact, in arrival order.
+fn facts_of<'a>(events: &[&'a GeneratedEvent], settings: &OracleSettings) -> Vec<Fact<'a>> {
     let mut user_ids: HashMap<String, usize> = HashMap::new();
-    let facts: Vec<Fact<'_>> = events
+    events
         .iter()
         .map(|e| {
             let canonical = match &e.user {
@@ -402,12 +403,34 @@ fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettin
                 user: *user_ids.entry(canonical).or_insert(next),
                 kind: settings.kinds.kind_of(&e.name),
                 ts: e.ts_ms,
-                day: day_of(e.ts_ms, tz),
+                day: day_of(e.ts_ms, &settings.timezone),
                 feature: e.feature.as_deref(),
                 session_id: e.session_id.as_deref(),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Every session of `events` (all admitted, in arrival order, every session closed as at
+/// the end of a replay), with its start day; `first` indexes `events`.
+pub(crate) fn sessions_of_events(
+    events: &[GeneratedEvent],
+    settings: &OracleSettings,
+) -> Vec<(Session, Date)> {
+    let events: Vec<&GeneratedEvent> = events.iter().collect();
+    let facts = facts_of(&events, settings);
+    sessions(&facts, settings)
+        .into_iter()
+        .map(|s| (s, day_of(s.first_ts, &settings.timezone)))
+        .collect()
+}
+
+fn snapshot<'a>(inputs: impl Iterator<Item = Input<'a>>, settings: &OracleSettings) -> Value {
+    let tz = &settings.timezone;
+    let admitted = admit(inputs, settings);
+    let events = &admitted.events;
+
+    let facts = facts_of(events, settings);
 
     let now = facts.iter().map(|f| f.ts).max();
     // Without events no window contains anything, whatever `today` is.
@@ -579,6 +602,7 @@ mod tests {
             timestamp_style: TimestampStyle::EpochMillis,
             seq: 0,
             outcome: None,
+            properties: Vec::new(),
         }
     }
 

@@ -19,9 +19,11 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize as _, Deserializer as _};
 use serde_json::value::RawValue;
 
+use crate::dimensions::NO_VALUES;
 use crate::event::{DecodedEvent, EventKind, Rejection};
 use crate::outcome_fields::OutcomeFields;
 use crate::partitioner::Partitioner;
+use crate::pointer_fields::{self, MAX_EXTRA_FIELDS};
 use crate::settings::EngineSettings;
 
 /// Segment's call type that means "the name is in `/event`": a `track` call without an
@@ -51,14 +53,39 @@ impl Field {
     }
 }
 
+/// Where a pointer's value is captured: a built-in field, or an extra field
+/// ([`crate::pointer_fields`]) in the slots after them.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Field(Field),
+    Extra(usize),
+}
+
+impl Slot {
+    fn index(self) -> u8 {
+        match self {
+            Slot::Field(field) => field as u8,
+            Slot::Extra(position) => (FIELDS + position) as u8,
+        }
+    }
+
+    fn is_raw(self) -> bool {
+        matches!(self, Slot::Field(field) if field.is_raw())
+    }
+}
+
+/// Capture slots: the built-in fields, then the extra pointer fields ([`crate::pointer_fields`]).
+const SLOTS: usize = FIELDS + MAX_EXTRA_FIELDS;
+
 /// A node of the pointer trie: one object key, the fields it feeds, and deeper keys.
 #[derive(Debug, Clone)]
 struct Node {
     key: Box<str>,
-    /// (field, priority): priority is the position of the pointer in that field's list.
-    targets: Vec<(Field, u8)>,
+    /// (slot, priority): a [`Field`] or an extra field's slot; priority is the position of
+    /// the pointer in that field's list.
+    targets: Vec<(u8, u8)>,
     /// The same, for fields that take the value's raw JSON text ([`Field::is_raw`]).
-    raw_targets: Vec<(Field, u8)>,
+    raw_targets: Vec<(u8, u8)>,
     children: Level,
 }
 
@@ -117,6 +144,8 @@ pub struct Decoder {
     max_record_bytes: usize,
     max_user_id_bytes: usize,
     outcomes: OutcomeFields,
+    /// Configured dimensions: their pointers fill the extra slots, in this order.
+    dimensions: usize,
     /// For the virtual partition of a record (see [`crate::partitioner`]); `None` with a
     /// single virtual partition (and so in `pulse run`, whose records come with theirs):
     /// there is nothing to choose, and hashing the id again would cost 1.5 % of a record.
@@ -136,14 +165,18 @@ impl Decoder {
             (Field::SessionId, &fields.session_id),
         ] {
             for (priority, pointer) in paths.iter().enumerate().take(usize::from(u8::MAX)) {
-                insert_path(&mut root, pointer, field, priority as u8);
+                insert_path(&mut root, pointer, Slot::Field(field), priority as u8);
             }
         }
         for (field, paths) in OutcomeFields::paths(&settings.outcomes) {
             for (priority, pointer) in paths.iter().enumerate().take(usize::from(u8::MAX)) {
-                insert_path(&mut root, pointer, field, priority as u8);
+                insert_path(&mut root, pointer, Slot::Field(field), priority as u8);
             }
         }
+        let dimension_paths = settings.dimensions.iter().map(|d| d.paths.as_slice());
+        pointer_fields::insert_extra(dimension_paths, |slot, pointer, priority| {
+            insert_path(&mut root, pointer, Slot::Extra(slot), priority);
+        });
         let mut kinds = HashMap::default();
         let k = &settings.kinds;
         for (kind, names) in [
@@ -172,6 +205,7 @@ impl Decoder {
             max_record_bytes: settings.max_record_bytes,
             max_user_id_bytes: settings.max_user_id_bytes,
             outcomes: OutcomeFields::new(&settings.outcomes),
+            dimensions: settings.dimensions.len(),
             partitioner: (settings.partitions > 1).then_some(settings.partitioner),
         }
     }
@@ -265,6 +299,10 @@ impl Decoder {
             Some((_, Scalar::UInt(u))) => Some(Cow::Owned(u.to_string())),
             _ => None,
         };
+        let mut dimensions = NO_VALUES;
+        for (slot, value) in dimensions.iter_mut().enumerate().take(self.dimensions) {
+            *value = pointer_fields::dimension_value(captures.take_slot(FIELDS + slot));
+        }
         Ok(DecodedEvent {
             user,
             kind,
@@ -273,6 +311,7 @@ impl Decoder {
             feature,
             session_id,
             outcome,
+            dimensions,
         })
     }
 }
@@ -392,7 +431,7 @@ fn rfc3339_fast(b: &[u8]) -> Option<i64> {
     (ms >= 0).then_some(ms)
 }
 
-fn insert_path(root: &mut Level, pointer: &str, field: Field, priority: u8) {
+fn insert_path(root: &mut Level, pointer: &str, slot: Slot, priority: u8) {
     // RFC 6901: "" is the whole document, which is never a scalar field.
     let Some(rest) = pointer.strip_prefix('/') else {
         return;
@@ -402,12 +441,12 @@ fn insert_path(root: &mut Level, pointer: &str, field: Field, priority: u8) {
     while let Some(raw) = segments.next() {
         let node = current.find_or_insert(raw.replace("~1", "/").replace("~0", "~"));
         if segments.peek().is_none() {
-            let targets = if field.is_raw() {
+            let targets = if slot.is_raw() {
                 &mut node.raw_targets
             } else {
                 &mut node.targets
             };
-            targets.push((field, priority));
+            targets.push((slot.index(), priority));
             return;
         }
         current = &mut node.children;
@@ -420,7 +459,9 @@ pub(crate) enum Scalar<'a> {
     Int(i64),
     UInt(u64),
     Float(f64),
-    /// A bool, object or array: present, but not a usable scalar.
+    /// Only the extra fields take a boolean (as its JSON text); for the others it is unusable.
+    Bool(bool),
+    /// An object or array: present, but not a usable scalar.
     Unusable,
     /// The raw JSON text of a value, for the fields that read numbers exactly.
     Number(&'a str),
@@ -428,11 +469,11 @@ pub(crate) enum Scalar<'a> {
 
 #[derive(Default)]
 struct Captures<'a> {
-    slots: [Option<(u8, Scalar<'a>)>; FIELDS],
+    slots: [Option<(u8, Scalar<'a>)>; SLOTS],
 }
 
 impl<'a> Captures<'a> {
-    fn record(&mut self, targets: &[(Field, u8)], value: Scalar<'a>) {
+    fn record(&mut self, targets: &[(u8, u8)], value: Scalar<'a>) {
         // A key nearly always feeds one field: the value moves there, copies only for more.
         let Some(((last_field, last_priority), others)) = targets.split_last() else {
             return;
@@ -443,8 +484,8 @@ impl<'a> Captures<'a> {
         self.offer(*last_field, *last_priority, || value);
     }
 
-    fn offer(&mut self, field: Field, priority: u8, value: impl FnOnce() -> Scalar<'a>) {
-        let slot = &mut self.slots[field as usize];
+    fn offer(&mut self, slot: u8, priority: u8, value: impl FnOnce() -> Scalar<'a>) {
+        let slot = &mut self.slots[usize::from(slot)];
         // Equal priority is the same key repeated: the last one wins.
         if slot.as_ref().is_none_or(|(held, _)| priority <= *held) {
             *slot = Some((priority, value()));
@@ -452,7 +493,11 @@ impl<'a> Captures<'a> {
     }
 
     fn take(&mut self, field: Field) -> Option<(u8, Scalar<'a>)> {
-        self.slots[field as usize].take()
+        self.take_slot(field as usize)
+    }
+
+    fn take_slot(&mut self, slot: usize) -> Option<(u8, Scalar<'a>)> {
+        self.slots[slot].take()
     }
 }
 
@@ -590,8 +635,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, 'de> {
         self.captures.record(&self.node.targets, Scalar::Float(v));
         Ok(())
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        self.captures.record(&self.node.targets, Scalar::Unusable);
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.captures.record(&self.node.targets, Scalar::Bool(v));
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {

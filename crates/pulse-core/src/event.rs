@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dimensions::{DimIds, DimValues};
 use crate::features::FeatureId;
 use crate::sketch::UserHash;
 use crate::time::Day;
@@ -153,6 +154,8 @@ pub struct DecodedEvent<'a> {
     /// What an outcome event (survey, order, subscription change) measured; `None` for
     /// every other event and whenever the outcomes family is off.
     pub outcome: Option<OutcomeValue>,
+    /// The value of each configured dimension, by position.
+    pub dimensions: DimValues<'a>,
 }
 
 /// The measurement an outcome event carries, already checked against its configuration
@@ -191,5 +194,8 @@ pub struct PartitionEvent {
     /// ([`HORIZON_DAYS`](crate::families::retention::HORIZON_DAYS)); one that is not is only
     /// counted.
     pub in_horizon: bool,
+    /// What an outcome event measured (see [`DecodedEvent::outcome`]).
     pub outcome: Option<OutcomeValue>,
+    /// The id of its value in each configured dimension (see [`crate::dimensions`]).
+    pub dims: DimIds,
 }

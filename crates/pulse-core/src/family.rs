@@ -3,6 +3,7 @@
 //! ([`SeriesDef`], [`SeriesOut`]) and its rollup values ([`RollupOut`]). The
 //! [`Family`](crate::families::Family) trait itself sits beside the list of families.
 
+use crate::dimensions::DimensionKeys;
 use crate::ingest::RouterState;
 use crate::outcome_settings::OutcomeRules;
 use crate::sessions::SessionRules;
@@ -18,6 +19,7 @@ pub struct Rules {
     pub retention_days: u32,
     pub cohort: CohortMode,
     pub outcomes: OutcomeRules,
+    pub dimensions: DimensionKeys,
 }
 
 impl Rules {
@@ -35,6 +37,7 @@ impl Rules {
             retention_days: settings.retention_days,
             cohort: settings.retention_cohort,
             outcomes: settings.outcomes.rules(),
+            dimensions: DimensionKeys::of(&settings.dimensions),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Everything that must be decided once for the whole stream lives here, so the answer does
 //! not depend on the number of workers or partitions: the clock (`now` and the session
-//! watermark), the late / future classification and the feature registry ([`RouterState`]).
+//! watermark), the late / future classification, the feature registry and the registry of
+//! dimension values ([`RouterState`]).
 //! What is counted per input partition — its counters and its newest event time,
 //! [`PartitionInputs`] — is kept here too, by partition, because this is where records are
 //! classified; a checkpoint puts it beside the partition's KPI state. The router also picks
@@ -14,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decode::Decoder;
+use crate::dimensions::DimensionRegistry;
 use crate::event::PartitionEvent;
 use crate::event::{EventKind, Rejection};
 use crate::families::retention::HORIZON_DAYS;
@@ -54,6 +56,9 @@ pub struct RouterState {
     /// The session watermark: no event older than this minus the allowed lateness is
     /// expected any more. It only moves forward.
     pub watermark_ms: Option<i64>,
+    /// The values of every breakdown dimension (see [`crate::dimensions`]). Last, so that
+    /// an image written before dimensions existed still reads ([`read_router_image`]).
+    pub dimensions: DimensionRegistry,
 }
 
 /// Decodes, classifies and routes events. One per input stream.
@@ -89,6 +94,7 @@ impl Ingestor {
             features: FeatureRegistry::new(settings.max_features),
             max_event_ms: None,
             watermark_ms: None,
+            dimensions: DimensionRegistry::new(&settings.dimensions),
         };
         Ingestor::with_state(settings, wall_ms, state, Vec::new())
     }
@@ -102,6 +108,7 @@ impl Ingestor {
         inputs: Vec<PartitionInputs>,
     ) -> Ingestor {
         state.features.restore_index();
+        state.dimensions.fit(&settings.dimensions);
         Ingestor {
             decoder: Decoder::new(settings),
             calendar: Calendar::new(settings.timezone.clone()),
@@ -180,6 +187,7 @@ impl Ingestor {
                 in_retention: false,
                 in_horizon,
                 outcome: None,
+                dims: Default::default(),
             };
             return Outcome::Late {
                 worker: self.owners[partition],
@@ -207,6 +215,7 @@ impl Ingestor {
             .feature
             .as_ref()
             .map(|name| self.state.features.intern(name));
+        let dims = self.state.dimensions.intern(&event.dimensions);
         let event = PartitionEvent {
             partition: partition as u32,
             user: event.user,
@@ -219,6 +228,7 @@ impl Ingestor {
             in_retention: true,
             in_horizon,
             outcome: event.outcome,
+            dims,
         };
         Outcome::Accepted {
             worker: self.owners[partition],
@@ -305,6 +315,30 @@ impl Ingestor {
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
     }
+}
+
+/// Reads a saved [`RouterState`] image (a checkpoint keeps it as a byte string of its
+/// own), including one written before the dimension registry was added to its end: postcard
+/// images carry no field names, so such an image is exactly the three older fields, and that
+/// state had no dimensions. Anything else that does not read is the error of this version.
+pub fn read_router_image(bytes: &[u8]) -> Result<RouterState, postcard::Error> {
+    #[derive(Deserialize)]
+    struct BeforeDimensions {
+        features: FeatureRegistry,
+        max_event_ms: Option<i64>,
+        watermark_ms: Option<i64>,
+    }
+    postcard::from_bytes(bytes).or_else(|error| {
+        match postcard::take_from_bytes::<BeforeDimensions>(bytes) {
+            Ok((old, [])) => Ok(RouterState {
+                features: old.features,
+                max_event_ms: old.max_event_ms,
+                watermark_ms: old.watermark_ms,
+                dimensions: DimensionRegistry::default(),
+            }),
+            _ => Err(error),
+        }
+    })
 }
 
 /// The worker of each of `partitions` partitions.
@@ -467,6 +501,34 @@ mod tests {
             inputs.iter().map(|i| i.counters.accepted).sum::<u64>(),
             total.accepted
         );
+    }
+
+    #[test]
+    fn a_router_image_from_before_dimensions_reads_with_none() {
+        #[derive(Serialize)]
+        struct Before {
+            features: FeatureRegistry,
+            max_event_ms: Option<i64>,
+            watermark_ms: Option<i64>,
+        }
+        let before = Before {
+            features: FeatureRegistry::new(3),
+            max_event_ms: Some(T0),
+            watermark_ms: Some(T0 - 1),
+        };
+        let bytes = postcard::to_stdvec(&before).unwrap();
+        let state = read_router_image(&bytes).unwrap();
+        assert_eq!(
+            (state.max_event_ms, state.watermark_ms),
+            (Some(T0), Some(T0 - 1))
+        );
+        assert!(state.dimensions.dimensions.is_empty());
+        assert!(read_router_image(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.extend([1, 2, 3]);
+        assert!(read_router_image(&longer).is_err(), "neither layout");
+        let now = postcard::to_stdvec(ingestor().state()).unwrap();
+        assert!(read_router_image(&now).is_ok());
     }
 
     #[test]

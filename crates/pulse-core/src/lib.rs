@@ -12,9 +12,9 @@
 //! - [`prepare`]: decode + hash the user, the stateless part of ingesting a record, which
 //!   may run on any thread; [`prepare::PreparedBatch`] carries a block of them.
 //! - [`ingest`]: the router. It owns the clock, classifies events as late / future, interns
-//!   feature names under a cap, counts per partition, and picks each record's partition
-//!   (the source's, or the virtual one its user id gives, see [`partitioner`]) and the
-//!   worker that owns it.
+//!   feature names and dimension values under caps, counts per partition, and picks each
+//!   record's partition (the source's, or the virtual one its user id gives, see
+//!   [`partitioner`]) and the worker that owns it.
 //! - [`partition`]: one input partition's state — what the router counted of it and its
 //!   KPI state: day-bucketed HyperLogLog rings (active users, signups, features), the
 //!   minute ring, the open-session table and per-day session statistics, each KPI family's part ([`families`]).
@@ -25,12 +25,15 @@
 //! - [`engine`]: router plus one worker owning every partition, on one thread, for tests and
 //!   fuzzing; the runtime runs the same parts with several workers on their own threads.
 //! - [`rollup`]: the KPIs of every day held, as warehouse records.
-//! - [`families`]: the KPI families (activity, sessions, features, stickiness, retention, outcomes), one module
-//!   each, and the one list that registers them; [`family`]: what a family is given and
-//!   gives back; [`windows`]: the 1/7/30-day windows and how sketches fold into them.
+//! - [`families`]: the KPI families (activity, sessions, features, stickiness, retention,
+//!   outcomes, breakdowns), one module each, and the one list that registers them;
+//!   [`family`]: what a family is given and gives back; [`windows`]: the 1/7/30-day windows
+//!   and how sketches fold into them.
 //! - [`outcome_settings`], `outcome_fields`, [`money`]: the `[outcomes.*]` tables, the
 //!   survey / order / subscription fields they make the decoder capture, and exact money in
 //!   minor units, for the outcomes family.
+//! - [`dimensions`]: breakdown dimensions, their values and the stream-wide value registry;
+//!   [`pointer_fields`]: extra fields (dimension values) captured in the decoder's pass.
 //! - [`sketch`], [`histogram`], [`sessions`], [`session_stats`], [`ring`], [`time`],
 //!   [`features`]: the building blocks.
 //!
@@ -40,6 +43,7 @@
 //! scale-out across machines moves partitions, as Kafka's consumer group does.
 
 pub mod decode;
+pub mod dimensions;
 pub mod engine;
 pub mod event;
 pub mod families;
@@ -54,6 +58,7 @@ pub mod outcome_settings;
 pub mod partition;
 pub mod partition_v2;
 pub mod partitioner;
+pub mod pointer_fields;
 pub mod prepare;
 pub mod ring;
 pub mod rollup;

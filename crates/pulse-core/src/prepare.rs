@@ -8,13 +8,14 @@
 //! decoder's answer identical to it.
 //!
 //! A [`PreparedBatch`] carries the results of many records across threads: it owns its
-//! text (the few feature names) in one buffer, so a batch costs no allocation per event
-//! and can be cleared and reused.
+//! text (the few feature names and dimension values) in one buffer, so a batch costs no
+//! allocation per event and can be cleared and reused.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::decode::Decoder;
+use crate::dimensions::{DimValue, DimValues, NO_VALUES};
 use crate::event::{EventKind, OutcomeValue, Rejection};
 use crate::sketch::UserHash;
 
@@ -31,6 +32,8 @@ pub struct Prepared<'a> {
     pub kind: EventKind,
     pub feature: Option<Cow<'a, str>>,
     pub outcome: Option<OutcomeValue>,
+    /// The value of each configured dimension, by position.
+    pub dimensions: DimValues<'a>,
 }
 
 impl Decoder {
@@ -54,6 +57,7 @@ impl Decoder {
             kind: event.kind,
             feature: event.feature,
             outcome: event.outcome,
+            dimensions: event.dimensions,
         })
     }
 }
@@ -62,8 +66,18 @@ impl Decoder {
 #[derive(Debug, Default)]
 pub struct PreparedBatch {
     records: Vec<Result<Stored, Rejection>>,
-    /// Feature names, back to back; records refer to them by range.
+    /// Feature names and dimension values, back to back; records refer to them by range.
     text: String,
+    /// Dimension values of the records that have any, back to back.
+    dimensions: Vec<StoredValue>,
+}
+
+/// A dimension value in a batch: a pool, or a range of its text.
+#[derive(Debug)]
+enum StoredValue {
+    None,
+    Invalid,
+    Text(Range<usize>),
 }
 
 #[derive(Debug)]
@@ -75,6 +89,8 @@ struct Stored {
     kind: EventKind,
     feature: Option<Range<usize>>,
     outcome: Option<OutcomeValue>,
+    /// Its values in `dimensions` (empty when no dimension is configured).
+    dimensions: Range<usize>,
 }
 
 impl PreparedBatch {
@@ -85,14 +101,36 @@ impl PreparedBatch {
             session_key: p.session_key,
             ts_ms: p.ts_ms,
             kind: p.kind,
-            feature: p.feature.map(|name| {
-                let start = self.text.len();
-                self.text.push_str(&name);
-                start..self.text.len()
-            }),
+            feature: p.feature.map(|name| self.store_text(&name)),
             outcome: p.outcome,
+            dimensions: self.store_dimensions(&p.dimensions),
         });
         self.records.push(stored);
+    }
+
+    fn store_text(&mut self, text: &str) -> Range<usize> {
+        let start = self.text.len();
+        self.text.push_str(text);
+        start..self.text.len()
+    }
+
+    /// Stores values up to the last one that is not `__none__`: nothing at all without
+    /// dimensions.
+    fn store_dimensions(&mut self, values: &DimValues<'_>) -> Range<usize> {
+        let start = self.dimensions.len();
+        let used = values
+            .iter()
+            .rposition(|v| *v != DimValue::None)
+            .map_or(0, |last| last + 1);
+        for value in &values[..used] {
+            let stored = match value {
+                DimValue::None => StoredValue::None,
+                DimValue::Invalid => StoredValue::Invalid,
+                DimValue::Text(text) => StoredValue::Text(self.store_text(text)),
+            };
+            self.dimensions.push(stored);
+        }
+        start..self.dimensions.len()
     }
 
     pub fn len(&self) -> usize {
@@ -107,6 +145,7 @@ impl PreparedBatch {
     pub fn clear(&mut self) {
         self.records.clear();
         self.text.clear();
+        self.dimensions.clear();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Result<Prepared<'_>, Rejection>> {
@@ -122,9 +161,29 @@ impl PreparedBatch {
                     .as_ref()
                     .map(|range| Cow::Borrowed(&self.text[range.clone()])),
                 outcome: s.outcome,
+                dimensions: self.dimensions_of(s),
             }),
             Err(reason) => Err(*reason),
         })
+    }
+}
+
+impl PreparedBatch {
+    fn dimensions_of(&self, stored: &Stored) -> DimValues<'_> {
+        let mut values = NO_VALUES;
+        for (value, stored) in values
+            .iter_mut()
+            .zip(&self.dimensions[stored.dimensions.clone()])
+        {
+            *value = match stored {
+                StoredValue::None => DimValue::None,
+                StoredValue::Invalid => DimValue::Invalid,
+                StoredValue::Text(range) => {
+                    DimValue::Text(Cow::Borrowed(&self.text[range.clone()]))
+                }
+            };
+        }
+        values
     }
 }
 
@@ -135,12 +194,25 @@ mod tests {
 
     #[test]
     fn a_batch_gives_back_what_was_prepared() {
-        let decoder = Decoder::new(&EngineSettings::default());
-        let records: [&[u8]; 4] = [
-            br#"{"user_id":"u1","event":"feature_used","feature":"export","ts":1}"#,
+        let dimension = |name: &str| crate::dimensions::DimensionSettings {
+            name: name.into(),
+            paths: vec![format!("/{name}")],
+            max_values: 5,
+        };
+        let decoder = Decoder::new(&EngineSettings {
+            dimensions: vec![
+                dimension("platform"),
+                dimension("tenant"),
+                dimension("plan"),
+            ],
+            ..EngineSettings::default()
+        });
+        let records: [&[u8]; 5] = [
+            br#"{"user_id":"u1","event":"feature_used","feature":"export","ts":1,"tenant":"acme"}"#,
             br#"{"user_id":"u2","event":"login","session_id":"s","ts":2}"#,
             b"not json",
-            br#"{"user_id":"u3","event":"feature_used","feature":"sh\u0061re"}"#,
+            br#"{"user_id":"u3","event":"feature_used","feature":"sh\u0061re","platform":"w\u0065b","plan":""}"#,
+            br#"{"user_id":"u4","event":"login","platform":7,"tenant":"acme"}"#,
         ];
         let mut batch = PreparedBatch::default();
         for record in records {
@@ -153,6 +225,23 @@ mod tests {
             Some("share")
         );
         assert_eq!(direct[2], Err(Rejection::NotJson));
+        let values = |i: usize| direct[i].as_ref().unwrap().dimensions[..3].to_vec();
+        assert_eq!(
+            values(0),
+            [
+                DimValue::None,
+                DimValue::Text("acme".into()),
+                DimValue::None
+            ]
+        );
+        assert_eq!(
+            values(3),
+            [
+                DimValue::Text("web".into()),
+                DimValue::None,
+                DimValue::Invalid
+            ]
+        );
         batch.clear();
         assert!(batch.is_empty());
     }

@@ -82,6 +82,14 @@ impl<T> DayRing<T> {
         self.slots.iter().flatten().map(|d| (d.day, &d.value))
     }
 
+    /// Every day held and its value, mutably, in slot order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Day, &mut T)> {
+        self.slots
+            .iter_mut()
+            .flatten()
+            .map(|d| (d.day, &mut d.value))
+    }
+
     /// Re-slots a restored ring for another retention: what fits stays, the oldest days
     /// beyond it are dropped. (An image that passed its checksum is trusted, but a ring it
     /// cannot have been written with is repaired rather than allowed to panic later.)

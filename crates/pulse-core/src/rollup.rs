@@ -273,6 +273,7 @@ mod tests {
             users: 250,
             // Only engines with [outcomes.*] take them for more than activity.
             outcomes: true,
+            platforms: ["web", "ios", "android"].map(str::to_owned).to_vec(),
             ..pulse_workload::WorkloadConfig::default()
         };
         let mut engine = Engine::new(settings, WALL);
@@ -280,6 +281,15 @@ mod tests {
             engine.ingest(event.to_json().as_bytes(), None);
         }
         engine
+    }
+
+    /// A platform breakdown, for the dimension records.
+    fn platform() -> Vec<crate::dimensions::DimensionSettings> {
+        vec![crate::dimensions::DimensionSettings {
+            name: "platform".into(),
+            paths: vec!["/platform".into()],
+            max_values: 2,
+        }]
     }
 
     /// The snapshot and the rollups of one engine, at the same instant.
@@ -314,6 +324,7 @@ mod tests {
             let settings = EngineSettings {
                 shards: 3,
                 timezone: time_zone(zone).unwrap(),
+                dimensions: platform(),
                 ..EngineSettings::default()
             };
             let mut engine = workload_engine(settings);
@@ -360,6 +371,30 @@ mod tests {
                     }
                     if *users > 0 {
                         assert_eq!(value("feature_adoption", window, Some(name)), *adoption);
+                    }
+                }
+            }
+            let platforms = &snapshot.kpis.breakdowns.dimensions["platform"];
+            assert!(platforms.contains_key("__other__") && platforms.contains_key("__invalid__"));
+            for (value, kpis) in platforms {
+                for (metric, windows) in [
+                    ("dimension_active_users", &kpis.active_users),
+                    ("dimension_new_users", &kpis.new_users),
+                ] {
+                    for (w, (window, expected)) in windows.labelled().into_iter().enumerate() {
+                        let record = records.iter().find(|r| {
+                            r.period_start == today
+                                && r.metric == metric
+                                && r.window == window
+                                && r.dimensions.get("dimension").map(String::as_str)
+                                    == Some("platform")
+                                && r.dimensions.get("value") == Some(value)
+                        });
+                        match record {
+                            Some(r) => assert_eq!(r.value, *expected as f64, "{metric} {value}"),
+                            // Only a window nobody carried the value in has no record.
+                            None => assert_eq!(*kpis.active_users.get(w), 0, "{value} {window}"),
+                        }
                     }
                 }
             }
@@ -550,6 +585,7 @@ mod tests {
         let settings = EngineSettings {
             timezone: time_zone("Europe/Berlin").unwrap(),
             outcomes: crate::outcome_settings::generator_tables(),
+            dimensions: platform(),
             ..EngineSettings::default()
         };
         let mut engine = workload_engine(settings);
@@ -557,7 +593,7 @@ mod tests {
         // Every metric the schema names is written (and the validator below refuses any
         // other): the families' rollups and the warehouse schema agree.
         let metrics = schema["properties"]["metric"]["enum"].as_array().unwrap();
-        assert_eq!(metrics.len(), 26);
+        assert_eq!(metrics.len(), 28);
         for metric in metrics {
             let metric = metric.as_str().unwrap();
             assert!(records.iter().any(|r| r.metric == metric), "{metric}");
@@ -584,6 +620,10 @@ mod tests {
             ("final", Value::from("yes")),
             ("period_start", Value::from("yesterday")),
             ("dimensions", serde_json::json!({ "feature": "x" })),
+            (
+                "dimensions",
+                serde_json::json!({ "dimension": "platform", "value": "ios" }),
+            ),
             ("extra", Value::from(1)),
         ] {
             let mut v = good.clone();

@@ -17,7 +17,7 @@ pub struct SessionStats {
 }
 
 impl SessionStats {
-    pub(crate) fn record(&mut self, session: &ClosedSession) {
+    pub(crate) fn record<T>(&mut self, session: &ClosedSession<T>) {
         self.count += 1;
         self.events += u64::from(session.events);
         self.bounces += u64::from(session.events == 1);

@@ -33,12 +33,18 @@ pub struct SessionRules {
 }
 
 /// One event as the session table keeps it: 16 bytes, no user id.
+///
+/// `tag` is what a caller wants to know of a session's first event (the breakdowns family:
+/// which dimension values it carried); `()` for the sessions family, which costs neither
+/// memory (a `u16` fits the padding) nor bytes in a saved image (postcard writes `()` as
+/// nothing), so the sessions family's saved layout is unchanged by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionEvent {
+pub struct SessionEvent<T = ()> {
     pub ts_ms: i64,
     pub day: Day,
     /// Order among equal times: a start comes first, an end last.
     pub rank: u8,
+    pub tag: T,
 }
 
 const RANK_START: u8 = 0;
@@ -47,12 +53,23 @@ const RANK_END: u8 = 2;
 
 impl SessionEvent {
     pub fn new(ts_ms: i64, day: Day, kind: EventKind) -> SessionEvent {
+        SessionEvent::tagged(ts_ms, day, kind, ())
+    }
+}
+
+impl<T> SessionEvent<T> {
+    pub fn tagged(ts_ms: i64, day: Day, kind: EventKind, tag: T) -> SessionEvent<T> {
         let rank = match kind {
             EventKind::SessionStart => RANK_START,
             EventKind::SessionEnd => RANK_END,
             _ => RANK_OTHER,
         };
-        SessionEvent { ts_ms, day, rank }
+        SessionEvent {
+            ts_ms,
+            day,
+            rank,
+            tag,
+        }
     }
 
     fn order(&self) -> (i64, u8) {
@@ -62,31 +79,43 @@ impl SessionEvent {
 
 /// A finished session, ready to be counted in the day it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClosedSession {
+pub struct ClosedSession<T = ()> {
     pub start_day: Day,
     pub events: u32,
     pub duration_ms: i64,
+    /// The tag of its first event.
+    pub tag: T,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct OpenKey {
+struct OpenKey<T> {
     /// The deadline of this key's one live heap entry.
     scheduled: i64,
-    events: Vec<SessionEvent>,
+    events: Vec<SessionEvent<T>>,
 }
 
 /// The open sessions of one partition.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SessionTable {
-    open: HashMap<u64, OpenKey>,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionTable<T = ()> {
+    open: HashMap<u64, OpenKey<T>>,
     #[serde(skip)]
     deadlines: BinaryHeap<Reverse<(i64, u64)>>,
     open_events: usize,
 }
 
-impl SessionTable {
+impl<T> Default for SessionTable<T> {
+    fn default() -> Self {
+        SessionTable {
+            open: HashMap::default(),
+            deadlines: BinaryHeap::new(),
+            open_events: 0,
+        }
+    }
+}
+
+impl<T: Copy> SessionTable<T> {
     /// Adds an event of `key` (the router has checked it is not too late).
-    pub fn insert(&mut self, key: u64, event: SessionEvent, rules: &SessionRules) {
+    pub fn insert(&mut self, key: u64, event: SessionEvent<T>, rules: &SessionRules) {
         let entry = self.open.entry(key).or_insert_with(|| OpenKey {
             scheduled: i64::MIN,
             events: Vec::new(),
@@ -115,7 +144,7 @@ impl SessionTable {
         &mut self,
         watermark_ms: i64,
         rules: &SessionRules,
-        mut emit: impl FnMut(ClosedSession),
+        mut emit: impl FnMut(ClosedSession<T>),
     ) {
         while let Some(Reverse((fires_at, key))) = self.deadlines.peek().copied() {
             if fires_at >= watermark_ms {
@@ -141,7 +170,7 @@ impl SessionTable {
     }
 
     /// Closes every session (end of a replay's input).
-    pub fn close_all(&mut self, rules: &SessionRules, mut emit: impl FnMut(ClosedSession)) {
+    pub fn close_all(&mut self, rules: &SessionRules, mut emit: impl FnMut(ClosedSession<T>)) {
         for (_, mut entry) in self.open.drain() {
             close_final_prefix(&mut entry.events, i64::MAX, rules, &mut emit);
         }
@@ -184,10 +213,10 @@ impl SessionTable {
         const FIRST_CAPACITY: usize = 4;
         const ALLOCATION_HEADER: usize = 16;
         let keys = self.open.len();
-        let slot = BUCKETS_PER_KEY * (size_of::<(u64, OpenKey)>() + 1);
+        let slot = BUCKETS_PER_KEY * (size_of::<(u64, OpenKey<T>)>() + 1);
         // One live deadline per key, and room for the heap to grow by half again.
         let deadline = size_of::<Reverse<(i64, u64)>>() * 3 / 2;
-        let events = self.open_events.max(FIRST_CAPACITY * keys) * size_of::<SessionEvent>();
+        let events = self.open_events.max(FIRST_CAPACITY * keys) * size_of::<SessionEvent<T>>();
         keys * (slot + deadline + ALLOCATION_HEADER) + events
     }
 
@@ -196,6 +225,15 @@ impl SessionTable {
         self.open
             .values()
             .flat_map(|key| key.events.iter().map(|event| event.ts_ms))
+    }
+
+    /// Rewrites every open event's tag (a restored state whose tags mean something else now).
+    pub fn map_tags(&mut self, mut f: impl FnMut(T) -> T) {
+        for key in self.open.values_mut() {
+            key.events
+                .iter_mut()
+                .for_each(|event| event.tag = f(event.tag));
+        }
     }
 
     /// Rebuilds the deadline heap after deserialisation.
@@ -217,7 +255,7 @@ fn due(last_ms: i64, rules: &SessionRules) -> i64 {
 }
 
 /// When a key's first open session becomes final.
-fn first_session_deadline(events: &[SessionEvent], rules: &SessionRules) -> i64 {
+fn first_session_deadline<T>(events: &[SessionEvent<T>], rules: &SessionRules) -> i64 {
     split_sessions(events, rules)
         .next()
         .map_or(i64::MAX, |session| {
@@ -226,8 +264,8 @@ fn first_session_deadline(events: &[SessionEvent], rules: &SessionRules) -> i64 
 }
 
 /// Splits events sorted by time into sessions, as in-order processing would.
-pub fn split_sessions(
-    events: &[SessionEvent],
+pub fn split_sessions<T>(
+    events: &[SessionEvent<T>],
     rules: &SessionRules,
 ) -> impl Iterator<Item = Range<usize>> {
     let mut start = 0;
@@ -254,11 +292,11 @@ pub fn split_sessions(
 }
 
 /// Emits and removes the leading sessions that are final; returns how many events went.
-fn close_final_prefix(
-    events: &mut Vec<SessionEvent>,
+fn close_final_prefix<T: Copy>(
+    events: &mut Vec<SessionEvent<T>>,
     watermark_ms: i64,
     rules: &SessionRules,
-    emit: &mut impl FnMut(ClosedSession),
+    emit: &mut impl FnMut(ClosedSession<T>),
 ) -> usize {
     let mut closed_until = 0;
     for session in split_sessions(events, rules) {
@@ -270,6 +308,7 @@ fn close_final_prefix(
             start_day: first.day,
             events: session.len() as u32,
             duration_ms: last.ts_ms - first.ts_ms,
+            tag: first.tag,
         });
         closed_until = session.end;
     }
@@ -374,7 +413,8 @@ mod tests {
             vec![ClosedSession {
                 start_day: 0,
                 events: 12,
-                duration_ms: 9_900
+                duration_ms: 9_900,
+                tag: (),
             }]
         );
         assert_eq!(table.open_keys(), 1);
@@ -401,7 +441,8 @@ mod tests {
             vec![ClosedSession {
                 start_day: 0,
                 events: 2,
-                duration_ms: 500
+                duration_ms: 500,
+                tag: (),
             }]
         );
     }

@@ -11,6 +11,7 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 use crate::outcome_settings::OutcomeSettings;
+use crate::dimensions::{DimensionSettings, MAX_DIMENSIONS, MAX_VALUES_CAP};
 use crate::partitioner::Partitioner;
 
 /// Which instant is "now" for the windows.
@@ -147,6 +148,8 @@ pub struct EngineSettings {
     pub max_user_id_bytes: usize,
     /// Surveys, orders and subscription changes (`[outcomes.*]`); all off by default.
     pub outcomes: OutcomeSettings,
+    /// Breakdown dimensions, in the order their values are kept.
+    pub dimensions: Vec<DimensionSettings>,
 }
 
 /// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
@@ -179,6 +182,7 @@ impl Default for EngineSettings {
             max_record_bytes: 1 << 20,
             max_user_id_bytes: 256,
             outcomes: OutcomeSettings::default(),
+            dimensions: Vec::new(),
         }
     }
 }
@@ -201,6 +205,8 @@ pub enum SettingsError {
         first: &'static str,
         second: &'static str,
     },
+    #[error("dimensions.{name}: {problem}")]
+    BadDimension { name: String, problem: String },
     #[error("unknown time zone {name:?}: {reason}")]
     UnknownTimeZone { name: String, reason: String },
     #[error("{key} must list at least one non-empty event name")]
@@ -313,8 +319,51 @@ impl EngineSettings {
                 });
             }
         }
+        self.validate_dimensions()?;
         each_name_once(self.kind_lists())?;
         self.outcomes.validate()
+    }
+
+    fn validate_dimensions(&self) -> Result<(), SettingsError> {
+        let bad = |name: &str, problem: String| SettingsError::BadDimension {
+            name: name.to_owned(),
+            problem,
+        };
+        if self.dimensions.len() > MAX_DIMENSIONS {
+            let names: Vec<&str> = self.dimensions.iter().map(|d| d.name.as_str()).collect();
+            return Err(bad(
+                &names.join(","),
+                format!("{} dimensions, at most {MAX_DIMENSIONS}", names.len()),
+            ));
+        }
+        for (at, d) in self.dimensions.iter().enumerate() {
+            let label_safe = d
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if d.name.is_empty() || !label_safe {
+                return Err(bad(&d.name, "a name is letters, digits and '_'".into()));
+            }
+            if self.dimensions[..at].iter().any(|e| e.name == d.name) {
+                return Err(bad(&d.name, "configured twice".into()));
+            }
+            if d.paths.is_empty() {
+                return Err(bad(
+                    &d.name,
+                    "paths must list at least one JSON pointer".into(),
+                ));
+            }
+            if let Some(pointer) = d.paths.iter().find(|p| !p.starts_with('/')) {
+                return Err(bad(&d.name, format!("{pointer:?} is not a JSON pointer")));
+            }
+            if !(1..=MAX_VALUES_CAP).contains(&d.max_values) {
+                return Err(bad(
+                    &d.name,
+                    format!("max_values = {}: 1 to {MAX_VALUES_CAP}", d.max_values),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn kind_lists(&self) -> [(&'static str, &Vec<String>); 6] {
@@ -390,12 +439,44 @@ mod tests {
                 Box::new(|s| s.kinds.signup.push("login".into())),
                 "events.signup",
             ),
+            (
+                Box::new(|s| s.dimensions = vec![dimension("plat-form", "/p", 25)]),
+                "dimensions.plat-form",
+            ),
+            (
+                Box::new(|s| s.dimensions = vec![dimension("platform", "p", 25)]),
+                "dimensions.platform",
+            ),
+            (
+                Box::new(|s| s.dimensions = vec![dimension("tenant", "/t", 0)]),
+                "dimensions.tenant",
+            ),
+            (
+                Box::new(|s| s.dimensions = vec![dimension("a", "/a", 1); 2]),
+                "dimensions.a",
+            ),
+            (
+                Box::new(|s| {
+                    s.dimensions = (0..9)
+                        .map(|i| dimension(&format!("d{i}"), "/d", 1))
+                        .collect()
+                }),
+                "dimensions.d0",
+            ),
         ];
         for (mutate, key) in cases {
             let mut settings = EngineSettings::default();
             mutate(&mut settings);
             let error = settings.validate().unwrap_err().to_string();
             assert!(error.contains(key), "{error:?} should name {key}");
+        }
+    }
+
+    fn dimension(name: &str, path: &str, max_values: usize) -> DimensionSettings {
+        DimensionSettings {
+            name: name.into(),
+            paths: vec![path.into()],
+            max_values,
         }
     }
 

@@ -513,6 +513,7 @@ mod tests {
 
     use pulse_core::families::Sections;
     use pulse_core::families::activity::ActivitySection;
+    use pulse_core::families::breakdowns::{BreakdownsSection, ValueKpis};
     use pulse_core::families::features::FeaturesSection;
     use pulse_core::families::retention::{
         ByN, Lifecycle, LifecycleKpis, PeriodRatios, RetentionKpis, RetentionSection,
@@ -670,12 +671,50 @@ mod tests {
                 },
                 // Off, as without [outcomes.*]: no samples.
                 outcomes: Default::default(),
+                breakdowns: BreakdownsSection {
+                    dimensions: [(
+                        "platform".to_owned(),
+                        [
+                            ("ios".to_owned(), breakdown_value(windowed(2, 3, 4), 0.25)),
+                            (
+                                "__other__".to_owned(),
+                                breakdown_value(windowed(1, 1, 2), 0.5),
+                            ),
+                        ]
+                        .into(),
+                    )]
+                    .into(),
+                    dimension_overflow_events: [("platform".to_owned(), 18)].into(),
+                },
             },
             state: StateInfo {
                 shards: 2,
                 estimated_bytes: 1234,
                 open_session_keys: 17,
                 tracked_features: 2,
+            },
+        }
+    }
+
+    fn breakdown_value(active_users: Windowed<u64>, dau_mau: f64) -> ValueKpis {
+        let sessions = |count| SessionKpis {
+            count,
+            avg_duration_seconds: 120.0,
+            p50_duration_seconds: 60.0,
+            p90_duration_seconds: 600.0,
+            bounce_rate: 0.25,
+            events_per_session: 3.0,
+            sessions_per_user: 1.5,
+        };
+        ValueKpis {
+            sessions: windowed(sessions(5), sessions(7), sessions(9)),
+            active_users,
+            active_users_previous: active_users.map(|n| n + 1),
+            new_users: active_users.map(|n| n / 2),
+            stickiness: StickinessRatios {
+                dau_mau,
+                dau_wau: 0.5,
+                wau_mau: 0.75,
             },
         }
     }
@@ -839,6 +878,38 @@ mod tests {
             (
                 r#"pulse_feature_active_users{feature="__other__",window="7d"}"#,
                 1.0,
+            ),
+            (
+                r#"pulse_dimension_active_users{dimension="platform",value="ios",window="7d"}"#,
+                3.0,
+            ),
+            (
+                r#"pulse_dimension_active_users_previous{dimension="platform",value="__other__",window="30d"}"#,
+                3.0,
+            ),
+            (
+                r#"pulse_dimension_new_users{dimension="platform",value="ios",window="30d"}"#,
+                2.0,
+            ),
+            (
+                r#"pulse_dimension_stickiness_ratio{dimension="platform",value="__other__",ratio="dau_mau"}"#,
+                0.5,
+            ),
+            (
+                r#"pulse_dimension_overflow_events_total{dimension="platform"}"#,
+                18.0,
+            ),
+            (
+                r#"pulse_dimension_sessions{dimension="platform",value="ios",window="7d"}"#,
+                7.0,
+            ),
+            (
+                r#"pulse_dimension_session_duration_quantile_seconds{dimension="platform",value="ios",window="1d",q="0.5"}"#,
+                60.0,
+            ),
+            (
+                r#"pulse_dimension_session_bounce_ratio{dimension="platform",value="__other__",window="30d"}"#,
+                0.25,
             ),
             (r#"pulse_events_total{kind="page_view"}"#, 9.0),
             (r#"pulse_events_rejected_total{reason="missing_user"}"#, 2.0),

@@ -51,6 +51,9 @@ pub async fn run(
         days: options.backfill_days,
         end_ms: now,
         outcomes: options.outcomes,
+        // For the platform breakdown `pulse demo` configures, and any tenant one.
+        platforms: ["web", "ios", "android"].map(str::to_owned).to_vec(),
+        tenants: 40,
         ..WorkloadConfig::default()
     };
     let mut generator = Generator::new(&config).expect("demo options are validated by the CLI");

@@ -1,8 +1,9 @@
 //! Prints a synthetic workload as NDJSON on stdout, for `pulse replay` and for trials.
 //!
-//! `cargo run -p pulse-workload --example ndjson -- [users] [days] [seed]`
-//! (defaults: 80 users, 35 days, seed 1). The repository's `examples/events.ndjson` was
-//! made with the defaults.
+//! `cargo run -p pulse-workload --example ndjson -- [users] [days] [seed] [platforms] [tenants]`
+//! (defaults: 80 users, 35 days, seed 1, no `platform` or `tenant_id` fields; `platforms`
+//! is a count, named `p0`, `p1`, ...). The repository's `examples/events.ndjson` was made
+//! with the defaults.
 
 use std::io::{BufWriter, Write};
 
@@ -17,6 +18,10 @@ fn main() -> std::io::Result<()> {
         users: args.first().map_or(80, |u| *u as u32),
         days: args.get(1).map_or(35, |d| *d as u32),
         seed: args.get(2).copied().unwrap_or(1),
+        platforms: (0..args.get(3).copied().unwrap_or(0))
+            .map(|p| format!("p{p}"))
+            .collect(),
+        tenants: args.get(4).map_or(0, |t| *t as u32),
         ..WorkloadConfig::default()
     };
     let mut out = BufWriter::new(std::io::stdout().lock());

@@ -61,6 +61,12 @@ pub struct WorkloadConfig {
     /// (only Segment's `messageId`s and the order of events arriving at the same instant may
     /// differ).
     pub outcomes: bool,
+    /// Platforms a session may be on, written as `platform` (none: no such field). Some
+    /// sessions leave it out or send it empty, for breakdowns' `__none__` / `__invalid__`.
+    pub platforms: Vec<String>,
+    /// Tenants users belong to, written as `tenant_id` (0: no such field); a third of the
+    /// tenant ids are JSON numbers.
+    pub tenants: u32,
 }
 
 impl Default for WorkloadConfig {
@@ -89,6 +95,8 @@ impl Default for WorkloadConfig {
             integer_user_ids: true,
             session_ids: true,
             outcomes: false,
+            platforms: Vec::new(),
+            tenants: 0,
         }
     }
 }

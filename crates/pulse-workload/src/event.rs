@@ -44,6 +44,15 @@ pub struct GeneratedEvent {
     /// What a survey, order or subscription event carries (only with
     /// [`crate::WorkloadConfig::outcomes`]).
     pub outcome: Option<Outcome>,
+    /// Top-level fields for breakdown dimensions (`platform`, `tenant_id`), in every shape.
+    pub properties: Vec<(String, Property)>,
+}
+
+/// The value of a breakdown property as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Property {
+    Text(String),
+    Int(i64),
 }
 
 /// The measurement of an outcome event, as sent. Some are deliberately bad (a score off its
@@ -135,6 +144,7 @@ impl GeneratedEvent {
                 write_str(out, &self.name);
                 out.push_str(",\"timestamp\":");
                 self.write_timestamp(out);
+                self.write_properties(out);
                 if let Some(feature) = &self.feature {
                     out.push_str(",\"feature\":");
                     write_str(out, feature);
@@ -156,6 +166,7 @@ impl GeneratedEvent {
                 write_str(out, &self.name);
                 out.push_str(",\"timestamp\":");
                 self.write_timestamp(out);
+                self.write_properties(out);
                 out.push_str(",\"properties\":{");
                 if let Some(feature) = &self.feature {
                     out.push_str("\"feature\":");
@@ -179,6 +190,7 @@ impl GeneratedEvent {
                 self.write_user(out);
                 out.push_str(",\"timestamp\":");
                 self.write_timestamp(out);
+                self.write_properties(out);
                 out.push_str(",\"properties\":{");
                 let mut first = true;
                 if let Some(sid) = &self.session_id {
@@ -200,6 +212,20 @@ impl GeneratedEvent {
                     outcome.write_members(self.shape, out);
                 }
                 out.push_str("}}");
+            }
+        }
+    }
+
+    fn write_properties(&self, out: &mut String) {
+        for (name, value) in &self.properties {
+            out.push(',');
+            write_str(out, name);
+            out.push(':');
+            match value {
+                Property::Text(s) => write_str(out, s),
+                Property::Int(n) => {
+                    let _ = write!(out, "{n}");
+                }
             }
         }
     }

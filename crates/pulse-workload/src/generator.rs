@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use rand::{Rng, RngCore};
 
 use crate::config::{ConfigError, DAY_MS, Shape, TimestampStyle, WorkloadConfig};
-use crate::event::{GeneratedEvent, Outcome, UserId};
+use crate::event::{GeneratedEvent, Outcome, Property, UserId};
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast and good enough for synthetic data.
 #[derive(Debug, Clone)]
@@ -57,6 +57,8 @@ const SALT_USER: u64 = 0x7573_6572; // "user"
 const SALT_SLOT: u64 = 0x736c_6f74; // "slot"
 const SALT_SESSION: u64 = 0x7365_7373; // "sess"
 const SALT_ID: u64 = 0x6964_6964; // "idid"
+const SALT_PLATFORM: u64 = 0x706c_6174; // "plat"
+const SALT_TENANT: u64 = 0x7465_6e61; // "tena"
 const SALT_OUTCOME: u64 = 0x6f75_7463; // "outc"
 
 /// Chances that a session (not a bounce) ends with an NPS answer, a CSAT answer, an order,
@@ -581,7 +583,39 @@ impl Generator {
                 Kind::Outcome(outcome) => Some(outcome),
                 _ => None,
             },
+            properties: self.properties(p),
         }
+    }
+
+    /// Breakdown fields, hashed from the user and session rather than drawn from the random
+    /// streams, so that turning them on changes no other part of the workload.
+    fn properties(&self, p: &Pending) -> Vec<(String, Property)> {
+        let mut out = Vec::new();
+        let platforms = &self.cfg.platforms;
+        if !platforms.is_empty() {
+            // One platform per session (per user and day without a session id).
+            let key = (p.seq >> 32) << 32 | u64::from(p.session);
+            let h = mix(mix(mix(self.cfg.seed ^ SALT_PLATFORM) ^ key) ^ u64::from(p.user));
+            match h % 100 {
+                0..3 => {}
+                3..5 => out.push(("platform".to_owned(), Property::Text(String::new()))),
+                _ => {
+                    let name = &platforms[((h >> 8) % platforms.len() as u64) as usize];
+                    out.push(("platform".to_owned(), Property::Text(name.clone())));
+                }
+            }
+        }
+        if self.cfg.tenants > 0 {
+            let h = mix(mix(self.cfg.seed ^ SALT_TENANT) ^ u64::from(p.user));
+            let tenant = (h % u64::from(self.cfg.tenants)) as i64;
+            let value = if tenant % 3 == 0 {
+                Property::Int(tenant)
+            } else {
+                Property::Text(format!("tenant-{tenant}"))
+            };
+            out.push(("tenant_id".to_owned(), value));
+        }
+        out
     }
 }
 

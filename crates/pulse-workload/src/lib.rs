@@ -28,7 +28,7 @@ pub mod producer;
 pub use config::{
     ConfigError, DAY_MS, FeatureSpec, MAX_DISORDER_LIMIT_MS, Shape, TimestampStyle, WorkloadConfig,
 };
-pub use event::{GeneratedEvent, Outcome, UserId};
+pub use event::{GeneratedEvent, Outcome, Property, UserId};
 pub use generator::Generator;
 
 /// The whole history `[end_ms - days * DAY_MS, end_ms]`, in arrival order.

@@ -245,6 +245,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 raw.demo.users = users;
             }
             raw.use_demo_outcomes();
+            if raw.dimensions.is_empty() {
+                raw.dimensions
+                    .extend([config::RawDimension::demo_platform()]);
+            }
             let listen = raw.validate_service()?;
             let mut settings = raw.engine_settings()?;
             settings.clock = ClockMode::Wall;

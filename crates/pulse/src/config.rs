@@ -15,6 +15,7 @@ use figment::Source;
 use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
 use pulse_core::outcome_settings::OutcomeSettings;
+use pulse_core::dimensions::DimensionSettings;
 use pulse_core::partitioner::Partitioner;
 use pulse_core::settings::{ClockMode, CohortMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,8 @@ pub struct RawConfig {
     pub sessions: RawSessions,
     pub features: RawFeatures,
     pub retention: RawRetention,
+    /// Breakdown dimensions by name (`[dimensions.<name>]`), in name order.
+    pub dimensions: BTreeMap<String, RawDimension>,
     pub fields: FieldPaths,
     pub events: KindNames,
     #[serde(default)]
@@ -222,6 +225,33 @@ pub struct RawRetention {
     pub cohort: CohortMode,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDimension {
+    /// JSON pointers, first present wins.
+    pub paths: Vec<String>,
+    /// Values with series of their own; later ones pool in "__other__".
+    #[serde(default = "RawDimension::default_max_values")]
+    pub max_values: usize,
+}
+
+impl RawDimension {
+    fn default_max_values() -> usize {
+        25
+    }
+
+    /// What `pulse demo` breaks its numbers down by when the configuration names no
+    /// dimension: the platform its generator writes.
+    pub fn demo_platform() -> (String, RawDimension) {
+        let paths = ["/platform", "/properties/$os", "/context/os/name"];
+        let dimension = RawDimension {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            max_values: RawDimension::default_max_values(),
+        };
+        ("platform".to_owned(), dimension)
+    }
+}
+
 /// A configuration error in the user's words: the key as written in the file or named by
 /// the variable (figment would say `default.kafka.brokrs`, after its profile), and where it
 /// was set.
@@ -359,6 +389,15 @@ impl RawConfig {
                 .unwrap_or(usize::MAX),
             max_user_id_bytes: self.limits.max_user_id_bytes,
             outcomes: self.outcomes.clone(),
+            dimensions: self
+                .dimensions
+                .iter()
+                .map(|(name, d)| DimensionSettings {
+                    name: name.clone(),
+                    paths: d.paths.clone(),
+                    max_values: d.max_values,
+                })
+                .collect(),
         };
         settings.validate().context("invalid configuration")?;
         Ok(settings)

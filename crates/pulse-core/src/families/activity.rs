@@ -168,20 +168,14 @@ impl Family for Activity {
             }
         }
         cache.past.note_write(event.day);
-        let fresh = || ActivityDay {
-            active: DistinctSketch::new(shape),
-            signups: None,
-        };
-        let Some(day) = state.days.get_or_insert_with(event.day, fresh) else {
+        let Some(day) = state
+            .days
+            .get_or_insert_with(event.day, || ActivityDay::new(shape))
+        else {
             state.dropped += 1;
             return;
         };
-        day.active.insert(&event.user);
-        if event.kind == EventKind::Signup {
-            day.signups
-                .get_or_insert_with(|| DistinctSketch::new(shape))
-                .insert(&event.user);
-        }
+        record_day(day, event, shape);
     }
 
     fn summarize(
@@ -192,16 +186,13 @@ impl Family for Activity {
     ) -> ActivitySummary {
         let shape = rules.shape;
         let days: Vec<Option<&ActivityDay>> = at.days().map(|d| state.days.get(d)).collect();
-        let active: Vec<Option<&DistinctSketch>> =
-            days.iter().map(|d| d.map(|d| &d.active)).collect();
-        let signups: Vec<Option<&DistinctSketch>> = days
-            .iter()
-            .map(|d| d.and_then(|d| d.signups.as_ref()))
-            .collect();
-        if !cache.past.valid_for(at.today) {
-            cache.active = PastSketches::fold(&active, shape);
-            cache.signups = PastSketches::fold(&signups, shape);
-        }
+        let refresh = !cache.past.valid_for(at.today);
+        let folded = fold_days(
+            &days,
+            [&mut cache.active, &mut cache.signups],
+            refresh,
+            shape,
+        );
         let mut recent: [Option<DistinctSketch>; 2] = Default::default();
         let mut union = DistinctUnion::new(shape);
         let mut any = false;
@@ -215,9 +206,9 @@ impl Family for Activity {
             }
         }
         ActivitySummary {
-            active: SketchWindows::fold(&active, &cache.active, Previous::Fold, shape),
-            active_daily: active.iter().map(|s| s.cloned()).collect(),
-            signups: SketchWindows::fold(&signups, &cache.signups, Previous::Skip, shape),
+            active: folded.active,
+            active_daily: folded.active_daily,
+            signups: folded.signups,
             recent,
         }
     }
@@ -241,8 +232,7 @@ impl Family for Activity {
         let days = state
             .days
             .iter()
-            .flat_map(|(_, d)| std::iter::once(&d.active).chain(d.signups.as_ref()))
-            .map(DistinctSketch::estimated_bytes)
+            .map(|(_, d)| d.estimated_bytes())
             .sum::<usize>();
         let minutes = state
             .minutes
@@ -324,6 +314,66 @@ impl Family for Activity {
                 sketch: None,
             });
         }
+    }
+}
+
+/// One population's days folded into its windows: what a summary holds of it.
+pub(crate) struct FoldedDays {
+    pub active: SketchWindows,
+    /// By offset from today (`0..SPAN`): for stickiness.
+    pub active_daily: Vec<Option<DistinctSketch>>,
+    pub signups: SketchWindows,
+}
+
+/// Folds the days of one population (everyone, or the users of one breakdown value), today
+/// first, into its windows; `past` (active, signups) is recomputed when `refresh`, else
+/// taken as it was kept.
+pub(crate) fn fold_days(
+    days: &[Option<&ActivityDay>],
+    past: [&mut PastSketches; 2],
+    refresh: bool,
+    shape: SketchShape,
+) -> FoldedDays {
+    let active: Vec<Option<&DistinctSketch>> = days.iter().map(|d| d.map(|d| &d.active)).collect();
+    let signups: Vec<Option<&DistinctSketch>> = days
+        .iter()
+        .map(|d| d.and_then(|d| d.signups.as_ref()))
+        .collect();
+    let [past_active, past_signups] = past;
+    if refresh {
+        *past_active = PastSketches::fold(&active, shape);
+        *past_signups = PastSketches::fold(&signups, shape);
+    }
+    FoldedDays {
+        active: SketchWindows::fold(&active, past_active, Previous::Fold, shape),
+        active_daily: active.iter().map(|s| s.cloned()).collect(),
+        signups: SketchWindows::fold(&signups, past_signups, Previous::Skip, shape),
+    }
+}
+
+/// Records one event of `user` in its day: everyone's, or one breakdown value's.
+pub(crate) fn record_day(day: &mut ActivityDay, event: &PartitionEvent, shape: SketchShape) {
+    day.active.insert(&event.user);
+    if event.kind == EventKind::Signup {
+        day.signups
+            .get_or_insert_with(|| DistinctSketch::new(shape))
+            .insert(&event.user);
+    }
+}
+
+impl ActivityDay {
+    pub(crate) fn new(shape: SketchShape) -> ActivityDay {
+        ActivityDay {
+            active: DistinctSketch::new(shape),
+            signups: None,
+        }
+    }
+
+    pub(crate) fn estimated_bytes(&self) -> usize {
+        std::iter::once(&self.active)
+            .chain(self.signups.as_ref())
+            .map(DistinctSketch::estimated_bytes)
+            .sum()
     }
 }
 

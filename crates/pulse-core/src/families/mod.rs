@@ -97,6 +97,7 @@ pub trait Family {
 }
 
 pub mod activity;
+pub mod breakdowns;
 pub mod features;
 pub mod retention;
 pub mod outcomes;
@@ -284,6 +285,7 @@ families! {
     stickiness: stickiness::Stickiness,
     retention: retention::Retention,
     outcomes: outcomes::Outcomes,
+    breakdowns: breakdowns::Breakdowns,
 }
 
 #[cfg(test)]
@@ -405,6 +407,7 @@ mod tests {
                                 in_retention: true,
                                 in_horizon: true,
                                 outcome: None,
+                                dims: Default::default(),
                             });
                         }
                     }

@@ -725,6 +725,7 @@ mod tests {
             in_retention: true,
             in_horizon: true,
             outcome: Some(value),
+            dims: Default::default(),
         }
     }
 
@@ -754,6 +755,7 @@ mod tests {
             features: crate::features::FeatureRegistry::new(1),
             max_event_ms: None,
             watermark_ms: None,
+            dimensions: Default::default(),
         };
         let cx = SectionContext {
             router: &router,

@@ -894,6 +894,7 @@ mod tests {
             in_retention: true,
             in_horizon: true,
             outcome: None,
+            dims: Default::default(),
         }
     }
 

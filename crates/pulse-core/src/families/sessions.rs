@@ -187,18 +187,8 @@ impl Family for Sessions {
         at: SummaryPoint,
         _: &Rules,
     ) -> SessionsSummary {
-        let mut windows: [SessionStats; 3] = Default::default();
-        let mut running = SessionStats::default();
-        for (offset, day) in at.days().take(WINDOWS[2]).enumerate() {
-            if let Some(stats) = state.days.get(day) {
-                running.merge(stats);
-            }
-            if let Some(w) = WINDOWS.iter().position(|w| *w == offset + 1) {
-                windows[w] = running.clone();
-            }
-        }
         SessionsSummary {
-            windows,
+            windows: session_windows(at, |day| state.days.get(day)),
             lifetime: state.lifetime.clone(),
             open_session_keys: state.table.open_keys() as u64,
         }
@@ -314,7 +304,26 @@ impl Family for Sessions {
     }
 }
 
-fn session_kpis(stats: &SessionStats, active_users: u64) -> SessionKpis {
+/// The statistics of the sessions started in each window ending today, by [`WINDOWS`]
+/// position, from each day's (everyone's, or one breakdown value's).
+pub(crate) fn session_windows<'a>(
+    at: SummaryPoint,
+    day: impl Fn(crate::time::Day) -> Option<&'a SessionStats>,
+) -> [SessionStats; 3] {
+    let mut windows: [SessionStats; 3] = Default::default();
+    let mut running = SessionStats::default();
+    for (offset, d) in at.days().take(WINDOWS[2]).enumerate() {
+        if let Some(stats) = day(d) {
+            running.merge(stats);
+        }
+        if let Some(w) = WINDOWS.iter().position(|w| *w == offset + 1) {
+            windows[w] = running.clone();
+        }
+    }
+    windows
+}
+
+pub(crate) fn session_kpis(stats: &SessionStats, active_users: u64) -> SessionKpis {
     let count = stats.count as f64;
     SessionKpis {
         count: stats.count,

@@ -10,10 +10,34 @@ use serde::{Deserialize, Serialize};
 use crate::event::PartitionEvent;
 use crate::families::{Family, Sections, Summary};
 use crate::family::{Rules, SectionContext, SeriesDef, SeriesOut, gauge};
-use crate::windows::{SPAN, SummaryPoint, ratio, union_estimate};
+use crate::sketch::{DistinctSketch, SketchShape};
+use crate::windows::{SPAN, SummaryPoint, Windowed, ratio, union_estimate};
 
 #[derive(Debug)]
 pub struct Stickiness;
+
+/// The ratios of one population (everyone, or the users of one breakdown value), from its
+/// daily sketches in every summary (by offset from today) and its windows ending yesterday.
+pub(crate) fn ratios<'a>(
+    shape: SketchShape,
+    daily: impl Iterator<Item = &'a [Option<DistinctSketch>]> + Clone,
+    previous: &Windowed<u64>,
+) -> StickinessRatios {
+    // Complete days only: offsets 1..=7 and 1..=30 (yesterday and back).
+    let daily: Vec<f64> = (0..SPAN)
+        .map(|offset| {
+            let days = daily.clone().filter_map(|d| d.get(offset)?.as_ref());
+            union_estimate(shape, days) as f64
+        })
+        .collect();
+    let mean = |days: usize| daily[1..=days].iter().sum::<f64>() / days as f64;
+    let (week, month) = (previous.d7 as f64, previous.d30 as f64);
+    StickinessRatios {
+        dau_mau: ratio(mean(30), month),
+        dau_wau: ratio(mean(7), week),
+        wau_mau: ratio(week, month),
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct StickinessRatios {
@@ -60,24 +84,9 @@ impl Family for Stickiness {
         earlier: &Sections,
         cx: &SectionContext<'_>,
     ) -> StickinessSection {
-        // Complete days only: offsets 1..=7 and 1..=30 (yesterday and back).
-        let daily: Vec<f64> = (0..SPAN)
-            .map(|offset| {
-                let days = summaries
-                    .iter()
-                    .filter_map(|s| s.activity.active_daily.get(offset)?.as_ref());
-                union_estimate(cx.shape, days) as f64
-            })
-            .collect();
-        let mean = |days: usize| daily[1..=days].iter().sum::<f64>() / days as f64;
-        let previous = &earlier.activity.active_users_previous;
-        let (week, month) = (previous.d7 as f64, previous.d30 as f64);
+        let daily = summaries.iter().map(|s| s.activity.active_daily.as_slice());
         StickinessSection {
-            stickiness: StickinessRatios {
-                dau_mau: ratio(mean(30), month),
-                dau_wau: ratio(mean(7), week),
-                wau_mau: ratio(week, month),
-            },
+            stickiness: ratios(cx.shape, daily, &earlier.activity.active_users_previous),
         }
     }
 

@@ -271,7 +271,7 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
     if !unknown.is_empty() {
         return Err(Unusable::UnknownFamilies(unknown));
     }
-    let router = postcard::from_bytes(manifest.router)
+    let router = pulse_core::ingest::read_router_image(manifest.router)
         .map_err(|e| damaged(format!("cannot decode the router state: {e}")))?;
     let mut partitions = Vec::new();
     let mut offsets = Offsets::new();

@@ -1,0 +1,598 @@
+//! Breakdowns: the engagement KPIs of the users of each value of each configured dimension
+//! (platform, app version, country, plan, tenant) — active users now and a day earlier, new
+//! users, stickiness and sessions — so "DAU dropped" can be followed by "on which platform?".
+//!
+//! It is the activity family's bookkeeping once per (dimension, value), not a copy of it:
+//! per partition, a day ring holding, per dimension and value id, the same [`ActivityDay`]
+//! (everyone who carried the value that day, and who signed up with it); folded into windows
+//! by the same [`fold_days`] and into ratios by the same stickiness [`ratios`]. A user active
+//! on web and iOS counts under both, so a dimension's values do not add up to the total.
+//!
+//! Sessions: a session's value is that of its first event, which out-of-order arrival can
+//! change until the session is final. So the family keeps a session table of its own (the
+//! same [`SessionTable`], each event tagged with its value ids), closed by the same
+//! watermark, and counts each closed session under its first event's values, in a day ring
+//! of statistics like the sessions family's. That doubles the open-session memory, and only
+//! when a dimension is configured (with none, no event reaches the table).
+//!
+//! Value ids come from the router's stream-wide registry ([`crate::dimensions`]), so an id
+//! means the same value in every partition and summaries merge by id. The state keeps, per
+//! position, the key of its dimension's name: a restored state follows its dimensions when
+//! the configuration adds, drops or reorders them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dimensions::{DimIds, ValueId, ValueRegistry};
+use crate::event::PartitionEvent;
+use crate::families::{Family, Sections, Summary};
+use crate::family::counter;
+use crate::family::{RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut, gauge};
+use crate::ring::DayRing;
+use crate::session_stats::SessionStats;
+use crate::sessions::{ClosedSession, SessionEvent, SessionTable};
+use crate::sketch::{DistinctSketch, SketchShape};
+use crate::windows::{
+    PastFor, PastSketches, SketchWindows, SummaryPoint, Windowed, union_estimate,
+};
+
+use super::activity::{ActivityDay, day_union, fold_days, record_day};
+use super::sessions::{SessionKpis, session_kpis, session_windows};
+use super::stickiness::{StickinessRatios, ratios};
+
+#[derive(Debug)]
+pub struct Breakdowns;
+
+/// Per dimension position, per value id; grown on first use.
+type DayValues = Vec<Vec<Option<ActivityDay>>>;
+
+/// `Default` is the state of a family absent from an older image: empty, fitted by `restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BreakdownsState {
+    /// The key of the dimension at each position (see [`crate::dimensions::DimensionKeys`]).
+    keys: Vec<u64>,
+    days: DayRing<DayValues>,
+    /// Open sessions, each event tagged with its value ids.
+    sessions: SessionTable<DimIds>,
+    /// Closed sessions by start day, per dimension position, per value id of the first event.
+    session_days: DayRing<Vec<Vec<SessionStats>>>,
+    /// Writes that met a slot holding a newer day (should stay 0).
+    dropped: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BreakdownsCache {
+    past: PastFor,
+    /// Per dimension position, per value id: (active, signups).
+    values: Vec<Vec<[PastSketches; 2]>>,
+}
+
+/// One value's contribution to a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct ValueSummary {
+    pub active: SketchWindows,
+    pub active_daily: Vec<Option<DistinctSketch>>,
+    pub signups: SketchWindows,
+    /// Sessions started in each window, by their first event's value.
+    pub sessions: [SessionStats; 3],
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BreakdownsSummary {
+    /// Per dimension position, per value id (`None`: no user carried it in 31 days).
+    pub dimensions: Vec<Vec<Option<ValueSummary>>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValueKpis {
+    pub active_users: Windowed<u64>,
+    pub active_users_previous: Windowed<u64>,
+    pub new_users: Windowed<u64>,
+    pub stickiness: StickinessRatios,
+    pub sessions: Windowed<SessionKpis>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BreakdownsSection {
+    /// Dimension name → value → its KPIs; absent when no dimension is configured.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimensions: BTreeMap<String, BTreeMap<String, ValueKpis>>,
+    /// Dimension name → events whose value was pooled into `__other__`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimension_overflow_events: BTreeMap<String, u64>,
+}
+
+const VALUE_WINDOW: &[&str] = &["dimension", "value", "window"];
+
+pub const DIMENSION_ACTIVE_USERS: SeriesDef = gauge(
+    "pulse_dimension_active_users",
+    VALUE_WINDOW,
+    "Distinct users with an event carrying the dimension's value in the window; a user with several values counts under each.",
+);
+pub const DIMENSION_ACTIVE_USERS_PREVIOUS: SeriesDef = gauge(
+    "pulse_dimension_active_users_previous",
+    VALUE_WINDOW,
+    "Distinct users carrying the value in the same window ending yesterday.",
+);
+pub const DIMENSION_NEW_USERS: SeriesDef = gauge(
+    "pulse_dimension_new_users",
+    VALUE_WINDOW,
+    "Distinct users with a signup event carrying the value in the window.",
+);
+pub const DIMENSION_STICKINESS_RATIO: SeriesDef = gauge(
+    "pulse_dimension_stickiness_ratio",
+    &["dimension", "value", "ratio"],
+    "Stickiness of the users carrying the value, over complete days ending yesterday: mean DAU / MAU, mean DAU / WAU, WAU / MAU.",
+);
+pub const DIMENSION_SESSIONS: SeriesDef = gauge(
+    "pulse_dimension_sessions",
+    VALUE_WINDOW,
+    "Sessions started in the window whose first event carried the value.",
+);
+pub const DIMENSION_SESSION_DURATION_AVG_SECONDS: SeriesDef = gauge(
+    "pulse_dimension_session_duration_avg_seconds",
+    VALUE_WINDOW,
+    "Mean duration of the sessions started in the window whose first event carried the value.",
+);
+pub const DIMENSION_SESSION_DURATION_QUANTILE_SECONDS: SeriesDef = gauge(
+    "pulse_dimension_session_duration_quantile_seconds",
+    &["dimension", "value", "window", "q"],
+    "Nearest-rank duration quantile q (0.5) of those sessions (within 0.5 %).",
+);
+pub const DIMENSION_SESSION_BOUNCE_RATIO: SeriesDef = gauge(
+    "pulse_dimension_session_bounce_ratio",
+    VALUE_WINDOW,
+    "Share of those sessions that have a single event.",
+);
+pub const DIMENSION_SESSION_EVENTS_AVG: SeriesDef = gauge(
+    "pulse_dimension_session_events_avg",
+    VALUE_WINDOW,
+    "Mean number of events per session of those sessions.",
+);
+pub const DIMENSION_OVERFLOW_EVENTS: SeriesDef = counter(
+    "pulse_dimension_overflow_events_total",
+    &["dimension"],
+    "Events whose value came after the dimension's max_values and was pooled as __other__.",
+);
+
+impl BreakdownsState {
+    /// The day of `value` of the dimension at `position`, if held.
+    pub fn value_day(
+        &self,
+        day: crate::time::Day,
+        position: usize,
+        value: ValueId,
+    ) -> Option<&ActivityDay> {
+        self.days
+            .get(day)?
+            .get(position)?
+            .get(usize::from(value))?
+            .as_ref()
+    }
+}
+
+impl Family for Breakdowns {
+    type State = BreakdownsState;
+    type Cache = BreakdownsCache;
+    type Summary = BreakdownsSummary;
+    type Section = BreakdownsSection;
+
+    const SERIES: &'static [SeriesDef] = &[
+        DIMENSION_ACTIVE_USERS,
+        DIMENSION_ACTIVE_USERS_PREVIOUS,
+        DIMENSION_NEW_USERS,
+        DIMENSION_STICKINESS_RATIO,
+        DIMENSION_SESSIONS,
+        DIMENSION_SESSION_DURATION_AVG_SECONDS,
+        DIMENSION_SESSION_DURATION_QUANTILE_SECONDS,
+        DIMENSION_SESSION_BOUNCE_RATIO,
+        DIMENSION_SESSION_EVENTS_AVG,
+        DIMENSION_OVERFLOW_EVENTS,
+    ];
+
+    fn new_state(rules: &Rules) -> BreakdownsState {
+        BreakdownsState {
+            keys: rules.dimensions.as_slice().to_vec(),
+            days: DayRing::new(rules.retention_days),
+            sessions: SessionTable::default(),
+            session_days: DayRing::new(rules.retention_days),
+            dropped: 0,
+        }
+    }
+
+    fn restore(state: &mut BreakdownsState, rules: &Rules) {
+        state.days.fit(rules.retention_days);
+        state.session_days.fit(rules.retention_days);
+        state.sessions.restore_index();
+        let keys = rules.dimensions.as_slice();
+        if state.keys == keys {
+            return;
+        }
+        // Each configured dimension takes the values saved under its key, if any.
+        let from: Vec<Option<usize>> = keys
+            .iter()
+            .map(|key| state.keys.iter().position(|k| k == key))
+            .collect();
+        for (_, day) in state.days.iter_mut() {
+            *day = by_key(std::mem::take(day), &from);
+        }
+        for (_, day) in state.session_days.iter_mut() {
+            *day = by_key(std::mem::take(day), &from);
+        }
+        state.sessions.map_tags(|ids| {
+            let mut moved = [crate::dimensions::NONE_ID; crate::dimensions::MAX_DIMENSIONS];
+            for (to, at) in moved.iter_mut().zip(&from) {
+                *to = at.map_or(crate::dimensions::NONE_ID, |at| ids[at]);
+            }
+            moved
+        });
+        state.keys = keys.to_vec();
+    }
+
+    fn apply(
+        state: &mut BreakdownsState,
+        cache: &mut BreakdownsCache,
+        event: &PartitionEvent,
+        rules: &Rules,
+    ) {
+        let dimensions = state.keys.len();
+        if dimensions == 0 {
+            return;
+        }
+        cache.past.note_write(event.day);
+        let Some(day) = state.days.get_or_insert_with(event.day, Vec::new) else {
+            state.dropped += 1;
+            return;
+        };
+        day.resize_with(dimensions, Vec::new);
+        for (values, id) in day.iter_mut().zip(event.dims) {
+            let index = usize::from(id);
+            if values.len() <= index {
+                values.resize_with(index + 1, || None);
+            }
+            let value = values[index].get_or_insert_with(|| ActivityDay::new(rules.shape));
+            record_day(value, event, rules.shape);
+        }
+        // Too late to join a session exactly: activity only, as for the sessions family.
+        if event.sessionize {
+            let session_event =
+                SessionEvent::tagged(event.ts_ms, event.day, event.kind, event.dims);
+            state
+                .sessions
+                .insert(event.session_key, session_event, &rules.sessions);
+        }
+    }
+
+    fn advance(state: &mut BreakdownsState, watermark_ms: i64, rules: &Rules) {
+        state.close(|table, emit| table.advance(watermark_ms, &rules.sessions, emit));
+    }
+
+    fn close_all(state: &mut BreakdownsState, rules: &Rules) {
+        state.close(|table, emit| table.close_all(&rules.sessions, emit));
+    }
+
+    fn summarize(
+        state: &BreakdownsState,
+        cache: &mut BreakdownsCache,
+        at: SummaryPoint,
+        rules: &Rules,
+    ) -> BreakdownsSummary {
+        let days: Vec<Option<&DayValues>> = at.days().map(|d| state.days.get(d)).collect();
+        let refresh = !cache.past.valid_for(at.today);
+        cache.values.resize_with(state.keys.len(), Vec::new);
+        let dimensions = cache
+            .values
+            .iter_mut()
+            .enumerate()
+            .map(|(position, past)| {
+                let count = days
+                    .iter()
+                    .flatten()
+                    .filter_map(|d| Some(d.get(position)?.len()))
+                    .max()
+                    .unwrap_or(0);
+                if past.len() < count {
+                    past.resize_with(count, Default::default);
+                }
+                (0..count)
+                    .zip(past.iter_mut())
+                    .map(|(id, past)| {
+                        let of: Vec<Option<&ActivityDay>> = days
+                            .iter()
+                            .map(|d| (*d)?.get(position)?.get(id)?.as_ref())
+                            .collect();
+                        if of.iter().all(Option::is_none) {
+                            return None;
+                        }
+                        let [active, signups] = past;
+                        let folded = fold_days(&of, [active, signups], refresh, rules.shape);
+                        let sessions = session_windows(at, |day| {
+                            state.session_days.get(day)?.get(position)?.get(id)
+                        });
+                        Some(ValueSummary {
+                            active: folded.active,
+                            active_daily: folded.active_daily,
+                            signups: folded.signups,
+                            sessions,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        BreakdownsSummary { dimensions }
+    }
+
+    fn merge(into: &mut BreakdownsSummary, other: BreakdownsSummary, rules: &Rules) {
+        let shape = rules.shape;
+        if into.dimensions.len() < other.dimensions.len() {
+            into.dimensions
+                .resize_with(other.dimensions.len(), Vec::new);
+        }
+        for (mine, theirs) in into.dimensions.iter_mut().zip(other.dimensions) {
+            if mine.len() < theirs.len() {
+                mine.resize_with(theirs.len(), || None);
+            }
+            for (mine, theirs) in mine.iter_mut().zip(theirs) {
+                match (mine.as_mut(), theirs) {
+                    (_, None) => {}
+                    (None, theirs) => *mine = theirs,
+                    (Some(mine), Some(theirs)) => merge_value(mine, theirs, shape),
+                }
+            }
+        }
+    }
+
+    fn estimated_bytes(state: &BreakdownsState, cache: &BreakdownsCache) -> usize {
+        let days = state
+            .days
+            .iter()
+            .flat_map(|(_, day)| day.iter().flatten().flatten())
+            .map(ActivityDay::estimated_bytes)
+            .sum::<usize>();
+        let past = cache
+            .values
+            .iter()
+            .flatten()
+            .flatten()
+            .map(PastSketches::estimated_bytes)
+            .sum::<usize>();
+        let session_days = state
+            .session_days
+            .iter()
+            .flat_map(|(_, day)| day.iter().flatten())
+            .map(|stats| stats.durations.estimated_bytes())
+            .sum::<usize>();
+        days + past + session_days + state.sessions.estimated_bytes()
+    }
+
+    fn check(state: &BreakdownsState, counts: &mut Vec<u64>) -> Result<(), String> {
+        let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
+        if !state.sessions.event_times().all(accepted_time) {
+            return Err("an open session holds an event time pulse never accepts".to_owned());
+        }
+        let stats = state
+            .session_days
+            .iter()
+            .flat_map(|(_, d)| d.iter().flatten());
+        counts.extend(stats.flat_map(SessionStats::counts));
+        Ok(())
+    }
+
+    fn section(summaries: &[Summary], _: &Sections, cx: &SectionContext<'_>) -> BreakdownsSection {
+        let mut section = BreakdownsSection::default();
+        for (position, registry) in cx.router.dimensions.dimensions.iter().enumerate() {
+            let values = value_ids(registry, summaries, position)
+                .map(|id| {
+                    let of = || value_summaries(summaries, position, id);
+                    (registry.value(id).to_owned(), value_kpis(of, cx.shape))
+                })
+                .collect();
+            section.dimensions.insert(registry.name.clone(), values);
+            section
+                .dimension_overflow_events
+                .insert(registry.name.clone(), registry.overflow_events);
+        }
+        section
+    }
+
+    fn series(sections: &Sections, out: &mut dyn SeriesOut) {
+        let s = &sections.breakdowns;
+        for (dimension, values) in &s.dimensions {
+            for (value, k) in values {
+                for (def, windows) in [
+                    (&DIMENSION_ACTIVE_USERS, &k.active_users),
+                    (&DIMENSION_ACTIVE_USERS_PREVIOUS, &k.active_users_previous),
+                    (&DIMENSION_NEW_USERS, &k.new_users),
+                ] {
+                    for (window, v) in windows.labelled() {
+                        out.sample(def, &[dimension, value, window], *v as f64);
+                    }
+                }
+                for (window, s) in k.sessions.labelled() {
+                    let labels = [dimension.as_str(), value.as_str(), window];
+                    out.sample(&DIMENSION_SESSIONS, &labels, s.count as f64);
+                    out.sample(
+                        &DIMENSION_SESSION_DURATION_AVG_SECONDS,
+                        &labels,
+                        s.avg_duration_seconds,
+                    );
+                    out.sample(
+                        &DIMENSION_SESSION_DURATION_QUANTILE_SECONDS,
+                        &[dimension, value, window, "0.5"],
+                        s.p50_duration_seconds,
+                    );
+                    out.sample(&DIMENSION_SESSION_BOUNCE_RATIO, &labels, s.bounce_rate);
+                    out.sample(&DIMENSION_SESSION_EVENTS_AVG, &labels, s.events_per_session);
+                }
+                let r = &k.stickiness;
+                for (ratio, v) in [
+                    ("dau_mau", r.dau_mau),
+                    ("dau_wau", r.dau_wau),
+                    ("wau_mau", r.wau_mau),
+                ] {
+                    out.sample(&DIMENSION_STICKINESS_RATIO, &[dimension, value, ratio], v);
+                }
+            }
+        }
+        for (dimension, events) in &s.dimension_overflow_events {
+            out.sample(&DIMENSION_OVERFLOW_EVENTS, &[dimension], *events as f64);
+        }
+    }
+
+    fn rollups(sections: &Sections, summaries: &[Summary], out: &mut RollupOut<'_>) {
+        let windows: Vec<usize> = out.windows().collect();
+        let router = out.cx.router;
+        for (position, registry) in router.dimensions.dimensions.iter().enumerate() {
+            let Some(values) = sections.breakdowns.dimensions.get(&registry.name) else {
+                continue;
+            };
+            for id in value_ids(registry, summaries, position) {
+                let value = registry.value(id);
+                let Some(kpis) = values.get(value) else {
+                    continue;
+                };
+                let dimensions = [("dimension", registry.name.as_str()), ("value", value)];
+                // The day's distinct users carrying the value, across partitions.
+                let day_sketch = (out.sketches && windows.contains(&0))
+                    .then(|| {
+                        let days = value_summaries(summaries, position, id)
+                            .filter_map(|v| v.active.current[0].as_ref());
+                        day_union(out.shape, days)
+                    })
+                    .flatten();
+                for &w in &windows {
+                    // A value nobody carried in the window has no record (as for features).
+                    if *kpis.active_users.get(w) == 0 {
+                        continue;
+                    }
+                    for (metric, value, sketch) in [
+                        (
+                            "dimension_active_users",
+                            kpis.active_users.get(w),
+                            day_sketch.as_ref(),
+                        ),
+                        ("dimension_new_users", kpis.new_users.get(w), None),
+                    ] {
+                        out.push(RollupValue {
+                            metric,
+                            window: w,
+                            dimensions: &dimensions,
+                            value: *value as f64,
+                            sketch,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl BreakdownsState {
+    /// Closes what the table says is final, into the day each session started on, under
+    /// its first event's value in every dimension (the fields are borrowed apart: the table
+    /// calls back while closing).
+    fn close(
+        &mut self,
+        close: impl FnOnce(&mut SessionTable<DimIds>, &mut dyn FnMut(ClosedSession<DimIds>)),
+    ) {
+        let BreakdownsState {
+            keys,
+            sessions,
+            session_days,
+            dropped,
+            ..
+        } = self;
+        let dimensions = keys.len();
+        close(sessions, &mut |session| {
+            let Some(day) = session_days.get_or_insert_with(session.start_day, Vec::new) else {
+                *dropped += 1;
+                return;
+            };
+            day.resize_with(dimensions, Vec::new);
+            for (values, id) in day.iter_mut().zip(session.tag) {
+                let index = usize::from(id);
+                if values.len() <= index {
+                    values.resize_with(index + 1, SessionStats::default);
+                }
+                values[index].record(&session);
+            }
+        });
+    }
+}
+
+/// A day's per-dimension vectors re-ordered for the dimensions now configured: position
+/// `i` takes what was saved at `from[i]`, or starts empty.
+fn by_key<T: Default>(mut saved: Vec<T>, from: &[Option<usize>]) -> Vec<T> {
+    from.iter()
+        .map(|at| {
+            at.and_then(|at| saved.get_mut(at).map(std::mem::take))
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn merge_value(mine: &mut ValueSummary, theirs: ValueSummary, shape: SketchShape) {
+    for (mine, theirs) in mine.sessions.iter_mut().zip(&theirs.sessions) {
+        mine.merge(theirs);
+    }
+    mine.active.merge(theirs.active, shape);
+    mine.signups.merge(theirs.signups, shape);
+    if mine.active_daily.len() < theirs.active_daily.len() {
+        mine.active_daily.resize(theirs.active_daily.len(), None);
+    }
+    for (mine, theirs) in mine.active_daily.iter_mut().zip(theirs.active_daily) {
+        crate::windows::merge_sketch(mine, theirs, shape);
+    }
+}
+
+/// The ids of a dimension a snapshot shows: those some user carried in the 31 days held
+/// (a tracked value, or a pool that was used).
+fn value_ids<'a>(
+    registry: &'a ValueRegistry,
+    summaries: &'a [Summary],
+    position: usize,
+) -> impl Iterator<Item = ValueId> + 'a {
+    registry
+        .ids()
+        .filter(move |id| value_summaries(summaries, position, *id).next().is_some())
+}
+
+/// Every summary's part for one value.
+fn value_summaries(
+    summaries: &[Summary],
+    position: usize,
+    id: ValueId,
+) -> impl Iterator<Item = &ValueSummary> + Clone {
+    summaries.iter().filter_map(move |s| {
+        s.breakdowns
+            .dimensions
+            .get(position)?
+            .get(usize::from(id))?
+            .as_ref()
+    })
+}
+
+fn value_kpis<'a, I>(of: impl Fn() -> I, shape: SketchShape) -> ValueKpis
+where
+    I: Iterator<Item = &'a ValueSummary> + Clone,
+{
+    let windows = |pick: &dyn Fn(&'a ValueSummary) -> &'a [Option<DistinctSketch>; 3]| {
+        Windowed::from_fn(|w| union_estimate(shape, of().filter_map(|v| pick(v)[w].as_ref())))
+    };
+    let active_users_previous = windows(&|v| &v.active.previous);
+    let daily = of().map(|v| v.active_daily.as_slice());
+    let active_users = windows(&|v| &v.active.current);
+    let sessions = Windowed::from_fn(|w| {
+        let mut stats = SessionStats::default();
+        of().for_each(|v| stats.merge(&v.sessions[w]));
+        session_kpis(&stats, *active_users.get(w))
+    });
+    ValueKpis {
+        active_users,
+        sessions,
+        stickiness: ratios(shape, daily, &active_users_previous),
+        active_users_previous,
+        new_users: windows(&|v| &v.signups.current),
+    }
+}
