@@ -102,6 +102,8 @@ pub struct Decoder {
     /// single virtual partition (and so in `pulse run`, whose records come with theirs):
     /// there is nothing to choose, and hashing the id again would cost 1.5 % of a record.
     pub(crate) partitioner: Option<Partitioner>,
+    /// Raw names and features the funnels match on (empty without funnels).
+    pub(crate) tagger: crate::funnel_rules::Tagger,
 }
 
 impl Decoder {
@@ -148,6 +150,12 @@ impl Decoder {
             max_record_bytes: settings.max_record_bytes,
             max_user_id_bytes: settings.max_user_id_bytes,
             partitioner: (settings.partitions > 1).then_some(settings.partitioner),
+            tagger: crate::funnel_rules::compile(
+                &settings.funnels,
+                settings.time_to_value.as_ref(),
+                settings.allowed_lateness_ms,
+            )
+            .0,
         }
     }
 

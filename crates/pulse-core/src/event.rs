@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::features::FeatureId;
+use crate::funnel_rules::StepTags;
 use crate::sketch::UserHash;
 use crate::time::Day;
 
@@ -140,4 +141,6 @@ pub struct PartitionEvent {
     /// False when the event arrived later than the allowed lateness: it still counts as
     /// activity, but can no longer join a session exactly.
     pub sessionize: bool,
+    /// Its raw name and feature as positions among those the funnels name.
+    pub tags: StepTags,
 }

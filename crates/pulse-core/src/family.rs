@@ -10,11 +10,13 @@ use crate::sketch::{DistinctSketch, SketchShape};
 use crate::windows::WINDOWS;
 
 /// What every family is given to apply and fold: derived from the settings once.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     pub shape: SketchShape,
     pub sessions: SessionRules,
     pub retention_days: u32,
+    /// Shared, not copied: a worker's partitions all hold the same compiled funnels.
+    pub funnels: std::sync::Arc<crate::funnel_rules::FunnelRules>,
 }
 
 impl Rules {
@@ -30,6 +32,14 @@ impl Rules {
                 lateness_ms: settings.allowed_lateness_ms,
             },
             retention_days: settings.retention_days,
+            funnels: std::sync::Arc::new(
+                crate::funnel_rules::compile(
+                    &settings.funnels,
+                    settings.time_to_value.as_ref(),
+                    settings.allowed_lateness_ms,
+                )
+                .1,
+            ),
         }
     }
 }

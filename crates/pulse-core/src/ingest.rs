@@ -191,6 +191,7 @@ impl Ingestor {
             kind: event.kind,
             feature,
             sessionize,
+            tags: event.tags,
         };
         Outcome::Accepted {
             worker: self.owners[partition],

@@ -41,6 +41,7 @@ pub mod event;
 pub mod families;
 pub mod family;
 pub mod features;
+pub mod funnel_rules;
 pub mod histogram;
 pub mod ingest;
 pub mod message;

@@ -16,6 +16,7 @@ use std::ops::Range;
 
 use crate::decode::Decoder;
 use crate::event::{EventKind, Rejection};
+use crate::funnel_rules::StepTags;
 use crate::sketch::UserHash;
 
 /// A decoded record, reduced to what routing needs; the user id is only kept hashed.
@@ -30,6 +31,8 @@ pub struct Prepared<'a> {
     pub ts_ms: Option<i64>,
     pub kind: EventKind,
     pub feature: Option<Cow<'a, str>>,
+    /// What the funnels match of its raw name and feature (the name is not kept).
+    pub tags: StepTags,
 }
 
 impl Decoder {
@@ -45,6 +48,12 @@ impl Decoder {
             Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), user.key),
             None => user.key,
         };
+        // Without funnels the tagger is empty: no look-up at all.
+        let tags = if self.tagger.is_empty() {
+            StepTags::default()
+        } else {
+            self.tagger.tags(&event.name, event.feature.as_deref())
+        };
         Ok(Prepared {
             user,
             partition_hash,
@@ -52,6 +61,7 @@ impl Decoder {
             ts_ms: event.ts_ms,
             kind: event.kind,
             feature: event.feature,
+            tags,
         })
     }
 }
@@ -72,6 +82,7 @@ struct Stored {
     ts_ms: Option<i64>,
     kind: EventKind,
     feature: Option<Range<usize>>,
+    tags: StepTags,
 }
 
 impl PreparedBatch {
@@ -87,6 +98,7 @@ impl PreparedBatch {
                 self.text.push_str(&name);
                 start..self.text.len()
             }),
+            tags: p.tags,
         });
         self.records.push(stored);
     }
@@ -117,6 +129,7 @@ impl PreparedBatch {
                     .feature
                     .as_ref()
                     .map(|range| Cow::Borrowed(&self.text[range.clone()])),
+                tags: s.tags,
             }),
             Err(reason) => Err(*reason),
         })

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
 
+use crate::funnel_rules::{FunnelDef, TimeToValueDef};
 use crate::partitioner::Partitioner;
 
 /// Which instant is "now" for the windows.
@@ -120,6 +121,9 @@ pub struct EngineSettings {
     pub max_record_bytes: usize,
     /// User ids longer than this (in UTF-8 bytes) are rejected.
     pub max_user_id_bytes: usize,
+    /// The `[[funnels]]` (see [`crate::funnel_rules`]).
+    pub funnels: Vec<FunnelDef>,
+    pub time_to_value: Option<TimeToValueDef>,
 }
 
 /// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
@@ -150,6 +154,8 @@ impl Default for EngineSettings {
             feature_events: BTreeMap::new(),
             max_record_bytes: 1 << 20,
             max_user_id_bytes: 256,
+            funnels: Vec::new(),
+            time_to_value: None,
         }
     }
 }
@@ -172,6 +178,9 @@ pub enum SettingsError {
         first: &'static str,
         second: &'static str,
     },
+    /// A rule of a table whose keys are numbered (`funnels[2].steps[0].kind`).
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
     #[error("unknown time zone {name:?}: {reason}")]
     UnknownTimeZone { name: String, reason: String },
 }

@@ -613,6 +613,7 @@ mod tests {
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
                 },
+                funnels: Default::default(),
             },
             state: StateInfo {
                 shards: 2,

@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::Source;
 use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
+use pulse_core::funnel_rules::{FunnelDef, StepMatch, TimeToValueDef};
 use pulse_core::partitioner::Partitioner;
 use pulse_core::settings::{ClockMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,29 @@ pub struct RawConfig {
     pub state: RawState,
     pub rollups: RawRollups,
     pub demo: RawDemo,
+    /// Absent from the defaults: none unless configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub funnels: Vec<RawFunnel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_value: Option<RawTimeToValue>,
+}
+
+/// One `[[funnels]]` entry (checked in pulse-core's `funnel_rules`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFunnel {
+    pub name: String,
+    #[serde(with = "human_duration")]
+    pub window: Duration,
+    pub steps: Vec<StepMatch>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeToValue {
+    pub event: StepMatch,
+    #[serde(with = "human_duration")]
+    pub window: Duration,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -334,6 +358,19 @@ impl RawConfig {
             max_record_bytes: usize::try_from(self.limits.max_record_size.as_u64())
                 .unwrap_or(usize::MAX),
             max_user_id_bytes: self.limits.max_user_id_bytes,
+            funnels: self
+                .funnels
+                .iter()
+                .map(|f| FunnelDef {
+                    name: f.name.clone(),
+                    window_ms: millis(f.window),
+                    steps: f.steps.clone(),
+                })
+                .collect(),
+            time_to_value: self.time_to_value.as_ref().map(|t| TimeToValueDef {
+                event: t.event.clone(),
+                window_ms: millis(t.window),
+            }),
         };
         settings.validate().context("invalid configuration")?;
         Ok(settings)

@@ -89,6 +89,7 @@ pub trait Family {
 
 pub mod activity;
 pub mod features;
+pub mod funnels;
 pub mod sessions;
 pub mod stickiness;
 
@@ -267,6 +268,7 @@ families! {
     sessions: sessions::Sessions,
     features: features::Features,
     stickiness: stickiness::Stickiness,
+    funnels: funnels::Funnels,
 }
 
 #[cfg(test)]
@@ -385,6 +387,7 @@ mod tests {
                                 kind: if signup { EventKind::Signup } else { EventKind::Login },
                                 feature,
                                 sessionize: false,
+                                tags: Default::default(),
                             });
                         }
                     }
