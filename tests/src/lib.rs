@@ -7,6 +7,7 @@
 //! `pulse-core`: sharing code with the engine would let one bug hide in both.
 
 pub mod admission;
+pub mod funnel_model;
 pub mod kafka;
 pub mod oracle;
 pub mod s3;
