@@ -299,7 +299,7 @@ impl EngineSettings {
                 }
             }
         }
-        Ok(())
+        crate::funnel_rules::validate(&self.funnels, self.time_to_value.as_ref())
     }
 
     pub(crate) fn kind_lists(&self) -> [(&'static str, &Vec<String>); 6] {

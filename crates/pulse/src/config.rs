@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 /// The documented defaults, also the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 
+/// The funnels of `pulse demo` when the configuration has none, so that the demo shows them.
+const DEMO_FUNNELS_TOML: &str = include_str!("../demo-funnels.toml");
+
 /// `PULSE_…` variables that belong to the command line, not to the configuration.
 const COMMAND_LINE_VARIABLES: [&str; 1] = ["PULSE_CONFIG"];
 
@@ -322,6 +325,22 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> 
 }
 
 impl RawConfig {
+    /// Gives a configuration without funnels or time to value the demo's sample ones.
+    pub fn use_demo_funnels(&mut self) {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Sample {
+            funnels: Vec<RawFunnel>,
+            time_to_value: RawTimeToValue,
+        }
+        if self.funnels.is_empty() && self.time_to_value.is_none() {
+            let sample: Sample =
+                toml::from_str(DEMO_FUNNELS_TOML).expect("demo-funnels.toml is valid");
+            self.funnels = sample.funnels;
+            self.time_to_value = Some(sample.time_to_value);
+        }
+    }
+
     /// Checks the configuration and turns it into engine settings.
     pub fn engine_settings(&self) -> Result<EngineSettings> {
         let shards = if self.shards == 0 {
@@ -502,6 +521,20 @@ mod tests {
         let raw = load(Some(&path), &[]).unwrap();
         raw.engine_settings().unwrap();
         assert_eq!(raw.validate_service().unwrap().port(), 9464);
+        assert!(!raw.engine_settings().unwrap().funnels.is_empty());
+    }
+
+    #[test]
+    fn the_demo_funnels_are_valid_and_only_fill_a_configuration_without_funnels() {
+        let mut raw = load(None, &[]).unwrap();
+        raw.use_demo_funnels();
+        let settings = raw.engine_settings().unwrap();
+        assert_eq!(settings.funnels.len(), 2);
+        assert!(settings.time_to_value.is_some());
+        raw.funnels.truncate(1);
+        raw.time_to_value = None;
+        raw.use_demo_funnels();
+        assert_eq!(raw.funnels.len(), 1, "configured funnels are kept");
     }
 
     #[test]
@@ -592,6 +625,33 @@ mod tests {
             ("timezone = \"Mars/Base\"\n", "Mars/Base"),
         ];
         for (text, key) in cases {
+            std::fs::write(&path, text).unwrap();
+            let result = load(Some(&path), &[]).and_then(|raw| raw.engine_settings());
+            let message = format!("{:#}", result.unwrap_err());
+            assert!(message.contains(key), "{message:?} should mention {key}");
+        }
+        let funnel = |steps: &str, window: &str| {
+            format!("[[funnels]]\nname = \"a\"\nwindow = \"{window}\"\nsteps = [{steps}]\n")
+        };
+        for (text, key) in [
+            (
+                funnel("{ kind = \"signup\" }, { kind = \"purchase\" }", "7d"),
+                "funnels[0].steps[1].kind",
+            ),
+            (funnel("{ kind = \"signup\" }", "7d"), "funnels[0].steps"),
+            (
+                funnel("{ kind = \"signup\" }, { event = \"Paid\" }", "31d"),
+                "funnels[0].window",
+            ),
+            (
+                funnel("{ kind = \"signup\" }, { colour = \"red\" }", "7d"),
+                "colour",
+            ),
+            (
+                "[time_to_value]\nevent = {}\nwindow = \"14d\"\n".to_owned(),
+                "time_to_value.event",
+            ),
+        ] {
             std::fs::write(&path, text).unwrap();
             let result = load(Some(&path), &[]).and_then(|raw| raw.engine_settings());
             let message = format!("{:#}", result.unwrap_err());
