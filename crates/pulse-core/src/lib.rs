@@ -24,11 +24,11 @@
 //! - [`engine`]: router plus one worker owning every partition, on one thread, for tests and
 //!   fuzzing; the runtime runs the same parts with several workers on their own threads.
 //! - [`rollup`]: the KPIs of every day held, as warehouse records.
-//! - [`families`]: the KPI families (activity, sessions, features, stickiness), one module
+//! - [`families`]: the KPI families (activity, sessions, features, stickiness, funnels), one module
 //!   each, and the one list that registers them; [`family`]: what a family is given and
 //!   gives back; [`windows`]: the 1/7/30-day windows and how sketches fold into them.
 //! - [`sketch`], [`histogram`], [`sessions`], [`session_stats`], [`ring`], [`time`],
-//!   [`features`]: the building blocks.
+//!   [`features`], [`funnel_rules`]: the building blocks.
 //!
 //! # Why the state is plain data
 //! Every partition's state serialises and restores on its own, and partitions merge into
