@@ -276,7 +276,8 @@ fn dashboard_and_rules_are_well_formed() {
             "Engagement overview",
             "Sessions",
             "Feature adoption",
-            "Ingestion health"
+            "Ingestion health",
+            "Funnels"
         ]
     );
 
