@@ -119,8 +119,12 @@ fn model() -> FunnelModel {
     }
 }
 
-/// One user's visit: a start and a run of events a few minutes to hours apart.
-fn visit() -> impl Strategy<Value = (u8, i64, Vec<(u8, i64, i64)>)> {
+/// One user's visit: (user, start minute, events as (name position in [`NAMES`], gap in
+/// minutes, arrival delay in minutes)).
+type Visit = (u8, i64, Vec<(u8, i64, i64)>);
+
+/// A visit: a start and a run of events a few minutes to hours apart.
+fn visit() -> impl Strategy<Value = Visit> {
     (
         0u8..40,
         0i64..10 * 24 * 60,
@@ -140,7 +144,7 @@ const NAMES: [(&str, Option<&str>); 7] = [
 
 /// The events of some visits, in arrival order: each is delayed by up to `delay` minutes
 /// (shuffling events within and beyond the allowed lateness).
-fn arrivals(visits: &[(u8, i64, Vec<(u8, i64, i64)>)]) -> Vec<FunnelEvent> {
+fn arrivals(visits: &[Visit]) -> Vec<FunnelEvent> {
     let mut timed = Vec::new();
     for (user, start, steps) in visits {
         let mut minute = *start;
@@ -283,7 +287,7 @@ proptest! {
 #[test]
 fn a_fixed_workload_exercises_every_rule() {
     // A deterministic spread of visits, so the assertions on what is exercised hold.
-    let visits: Vec<(u8, i64, Vec<(u8, i64, i64)>)> = (0..400u32)
+    let visits: Vec<Visit> = (0..400u32)
         .map(|i| {
             let user = (i * 7 % 40) as u8;
             let start = i64::from(i * 37 % (10 * 24 * 60));

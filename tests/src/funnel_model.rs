@@ -154,8 +154,9 @@ impl FunnelModel {
             for attempt in brute_force(funnel, events) {
                 for (w, (_, length)) in WINDOWS.iter().enumerate() {
                     if in_window(attempt.entry_day, *length) {
-                        for step in 0..attempt.reached.len() {
-                            users[w][step].insert(*user);
+                        // It reached steps 1 … reached.len().
+                        for reached in users[w].iter_mut().take(attempt.reached.len()) {
+                            reached.insert(*user);
                         }
                     }
                 }
