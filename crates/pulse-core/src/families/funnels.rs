@@ -808,3 +808,119 @@ fn funnel_kpis(stats: &StepStats, shape: SketchShape) -> FunnelKpis {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::funnel_rules::{FunnelDef, StepMatch, TimeToValueDef};
+    use crate::{Engine, EngineSettings, EngineState};
+
+    const T0: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
+    const MIN: i64 = 60_000;
+
+    fn kind(kind: &str) -> StepMatch {
+        StepMatch {
+            kind: Some(kind.into()),
+            ..StepMatch::default()
+        }
+    }
+
+    fn settings() -> EngineSettings {
+        EngineSettings {
+            funnels: vec![FunnelDef {
+                name: "f".into(),
+                window_ms: 60 * MIN,
+                steps: vec![kind("login"), kind("page_view"), kind("page_view")],
+            }],
+            time_to_value: Some(TimeToValueDef {
+                event: kind("page_view"),
+                window_ms: 30 * MIN,
+            }),
+            ..EngineSettings::default()
+        }
+    }
+
+    fn line(user: &str, event: &str, minute: i64) -> String {
+        format!(
+            r#"{{"user_id":"{user}","event":"{event}","ts":{}}}"#,
+            T0 + minute * MIN
+        )
+    }
+
+    fn feed(engine: &mut Engine, lines: &[String]) {
+        for line in lines {
+            engine.ingest(line.as_bytes(), None);
+        }
+    }
+
+    #[test]
+    fn one_step_per_event_deadlines_and_repeated_entries() {
+        let mut engine = Engine::new(settings(), T0 + 86_400_000);
+        feed(
+            &mut engine,
+            &[
+                // u: one page view cannot take an attempt two steps; two conversions.
+                line("u", "login", 0),
+                line("u", "page_view", 1),
+                line("u", "page_view", 2),
+                line("u", "login", 10),
+                line("u", "page_view", 11),
+                line("u", "page_view", 12),
+                // v: the second page view is past the deadline.
+                line("v", "login", 20),
+                line("v", "page_view", 25),
+                line("v", "page_view", 81),
+                // w: signs up; its value event comes too late for the window.
+                line("w", "signup", 90),
+                line("w", "page_view", 121),
+            ],
+        );
+        engine.close_all_sessions();
+        let snapshot = engine.snapshot();
+        let funnel = &snapshot.kpis.funnels.funnels["f"].d1;
+        assert_eq!(funnel.users, [2, 2, 1]);
+        assert_eq!(funnel.completions, 2);
+        assert_eq!(funnel.step_conversion, [1.0, 0.5]);
+        let ttv = snapshot.kpis.funnels.time_to_value.as_ref().unwrap();
+        assert_eq!((ttv.d1.signups, ttv.d1.activated), (1, 0));
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_what_was_still_waiting_for_the_watermark() {
+        let lines = [
+            line("u", "login", 0),
+            line("u", "page_view", 1),
+            line("u", "page_view", 2),
+        ];
+        let mut straight = Engine::new(settings(), T0 + 86_400_000);
+        feed(&mut straight, &lines);
+        straight.close_all_sessions();
+        let mut first = Engine::new(settings(), T0 + 86_400_000);
+        feed(&mut first, &lines[..2]);
+        // Both events are within the lateness of the newest: neither is applied yet.
+        let state = EngineState::from_bytes(&first.state().to_bytes()).unwrap();
+        let mut resumed = Engine::restore(settings(), T0 + 86_400_000, state);
+        feed(&mut resumed, &lines[2..]);
+        resumed.close_all_sessions();
+        let funnels = |e: &mut Engine| e.snapshot().kpis.funnels;
+        assert_eq!(funnels(&mut resumed), funnels(&mut straight));
+        assert_eq!(funnels(&mut straight).funnels["f"].d1.users, [1, 1, 1]);
+    }
+
+    #[test]
+    fn events_later_than_the_lateness_take_no_part_and_are_counted() {
+        let mut engine = Engine::new(settings(), T0 + 86_400_000);
+        feed(
+            &mut engine,
+            &[
+                line("u", "login", 10),
+                line("u", "page_view", 11),
+                line("u", "login", 0),
+                line("u", "search_performed", 1),
+            ],
+        );
+        engine.close_all_sessions();
+        let section = engine.snapshot().kpis.funnels;
+        assert_eq!(section.funnel_late_events, Some(1), "only matching events");
+        assert_eq!(section.funnels["f"].d1.users, [1, 1, 0]);
+    }
+}
