@@ -334,10 +334,13 @@ impl FunnelsState {
                 continue;
             }
             let n = funnel.steps.len();
-            let kept = self
-                .attempts
-                .entry((event.key, f as u8))
-                .or_insert_with(|| vec![None; n]);
+            // A user gets a record on entering only: later steps alone advance nothing.
+            let key = (event.key, f as u8);
+            let kept = match self.attempts.get_mut(&key) {
+                Some(kept) => kept,
+                None if mask & 1 != 0 => self.attempts.entry(key).or_insert(vec![None; n]),
+                None => continue,
+            };
             // Last step first: an attempt this event advances goes no further on it.
             for i in (1..n).rev() {
                 let Some(from) = kept[i - 1] else { continue };
