@@ -9,6 +9,7 @@
 
 use proptest::prelude::*;
 use pulse_core::funnel_rules::{FunnelDef, StepMatch, TimeToValueDef};
+use pulse_core::rollup::{RollupClock, rollups};
 use pulse_core::{Engine, EngineSettings, EngineState};
 use pulse_tests::Kind;
 use pulse_tests::funnel_model::{Funnel, FunnelEvent, FunnelModel, Step};
@@ -284,10 +285,9 @@ proptest! {
     }
 }
 
-#[test]
-fn a_fixed_workload_exercises_every_rule() {
-    // A deterministic spread of visits, so the assertions on what is exercised hold.
-    let visits: Vec<Visit> = (0..400u32)
+/// A deterministic spread of visits, so the assertions on what is exercised hold.
+fn fixed_visits() -> Vec<Visit> {
+    (0..400u32)
         .map(|i| {
             let user = (i * 7 % 40) as u8;
             let start = i64::from(i * 37 % (10 * 24 * 60));
@@ -303,8 +303,12 @@ fn a_fixed_workload_exercises_every_rule() {
                 .collect();
             (user, start, steps)
         })
-        .collect();
-    let events = arrivals(&visits);
+        .collect()
+}
+
+#[test]
+fn a_fixed_workload_exercises_every_rule() {
+    let events = arrivals(&fixed_visits());
     assert_exercises(&events);
     let lines: Vec<String> = events.iter().map(FunnelEvent::line).collect();
     assert_matches_model(&run(&lines, settings(1, 1)), &events);
@@ -317,4 +321,70 @@ fn without_funnels_the_snapshot_has_no_funnel_keys() {
     let figures = run(&lines, EngineSettings::default());
     assert_eq!(figures, Value::Object(Default::default()));
     assert_ne!(run(&lines, settings(1, 1)), figures);
+}
+
+#[test]
+fn todays_rollups_equal_the_snapshot_per_funnel_step_and_window() {
+    let events = arrivals(&fixed_visits());
+    let lines: Vec<String> = events.iter().map(FunnelEvent::line).collect();
+    let settings = settings(2, 3);
+    let mut engine = Engine::new(settings.clone(), WALL_MS);
+    for line in &lines {
+        engine.ingest(line.as_bytes(), None);
+    }
+    engine.close_all_sessions();
+    let snapshot = engine.snapshot();
+    let clock = RollupClock {
+        now_ms: engine.ingestor().now_ms(),
+        computed_at_ms: WALL_MS,
+    };
+    let records = rollups(&engine.state(), &settings, clock, false);
+    let today = records.iter().map(|r| &r.period_start).max().unwrap();
+    let value = |metric: &str, window: &str, dimensions: &[(&str, &str)]| {
+        let found: Vec<f64> = records
+            .iter()
+            .filter(|r| r.period_start == *today && r.metric == metric && r.window == window)
+            .filter(|r| {
+                r.dimensions.len() == dimensions.len()
+                    && dimensions
+                        .iter()
+                        .all(|(k, v)| r.dimensions.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|r| r.value)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{metric} {window} {dimensions:?}: {found:?}"
+        );
+        found[0]
+    };
+    // Rollups take only windows pulse holds every day of: the workload spans 10 days.
+    let complete = |window: &str| window != "30d";
+    for (name, windows) in &snapshot.kpis.funnels.funnels {
+        for (window, kpis) in windows.labelled().into_iter().filter(|(w, _)| complete(w)) {
+            for (step, users) in kpis.users.iter().enumerate() {
+                let step = (step + 1).to_string();
+                let dimensions = [("funnel", name.as_str()), ("step", step.as_str())];
+                assert_eq!(value("funnel_users", window, &dimensions), *users as f64);
+            }
+            let funnel = [("funnel", name.as_str())];
+            assert_eq!(
+                value("funnel_completions", window, &funnel),
+                kpis.completions as f64
+            );
+            assert_eq!(value("funnel_conversion", window, &funnel), kpis.conversion);
+        }
+    }
+    let ttv = snapshot.kpis.funnels.time_to_value.unwrap();
+    for (window, kpis) in ttv.labelled().into_iter().filter(|(w, _)| complete(w)) {
+        assert_eq!(
+            value("time_to_value_signups", window, &[]),
+            kpis.signups as f64
+        );
+        assert_eq!(
+            value("time_to_value_activated", window, &[]),
+            kpis.activated as f64
+        );
+    }
 }
