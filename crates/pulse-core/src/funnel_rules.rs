@@ -115,6 +115,11 @@ pub struct CompiledFunnel {
 }
 
 impl CompiledFunnel {
+    /// Whether `kind` and `tags` match the first step: the event starts an attempt.
+    pub fn starts(&self, kind: EventKind, tags: StepTags) -> bool {
+        self.steps[0].matches(kind, tags)
+    }
+
     /// The steps `kind` and `tags` match.
     pub fn mask(&self, kind: EventKind, tags: StepTags) -> StepMask {
         self.steps

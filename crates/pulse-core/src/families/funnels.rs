@@ -7,8 +7,8 @@
 //! step i if it is within the deadline (an attempt advances at most one step per event,
 //! and never twice from the same step). An attempt belongs to the day of its entry.
 //!
-//! Per partition: the kept attempts per (user, funnel) — O(steps), dropped once none can
-//! advance — and a day ring, by entry day, of an HLL of the users who reached each step,
+//! Per partition: per user, the kept attempts of each funnel entered — O(steps), dropped
+//! once none can advance — and a day ring, by entry day, of an HLL of the users who reached each step,
 //! the exact count of conversions and duration histograms (the sessions' 0.5 % log
 //! histogram, nearest rank). Time to value keeps each user's signups of the last 30 days
 //! with the time of the first value event after each; its figures are exact and add across
@@ -22,8 +22,9 @@
 //! lateness, on any number of partitions. The figures therefore trail the newest events
 //! by the allowed lateness (the end of a replay applies everything).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use foldhash::fast::FixedState;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,14 +47,14 @@ pub struct Funnels;
 /// `restore`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FunnelsState {
-    /// Matching events not yet final, earliest first (see the module header).
-    pending: BinaryHeap<Reverse<Pending>>,
+    /// Matching events not yet final, in (time, arrival) order (see the module header).
+    /// Events come nearly in order, so an arrival is placed from the back in a step or two.
+    pending: VecDeque<Pending>,
     /// Arrivals so far: equal times are applied in arrival order.
     arrivals: u64,
-    /// The kept attempts of each (user key, funnel position), by step.
-    attempts: BTreeMap<(u64, u8), Vec<Option<Kept>>>,
-    /// Each user's signups of the last 30 days, in time order.
-    signups: BTreeMap<u64, Vec<Signup>>,
+    /// By user key: one look-up per event whatever the number of funnels (a map keyed by
+    /// user and funnel cost a search per funnel; it was most of the family's time).
+    users: HashMap<u64, UserFunnels, FixedState>,
     days: DayRing<FunnelDay>,
     /// The newest time applied: no later event applied can be earlier.
     applied_ms: i64,
@@ -68,6 +69,15 @@ pub struct FunnelsState {
     shape: Vec<(String, usize)>,
 }
 
+/// What one user has in progress.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct UserFunnels {
+    /// The funnels entered (by position), each with the attempt kept for each step.
+    attempts: Vec<(u8, Box<[Option<Kept>]>)>,
+    /// Signups of the last 30 days, in time order (time to value).
+    signups: Vec<Signup>,
+}
+
 /// A matching event waiting to become final.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
@@ -80,29 +90,13 @@ struct Pending {
     tags: StepTags,
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts_ms, self.arrival) == (other.ts_ms, other.arrival)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts_ms, self.arrival).cmp(&(other.ts_ms, other.arrival))
-    }
-}
-
 /// A user's HLL coupon, which DataSketches neither exposes nor rebuilds from bytes: it is
 /// saved as a sketch of that one user, and a restored one joins day sketches by union.
 #[derive(Debug, Clone)]
 enum OneUser {
     Hash(UserHash),
-    Restored(DistinctSketch),
+    /// Boxed: rare, and it keeps a waiting event small.
+    Restored(Box<DistinctSketch>),
 }
 
 /// Lists only one coupon, whatever `lg_k`; the largest keeps a union at its size.
@@ -119,7 +113,7 @@ impl OneUser {
                 sketch.insert(user);
                 sketch
             }
-            OneUser::Restored(sketch) => sketch.clone(),
+            OneUser::Restored(sketch) => (**sketch).clone(),
         }
     }
 
@@ -144,7 +138,7 @@ impl Serialize for OneUser {
 
 impl<'de> Deserialize<'de> for OneUser {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OneUser, D::Error> {
-        DistinctSketch::deserialize(d).map(OneUser::Restored)
+        DistinctSketch::deserialize(d).map(|sketch| OneUser::Restored(Box::new(sketch)))
     }
 }
 
@@ -310,11 +304,11 @@ pub const FUNNEL_LATE_EVENTS: SeriesDef = counter(
 impl FunnelsState {
     /// Applies the pending events before `before_ms` (all of them for `None`), in time order.
     fn apply_final(&mut self, before_ms: Option<i64>, rules: &Rules) {
-        while let Some(Reverse(next)) = self.pending.peek() {
+        while let Some(next) = self.pending.front() {
             if before_ms.is_some_and(|before| next.ts_ms >= before) {
                 break;
             }
-            let Some(Reverse(event)) = self.pending.pop() else {
+            let Some(event) = self.pending.pop_front() else {
                 break;
             };
             self.apply_one(&event, rules);
@@ -328,17 +322,34 @@ impl FunnelsState {
             self.expire(event.day, funnels);
         }
         let ts = event.ts_ms;
+        let is_signup = event.kind == EventKind::Signup && funnels.time_to_value.is_some();
+        // A user gets a record on entering a funnel or signing up only: later steps alone
+        // advance nothing.
+        let user = match self.users.get_mut(&event.key) {
+            Some(user) => user,
+            None if is_signup
+                || funnels
+                    .funnels
+                    .iter()
+                    .any(|f| f.starts(event.kind, event.tags)) =>
+            {
+                self.users.entry(event.key).or_default()
+            }
+            None => return,
+        };
         for (f, funnel) in funnels.funnels.iter().enumerate() {
             let mask = funnel.mask(event.kind, event.tags);
             if mask == 0 {
                 continue;
             }
             let n = funnel.steps.len();
-            // A user gets a record on entering only: later steps alone advance nothing.
-            let key = (event.key, f as u8);
-            let kept = match self.attempts.get_mut(&key) {
-                Some(kept) => kept,
-                None if mask & 1 != 0 => self.attempts.entry(key).or_insert(vec![None; n]),
+            let kept = match user.attempts.iter().position(|(g, _)| usize::from(*g) == f) {
+                Some(at) => &mut user.attempts[at].1,
+                None if mask & 1 != 0 => {
+                    user.attempts
+                        .push((f as u8, vec![None; n].into_boxed_slice()));
+                    &mut user.attempts.last_mut().expect("just pushed").1
+                }
                 None => continue,
             };
             // Last step first: an attempt this event advances goes no further on it.
@@ -381,17 +392,15 @@ impl FunnelsState {
             }
         }
         if let Some((value, window_ms)) = funnels.time_to_value {
-            if value.matches(event.kind, event.tags)
-                && let Some(signups) = self.signups.get_mut(&event.key)
-            {
-                for signup in signups.iter_mut() {
+            if value.matches(event.kind, event.tags) {
+                for signup in user.signups.iter_mut() {
                     if signup.value_ms.is_none() && ts <= signup.at_ms + window_ms {
                         signup.value_ms = Some(ts);
                     }
                 }
             }
-            if event.kind == EventKind::Signup {
-                self.signups.entry(event.key).or_default().push(Signup {
+            if is_signup {
+                user.signups.push(Signup {
                     at_ms: ts,
                     day: event.day,
                     value_ms: None,
@@ -406,24 +415,24 @@ impl FunnelsState {
     fn expire(&mut self, day: Day, funnels: &FunnelRules) {
         self.expired_day = day;
         let now = self.applied_ms;
-        self.attempts.retain(|(_, f), kept| {
-            let window = funnels
-                .funnels
-                .get(usize::from(*f))
-                .map_or(0, |f| f.window_ms);
-            kept.iter().flatten().any(|k| k.entry_ms + window >= now)
-        });
         let oldest = day - (WINDOWS[2] as Day - 1);
-        self.signups.retain(|_, signups| {
-            signups.retain(|s| s.day >= oldest);
-            !signups.is_empty()
+        self.users.retain(|_, user| {
+            user.attempts.retain(|(f, kept)| {
+                let window = funnels
+                    .funnels
+                    .get(usize::from(*f))
+                    .map_or(0, |f| f.window_ms);
+                kept.iter().flatten().any(|k| k.entry_ms + window >= now)
+            });
+            user.signups.retain(|s| s.day >= oldest);
+            !(user.attempts.is_empty() && user.signups.is_empty())
         });
     }
 
     /// Time to value over the windows ending `today`, from each user's first signup in it.
     fn value_stats(&self, today: Day) -> [ValueStats; 3] {
         let mut stats: [ValueStats; 3] = Default::default();
-        for signups in self.signups.values() {
+        for signups in self.users.values().map(|u| &u.signups) {
             for (w, length) in WINDOWS.iter().enumerate() {
                 let first = today - (*length as Day - 1);
                 let Some(signup) = signups.iter().find(|s| (first..=today).contains(&s.day)) else {
@@ -511,7 +520,7 @@ impl Family for Funnels {
         if state.shape != shape {
             // Funnels renamed, reordered or re-stepped: their attempts and days would be
             // read as another funnel's. The signups (time to value) do not depend on them.
-            state.attempts.clear();
+            state.users.values_mut().for_each(|u| u.attempts.clear());
             state.days = DayRing::new(rules.retention_days);
             state.shape = shape;
         }
@@ -529,7 +538,7 @@ impl Family for Funnels {
             return;
         }
         state.arrivals += 1;
-        state.pending.push(Reverse(Pending {
+        let pending = Pending {
             ts_ms: event.ts_ms,
             arrival: state.arrivals,
             key: event.user.key,
@@ -537,7 +546,16 @@ impl Family for Funnels {
             day: event.day,
             kind: event.kind,
             tags: event.tags,
-        }));
+        };
+        // Arrival order is increasing: only the time decides the place.
+        let at = state.pending.len()
+            - state
+                .pending
+                .iter()
+                .rev()
+                .take_while(|p| p.ts_ms > pending.ts_ms)
+                .count();
+        state.pending.insert(at, pending);
     }
 
     fn advance(state: &mut FunnelsState, watermark_ms: i64, rules: &Rules) {
@@ -598,15 +616,17 @@ impl Family for Funnels {
     }
 
     fn estimated_bytes(state: &FunnelsState, _: &()) -> usize {
-        let attempts = state
-            .attempts
+        // A map slot, the user's two lists and what they hold.
+        let users = state
+            .users
             .values()
-            .map(|kept| 48 + kept.len() * std::mem::size_of::<Option<Kept>>())
-            .sum::<usize>();
-        let signups = state
-            .signups
-            .values()
-            .map(|s| 48 + s.len() * std::mem::size_of::<Signup>())
+            .map(|u| {
+                let kept = u.attempts.iter().map(|(_, k)| k.len()).sum::<usize>();
+                std::mem::size_of::<(u64, UserFunnels)>()
+                    + u.attempts.len() * std::mem::size_of::<(u8, Box<[Option<Kept>]>)>()
+                    + kept * std::mem::size_of::<Option<Kept>>()
+                    + u.signups.len() * std::mem::size_of::<Signup>()
+            })
             .sum::<usize>();
         let sketches = state
             .days
@@ -615,16 +635,17 @@ impl Family for Funnels {
             .flat_map(|s| s.users.iter().flatten())
             .map(DistinctSketch::estimated_bytes)
             .sum::<usize>();
-        attempts + signups + sketches + state.pending.len() * std::mem::size_of::<Pending>()
+        users + sketches + state.pending.len() * std::mem::size_of::<Pending>()
     }
 
     fn check(state: &FunnelsState, counts: &mut Vec<u64>) -> Result<(), String> {
         let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
-        let kept_times = state.attempts.values().flatten().flatten();
-        if !state
-            .pending
-            .iter()
-            .all(|Reverse(p)| accepted_time(p.ts_ms))
+        let kept_times = state.users.values().flat_map(|u| {
+            u.attempts
+                .iter()
+                .flat_map(|(_, kept)| kept.iter().flatten())
+        });
+        if !state.pending.iter().all(|p| accepted_time(p.ts_ms))
             || !kept_times
                 .flat_map(|k| [k.entry_ms, k.reached_ms])
                 .all(accepted_time)
