@@ -346,6 +346,8 @@ impl FunnelsState {
             let kept = match user.attempts.iter().position(|(g, _)| usize::from(*g) == f) {
                 Some(at) => &mut user.attempts[at].1,
                 None if mask & 1 != 0 => {
+                    // Exactly: a first push would reserve four (memory per user).
+                    user.attempts.reserve_exact(1);
                     user.attempts
                         .push((f as u8, vec![None; n].into_boxed_slice()));
                     &mut user.attempts.last_mut().expect("just pushed").1
