@@ -328,17 +328,15 @@ impl FunnelsState {
         let user = match self.users.get_mut(&event.key) {
             Some(user) => user,
             None if is_signup
-                || funnels
-                    .funnels
-                    .iter()
-                    .any(|f| f.starts(event.kind, event.tags)) =>
+                || (0..funnels.funnels.len())
+                    .any(|f| funnels.mask(f, event.kind, event.tags) & 1 != 0) =>
             {
                 self.users.entry(event.key).or_default()
             }
             None => return,
         };
         for (f, funnel) in funnels.funnels.iter().enumerate() {
-            let mask = funnel.mask(event.kind, event.tags);
+            let mask = funnels.mask(f, event.kind, event.tags);
             if mask == 0 {
                 continue;
             }
@@ -477,14 +475,6 @@ fn insert(sketch: &mut Option<DistinctSketch>, user: &OneUser, shape: SketchShap
     );
 }
 
-/// Whether an event takes part in any funnel or the time to value.
-fn matches_any(rules: &FunnelRules, kind: EventKind, tags: StepTags) -> bool {
-    rules.funnels.iter().any(|f| f.mask(kind, tags) != 0)
-        || rules
-            .time_to_value
-            .is_some_and(|(value, _)| kind == EventKind::Signup || value.matches(kind, tags))
-}
-
 fn funnel_shape(rules: &FunnelRules) -> Vec<(String, usize)> {
     rules
         .funnels
@@ -532,7 +522,7 @@ impl Family for Funnels {
     fn apply(state: &mut FunnelsState, _: &mut (), event: &PartitionEvent, rules: &Rules) {
         let funnels = &rules.funnels;
         // Nothing configured, or nothing it matches: the common case costs a comparison.
-        if funnels.is_empty() || !matches_any(funnels, event.kind, event.tags) {
+        if funnels.is_empty() || !funnels.takes_part(event.kind, event.tags) {
             return;
         }
         if !event.sessionize {
