@@ -2,6 +2,7 @@
 //!
 //! - `kpis`: the engine against the exact model on generated workloads.
 //! - `breakdowns`: the KPIs per dimension value against their exact model.
+//! - `funnels`: funnels and time to value against their brute-force model.
 //! - `sharding`: any number of partitions on any number of workers gives the answer of one
 //!   partition on one thread, to the last digit.
 //! - `state`: engine state survives a serialise / restore round trip mid-stream.
@@ -27,6 +28,7 @@ mod broker_faults;
 mod cli;
 mod deploy;
 mod durability;
+mod funnels;
 mod fuzz_corpus;
 mod golden;
 mod helpers;

@@ -288,7 +288,8 @@ fn dashboard_and_rules_are_well_formed() {
             "Ingestion health",
             "Retention and churn",
             "Outcomes",
-            "Breakdowns"
+            "Breakdowns",
+            "Funnels"
         ]
     );
 

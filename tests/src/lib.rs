@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod breakdowns;
+pub mod funnel_model;
 pub mod kafka;
 pub mod oracle;
 pub mod retention;

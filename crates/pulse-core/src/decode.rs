@@ -150,6 +150,8 @@ pub struct Decoder {
     /// single virtual partition (and so in `pulse run`, whose records come with theirs):
     /// there is nothing to choose, and hashing the id again would cost 1.5 % of a record.
     pub(crate) partitioner: Option<Partitioner>,
+    /// Raw names and features the funnels match on (empty without funnels).
+    pub(crate) tagger: crate::funnel_rules::Tagger,
 }
 
 impl Decoder {
@@ -207,6 +209,12 @@ impl Decoder {
             outcomes: OutcomeFields::new(&settings.outcomes),
             dimensions: settings.dimensions.len(),
             partitioner: (settings.partitions > 1).then_some(settings.partitioner),
+            tagger: crate::funnel_rules::compile(
+                &settings.funnels,
+                settings.time_to_value.as_ref(),
+                settings.allowed_lateness_ms,
+            )
+            .0,
         }
     }
 

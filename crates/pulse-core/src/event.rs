@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dimensions::{DimIds, DimValues};
 use crate::features::FeatureId;
+use crate::funnel_rules::StepTags;
 use crate::sketch::UserHash;
 use crate::time::Day;
 
@@ -198,4 +199,6 @@ pub struct PartitionEvent {
     pub outcome: Option<OutcomeValue>,
     /// The id of its value in each configured dimension (see [`crate::dimensions`]).
     pub dims: DimIds,
+    /// Its raw name and feature as positions among those the funnels name.
+    pub tags: StepTags,
 }

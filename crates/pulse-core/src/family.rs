@@ -12,7 +12,7 @@ use crate::sketch::{DistinctSketch, SketchShape};
 use crate::windows::WINDOWS;
 
 /// What every family is given to apply and fold: derived from the settings once.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     pub shape: SketchShape,
     pub sessions: SessionRules,
@@ -20,6 +20,8 @@ pub struct Rules {
     pub cohort: CohortMode,
     pub outcomes: OutcomeRules,
     pub dimensions: DimensionKeys,
+    /// Shared, not copied: a worker's partitions all hold the same compiled funnels.
+    pub funnels: std::sync::Arc<crate::funnel_rules::FunnelRules>,
 }
 
 impl Rules {
@@ -38,6 +40,14 @@ impl Rules {
             cohort: settings.retention_cohort,
             outcomes: settings.outcomes.rules(),
             dimensions: DimensionKeys::of(&settings.dimensions),
+            funnels: std::sync::Arc::new(
+                crate::funnel_rules::compile(
+                    &settings.funnels,
+                    settings.time_to_value.as_ref(),
+                    settings.allowed_lateness_ms,
+                )
+                .1,
+            ),
         }
     }
 }

@@ -188,6 +188,7 @@ impl Ingestor {
                 in_horizon,
                 outcome: None,
                 dims: Default::default(),
+                tags: Default::default(),
             };
             return Outcome::Late {
                 worker: self.owners[partition],
@@ -229,6 +230,7 @@ impl Ingestor {
             in_horizon,
             outcome: event.outcome,
             dims,
+            tags: event.tags,
         };
         Outcome::Accepted {
             worker: self.owners[partition],

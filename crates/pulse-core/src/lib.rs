@@ -26,7 +26,7 @@
 //!   fuzzing; the runtime runs the same parts with several workers on their own threads.
 //! - [`rollup`]: the KPIs of every day held, as warehouse records.
 //! - [`families`]: the KPI families (activity, sessions, features, stickiness, retention,
-//!   outcomes, breakdowns), one module each, and the one list that registers them;
+//!   outcomes, breakdowns, funnels), one module each, and the one list that registers them;
 //!   [`family`]: what a family is given and gives back; [`windows`]: the 1/7/30-day windows
 //!   and how sketches fold into them.
 //! - [`outcome_settings`], `outcome_fields`, [`money`]: the `[outcomes.*]` tables, the
@@ -35,7 +35,7 @@
 //! - [`dimensions`]: breakdown dimensions, their values and the stream-wide value registry;
 //!   [`pointer_fields`]: extra fields (dimension values) captured in the decoder's pass.
 //! - [`sketch`], [`histogram`], [`sessions`], [`session_stats`], [`ring`], [`time`],
-//!   [`features`]: the building blocks.
+//!   [`features`], [`funnel_rules`]: the building blocks.
 //!
 //! # Why the state is plain data
 //! Every partition's state serialises and restores on its own, and partitions merge into
@@ -49,6 +49,7 @@ pub mod event;
 pub mod families;
 pub mod family;
 pub mod features;
+pub mod funnel_rules;
 pub mod histogram;
 pub mod ingest;
 pub mod message;

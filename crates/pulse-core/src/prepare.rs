@@ -17,6 +17,7 @@ use std::ops::Range;
 use crate::decode::Decoder;
 use crate::dimensions::{DimValue, DimValues, NO_VALUES};
 use crate::event::{EventKind, OutcomeValue, Rejection};
+use crate::funnel_rules::StepTags;
 use crate::sketch::UserHash;
 
 /// A decoded record, reduced to what routing needs; the user id is only kept hashed.
@@ -34,6 +35,8 @@ pub struct Prepared<'a> {
     pub outcome: Option<OutcomeValue>,
     /// The value of each configured dimension, by position.
     pub dimensions: DimValues<'a>,
+    /// What the funnels match of its raw name and feature (the name is not kept).
+    pub tags: StepTags,
 }
 
 impl Decoder {
@@ -49,6 +52,12 @@ impl Decoder {
             Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), user.key),
             None => user.key,
         };
+        // Without funnels the tagger is empty: no look-up at all.
+        let tags = if self.tagger.is_empty() {
+            StepTags::default()
+        } else {
+            self.tagger.tags(&event.name, event.feature.as_deref())
+        };
         Ok(Prepared {
             user,
             partition_hash,
@@ -58,6 +67,7 @@ impl Decoder {
             feature: event.feature,
             outcome: event.outcome,
             dimensions: event.dimensions,
+            tags,
         })
     }
 }
@@ -91,6 +101,7 @@ struct Stored {
     outcome: Option<OutcomeValue>,
     /// Its values in `dimensions` (empty when no dimension is configured).
     dimensions: Range<usize>,
+    tags: StepTags,
 }
 
 impl PreparedBatch {
@@ -104,6 +115,7 @@ impl PreparedBatch {
             feature: p.feature.map(|name| self.store_text(&name)),
             outcome: p.outcome,
             dimensions: self.store_dimensions(&p.dimensions),
+            tags: p.tags,
         });
         self.records.push(stored);
     }
@@ -162,6 +174,7 @@ impl PreparedBatch {
                     .map(|range| Cow::Borrowed(&self.text[range.clone()])),
                 outcome: s.outcome,
                 dimensions: self.dimensions_of(s),
+                tags: s.tags,
             }),
             Err(reason) => Err(*reason),
         })

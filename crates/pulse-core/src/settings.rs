@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::outcome_settings::OutcomeSettings;
 use crate::dimensions::{DimensionSettings, MAX_DIMENSIONS, MAX_VALUES_CAP};
+use crate::funnel_rules::{FunnelDef, TimeToValueDef};
 use crate::partitioner::Partitioner;
 
 /// Which instant is "now" for the windows.
@@ -150,6 +151,9 @@ pub struct EngineSettings {
     pub outcomes: OutcomeSettings,
     /// Breakdown dimensions, in the order their values are kept.
     pub dimensions: Vec<DimensionSettings>,
+    /// The `[[funnels]]` (see [`crate::funnel_rules`]).
+    pub funnels: Vec<FunnelDef>,
+    pub time_to_value: Option<TimeToValueDef>,
 }
 
 /// The longest window is 30 days, and the previous 30-day window ends yesterday: 31 days.
@@ -183,6 +187,8 @@ impl Default for EngineSettings {
             max_user_id_bytes: 256,
             outcomes: OutcomeSettings::default(),
             dimensions: Vec::new(),
+            funnels: Vec::new(),
+            time_to_value: None,
         }
     }
 }
@@ -207,6 +213,9 @@ pub enum SettingsError {
     },
     #[error("dimensions.{name}: {problem}")]
     BadDimension { name: String, problem: String },
+    /// A rule of a table whose keys are numbered (`funnels[2].steps[0].kind`).
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
     #[error("unknown time zone {name:?}: {reason}")]
     UnknownTimeZone { name: String, reason: String },
     #[error("{key} must list at least one non-empty event name")]
@@ -363,7 +372,7 @@ impl EngineSettings {
                 ));
             }
         }
-        Ok(())
+        crate::funnel_rules::validate(&self.funnels, self.time_to_value.as_ref())
     }
 
     pub(crate) fn kind_lists(&self) -> [(&'static str, &Vec<String>); 6] {

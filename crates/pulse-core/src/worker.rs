@@ -82,7 +82,7 @@ impl Worker {
 
     /// The merge of every owned partition's summary as of `at`.
     pub fn summarize(&mut self, at: SummaryPoint) -> Summary {
-        let rules = self.rules;
+        let rules = self.rules.clone();
         let mut merged = Summary::default();
         for partition in self.owned_mut() {
             merged.merge(partition.summarize(at), &rules);

@@ -686,6 +686,7 @@ mod tests {
                     .into(),
                     dimension_overflow_events: [("platform".to_owned(), 18)].into(),
                 },
+                funnels: Default::default(),
             },
             state: StateInfo {
                 shards: 2,

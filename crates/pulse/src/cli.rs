@@ -238,6 +238,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo(args) => {
             let mut raw = load_config(&args.config)?;
+            raw.use_demo_funnels();
             if let Some(listen) = args.listen {
                 raw.http.listen = listen;
             }

@@ -16,6 +16,7 @@ use figment::providers::{Format, Serialized, Toml};
 use pulse_core::EngineSettings;
 use pulse_core::outcome_settings::OutcomeSettings;
 use pulse_core::dimensions::DimensionSettings;
+use pulse_core::funnel_rules::{FunnelDef, StepMatch, TimeToValueDef};
 use pulse_core::partitioner::Partitioner;
 use pulse_core::settings::{ClockMode, CohortMode, FieldPaths, HllWidth, KindNames, time_zone};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,8 @@ pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 /// The `[outcomes.*]` tables of `pulse demo` when the configuration sets none: those of
 /// the built-in generator's surveys, orders and subscription changes.
 const DEMO_OUTCOMES_TOML: &str = include_str!("../demo-outcomes.toml");
+/// The funnels of `pulse demo` when the configuration has none, so that the demo shows them.
+const DEMO_FUNNELS_TOML: &str = include_str!("../demo-funnels.toml");
 
 /// `PULSE_…` variables that belong to the command line, not to the configuration.
 const COMMAND_LINE_VARIABLES: [&str; 1] = ["PULSE_CONFIG"];
@@ -71,6 +74,29 @@ pub struct RawConfig {
     pub state: RawState,
     pub rollups: RawRollups,
     pub demo: RawDemo,
+    /// Absent from the defaults: none unless configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub funnels: Vec<RawFunnel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_value: Option<RawTimeToValue>,
+}
+
+/// One `[[funnels]]` entry (checked in pulse-core's `funnel_rules`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFunnel {
+    pub name: String,
+    #[serde(with = "human_duration")]
+    pub window: Duration,
+    pub steps: Vec<StepMatch>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeToValue {
+    pub event: StepMatch,
+    #[serde(with = "human_duration")]
+    pub window: Duration,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -351,6 +377,22 @@ impl RawConfig {
         }
     }
 
+    /// Gives a configuration without funnels or time to value the demo's sample ones.
+    pub fn use_demo_funnels(&mut self) {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Sample {
+            funnels: Vec<RawFunnel>,
+            time_to_value: RawTimeToValue,
+        }
+        if self.funnels.is_empty() && self.time_to_value.is_none() {
+            let sample: Sample =
+                toml::from_str(DEMO_FUNNELS_TOML).expect("demo-funnels.toml is valid");
+            self.funnels = sample.funnels;
+            self.time_to_value = Some(sample.time_to_value);
+        }
+    }
+
     /// Checks the configuration and turns it into engine settings.
     pub fn engine_settings(&self) -> Result<EngineSettings> {
         let shards = if self.shards == 0 {
@@ -398,6 +440,19 @@ impl RawConfig {
                     max_values: d.max_values,
                 })
                 .collect(),
+            funnels: self
+                .funnels
+                .iter()
+                .map(|f| FunnelDef {
+                    name: f.name.clone(),
+                    window_ms: millis(f.window),
+                    steps: f.steps.clone(),
+                })
+                .collect(),
+            time_to_value: self.time_to_value.as_ref().map(|t| TimeToValueDef {
+                event: t.event.clone(),
+                window_ms: millis(t.window),
+            }),
         };
         settings.validate().context("invalid configuration")?;
         Ok(settings)
@@ -552,6 +607,20 @@ mod tests {
         let raw = load(Some(&path), &[]).unwrap();
         raw.engine_settings().unwrap();
         assert_eq!(raw.validate_service().unwrap().port(), 9464);
+        assert!(!raw.engine_settings().unwrap().funnels.is_empty());
+    }
+
+    #[test]
+    fn the_demo_funnels_are_valid_and_only_fill_a_configuration_without_funnels() {
+        let mut raw = load(None, &[]).unwrap();
+        raw.use_demo_funnels();
+        let settings = raw.engine_settings().unwrap();
+        assert_eq!(settings.funnels.len(), 2);
+        assert!(settings.time_to_value.is_some());
+        raw.funnels.truncate(1);
+        raw.time_to_value = None;
+        raw.use_demo_funnels();
+        assert_eq!(raw.funnels.len(), 1, "configured funnels are kept");
     }
 
     #[test]
@@ -655,6 +724,33 @@ mod tests {
             ),
         ];
         for (text, key) in cases {
+            std::fs::write(&path, text).unwrap();
+            let result = load(Some(&path), &[]).and_then(|raw| raw.engine_settings());
+            let message = format!("{:#}", result.unwrap_err());
+            assert!(message.contains(key), "{message:?} should mention {key}");
+        }
+        let funnel = |steps: &str, window: &str| {
+            format!("[[funnels]]\nname = \"a\"\nwindow = \"{window}\"\nsteps = [{steps}]\n")
+        };
+        for (text, key) in [
+            (
+                funnel("{ kind = \"signup\" }, { kind = \"purchase\" }", "7d"),
+                "funnels[0].steps[1].kind",
+            ),
+            (funnel("{ kind = \"signup\" }", "7d"), "funnels[0].steps"),
+            (
+                funnel("{ kind = \"signup\" }, { event = \"Paid\" }", "31d"),
+                "funnels[0].window",
+            ),
+            (
+                funnel("{ kind = \"signup\" }, { colour = \"red\" }", "7d"),
+                "colour",
+            ),
+            (
+                "[time_to_value]\nevent = {}\nwindow = \"14d\"\n".to_owned(),
+                "time_to_value.event",
+            ),
+        ] {
             std::fs::write(&path, text).unwrap();
             let result = load(Some(&path), &[]).and_then(|raw| raw.engine_settings());
             let message = format!("{:#}", result.unwrap_err());

@@ -101,6 +101,7 @@ pub mod breakdowns;
 pub mod features;
 pub mod retention;
 pub mod outcomes;
+pub mod funnels;
 pub mod sessions;
 pub mod stickiness;
 
@@ -286,6 +287,7 @@ families! {
     retention: retention::Retention,
     outcomes: outcomes::Outcomes,
     breakdowns: breakdowns::Breakdowns,
+    funnels: funnels::Funnels,
 }
 
 #[cfg(test)]
@@ -408,6 +410,7 @@ mod tests {
                                 in_horizon: true,
                                 outcome: None,
                                 dims: Default::default(),
+                                tags: Default::default(),
                             });
                         }
                     }

@@ -726,6 +726,7 @@ mod tests {
             in_horizon: true,
             outcome: Some(value),
             dims: Default::default(),
+            tags: Default::default(),
         }
     }
 

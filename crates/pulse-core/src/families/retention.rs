@@ -895,6 +895,7 @@ mod tests {
             in_horizon: true,
             outcome: None,
             dims: Default::default(),
+            tags: Default::default(),
         }
     }
 
