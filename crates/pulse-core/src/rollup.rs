@@ -260,6 +260,7 @@ mod tests {
     use crate::Engine;
     use crate::KpiSnapshot;
     use crate::settings::time_zone;
+    use crate::funnel_rules::{FunnelDef, StepMatch, TimeToValueDef};
 
     const HOUR: i64 = 3_600_000;
     const DAY: i64 = 24 * HOUR;
@@ -290,6 +291,24 @@ mod tests {
             paths: vec!["/platform".into()],
             max_values: 2,
         }]
+    }
+
+    /// A funnel and a time to value the workload walks (its signups and feature use).
+    fn activation() -> (Vec<FunnelDef>, Option<TimeToValueDef>) {
+        let kind = |kind: &str| StepMatch {
+            kind: Some(kind.into()),
+            ..StepMatch::default()
+        };
+        let funnel = FunnelDef {
+            name: "activation".into(),
+            window_ms: 7 * 86_400_000,
+            steps: vec![kind("signup"), kind("feature_used")],
+        };
+        let value = TimeToValueDef {
+            event: kind("feature_used"),
+            window_ms: 14 * 86_400_000,
+        };
+        (vec![funnel], Some(value))
     }
 
     /// The snapshot and the rollups of one engine, at the same instant.
@@ -582,10 +601,13 @@ mod tests {
         let schema: Value =
             serde_json::from_str(include_str!("../../../deploy/warehouse/rollup.schema.json"))
                 .unwrap();
+        let (funnels, time_to_value) = activation();
         let settings = EngineSettings {
             timezone: time_zone("Europe/Berlin").unwrap(),
             outcomes: crate::outcome_settings::generator_tables(),
             dimensions: platform(),
+            funnels,
+            time_to_value,
             ..EngineSettings::default()
         };
         let mut engine = workload_engine(settings);
@@ -593,7 +615,7 @@ mod tests {
         // Every metric the schema names is written (and the validator below refuses any
         // other): the families' rollups and the warehouse schema agree.
         let metrics = schema["properties"]["metric"]["enum"].as_array().unwrap();
-        assert_eq!(metrics.len(), 28);
+        assert_eq!(metrics.len(), 35);
         for metric in metrics {
             let metric = metric.as_str().unwrap();
             assert!(records.iter().any(|r| r.metric == metric), "{metric}");
