@@ -1097,6 +1097,33 @@ mod tests {
     }
 
     #[test]
+    fn a_state_saved_before_the_family_existed_loads_with_it_empty() {
+        use crate::families::{FamilyImage, KpiCaches, KpiState};
+        let rules = rules(CohortMode::Signup);
+        let mut kpis = KpiState::new(&rules);
+        let mut caches = KpiCaches::default();
+        kpis.apply(&mut caches, &event(1, TODAY, EventKind::Signup), &rules);
+        assert_eq!(kpis.retention.users(), 1);
+        // The image an older pulse wrote: every family's but this one's.
+        let images: Vec<FamilyImage> =
+            postcard::from_bytes(&postcard::to_allocvec(&kpis).unwrap()).unwrap();
+        let older: Vec<FamilyImage> = images
+            .into_iter()
+            .filter(|i| i.family != "retention")
+            .collect();
+        let mut loaded: KpiState =
+            postcard::from_bytes(&postcard::to_allocvec(&older).unwrap()).unwrap();
+        loaded.restore(&rules);
+        assert_eq!(loaded.retention.users(), 0);
+        assert!(
+            loaded.activity.holds(TODAY),
+            "the other families are as saved"
+        );
+        loaded.apply(&mut caches, &event(2, TODAY, EventKind::Login), &rules);
+        assert_eq!(loaded.retention.users(), 1);
+    }
+
+    #[test]
     fn a_user_costs_at_most_48_bytes_at_every_table_size() {
         assert_eq!(size_of::<(UserKey, UserDays)>(), 20);
         let rules = rules(CohortMode::Signup);
