@@ -11,13 +11,20 @@
 //! packed to 4-byte alignment) plus hashbrown's one control byte, so a user costs 21 bytes
 //! at a full table and at most 48 just after the table doubled — the ≤ 48-byte budget holds
 //! at every load, not only on average. The bitmap is anchored at the user's newest active
-//! day, so the usual event (the user is already active today) is one lookup, a compare
-//! and a bit test, with no write.
+//! day, so the usual event (the user is already active today) is one lookup and a compare,
+//! with no write.
 //!
 //! Events older than the retention of the other families but within the horizon still set
 //! their day's bit ([`Family::apply_late`]); older ones are counted as
-//! `events_beyond_horizon`. Figures are cached between snapshots: they read complete days
-//! only, so they change only when the day turns or an event of an earlier day arrives.
+//! `events_beyond_horizon`. Counts are kept between snapshots: they read complete days
+//! only, so they change only when the day turns (a recount) or an event of an earlier day
+//! arrives, which changes one user: its part is taken out and put back
+//! ([`RetentionSummary::tally`]).
+//!
+//! A user's cohort day is its first `signup` held; with `first_seen`, the first day of its
+//! activity since it was last idle for the whole horizon. (A late event that falls into
+//! such an idle stretch does not join the runs on either side of it again: the older run
+//! has left the state.)
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
