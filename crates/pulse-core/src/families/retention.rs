@@ -19,7 +19,7 @@
 //! `events_beyond_horizon`. Counts are kept between snapshots: they read complete days
 //! only, so they change only when the day turns (a recount) or an event of an earlier day
 //! arrives, which changes one user: its part is taken out and put back
-//! ([`RetentionSummary::tally`]).
+//! (`RetentionSummary::tally`).
 //!
 //! A user's cohort day is its first `signup` held; with `first_seen`, the first day of its
 //! activity since it was last idle for the whole horizon. (A late event that falls into
