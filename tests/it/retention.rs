@@ -165,6 +165,28 @@ fn engine_equals_the_model_over_several_seeds_with_late_events() {
 }
 
 #[test]
+fn a_retention_longer_than_the_horizon_still_holds_64_days() {
+    // With `retention_days = 90` the 70-day-old copies are applied to the windows, and are
+    // still beyond retention's horizon.
+    let settings = EngineSettings {
+        retention_days: 90,
+        ..settings("UTC", CohortMode::Signup)
+    };
+    let (events, _) = generate(&history(23));
+    let events = with_late_copies(&events);
+    let exact = model(&events, &settings);
+    assert!(
+        exact["retention"]["events_beyond_horizon"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let snapshot = snapshot_of(&mut engine_over(&lines(&events), &settings));
+    assert_eq!(snapshot["events"]["late"], 0);
+    assert_equal(&snapshot, &exact, "retention_days 90");
+}
+
+#[test]
 fn days_follow_two_zones_across_a_dst_change() {
     let (events, _) = generate(&history(5));
     let events = with_late_copies(&events);

@@ -64,15 +64,15 @@ pub fn exact_retention(events: &[GeneratedEvent], settings: &RetentionModelSetti
             UserId::Int(n) => n.to_string(),
         };
         let kind = settings.kinds.kind_of(&e.name);
-        if day < add(today, -settings.retention_days) {
-            if day > add(today, -HORIZON_DAYS) {
-                counted.push((user, kind, day));
-            } else {
-                beyond_horizon += 1;
-            }
-        } else {
+        // Only an event within the retention moves the clock; retention takes either kind
+        // within its horizon (a retention longer than the horizon is allowed).
+        if day >= add(today, -settings.retention_days) {
             clock = Some(now);
+        }
+        if day > add(today, -HORIZON_DAYS) {
             counted.push((user, kind, day));
+        } else {
+            beyond_horizon += 1;
         }
     }
 

@@ -413,6 +413,29 @@ mod tests {
     }
 
     #[test]
+    fn late_events_within_the_horizon_go_to_retention_only_and_older_ones_to_be_counted() {
+        let mut ing = ingestor();
+        ing.ingest(line(T0).as_bytes(), None, None);
+        let late = |ing: &mut Ingestor, days: i64| match ing.ingest(
+            line(T0 - days * DAY).as_bytes(),
+            None,
+            None,
+        ) {
+            Outcome::Late { event, .. } => (event.in_retention, event.in_horizon, event.feature),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            late(&mut ing, 63),
+            (false, true, None),
+            "day -63 is in the horizon"
+        );
+        assert_eq!(late(&mut ing, 64), (false, false, None));
+        assert_eq!(ing.counters().late, 2, "both are late for the windows");
+        assert_eq!(ing.counters().accepted, 1);
+        assert_eq!(ing.now_ms(), Some(T0), "late events do not move the clock");
+    }
+
+    #[test]
     fn events_past_the_lateness_are_not_sessionized() {
         let mut ing = ingestor();
         ing.ingest(line(T0).as_bytes(), None, None);

@@ -11,13 +11,20 @@
 //! packed to 4-byte alignment) plus hashbrown's one control byte, so a user costs 21 bytes
 //! at a full table and at most 48 just after the table doubled — the ≤ 48-byte budget holds
 //! at every load, not only on average. The bitmap is anchored at the user's newest active
-//! day, so the usual event (the user is already active today) is one lookup, a compare
-//! and a bit test, with no write.
+//! day, so the usual event (the user is already active today) is one lookup and a compare,
+//! with no write.
 //!
 //! Events older than the retention of the other families but within the horizon still set
 //! their day's bit ([`Family::apply_late`]); older ones are counted as
-//! `events_beyond_horizon`. Figures are cached between snapshots: they read complete days
-//! only, so they change only when the day turns or an event of an earlier day arrives.
+//! `events_beyond_horizon`. Counts are kept between snapshots: they read complete days
+//! only, so they change only when the day turns (a recount) or an event of an earlier day
+//! arrives, which changes one user: its part is taken out and put back
+//! (`RetentionSummary::tally`).
+//!
+//! A user's cohort day is its first `signup` held; with `first_seen`, the first day of its
+//! activity since it was last idle for the whole horizon. (A late event that falls into
+//! such an idle stretch does not join the runs on either side of it again: the older run
+//! has left the state.)
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -1097,6 +1104,33 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&back).unwrap(), image);
         Retention::restore(&mut back, &self::rules(CohortMode::FirstSeen));
         assert_eq!(back.users(), 0);
+    }
+
+    #[test]
+    fn a_state_saved_before_the_family_existed_loads_with_it_empty() {
+        use crate::families::{FamilyImage, KpiCaches, KpiState};
+        let rules = rules(CohortMode::Signup);
+        let mut kpis = KpiState::new(&rules);
+        let mut caches = KpiCaches::default();
+        kpis.apply(&mut caches, &event(1, TODAY, EventKind::Signup), &rules);
+        assert_eq!(kpis.retention.users(), 1);
+        // The image an older pulse wrote: every family's but this one's.
+        let images: Vec<FamilyImage> =
+            postcard::from_bytes(&postcard::to_allocvec(&kpis).unwrap()).unwrap();
+        let older: Vec<FamilyImage> = images
+            .into_iter()
+            .filter(|i| i.family != "retention")
+            .collect();
+        let mut loaded: KpiState =
+            postcard::from_bytes(&postcard::to_allocvec(&older).unwrap()).unwrap();
+        loaded.restore(&rules);
+        assert_eq!(loaded.retention.users(), 0);
+        assert!(
+            loaded.activity.holds(TODAY),
+            "the other families are as saved"
+        );
+        loaded.apply(&mut caches, &event(2, TODAY, EventKind::Login), &rules);
+        assert_eq!(loaded.retention.users(), 1);
     }
 
     #[test]
