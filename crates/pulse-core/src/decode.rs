@@ -18,7 +18,6 @@ use foldhash::HashMap;
 use serde::Deserializer as _;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::dimensions::NO_VALUES;
 use crate::event::{DecodedEvent, EventKind, Rejection};
 use crate::partitioner::Partitioner;
 use crate::pointer_fields::{self, MAX_EXTRA_FIELDS};
@@ -181,7 +180,8 @@ impl Decoder {
         if !is_object {
             return Err(Rejection::NotObject);
         }
-        self.resolve(captures)
+        // By reference: moving the capture slots would copy them whole.
+        self.resolve(&mut captures)
     }
 
     /// Walks one JSON document to its end; `Ok(false)` if it is not an object.
@@ -198,7 +198,7 @@ impl Decoder {
         Ok(is_object)
     }
 
-    fn resolve<'a>(&self, mut captures: Captures<'a>) -> Result<DecodedEvent<'a>, Rejection> {
+    fn resolve<'a>(&self, captures: &mut Captures<'a>) -> Result<DecodedEvent<'a>, Rejection> {
         let user = match captures.take(Field::User) {
             None => return Err(Rejection::MissingUser),
             Some((_, Scalar::Str(s))) if s.is_empty() => return Err(Rejection::EmptyUser),
@@ -249,10 +249,9 @@ impl Decoder {
             Some((_, Scalar::UInt(u))) => Some(Cow::Owned(u.to_string())),
             _ => None,
         };
-        let mut dimensions = NO_VALUES;
-        for (slot, value) in dimensions.iter_mut().enumerate().take(self.dimensions) {
-            *value = pointer_fields::dimension_value(captures.take_slot(FIELDS + slot));
-        }
+        let dimensions = (0..self.dimensions)
+            .map(|slot| pointer_fields::dimension_value(captures.take_slot(FIELDS + slot)))
+            .collect();
         Ok(DecodedEvent {
             user,
             kind,
