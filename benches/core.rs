@@ -9,6 +9,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pulse_benches::{WALL_MS, event_lines};
 use pulse_core::decode::Decoder;
+use pulse_core::dimensions::DimensionSettings;
 use pulse_core::{Engine, EngineSettings};
 use serde::de::IgnoredAny;
 
@@ -79,6 +80,46 @@ fn snapshot(c: &mut Criterion) {
     group.finish();
 }
 
+/// The snapshot of `snapshot` with 50 000 users in 500 tenants and 25 platforms, broken
+/// down by both (the issue #16 budget: snapshot time with 500 tenants).
+fn snapshot_breakdowns(c: &mut Criterion) {
+    let dimension = |name: &str, path: &str, max_values| DimensionSettings {
+        name: name.into(),
+        paths: vec![path.into()],
+        max_values,
+    };
+    let settings = EngineSettings {
+        dimensions: vec![
+            dimension("platform", "/platform", 25),
+            dimension("tenant", "/tenant_id", 500),
+        ],
+        ..EngineSettings::default()
+    };
+    let config = pulse_workload::WorkloadConfig {
+        seed: 2,
+        users: 50_000,
+        days: 31,
+        platforms: (0..25).map(|p| format!("p{p}")).collect(),
+        tenants: 500,
+        ..pulse_workload::WorkloadConfig::default()
+    };
+    let mut group = c.benchmark_group("snapshot_breakdowns");
+    group.sample_size(10);
+    for (label, settings) in [
+        ("none", EngineSettings::default()),
+        ("platform_tenant", settings),
+    ] {
+        let mut engine = Engine::new(settings, WALL_MS);
+        for event in pulse_workload::generate(&config) {
+            engine.ingest(event.to_json().as_bytes(), None);
+        }
+        group.bench_with_input(BenchmarkId::from_parameter(label), &label, |b, _| {
+            b.iter(|| black_box(engine.snapshot()))
+        });
+    }
+    group.finish();
+}
+
 fn timestamps(c: &mut Criterion) {
     let times: Vec<String> = (0..10_000i64)
         .map(|i| {
@@ -116,5 +157,11 @@ fn timestamps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, snapshot, timestamps);
+criterion_group!(
+    benches,
+    throughput,
+    snapshot,
+    snapshot_breakdowns,
+    timestamps
+);
 criterion_main!(benches);

@@ -19,7 +19,6 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize as _, Deserializer as _};
 use serde_json::value::RawValue;
 
-use crate::dimensions::NO_VALUES;
 use crate::event::{DecodedEvent, EventKind, Rejection};
 use crate::outcome_fields::OutcomeFields;
 use crate::partitioner::Partitioner;
@@ -236,7 +235,8 @@ impl Decoder {
         if !is_object {
             return Err(Rejection::NotObject);
         }
-        self.resolve(captures)
+        // By reference: moving the capture slots would copy them whole.
+        self.resolve(&mut captures)
     }
 
     /// Walks one JSON document to its end; `Ok(false)` if it is not an object.
@@ -253,7 +253,7 @@ impl Decoder {
         Ok(is_object)
     }
 
-    fn resolve<'a>(&self, mut captures: Captures<'a>) -> Result<DecodedEvent<'a>, Rejection> {
+    fn resolve<'a>(&self, captures: &mut Captures<'a>) -> Result<DecodedEvent<'a>, Rejection> {
         let user = match captures.take(Field::User) {
             None => return Err(Rejection::MissingUser),
             Some((_, Scalar::Str(s))) if s.is_empty() => return Err(Rejection::EmptyUser),
@@ -307,10 +307,9 @@ impl Decoder {
             Some((_, Scalar::UInt(u))) => Some(Cow::Owned(u.to_string())),
             _ => None,
         };
-        let mut dimensions = NO_VALUES;
-        for (slot, value) in dimensions.iter_mut().enumerate().take(self.dimensions) {
-            *value = pointer_fields::dimension_value(captures.take_slot(FIELDS + slot));
-        }
+        let dimensions = (0..self.dimensions)
+            .map(|slot| pointer_fields::dimension_value(captures.take_slot(FIELDS + slot)))
+            .collect();
         Ok(DecodedEvent {
             user,
             kind,

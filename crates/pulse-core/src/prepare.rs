@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::decode::Decoder;
-use crate::dimensions::{DimValue, DimValues, NO_VALUES};
+use crate::dimensions::{DimValue, DimValues};
 use crate::event::{EventKind, OutcomeValue, Rejection};
 use crate::funnel_rules::StepTags;
 use crate::sketch::UserHash;
@@ -126,15 +126,10 @@ impl PreparedBatch {
         start..self.text.len()
     }
 
-    /// Stores values up to the last one that is not `__none__`: nothing at all without
-    /// dimensions.
-    fn store_dimensions(&mut self, values: &DimValues<'_>) -> Range<usize> {
+    /// Stores the values (none without dimensions).
+    fn store_dimensions(&mut self, values: &[DimValue<'_>]) -> Range<usize> {
         let start = self.dimensions.len();
-        let used = values
-            .iter()
-            .rposition(|v| *v != DimValue::None)
-            .map_or(0, |last| last + 1);
-        for value in &values[..used] {
+        for value in values {
             let stored = match value {
                 DimValue::None => StoredValue::None,
                 DimValue::Invalid => StoredValue::Invalid,
@@ -183,20 +178,16 @@ impl PreparedBatch {
 
 impl PreparedBatch {
     fn dimensions_of(&self, stored: &Stored) -> DimValues<'_> {
-        let mut values = NO_VALUES;
-        for (value, stored) in values
-            .iter_mut()
-            .zip(&self.dimensions[stored.dimensions.clone()])
-        {
-            *value = match stored {
+        self.dimensions[stored.dimensions.clone()]
+            .iter()
+            .map(|stored| match stored {
                 StoredValue::None => DimValue::None,
                 StoredValue::Invalid => DimValue::Invalid,
                 StoredValue::Text(range) => {
                     DimValue::Text(Cow::Borrowed(&self.text[range.clone()]))
                 }
-            };
-        }
-        values
+            })
+            .collect()
     }
 }
 
