@@ -145,6 +145,8 @@ pub struct RawHttp {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub dir: String,
+    /// `file:///…`, `s3://bucket/prefix`, `gs://…`, `az://…`; wins over `dir` when set.
+    pub url: String,
     #[serde(with = "human_duration")]
     pub checkpoint_interval: Duration,
     pub keep: usize,
@@ -341,6 +343,16 @@ impl RawConfig {
 }
 
 impl RawConfig {
+    /// Where `run` keeps its state: `state.url` when set (it wins over `state.dir`, whose
+    /// default stays in force for everyone who never set a URL), else `state.dir`, else
+    /// nowhere.
+    pub fn state_location(&self) -> Option<String> {
+        [&self.state.url, &self.state.dir]
+            .into_iter()
+            .find(|location| !location.is_empty())
+            .cloned()
+    }
+
     /// Checks the service sections (Kafka, HTTP, state) that `run` and `demo` use.
     pub fn validate_service(&self) -> Result<std::net::SocketAddr> {
         if self.kafka.topics.is_empty() || self.kafka.topics.iter().any(String::is_empty) {
