@@ -174,17 +174,7 @@ async fn replayed_history_hands_over_to_the_live_service() {
     std::fs::write(&history, lines[..cut].join("\n")).unwrap();
     let config_path = write_config_with(dir.path(), &brokers, &topic, "");
     let state = dir.path().join("state");
-    let output = Pulse::run_to_end(&[
-        "replay",
-        "--config",
-        &config_path,
-        "--compact",
-        "--input",
-        history.to_str().unwrap(),
-        "--save-state",
-        state.to_str().unwrap(),
-    ]);
-    assert_success(&output, "pulse replay --save-state");
+    replay_into(&config_path, &history, state.to_str().unwrap(), &[]);
 
     let live: Vec<(Option<String>, Vec<u8>)> = events[cut..]
         .iter()
@@ -209,6 +199,14 @@ async fn replayed_history_hands_over_to_the_live_service() {
         0.03,
     );
     assert!(pulse.stop(Duration::from_secs(30)).success());
+}
+
+/// `pulse replay --save-state STATE` of `input` (with `extra` arguments), which must succeed.
+pub fn replay_into(config_path: &str, input: &Path, state: &str, extra: &[&str]) {
+    let mut args = vec!["replay", "--config", config_path, "--compact"];
+    args.extend(extra);
+    args.extend(["--input", input.to_str().unwrap(), "--save-state", state]);
+    assert_success(&Pulse::run_to_end(&args), "pulse replay --save-state");
 }
 
 /// A state directory whose only checkpoint is `checkpoint`: pulse must refuse to start,

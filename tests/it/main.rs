@@ -10,6 +10,8 @@
 //! - `broker_faults`: TLS in front of the broker, and the broker restarted mid-stream.
 //! - `overload`: a large backlog absorbed with bounded memory, ready throughout.
 //! - `durability`: checkpoints, SIGKILL crashes, history hand-over, unreadable state.
+//! - `object_state`: partition state in S3 (moto): fencing, replay per partition, and a
+//!   partition-count change refused.
 //! - `memory`: a real pulse's peak resident memory with a million open sessions.
 //! - `fuzz_corpus`: the checked-in fuzz inputs through the fuzz targets, on stable Rust.
 //! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
@@ -30,6 +32,7 @@ mod helpers;
 mod kafka_tests;
 mod kpis;
 mod memory;
+mod object_state;
 mod observability;
 mod overload;
 mod process;

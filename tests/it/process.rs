@@ -139,6 +139,17 @@ impl Pulse {
 
     fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         signal(self.child.id(), "TERM");
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for a pulse expected to exit by itself (a refusal after start, say) and
+    /// returns everything it logged.
+    pub fn exited(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let status = self.wait_exit(timeout);
+        (status, self.complete_log())
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -192,7 +192,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .as_millisecond();
             let store = args
                 .save_state
-                .map(|location| StateStore::open(&location, raw.state.keep))
+                .map(|location| StateStore::open(&location, raw.state.keep, &config::environment()))
                 .transpose()
                 .context("--save-state")?;
             let outputs = replay::Outputs {
@@ -319,6 +319,5 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn load_config(args: &ConfigArgs) -> Result<config::RawConfig> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    config::load(args.config.as_deref(), &env)
+    config::load(args.config.as_deref(), &config::environment())
 }

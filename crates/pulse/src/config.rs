@@ -239,6 +239,12 @@ fn describe(error: figment::Error, variables: &BTreeMap<String, String>) -> Stri
 
 /// Loads the layers. `env` is the process environment in production and a fixed list in
 /// tests, so tests never depend on the machine's variables.
+/// The process environment, read at the edge and passed on: to the configuration and to the
+/// state store (object storage credentials).
+pub fn environment() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> {
     let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
     if let Some(path) = file {

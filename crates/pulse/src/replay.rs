@@ -74,7 +74,9 @@ pub fn replay(
         decode_threads,
         "Replay started."
     );
+    // Timers and sockets: `--save-state` may talk to an object store.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .context("starting the replay's runtime")?;
     let mut pipeline =

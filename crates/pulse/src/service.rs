@@ -27,7 +27,7 @@ use pulse_workload::producer::{self, ProducerOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RawConfig;
+use crate::config::{self, RawConfig};
 
 /// Publishes each snapshot and status to the HTTP exporter.
 struct ExporterSink(Arc<Exporter>);
@@ -179,7 +179,7 @@ pub fn run(options: RunOptions) -> Result<()> {
     } = options;
     let kafka = kafka_options(&raw);
     let store = state
-        .map(|location| StateStore::open(&location, raw.state.keep))
+        .map(|location| StateStore::open(&location, raw.state.keep, &config::environment()))
         .transpose()
         .context("state.url")?;
     let shutdown_timeout = raw.state.shutdown_timeout;

@@ -7,9 +7,12 @@
 //! their credentials, region and endpoint from the usual environment variables
 //! (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`,
 //! …), as every other tool against those stores does: pulse adds no configuration of its own
-//! for secrets, so they never sit in `pulse.toml`.
+//! for secrets, so they never sit in `pulse.toml`. The environment is passed in (the binary
+//! passes its own) rather than read here, so tests point a store at their own S3 server
+//! without touching the process environment.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
@@ -51,8 +54,8 @@ pub(super) fn local(dir: &Path) -> Opened {
     }
 }
 
-/// `location` is a URL (`scheme://…`) or a directory.
-pub(super) fn open(location: &str) -> Result<Opened, BadLocation> {
+/// `location` is a URL (`scheme://…`) or a directory; `env` the environment variables.
+pub(super) fn open(location: &str, env: &[(String, String)]) -> Result<Opened, BadLocation> {
     let bad = |reason: String| BadLocation {
         location: location.to_owned(),
         reason,
@@ -68,18 +71,29 @@ pub(super) fn open(location: &str) -> Result<Opened, BadLocation> {
                 .map_err(|()| bad("not an absolute local path".to_owned()))?;
             return Ok(local(&dir));
         }
-        "s3" | "s3a" => AmazonS3Builder::from_env()
+        "s3" | "s3a" => configured(AmazonS3Builder::new(), env, "AWS_", |b, k, v| {
+            b.with_config(k, v)
+        })
+        .with_url(location)
+        .build()
+        .map(|s| Arc::new(s) as _),
+        "gs" => configured(
+            GoogleCloudStorageBuilder::new(),
+            env,
+            "GOOGLE_",
+            |b, k, v| b.with_config(k, v),
+        )
+        .with_url(location)
+        .build()
+        .map(|s| Arc::new(s) as _),
+        "az" | "abfs" | "abfss" | "azure" => {
+            configured(MicrosoftAzureBuilder::new(), env, "AZURE_", |b, k, v| {
+                b.with_config(k, v)
+            })
             .with_url(location)
             .build()
-            .map(|s| Arc::new(s) as _),
-        "gs" => GoogleCloudStorageBuilder::from_env()
-            .with_url(location)
-            .build()
-            .map(|s| Arc::new(s) as _),
-        "az" | "abfs" | "abfss" | "azure" => MicrosoftAzureBuilder::from_env()
-            .with_url(location)
-            .build()
-            .map(|s| Arc::new(s) as _),
+            .map(|s| Arc::new(s) as _)
+        }
         other => {
             return Err(bad(format!(
                 "unsupported scheme {other:?}: use a directory, file://, s3://, gs:// or az://"
@@ -97,12 +111,27 @@ pub(super) fn open(location: &str) -> Result<Opened, BadLocation> {
     })
 }
 
+/// A builder given every variable of `env` named `<prefix>…` that it knows (lower-cased,
+/// as the builders' own `from_env` reads them); others are not its business.
+fn configured<B, K: FromStr>(
+    builder: B,
+    env: &[(String, String)],
+    prefix: &str,
+    with: impl Fn(B, K, &str) -> B,
+) -> B {
+    env.iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .filter_map(|(name, value)| Some((name.to_ascii_lowercase().parse().ok()?, value)))
+        .fold(builder, |builder, (key, value)| with(builder, key, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn directories_urls_and_unknown_schemes() {
+        let open = |location| open(location, &[]);
         let dir = open("/var/lib/pulse").unwrap();
         assert_eq!(dir.prefix.as_ref(), "var/lib/pulse");
         assert_eq!(dir.dir.as_deref(), Some(Path::new("/var/lib/pulse")));

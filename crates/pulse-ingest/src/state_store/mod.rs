@@ -249,9 +249,18 @@ impl StateStore {
         StateStore::from_opened(location::local(dir.as_ref()), keep)
     }
 
-    /// A store at `location`: a directory or a URL (`file://`, `s3://`, `gs://`, `az://`).
-    pub fn open(location: &str, keep: usize) -> Result<StateStore, StateStoreError> {
-        Ok(StateStore::from_opened(location::open(location)?, keep))
+    /// A store at `location`: a directory or a URL (`file://`, `s3://`, `gs://`, `az://`)
+    /// whose credentials, region and endpoint come from `env` (`AWS_…`, `GOOGLE_…`,
+    /// `AZURE_…`; the binary passes its environment).
+    pub fn open(
+        location: &str,
+        keep: usize,
+        env: &[(String, String)],
+    ) -> Result<StateStore, StateStoreError> {
+        Ok(StateStore::from_opened(
+            location::open(location, env)?,
+            keep,
+        ))
     }
 
     fn from_opened(opened: location::Opened, keep: usize) -> StateStore {
