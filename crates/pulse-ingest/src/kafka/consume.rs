@@ -133,10 +133,13 @@ pub async fn run(
     ] {
         consumer_config.set(key, value);
     }
-    // pulse's defaults, unless the operator set them.
+    // pulse's defaults, unless the operator set them. Cooperative-sticky: a member joining
+    // or leaving moves only the partitions that must move, and the others keep being read
+    // (and keep their state) through the rebalance, instead of the whole group stopping.
     for (key, value) in [
         ("statistics.interval.ms", "2000"),
         ("queued.max.messages.kbytes", "16384"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
     ] {
         if !options.properties.contains_key(key) {
             consumer_config.set(key, value);
