@@ -201,6 +201,40 @@ async fn replayed_history_hands_over_to_the_live_service() {
     assert!(pulse.stop(Duration::from_secs(30)).success());
 }
 
+/// The stale owner of issue 13: while a pulse runs, another instance loads its state (and so
+/// claims every partition). The running one's next checkpoint is refused; it says that it
+/// lost the partition and stops instead of reading on with state it can no longer save.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pulse_whose_partitions_were_taken_over_stops() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "stale", 2).await;
+    let (events, lines) = generate(&WorkloadConfig {
+        seed: 81,
+        users: 50,
+        days: 3,
+        end_ms: END_MS,
+        ..WorkloadConfig::default()
+    });
+    let keyed: Vec<(Option<String>, Vec<u8>)> = events
+        .iter()
+        .zip(&lines)
+        .map(|(e, l)| (Some(e.user.to_string()), l.clone().into_bytes()))
+        .collect();
+    kafka::produce(&brokers, &topic, keyed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let interval = "checkpoint_interval = \"200ms\"\n";
+    let config_path = write_config_with(dir.path(), &brokers, &topic, interval);
+    let pulse = Pulse::start(&["run", "--config", &config_path, "--clock", "event-time"]);
+    durable_beyond(&state, 0).await;
+    let taken = StateStore::new(&state).load().await.unwrap();
+    assert!(taken.is_some(), "the new owner loaded the state");
+    let (status, log) = pulse.exited(Duration::from_secs(60));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("lost partition"), "{log}");
+}
+
 /// `pulse replay --save-state STATE` of `input` (with `extra` arguments), which must succeed.
 pub fn replay_into(config_path: &str, input: &Path, state: &str, extra: &[&str]) {
     let mut args = vec!["replay", "--config", config_path, "--compact"];

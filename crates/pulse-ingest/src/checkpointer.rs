@@ -27,6 +27,8 @@ pub struct Checkpointer {
     /// Each topic's partition count, once the broker has said: saved with every partition,
     /// so that its state is never mixed across a partition-count change.
     sizes: TopicSizes,
+    /// Set when a save was refused because another instance owns a partition now.
+    lost: Option<StateStoreError>,
 }
 
 impl Checkpointer {
@@ -36,7 +38,16 @@ impl Checkpointer {
             job: Periodic::new(interval),
             status: CheckpointStatus::default(),
             sizes: TopicSizes::new(),
+            lost: None,
         }
+    }
+
+    /// The refusal of a save because another instance took a partition over, once. The
+    /// caller stops: this instance cannot yet give up single partitions and go on with
+    /// the rest, and consuming a partition whose state can never be saved again would
+    /// only delay the new owner.
+    pub fn take_lost(&mut self) -> Option<StateStoreError> {
+        self.lost.take()
     }
 
     /// Records the topics' partition counts for the checkpoints to come.
@@ -133,6 +144,12 @@ impl Checkpointer {
             Err(error) => {
                 self.status.failed_total += 1;
                 tracing::error!(%error, "Checkpoint failed; the previous one stays in place and offsets are not committed past it.");
+                if matches!(
+                    error,
+                    StateStoreError::Fenced { .. } | StateStoreError::NotLoaded { .. }
+                ) {
+                    self.lost = Some(error);
+                }
                 None
             }
         }

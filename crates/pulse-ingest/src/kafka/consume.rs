@@ -279,6 +279,9 @@ pub async fn run(
                             if let Some(written) = durable.checkpointer.poll().await {
                                 commit(&consumer, &written, CommitMode::Async);
                             }
+                            if let Some(lost) = durable.checkpointer.take_lost() {
+                                return Err(lost.into());
+                            }
                             if durable.checkpointer.due() {
                                 let started = Instant::now();
                                 let state = pipeline.state().await?;
@@ -375,7 +378,12 @@ pub async fn run(
                     tracing::info!("State saved and offsets committed.");
                 }
                 None => {
-                    tracing::error!("The last checkpoint failed; offsets stay at the previous one.")
+                    tracing::error!(
+                        "The last checkpoint failed; offsets stay at the previous one."
+                    );
+                    if let Some(lost) = durable.checkpointer.take_lost() {
+                        return Err(lost.into());
+                    }
                 }
             }
         }
