@@ -52,6 +52,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
@@ -84,7 +85,6 @@ pub const DEFAULT_KEEP: usize = 3;
 const PARTITIONS: &str = "partitions";
 const LEGACY_PREFIX: &str = "checkpoint-";
 const LEGACY_SUFFIX: &str = ".bin";
-const LEGACY_FILE: &str = "state.bin";
 /// How often `load` retries claiming a partition another instance keeps claiming first.
 const CLAIM_ATTEMPTS: usize = 5;
 
@@ -235,6 +235,10 @@ pub struct StateStore {
     dir: Option<PathBuf>,
     keep: usize,
     claims: Arc<Mutex<HashMap<TopicPartition, Claim>>>,
+    /// Set when what was loaded came (partly) from the files of pulse before object
+    /// storage: once a save has written every partition in the new layout, they are moved
+    /// aside, so that files still present mean an upgrade not yet completed.
+    upgrading: Arc<AtomicBool>,
 }
 
 impl StateStore {
@@ -271,6 +275,7 @@ impl StateStore {
             dir: opened.dir,
             keep: keep.max(1),
             claims: Arc::default(),
+            upgrading: Arc::default(),
         }
     }
 
@@ -325,10 +330,16 @@ impl StateStore {
             }
         });
         // A few at a time: object stores reward concurrency, a local disk does not mind.
-        let written: Vec<u64> = futures::stream::iter(saves)
+        // Every partition's save runs to its end, even after another failed: none is cut
+        // off between its object and its manifest.
+        let results: Vec<Result<u64, StateStoreError>> = futures::stream::iter(saves)
             .buffer_unordered(8)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        let written = results.into_iter().collect::<Result<Vec<u64>, _>>()?;
+        if self.upgrading.swap(false, Ordering::AcqRel) {
+            self.finish_upgrade().await;
+        }
         Ok(written.iter().sum())
     }
 
@@ -443,9 +454,6 @@ impl StateStore {
 
     async fn read(&self, claim: bool) -> Result<Option<Saved>, StateStoreError> {
         let folders = self.partition_folders().await?;
-        if folders.is_empty() {
-            return self.load_legacy().await;
-        }
         let mut loaded = Vec::with_capacity(folders.len());
         let mut skipped = Vec::new();
         for (key, folder) in folders {
@@ -454,10 +462,49 @@ impl StateStore {
                 loaded.push((key, partition));
             }
         }
+        // Files of pulse before object storage still present: an upgrade whose first save
+        // did not complete (a crash, a failed write). Their partitions that the new layout
+        // lacks come from them, never start empty.
+        let legacy = self.legacy_files().await?;
+        if !legacy.is_empty() {
+            let old = self.load_legacy(legacy).await?;
+            self.upgrading.store(true, Ordering::Release);
+            if loaded.is_empty() {
+                return Ok(Some(old));
+            }
+            skipped.extend(old.skipped.iter().cloned());
+            for (key, partition) in split(old) {
+                if !loaded.iter().any(|(k, _)| *k == key) {
+                    loaded.push((key, partition));
+                }
+            }
+            loaded.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         if loaded.is_empty() {
             return Ok(None);
         }
         combine(loaded, skipped, self.display.clone()).map(Some)
+    }
+
+    /// After the first complete save in the per-partition layout: the single-file
+    /// checkpoints move to `upgraded-<unix-ms>/` (kept, not deleted). A failure costs
+    /// nothing but a merge on the next load, so it is logged, not returned.
+    async fn finish_upgrade(&self) {
+        let moved = match self.legacy_files().await {
+            Ok(files) => {
+                let files: Vec<ObjectPath> = files.into_iter().map(|(_, p)| p).collect();
+                self.move_aside(&files, "upgraded").await
+            }
+            Err(error) => Err(error),
+        };
+        match moved {
+            Ok(aside) => {
+                tracing::info!(to = %self.show(&aside), "Upgrade complete: the single-file checkpoints were moved aside.")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot move the single-file checkpoints aside; they stay in use for partitions the new layout lacks.")
+            }
+        }
     }
 
     /// One partition's newest usable checkpoint, claimed if `claim`; `None` if it has no
@@ -563,20 +610,13 @@ impl StateStore {
     }
 
     /// The whole-engine files of pulse before object storage (see "Upgrading").
-    async fn load_legacy(&self) -> Result<Option<Saved>, StateStoreError> {
-        let mut files = self.legacy_files().await?;
+    /// The newest usable of `files` (at least one); a legacy `state.bin` of the format
+    /// before checkpoints (never released) is not among them, and so ignored.
+    async fn load_legacy(
+        &self,
+        mut files: Vec<(u64, ObjectPath)>,
+    ) -> Result<Saved, StateStoreError> {
         files.sort_unstable();
-        if files.is_empty() {
-            if self
-                .objects
-                .head(&self.prefix.clone().join(LEGACY_FILE))
-                .await
-                .is_ok()
-            {
-                tracing::info!(location = %self.display, "Ignoring a state file of the old, unreleased format.");
-            }
-            return Ok(None);
-        }
         let mut skipped = Vec::new();
         for (sequence, path) in files.into_iter().rev() {
             let location = self.show(&path);
@@ -599,7 +639,7 @@ impl StateStore {
                     if checkpoint.sequence != sequence {
                         tracing::warn!(%location, stored = checkpoint.sequence, "Checkpoint was renamed; using it anyway.");
                     }
-                    return Ok(Some(Saved {
+                    return Ok(Saved {
                         engine: checkpoint.engine,
                         numbers: checkpoint.numbers,
                         offsets: checkpoint.offsets,
@@ -607,7 +647,7 @@ impl StateStore {
                         topic_sizes: TopicSizes::new(),
                         location,
                         skipped,
-                    }));
+                    });
                 }
                 Err(reason) => {
                     tracing::warn!(%location, %reason, "Skipping a damaged checkpoint; trying the previous one.");
@@ -635,10 +675,24 @@ impl StateStore {
         if doomed.is_empty() {
             return Ok(0);
         }
-        let aside = self
-            .unused_prefix(&format!("discarded-{}", wall_ms()))
-            .await?;
-        for path in &doomed {
+        let aside = self.move_aside(&doomed, "discarded").await?;
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        tracing::info!(count = doomed.len(), to = %self.show(&aside), "Moved checkpoints aside.");
+        Ok(doomed.len())
+    }
+
+    /// Moves `paths` under a new `<name>-<unix-ms>/` prefix, keeping their relative paths;
+    /// returns that prefix.
+    async fn move_aside(
+        &self,
+        paths: &[ObjectPath],
+        name: &str,
+    ) -> Result<ObjectPath, StateStoreError> {
+        let aside = self.unused_prefix(&format!("{name}-{}", wall_ms())).await?;
+        for path in paths {
             let relative: Vec<_> = path
                 .prefix_match(&self.prefix)
                 .expect("listed under the prefix")
@@ -653,12 +707,7 @@ impl StateStore {
                 }
             })?;
         }
-        self.claims
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        tracing::info!(count = doomed.len(), to = %self.show(&aside), "Moved checkpoints aside.");
-        Ok(doomed.len())
+        Ok(aside)
     }
 
     /// `name`, or `name-2`, `-3`… if something is stored under it, so two resets in the
@@ -917,6 +966,48 @@ fn combine(
         location,
         skipped,
     })
+}
+
+/// A whole-engine checkpoint cut into one per partition, as [`combine`] takes them.
+fn split(saved: Saved) -> Vec<(TopicPartition, (Checkpoint, Option<u32>))> {
+    let Saved {
+        engine,
+        numbers,
+        offsets,
+        saved_at_ms,
+        ..
+    } = saved;
+    let mut states: HashMap<u32, PartitionState> = engine
+        .partitions
+        .into_iter()
+        .map(|state| (state.partition, state))
+        .collect();
+    numbers
+        .keys()
+        .iter()
+        .enumerate()
+        .map(|(number, key)| {
+            let state = states.remove(&(number as u32)).map(|mut state| {
+                state.partition = 0;
+                state
+            });
+            let checkpoint = Checkpoint {
+                sequence: 0,
+                saved_at_ms,
+                numbers: PartitionNumbers::from_keys([key.clone()]),
+                offsets: offsets
+                    .get(key)
+                    .map(|&o| (key.clone(), o))
+                    .into_iter()
+                    .collect(),
+                engine: EngineState {
+                    router: engine.router.clone(),
+                    partitions: state.into_iter().collect(),
+                },
+            };
+            (key.clone(), (checkpoint, None))
+        })
+        .collect()
 }
 
 fn parse_legacy(name: &str) -> Option<u64> {
