@@ -44,10 +44,10 @@
 //! # Upgrading
 //!
 //! pulse before object storage wrote whole-engine files `checkpoint-<sequence>.bin` (format
-//! 2) straight into the directory. While a location has no `partitions/` folder, `load`
-//! reads those, with the same fallback and refusals; the first save then writes the
-//! per-partition layout, and the old files stay where they are (untouched, a copy of the
-//! past) until `--reset-state` moves them aside with the rest.
+//! 2) straight into the directory. `load` reads those, with the same fallback and refusals,
+//! for every partition the per-partition layout lacks (all of them, at the first start after
+//! an upgrade); the first complete save then moves them to `upgraded-<unix-ms>/`, kept, not
+//! deleted. A first save cut short (a crash) therefore never leaves a partition empty.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
