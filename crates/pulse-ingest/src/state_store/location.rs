@@ -141,6 +141,16 @@ mod tests {
         assert_eq!(s3.prefix.as_ref(), "pulse/prod");
         assert_eq!(s3.display, "s3://bucket/pulse/prod");
         assert!(s3.dir.is_none());
+        // GCS and Azure are built in: their URLs open (no request is made until a save).
+        let gs = super::open("gs://bucket/pulse", &[]).unwrap();
+        assert_eq!(gs.prefix.as_ref(), "pulse");
+        let azure_env = [
+            ("AZURE_STORAGE_ACCOUNT_NAME", "pulse"),
+            ("AZURE_STORAGE_ACCOUNT_KEY", "cHVsc2U="),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let az = super::open("az://container/pulse", &azure_env).unwrap();
+        assert_eq!(az.prefix.as_ref(), "pulse");
         let error = open("ftp://host/x").unwrap_err().to_string();
         assert!(error.contains("unsupported scheme \"ftp\""), "{error}");
     }
