@@ -322,7 +322,7 @@ async fn unknown_families_and_other_versions_are_refused_not_skipped() {
             error,
             StateStoreError::UnsupportedVersion {
                 found: 7,
-                supported: 2,
+                supported: FORMAT_VERSION,
                 ..
             }
         ),
