@@ -853,36 +853,40 @@ impl StateStore {
     /// Removes manifests beyond `keep` and the checkpoint objects no kept manifest names.
     /// A failure here costs space, not data, so it is logged and not returned.
     async fn prune(&self, folder: &ObjectPath) {
-        let manifests = match self.manifests(folder).await {
-            Ok(manifests) => manifests,
+        let listed = match self.list_all(folder).await {
+            Ok(listed) => listed,
             Err(error) => {
                 tracing::warn!(%error, "Cannot list checkpoints to prune.");
                 return;
             }
         };
-        let excess = manifests.len().saturating_sub(self.keep);
-        let Some(&oldest_kept) = manifests.get(excess) else {
-            return;
-        };
-        // Manifests name objects of their own sequence or older, never newer ones, so
-        // every object older than the one the oldest kept manifest names is unreferenced.
-        let Ok(oldest) = self.read_manifest(folder, oldest_kept).await else {
-            return;
-        };
-        let Some((referenced, _)) = parse_state_name(&oldest.checkpoint) else {
-            return;
-        };
-        let mut doomed: Vec<ObjectPath> = manifests[..excess]
+        let mut manifests: Vec<u64> = listed
             .iter()
-            .map(|&s| folder.clone().join(manifest_name(s)))
+            .filter_map(|p| p.filename().and_then(parse_manifest_name))
             .collect();
-        if let Ok(objects) = self.list_all(folder).await {
-            doomed.extend(objects.into_iter().filter(|p| {
-                p.filename()
-                    .and_then(parse_state_name)
-                    .is_some_and(|(sequence, _)| sequence < referenced)
-            }));
+        manifests.sort_unstable();
+        let excess = manifests.len().saturating_sub(self.keep);
+        // The oldest object a kept manifest names. Not simply the oldest kept manifest's: a
+        // claim made after falling back past a damaged checkpoint names an object older
+        // than the manifest before it.
+        let mut referenced = None;
+        for &sequence in &manifests[excess..] {
+            if let Ok(manifest) = self.read_manifest(folder, sequence).await
+                && let Some((at, _)) = parse_state_name(&manifest.checkpoint)
+            {
+                referenced = Some(referenced.map_or(at, |r: u64| r.min(at)));
+            }
         }
+        let Some(referenced) = referenced else {
+            return; // No kept manifest is readable: keep everything for `load` to sort out.
+        };
+        let doomed = listed.into_iter().filter(|p| match p.filename() {
+            Some(name) => {
+                parse_manifest_name(name).is_some_and(|s| s < manifests[excess])
+                    || parse_state_name(name).is_some_and(|(s, _)| s < referenced)
+            }
+            None => false,
+        });
         for path in doomed {
             if let Err(error) = self.objects.delete(&path).await {
                 tracing::warn!(location = %self.show(&path), %error, "Cannot remove an old checkpoint.");

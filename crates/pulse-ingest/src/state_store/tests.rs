@@ -652,3 +652,27 @@ async fn a_read_only_file_system_fails_the_save_and_keeps_the_previous_checkpoin
         Err(StateStoreError::Discard { .. })
     ));
 }
+
+/// Pruning keeps what every kept manifest names, including a claim that fell back past a
+/// damaged checkpoint to an older object: a second damage still finds that object.
+#[tokio::test]
+async fn pruning_keeps_the_object_a_fallback_claim_names() {
+    let dir = tempfile::tempdir().unwrap();
+    save_n(&StateStore::new(dir.path()), 3).await;
+    fs::write(newest_object(dir.path()), b"torn").unwrap();
+    let owner = StateStore::new(dir.path());
+    let saved = owner.load().await.unwrap().unwrap();
+    assert_eq!(
+        saved.offsets,
+        offsets(2),
+        "fell back to the second checkpoint"
+    );
+    // Manifest 4 (the claim) names object 2; manifest 5 names its own object.
+    owner
+        .save(saved.engine, &saved.numbers, &offsets(5), &sizes(), 5)
+        .await
+        .unwrap();
+    fs::write(newest_object(dir.path()), b"torn again").unwrap();
+    let saved = StateStore::new(dir.path()).load().await.unwrap().unwrap();
+    assert_eq!(saved.offsets, offsets(2), "the claim's object was kept");
+}
