@@ -8,6 +8,7 @@ use std::time::Duration;
 use pulse_core::EngineSettings;
 use pulse_core::partition::total_counters;
 use pulse_ingest::state_store::StateStore;
+use pulse_tests::s3::S3Server;
 use pulse_tests::{Record, WorkloadConfig, kafka};
 
 use crate::helpers::{
@@ -157,6 +158,22 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replayed_history_hands_over_to_the_live_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    hand_over(state.to_str().unwrap(), &[]).await;
+}
+
+/// The same through object storage: the history replayed to moto's S3 server, `pulse run`
+/// loading it from there and checkpointing back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_replayed_to_s3_hands_over_to_the_live_service() {
+    let s3 = S3Server::start("pulse-handover");
+    hand_over("s3://pulse-handover/history", &s3.client_env()).await;
+}
+
+/// A history replayed into `state` (a directory or URL, reached with `env`), then `pulse
+/// run` from it on the rest of the events: the KPIs of one uninterrupted run.
+async fn hand_over(state: &str, env: &[(String, String)]) {
     let _serial = SERIAL.lock().await;
     let brokers = kafka::brokers();
     let (topic, _guard) = kafka::temp_topic(&brokers, "handover", 2).await;
@@ -173,8 +190,7 @@ async fn replayed_history_hands_over_to_the_live_service() {
     let history = dir.path().join("history.ndjson");
     std::fs::write(&history, lines[..cut].join("\n")).unwrap();
     let config_path = write_config_with(dir.path(), &brokers, &topic, "");
-    let state = dir.path().join("state");
-    replay_into(&config_path, &history, state.to_str().unwrap(), &[]);
+    replay_into(&config_path, &history, state, &[], env);
 
     let live: Vec<(Option<String>, Vec<u8>)> = events[cut..]
         .iter()
@@ -182,7 +198,8 @@ async fn replayed_history_hands_over_to_the_live_service() {
         .map(|(e, l)| (Some(e.user.to_string()), l.clone().into_bytes()))
         .collect();
     kafka::produce(&brokers, &topic, live).await;
-    let pulse = Pulse::start(&["run", "--config", &config_path, "--clock", "event-time"]);
+    let args = ["run", "--config", &config_path, "--clock", "event-time"];
+    let pulse = Pulse::start_with_env(&[&args[..], &["--state", state]].concat(), env);
     let settings = EngineSettings {
         shards: 2,
         ..EngineSettings::default()
@@ -192,6 +209,7 @@ async fn replayed_history_hands_over_to_the_live_service() {
         accepted(s) == events.len() as u64
             && json_diff(&without_state(s.clone()), &expected).is_empty()
     });
+    let events_len = events.len() as u64;
     let records: Vec<Record> = events.into_iter().map(Record::Event).collect();
     assert_matches_exact(
         &without_state(snapshot),
@@ -199,6 +217,17 @@ async fn replayed_history_hands_over_to_the_live_service() {
         0.03,
     );
     assert!(pulse.stop(Duration::from_secs(30)).success());
+    let saved = StateStore::open(state, 3, env)
+        .unwrap()
+        .inspect()
+        .await
+        .unwrap();
+    let applied = saved.map(|s| total_counters(s.engine.partitions.iter().map(|p| &p.inputs)));
+    assert_eq!(
+        applied.map(|c| c.accepted),
+        Some(events_len),
+        "the clean stop checkpointed every event back to {state}"
+    );
 }
 
 /// The stale owner of issue 13: while a pulse runs, another instance loads its state (and so
@@ -235,12 +264,20 @@ async fn a_pulse_whose_partitions_were_taken_over_stops() {
     assert!(log.contains("lost partition"), "{log}");
 }
 
-/// `pulse replay --save-state STATE` of `input` (with `extra` arguments), which must succeed.
-pub fn replay_into(config_path: &str, input: &Path, state: &str, extra: &[&str]) {
+/// `pulse replay --save-state STATE` of `input` (with `extra` arguments and `env`), which
+/// must succeed.
+pub fn replay_into(
+    config_path: &str,
+    input: &Path,
+    state: &str,
+    extra: &[&str],
+    env: &[(String, String)],
+) {
     let mut args = vec!["replay", "--config", config_path, "--compact"];
     args.extend(extra);
     args.extend(["--input", input.to_str().unwrap(), "--save-state", state]);
-    assert_success(&Pulse::run_to_end(&args), "pulse replay --save-state");
+    let output = Pulse::run_to_end_with_env(&args, env);
+    assert_success(&output, "pulse replay --save-state");
 }
 
 /// A state directory whose only checkpoint is `checkpoint`: pulse must refuse to start,

@@ -3,7 +3,6 @@
 //! writes one state per partition; and against the real broker, a topic whose partition
 //! count changed since the state was saved is refused with the way forward.
 
-use std::process::Command;
 use std::time::Duration;
 
 use pulse_core::partition::total_counters;
@@ -16,7 +15,7 @@ use pulse_tests::{kafka, small_workload};
 use serde_json::Value;
 
 use crate::durability::replay_into;
-use crate::helpers::{WALL_MS, assert_success, generate, kpis_only, pulse_bin};
+use crate::helpers::{WALL_MS, assert_success, generate, kpis_only};
 use crate::kafka_tests::{SERIAL, write_config_with};
 use crate::process::Pulse;
 
@@ -89,22 +88,17 @@ async fn a_stale_owner_cannot_overwrite_state_in_s3() {
 }
 
 fn replay_to(url: &str, input: &std::path::Path, s3: &S3Server) -> std::process::Output {
-    Command::new(pulse_bin())
-        .args([
-            "replay",
-            "--compact",
-            "--wall-clock",
-            WALL,
-            "--partitions",
-            "4",
-        ])
-        .arg("--input")
-        .arg(input)
-        .args(["--save-state", url])
-        .env_remove("PULSE_CONFIG")
-        .envs(s3.client_env())
-        .output()
-        .expect("running pulse")
+    let input = input.to_str().unwrap();
+    let args = [
+        "replay",
+        "--compact",
+        "--wall-clock",
+        WALL,
+        "--partitions",
+        "4",
+    ];
+    let args = [&args[..], &["--input", input, "--save-state", url]].concat();
+    Pulse::run_to_end_with_env(&args, &s3.client_env())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,7 +148,7 @@ async fn a_partition_count_change_is_refused_with_the_way_forward() {
     std::fs::write(&input, lines[..2_000].join("\n")).unwrap();
     let state = dir.path().join("state");
     let extra = ["--wall-clock", WALL, "--partitions", "2"];
-    replay_into(&config_path, &input, state.to_str().unwrap(), &extra);
+    replay_into(&config_path, &input, state.to_str().unwrap(), &extra, &[]);
     let pulse = Pulse::start(&["run", "--config", &config_path]);
     let (status, log) = pulse.exited(Duration::from_secs(60));
     assert!(!status.success(), "{log}");
