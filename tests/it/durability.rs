@@ -1,6 +1,7 @@
 //! Durable state: checkpoints aligned with Kafka offsets. SIGKILL at random points must not
 //! lose or double-count an event; a history replayed from a file hands over to the live
-//! service; an unreadable state directory stops pulse unless told to start over.
+//! service (from a directory and from S3); an unreadable state directory stops pulse unless
+//! told to start over; a pulse whose partitions another instance claimed stops.
 
 use std::path::Path;
 use std::time::Duration;
