@@ -1,6 +1,7 @@
 //! Durable state: checkpoints aligned with Kafka offsets. SIGKILL at random points must not
 //! lose or double-count an event; a history replayed from a file hands over to the live
-//! service; an unreadable state directory stops pulse unless told to start over.
+//! service (from a directory and from S3); an unreadable state directory stops pulse unless
+//! told to start over; a pulse whose partitions another instance claimed stops.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use pulse_core::EngineSettings;
 use pulse_core::partition::total_counters;
 use pulse_ingest::state_store::StateStore;
+use pulse_tests::s3::S3Server;
 use pulse_tests::{Record, WorkloadConfig, kafka};
 
 use crate::helpers::{
@@ -34,9 +36,11 @@ fn pauses(seed: u64, count: usize) -> Vec<Duration> {
 
 /// Records applied in the newest durable checkpoint of `state`, read as `pulse run` reads
 /// it at start; `None` until there is one (or while one is being replaced).
-fn durable_accepted(state: &Path) -> Option<u64> {
+async fn durable_accepted(state: &Path) -> Option<u64> {
+    // Inspected, not loaded: loading would claim the partitions and fence the running pulse.
     StateStore::new(state)
-        .load()
+        .inspect()
+        .await
         .ok()
         .flatten()
         .map(|saved| total_counters(saved.engine.partitions.iter().map(|p| &p.inputs)).accepted)
@@ -46,7 +50,7 @@ fn durable_accepted(state: &Path) -> Option<u64> {
 async fn durable_beyond(state: &Path, before: u64) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match durable_accepted(state) {
+        match durable_accepted(state).await {
             Some(now) if now > before => return now,
             _ if tokio::time::Instant::now() > deadline => {
                 panic!("no checkpoint beyond {before} applied records within a minute")
@@ -108,7 +112,11 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
             let before = durable_at_kills.last().copied().unwrap_or(0);
             durable_beyond(&state, before).await;
             pulse.kill();
-            durable_at_kills.push(durable_accepted(&state).expect("a checkpoint survives"));
+            durable_at_kills.push(
+                durable_accepted(&state)
+                    .await
+                    .expect("a checkpoint survives"),
+            );
             pulse = Pulse::start(&args);
         }
     }
@@ -151,6 +159,22 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replayed_history_hands_over_to_the_live_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    hand_over(state.to_str().unwrap(), &[]).await;
+}
+
+/// The same through object storage: the history replayed to moto's S3 server, `pulse run`
+/// loading it from there and checkpointing back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_replayed_to_s3_hands_over_to_the_live_service() {
+    let s3 = S3Server::start("pulse-handover");
+    hand_over("s3://pulse-handover/history", &s3.client_env()).await;
+}
+
+/// A history replayed into `state` (a directory or URL, reached with `env`), then `pulse
+/// run` from it on the rest of the events: the KPIs of one uninterrupted run.
+async fn hand_over(state: &str, env: &[(String, String)]) {
     let _serial = SERIAL.lock().await;
     let brokers = kafka::brokers();
     let (topic, _guard) = kafka::temp_topic(&brokers, "handover", 2).await;
@@ -167,18 +191,7 @@ async fn replayed_history_hands_over_to_the_live_service() {
     let history = dir.path().join("history.ndjson");
     std::fs::write(&history, lines[..cut].join("\n")).unwrap();
     let config_path = write_config_with(dir.path(), &brokers, &topic, "");
-    let state = dir.path().join("state");
-    let output = Pulse::run_to_end(&[
-        "replay",
-        "--config",
-        &config_path,
-        "--compact",
-        "--input",
-        history.to_str().unwrap(),
-        "--save-state",
-        state.to_str().unwrap(),
-    ]);
-    assert_success(&output, "pulse replay --save-state");
+    replay_into(&config_path, &history, state, &[], env);
 
     let live: Vec<(Option<String>, Vec<u8>)> = events[cut..]
         .iter()
@@ -186,7 +199,8 @@ async fn replayed_history_hands_over_to_the_live_service() {
         .map(|(e, l)| (Some(e.user.to_string()), l.clone().into_bytes()))
         .collect();
     kafka::produce(&brokers, &topic, live).await;
-    let pulse = Pulse::start(&["run", "--config", &config_path, "--clock", "event-time"]);
+    let args = ["run", "--config", &config_path, "--clock", "event-time"];
+    let pulse = Pulse::start_with_env(&[&args[..], &["--state", state]].concat(), env);
     let settings = EngineSettings {
         shards: 2,
         ..EngineSettings::default()
@@ -196,6 +210,7 @@ async fn replayed_history_hands_over_to_the_live_service() {
         accepted(s) == events.len() as u64
             && json_diff(&without_state(s.clone()), &expected).is_empty()
     });
+    let events_len = events.len() as u64;
     let records: Vec<Record> = events.into_iter().map(Record::Event).collect();
     assert_matches_exact(
         &without_state(snapshot),
@@ -203,6 +218,67 @@ async fn replayed_history_hands_over_to_the_live_service() {
         0.03,
     );
     assert!(pulse.stop(Duration::from_secs(30)).success());
+    let saved = StateStore::open(state, 3, env)
+        .unwrap()
+        .inspect()
+        .await
+        .unwrap();
+    let applied = saved.map(|s| total_counters(s.engine.partitions.iter().map(|p| &p.inputs)));
+    assert_eq!(
+        applied.map(|c| c.accepted),
+        Some(events_len),
+        "the clean stop checkpointed every event back to {state}"
+    );
+}
+
+/// The stale owner of issue 13: while a pulse runs, another instance loads its state (and so
+/// claims every partition). The running one's next checkpoint is refused; it says that it
+/// lost the partition and stops instead of reading on with state it can no longer save.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pulse_whose_partitions_were_taken_over_stops() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "stale", 2).await;
+    let (events, lines) = generate(&WorkloadConfig {
+        seed: 81,
+        users: 50,
+        days: 3,
+        end_ms: END_MS,
+        ..WorkloadConfig::default()
+    });
+    let keyed: Vec<(Option<String>, Vec<u8>)> = events
+        .iter()
+        .zip(&lines)
+        .map(|(e, l)| (Some(e.user.to_string()), l.clone().into_bytes()))
+        .collect();
+    kafka::produce(&brokers, &topic, keyed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let interval = "checkpoint_interval = \"200ms\"\n";
+    let config_path = write_config_with(dir.path(), &brokers, &topic, interval);
+    let pulse = Pulse::start(&["run", "--config", &config_path, "--clock", "event-time"]);
+    durable_beyond(&state, 0).await;
+    let taken = StateStore::new(&state).load().await.unwrap();
+    assert!(taken.is_some(), "the new owner loaded the state");
+    let (status, log) = pulse.exited(Duration::from_secs(60));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("lost partition"), "{log}");
+}
+
+/// `pulse replay --save-state STATE` of `input` (with `extra` arguments and `env`), which
+/// must succeed.
+pub fn replay_into(
+    config_path: &str,
+    input: &Path,
+    state: &str,
+    extra: &[&str],
+    env: &[(String, String)],
+) {
+    let mut args = vec!["replay", "--config", config_path, "--compact"];
+    args.extend(extra);
+    args.extend(["--input", input.to_str().unwrap(), "--save-state", state]);
+    let output = Pulse::run_to_end_with_env(&args, env);
+    assert_success(&output, "pulse replay --save-state");
 }
 
 /// A state directory whose only checkpoint is `checkpoint`: pulse must refuse to start,
@@ -236,8 +312,8 @@ fn refused_until_reset(checkpoint: &[u8], expected: &[&str]) {
     pulse.wait_for_status("/healthz", 200, Duration::from_secs(10));
     assert_eq!(pulse.get("/readyz").0, 503, "no broker, so not ready");
     assert!(pulse.stop(Duration::from_secs(30)).success());
-    // The clean stop wrote a fresh checkpoint; the old one waits in discarded-….
-    assert_ne!(std::fs::read(state.join(name)).unwrap(), checkpoint);
+    // The old checkpoint waits in discarded-…, not where pulse would load it again.
+    assert!(!state.join(name).exists());
     let discarded = std::fs::read_dir(&state)
         .unwrap()
         .filter_map(Result::ok)

@@ -228,9 +228,16 @@ fn regression_inputs() -> Vec<(&'static str, Vec<u8>)> {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path());
     let numbers = PartitionNumbers::virtual_partitions("events", 1);
-    let path = store
-        .save(&histogram, &numbers, &Default::default(), 0)
+    let (offsets, sizes) = Default::default();
+    let saved = store.save(histogram, &numbers, &offsets, &sizes, 0);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(saved)
         .unwrap();
+    // The checkpoint file of partition events/0, the one partition saved.
+    let path = dir
+        .path()
+        .join("partitions/events/0/state-00000000000000000001-1.bin");
     vec![
         (
             "engine_state/regression-counter-overflow.bin",

@@ -11,7 +11,10 @@
 //! - `kafka_tests`: `pulse run` and `pulse loadgen` against a real broker.
 //! - `broker_faults`: TLS in front of the broker, and the broker restarted mid-stream.
 //! - `overload`: a large backlog absorbed with bounded memory, ready throughout.
-//! - `durability`: checkpoints, SIGKILL crashes, history hand-over, unreadable state.
+//! - `durability`: checkpoints, SIGKILL crashes, history hand-over (directory and S3),
+//!   unreadable state, a stale owner stopping.
+//! - `object_state`: partition state in S3 (moto): fencing, replay per partition, and a
+//!   partition-count change refused.
 //! - `memory`: a real pulse's peak resident memory with a million open sessions.
 //! - `fuzz_corpus`: the checked-in fuzz inputs through the fuzz targets, on stable Rust.
 //! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
@@ -36,6 +39,7 @@ mod helpers;
 mod kafka_tests;
 mod kpis;
 mod memory;
+mod object_state;
 mod observability;
 mod outcomes;
 mod overload;

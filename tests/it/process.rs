@@ -29,11 +29,17 @@ pub struct Pulse {
 impl Pulse {
     /// Starts `pulse ARGS --listen 127.0.0.1:0` and waits until it serves HTTP.
     pub fn start(args: &[&str]) -> Pulse {
+        Pulse::start_with_env(args, &[])
+    }
+
+    /// The same, with `env` added to its environment (an S3 endpoint, say).
+    pub fn start_with_env(args: &[&str], env: &[(String, String)]) -> Pulse {
         let mut child = Command::new(pulse_bin())
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
             .env_remove("PULSE_CONFIG")
             .env_remove("KAFKA_BROKERS")
+            .envs(env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -139,6 +145,17 @@ impl Pulse {
 
     fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         signal(self.child.id(), "TERM");
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for a pulse expected to exit by itself (a refusal after start, say) and
+    /// returns everything it logged.
+    pub fn exited(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let status = self.wait_exit(timeout);
+        (status, self.complete_log())
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -163,10 +180,16 @@ impl Pulse {
 
     /// Runs `pulse ARGS` to completion (a command expected to fail fast, say).
     pub fn run_to_end(args: &[&str]) -> std::process::Output {
+        Pulse::run_to_end_with_env(args, &[])
+    }
+
+    /// The same, with `env` added to its environment.
+    pub fn run_to_end_with_env(args: &[&str], env: &[(String, String)]) -> std::process::Output {
         Command::new(pulse_bin())
             .args(args)
             .env_remove("PULSE_CONFIG")
             .env_remove("KAFKA_BROKERS")
+            .envs(env.iter().cloned())
             .output()
             .expect("running pulse")
     }

@@ -185,6 +185,10 @@ fn ensure_tansu() -> PathBuf {
 
 /// The path of `<repo>/.tools/<tool>`, running `scripts/<script>` first if it is missing.
 pub(crate) fn ensure_tool(tool: &Path, script: &str) -> PathBuf {
+    // One install at a time: two tests installing the same tool at once remove each other's
+    // half-built environment (the scripts start a failed install afresh).
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let root = repo_root();
     let path = root.join(".tools").join(tool);
     if path.is_file() {

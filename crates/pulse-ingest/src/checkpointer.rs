@@ -1,12 +1,11 @@
 //! Periodic checkpoints: a copy of the state taken at a barrier, written off the ingest path.
 //!
 //! Taking the copy is the only pause ingestion sees (the workers clone their partitions' state at the
-//! barrier); encoding, writing and fsyncing run on a blocking thread while consumption goes
-//! on. One checkpoint is in flight at a time. The offsets a checkpoint holds are handed back
+//! barrier); encoding and writing (fsyncing, or uploading to object storage) run on another
+//! task while consumption goes on. One checkpoint is in flight at a time. The offsets a checkpoint holds are handed back
 //! only once it is durable: those, and only those, may be committed to Kafka, so the group's
 //! committed offsets never run ahead of a state that could be restored.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pulse_core::EngineState;
@@ -16,15 +15,20 @@ use tokio::task::JoinError;
 use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
 use crate::periodic::Periodic;
-use crate::state_store::{Offsets, StateStore, StateStoreError};
+use crate::state_store::{Offsets, StateStore, StateStoreError, TopicSizes};
 
-type Written = (Offsets, Result<PathBuf, StateStoreError>, Duration, i64);
+type Written = (Offsets, Result<u64, StateStoreError>, Duration, i64);
 
 #[derive(Debug)]
 pub struct Checkpointer {
     store: StateStore,
     job: Periodic<Written>,
     status: CheckpointStatus,
+    /// Each topic's partition count, once the broker has said: saved with every partition,
+    /// so that its state is never mixed across a partition-count change.
+    sizes: TopicSizes,
+    /// Set when a save was refused because another instance owns a partition now.
+    lost: Option<StateStoreError>,
 }
 
 impl Checkpointer {
@@ -33,7 +37,22 @@ impl Checkpointer {
             store,
             job: Periodic::new(interval),
             status: CheckpointStatus::default(),
+            sizes: TopicSizes::new(),
+            lost: None,
         }
+    }
+
+    /// The refusal of a save because another instance took a partition over, once. The
+    /// caller stops: this instance cannot yet give up single partitions and go on with
+    /// the rest, and consuming a partition whose state can never be saved again would
+    /// only delay the new owner.
+    pub fn take_lost(&mut self) -> Option<StateStoreError> {
+        self.lost.take()
+    }
+
+    /// Records the topics' partition counts for the checkpoints to come.
+    pub fn set_topic_sizes(&mut self, sizes: TopicSizes) {
+        self.sizes = sizes;
     }
 
     pub fn status(&self) -> &CheckpointStatus {
@@ -56,10 +75,13 @@ impl Checkpointer {
     ) {
         self.status.last_pause_seconds = pause.as_secs_f64();
         let store = self.store.clone();
+        let sizes = self.sizes.clone();
         let taken_at = wall_ms();
-        self.job.start_blocking(move || {
+        self.job.start(async move {
             let started = Instant::now();
-            let result = store.save(&state, &numbers, &offsets, taken_at);
+            let result = store
+                .save(state, &numbers, &offsets, &sizes, taken_at)
+                .await;
             (offsets, result, started.elapsed(), taken_at)
         });
     }
@@ -102,22 +124,32 @@ impl Checkpointer {
     fn record(
         &mut self,
         offsets: Offsets,
-        result: Result<PathBuf, StateStoreError>,
+        result: Result<u64, StateStoreError>,
         took: Duration,
         taken_at: i64,
     ) -> Option<Offsets> {
         match result {
-            Ok(path) => {
+            Ok(bytes) => {
                 self.status.written_total += 1;
                 self.status.last_success_unix_ms = Some(taken_at);
                 self.status.last_write_seconds = took.as_secs_f64();
-                self.status.last_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-                tracing::debug!(path = %path.display(), bytes = self.status.last_bytes, "Checkpoint written.");
+                self.status.last_bytes = bytes;
+                tracing::debug!(
+                    location = self.store.location(),
+                    bytes,
+                    "Checkpoint written."
+                );
                 Some(offsets)
             }
             Err(error) => {
                 self.status.failed_total += 1;
                 tracing::error!(%error, "Checkpoint failed; the previous one stays in place and offsets are not committed past it.");
+                if matches!(
+                    error,
+                    StateStoreError::Fenced { .. } | StateStoreError::NotLoaded { .. }
+                ) {
+                    self.lost = Some(error);
+                }
                 None
             }
         }

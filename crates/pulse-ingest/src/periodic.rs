@@ -47,13 +47,6 @@ impl<T: Send + 'static> Periodic<T> {
         self.in_flight = Some(tokio::spawn(run));
     }
 
-    /// Starts a run of blocking work (file I/O) on the runtime's blocking threads.
-    pub fn start_blocking(&mut self, run: impl FnOnce() -> T + Send + 'static) {
-        debug_assert!(self.in_flight.is_none(), "one run at a time");
-        self.last_started = Instant::now();
-        self.in_flight = Some(tokio::task::spawn_blocking(run));
-    }
-
     /// The outcome of a run that has finished since the last call, without waiting.
     pub async fn poll(&mut self) -> Option<Result<T, JoinError>> {
         if self.in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
@@ -88,7 +81,7 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(job.wait().await.unwrap().unwrap(), 7);
         assert!(job.due());
-        job.start_blocking(|| 8);
+        job.start(async { 8 });
         assert_eq!(job.wait().await.unwrap().unwrap(), 8);
         assert!(job.wait().await.is_none());
 

@@ -68,9 +68,10 @@ pub struct RunArgs {
     /// HTTP address; overrides http.listen ("127.0.0.1:0" picks a free port).
     #[arg(long)]
     pub listen: Option<String>,
-    /// State directory; overrides state.dir.
-    #[arg(long)]
-    pub state: Option<PathBuf>,
+    /// State location, a directory or a URL (`s3://bucket/prefix`, …); overrides state.url
+    /// and state.dir.
+    #[arg(long, value_name = "DIR|URL")]
+    pub state: Option<String>,
     /// Start with empty state even though the state directory holds checkpoints (they are
     /// moved into a `discarded-…` folder, not deleted).
     #[arg(long)]
@@ -156,12 +157,14 @@ pub struct ReplayArgs {
     /// Print the snapshot on one line instead of indented.
     #[arg(long)]
     pub compact: bool,
-    /// Also write the engine state as a checkpoint in DIR, with sessions still open at the
-    /// end of the input, so `pulse run --state DIR` continues from it (seed 30 days of
-    /// history from a warehouse export, then go live). Virtual partition p is saved as
-    /// partition p of the first of `kafka.topics`: give --partitions the topic's count.
-    #[arg(long, value_name = "DIR")]
-    pub save_state: Option<PathBuf>,
+    /// Also write the state of every partition to DIR or URL (`s3://bucket/prefix`, …), with
+    /// sessions still open at the end of the input, so a `pulse run --state` group
+    /// continues from it partition by partition (seed 30 days of history from a warehouse
+    /// export, then go live). Virtual partition p is saved as partition p of the first of
+    /// `kafka.topics`: give --partitions the topic's count. The location must hold no
+    /// state of those partitions yet.
+    #[arg(long, value_name = "DIR|URL")]
+    pub save_state: Option<String>,
     /// Also write the warehouse rollups of the final state (every day held, every metric and
     /// window) to FILE as NDJSON, ready for the loads in deploy/warehouse/.
     #[arg(long, value_name = "FILE")]
@@ -189,7 +192,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 .as_millisecond();
             let store = args
                 .save_state
-                .map(|dir| StateStore::with_keep(dir, raw.state.keep));
+                .map(|location| StateStore::open(&location, raw.state.keep, &config::environment()))
+                .transpose()
+                .context("--save-state")?;
             let outputs = replay::Outputs {
                 save_state: store.as_ref(),
                 rollups: args.rollups.as_deref(),
@@ -225,14 +230,12 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             // Every record comes with its Kafka partition: none is virtual.
             settings.partitions = 1;
-            let state_dir = args
-                .state
-                .or_else(|| (!raw.state.dir.is_empty()).then(|| PathBuf::from(&raw.state.dir)));
+            let state = args.state.or_else(|| raw.state_location());
             service::run(service::RunOptions {
                 settings,
                 raw,
                 listen,
-                state_dir,
+                state,
                 reset_state: args.reset_state,
             })
         }
@@ -323,6 +326,5 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn load_config(args: &ConfigArgs) -> Result<config::RawConfig> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    config::load(args.config.as_deref(), &env)
+    config::load(args.config.as_deref(), &config::environment())
 }

@@ -182,6 +182,8 @@ pub struct RawHttp {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub dir: String,
+    /// `file:///…`, `s3://bucket/prefix`, `gs://…`, `az://…`; wins over `dir` when set.
+    pub url: String,
     #[serde(with = "human_duration")]
     pub checkpoint_interval: Duration,
     pub keep: usize,
@@ -307,6 +309,12 @@ fn describe(error: figment::Error, variables: &BTreeMap<String, String>) -> Stri
 
 /// Loads the layers. `env` is the process environment in production and a fixed list in
 /// tests, so tests never depend on the machine's variables.
+/// The process environment, read at the edge and passed on: to the configuration and to the
+/// state store (object storage credentials).
+pub fn environment() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<RawConfig> {
     let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
     if let Some(path) = file {
@@ -460,6 +468,16 @@ impl RawConfig {
 }
 
 impl RawConfig {
+    /// Where `run` keeps its state: `state.url` when set (it wins over `state.dir`, whose
+    /// default stays in force for everyone who never set a URL), else `state.dir`, else
+    /// nowhere.
+    pub fn state_location(&self) -> Option<String> {
+        [&self.state.url, &self.state.dir]
+            .into_iter()
+            .find(|location| !location.is_empty())
+            .cloned()
+    }
+
     /// Checks the service sections (Kafka, HTTP, state) that `run` and `demo` use.
     pub fn validate_service(&self) -> Result<std::net::SocketAddr> {
         if self.kafka.topics.is_empty() || self.kafka.topics.iter().any(String::is_empty) {

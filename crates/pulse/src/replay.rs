@@ -74,7 +74,9 @@ pub fn replay(
         decode_threads,
         "Replay started."
     );
+    // Timers and sockets: `--save-state` may talk to an object store.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .context("starting the replay's runtime")?;
     let mut pipeline =
@@ -141,10 +143,26 @@ async fn finish(
         // from here must see the sessions still open at the hand-over.
         let state = pipeline.state().await?;
         let numbers = PartitionNumbers::virtual_partitions(outputs.topic, settings.partitions);
-        let path = store
-            .save(&state, &numbers, &Default::default(), now_ms.unwrap_or(0))
-            .context("--save-state")?;
-        tracing::info!(path = %path.display(), partitions = settings.partitions, topic = outputs.topic, "State saved; `pulse run --state` can start from it.");
+        // The count is saved with each partition: a group whose topic has another count
+        // refuses this state instead of mixing users across partitions.
+        let sizes = [(outputs.topic.to_owned(), settings.partitions as u32)].into();
+        let bytes = store
+            .save(
+                state,
+                &numbers,
+                &Default::default(),
+                &sizes,
+                now_ms.unwrap_or(0),
+            )
+            .await
+            .with_context(|| format!("--save-state {}", store.location()))?;
+        tracing::info!(
+            location = store.location(),
+            bytes,
+            partitions = settings.partitions,
+            topic = outputs.topic,
+            "State saved; `pulse run --state` can start from it."
+        );
     }
     pipeline.close_all_sessions().await?;
     if let Some(file) = outputs.rollups {

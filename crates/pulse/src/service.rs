@@ -21,13 +21,13 @@ use pulse_ingest::clock::wall_ms;
 use pulse_ingest::demo::{self, DemoOptions};
 use pulse_ingest::kafka::{self, Durability, KafkaOptions};
 use pulse_ingest::rollups::{RollupOptions, RollupWriter};
-use pulse_ingest::state_store::StateStore;
+use pulse_ingest::state_store::{Saved, StateStore};
 use pulse_ingest::{Pipeline, Sink};
 use pulse_workload::producer::{self, ProducerOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RawConfig;
+use crate::config::{self, RawConfig};
 
 /// Publishes each snapshot and status to the HTTP exporter.
 struct ExporterSink(Arc<Exporter>);
@@ -131,9 +131,41 @@ pub struct RunOptions {
     pub settings: EngineSettings,
     pub raw: RawConfig,
     pub listen: SocketAddr,
-    pub state_dir: Option<PathBuf>,
-    /// Start empty even if the state directory holds checkpoints (they are moved aside).
+    /// Where checkpoints live: a directory or a URL (`state.url`, `state.dir`, `--state`).
+    pub state: Option<String>,
+    /// Start empty even if the state location holds checkpoints (they are moved aside).
     pub reset_state: bool,
+}
+
+/// The saved state to start from, if any: loaded (and its partitions claimed), or moved
+/// aside for `--reset-state`.
+async fn starting_state(store: &StateStore, reset_state: bool) -> Result<Option<Saved>> {
+    if reset_state {
+        let moved = store
+            .reset()
+            .await
+            .context("--reset-state: cannot move the old checkpoints aside")?;
+        tracing::warn!(
+            checkpoints = moved,
+            location = store.location(),
+            "Starting with empty state (--reset-state); old checkpoints moved aside."
+        );
+        return Ok(None);
+    }
+    let saved = store
+        .load()
+        .await
+        .context("refusing to start: the saved state cannot be used")?;
+    if let Some(saved) = &saved {
+        let counters = total_counters(saved.engine.partitions.iter().map(|p| &p.inputs));
+        tracing::info!(
+            accepted = counters.accepted,
+            partitions = saved.numbers.len(),
+            location = saved.location,
+            "Resuming from the saved state."
+        );
+    }
+    Ok(saved)
 }
 
 /// `pulse run`: consume Kafka, serve the KPIs.
@@ -142,32 +174,14 @@ pub fn run(options: RunOptions) -> Result<()> {
         settings,
         raw,
         listen,
-        state_dir,
+        state,
         reset_state,
     } = options;
     let kafka = kafka_options(&raw);
-    let store = state_dir.map(|dir| StateStore::with_keep(dir, raw.state.keep));
-    let saved = match &store {
-        Some(store) if reset_state => {
-            let moved = store
-                .reset()
-                .context("--reset-state: cannot move the old checkpoints aside")?;
-            tracing::warn!(checkpoints = moved, dir = %store.path().display(), "Starting with empty state (--reset-state); old checkpoints moved aside.");
-            None
-        }
-        Some(store) => store
-            .load()
-            .context("refusing to start: the saved state cannot be used")?,
-        None => None,
-    };
-    if let Some(saved) = &saved {
-        let counters = total_counters(saved.engine.partitions.iter().map(|p| &p.inputs));
-        tracing::info!(
-            accepted = counters.accepted,
-            partitions = saved.numbers.len(),
-            "Resuming from the saved state."
-        );
-    }
+    let store = state
+        .map(|location| StateStore::open(&location, raw.state.keep, &config::environment()))
+        .transpose()
+        .context("state.url")?;
     let shutdown_timeout = raw.state.shutdown_timeout;
     let interval = raw.state.checkpoint_interval;
     let rollups = rollup_options(&raw).map(|options| RollupWriter::new(settings.clone(), options));
@@ -175,13 +189,29 @@ pub fn run(options: RunOptions) -> Result<()> {
         listen,
         shutdown_timeout,
         move |exporter, token| async move {
-            let (engine, numbers, restored) = match saved {
-                Some(saved) => (Some(saved.engine), saved.numbers, saved.offsets),
-                None => (None, Default::default(), Default::default()),
+            // Loaded on the runtime that then writes: an object store's connections belong
+            // to the runtime that opened them.
+            let saved = match &store {
+                Some(store) => starting_state(store, reset_state).await?,
+                None => None,
             };
-            let durability = store.map(|store| Durability {
-                checkpointer: Checkpointer::new(store, interval),
-                restored,
+            let (engine, numbers, restored, sizes) = match saved {
+                Some(saved) => (
+                    Some(saved.engine),
+                    saved.numbers,
+                    saved.offsets,
+                    saved.topic_sizes,
+                ),
+                None => Default::default(),
+            };
+            let durability = store.map(|store| {
+                let mut checkpointer = Checkpointer::new(store, interval);
+                checkpointer.set_topic_sizes(sizes.clone());
+                Durability {
+                    checkpointer,
+                    restored,
+                    sizes,
+                }
             });
             let mut pipeline = Pipeline::start(settings, wall_ms(), engine)?;
             let sink = ExporterSink(exporter);

@@ -36,7 +36,7 @@ use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
 use crate::pipeline::{Pipeline, Sink};
 use crate::rollups::RollupWriter;
-use crate::state_store::{Offsets, StateStoreError};
+use crate::state_store::{Offsets, StateStoreError, TopicSizes};
 use crate::topic_partition::TopicPartition;
 use crate::workers::WorkerStopped;
 
@@ -56,6 +56,14 @@ pub enum KafkaSourceError {
     Shards(#[from] WorkerStopped),
     #[error(transparent)]
     State(#[from] StateStoreError),
+    #[error(
+        "topic {topic} had {saved} partitions when its state was saved and has {now} now: users \
+         hash to other partitions after such a change, so state kept by partition cannot carry \
+         over. Rebuild the state for {now} partitions from a copy of the events with `pulse \
+         replay --input FILE --partitions {now} --save-state URL`, or pass --reset-state to \
+         start empty"
+    )]
+    PartitionCountChanged { topic: String, saved: u32, now: u32 },
 }
 
 /// Durable state for the Kafka source: where checkpoints go, and the offsets of the one the
@@ -66,6 +74,38 @@ pub struct Durability {
     /// Next offset per partition in the restored checkpoint; these win over the group's
     /// committed offsets.
     pub restored: Offsets,
+    /// Each topic's partition count when the restored state was saved (empty for a fresh
+    /// start); the count first seen stands in for it otherwise.
+    pub sizes: TopicSizes,
+}
+
+impl Durability {
+    /// Checks the topics' partition counts (`known`, as the broker lists them) against
+    /// those the state was saved (or started) under, and saves them with the checkpoints to
+    /// come. A changed count is fatal: the same user now lands in another partition.
+    fn follow_topic_sizes(&mut self, known: &[TopicPartition]) -> Result<(), KafkaSourceError> {
+        let mut now = TopicSizes::new();
+        for key in known {
+            *now.entry(key.topic.clone()).or_default() += 1;
+        }
+        for (topic, &count) in &now {
+            match self.sizes.get(topic) {
+                Some(&saved) if saved != count => {
+                    return Err(KafkaSourceError::PartitionCountChanged {
+                        topic: topic.clone(),
+                        saved,
+                        now: count,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    self.sizes.insert(topic.clone(), count);
+                    self.checkpointer.set_topic_sizes(self.sizes.clone());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Consumes until `shutdown`, publishing a snapshot every refresh and, with `durability`,
@@ -93,10 +133,13 @@ pub async fn run(
     ] {
         consumer_config.set(key, value);
     }
-    // pulse's defaults, unless the operator set them.
+    // pulse's defaults, unless the operator set them. Cooperative-sticky: a member joining
+    // or leaving moves only the partitions that must move, and the others keep being read
+    // (and keep their state) through the rebalance, instead of the whole group stopping.
     for (key, value) in [
         ("statistics.interval.ms", "2000"),
         ("queued.max.messages.kbytes", "16384"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
     ] {
         if !options.properties.contains_key(key) {
             consumer_config.set(key, value);
@@ -208,6 +251,10 @@ pub async fn run(
                             }
                         }
                     }
+                    if let Some(durable) = durability.as_mut() {
+                        let known = shared.lock().unwrap_or_else(|e| e.into_inner()).topic_partitions.clone();
+                        durable.follow_topic_sizes(&known)?;
+                    }
                     // Positions move only as this loop routes records (and at rebalances, inside
                     // recv()): one copy serves the whole tick.
                     let positions = consumer.context().positions();
@@ -231,6 +278,9 @@ pub async fn run(
                         Some(durable) => {
                             if let Some(written) = durable.checkpointer.poll().await {
                                 commit(&consumer, &written, CommitMode::Async);
+                            }
+                            if let Some(lost) = durable.checkpointer.take_lost() {
+                                return Err(lost.into());
                             }
                             if durable.checkpointer.due() {
                                 let started = Instant::now();
@@ -328,7 +378,12 @@ pub async fn run(
                     tracing::info!("State saved and offsets committed.");
                 }
                 None => {
-                    tracing::error!("The last checkpoint failed; offsets stay at the previous one.")
+                    tracing::error!(
+                        "The last checkpoint failed; offsets stay at the previous one."
+                    );
+                    if let Some(lost) = durable.checkpointer.take_lost() {
+                        return Err(lost.into());
+                    }
                 }
             }
         }

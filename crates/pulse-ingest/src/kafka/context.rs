@@ -212,7 +212,7 @@ impl ConsumerContext for PulseContext {
                         tracing::warn!(%error, partition = %at, "Cannot start the partition at this instance's position.");
                     }
                 }
-                tracing::info!(partitions = ?names, "Partitions assigned.");
+                tracing::info!(partitions = ?names, cooperative, "Partitions assigned.");
                 let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
                 shared.newly_assigned.extend(names);
                 drop(shared);
@@ -223,7 +223,7 @@ impl ConsumerContext for PulseContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(partitions = ?names, "Partitions revoked.");
+                tracing::info!(partitions = ?names, cooperative, "Partitions revoked.");
                 if cooperative {
                     consumer.incremental_unassign(partitions)
                 } else {

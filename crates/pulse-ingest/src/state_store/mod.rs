@@ -1,115 +1,185 @@
-//! Checkpoints on disk: the state of every partition and the Kafka offset it covers, so a
-//! restart (clean or not) resumes where the last checkpoint left off.
+//! Checkpoints in a directory or an object store: the state of every partition and the
+//! Kafka offset it covers, so a restart (clean or not), or another instance taking a
+//! partition over, resumes where the last checkpoint left off.
 //!
-//! The store owns one directory and nothing else. Each [`StateStore::save`] writes a new
-//! file `checkpoint-<sequence>.bin` (sequence zero-padded to 20 digits, one more than the
-//! newest file present) and then prunes all but the newest `keep` (default 3). A file appears
-//! under its final name only once complete: it is written to `checkpoint-<sequence>.bin.tmp`
-//! in the same directory, `fsync`ed, renamed, and the directory `fsync`ed. A crash or a failed
-//! write (full disk, read-only file system, permissions) therefore never touches an older
-//! checkpoint, and a failed write removes its temporary file. The offset of each partition in
-//! a checkpoint is exactly the one whose events its state contains, so Kafka offsets may be
-//! committed once `save` has returned.
+//! # Layout
+//!
+//! Under the location (`state.url`: a directory, `file://`, `s3://`, `gs://`, `az://`; see
+//! [`location`]) each partition has a folder `partitions/<topic>/<partition>/` holding
+//! immutable checkpoint objects `state-<sequence>-<epoch>.bin` (a checkpoint file of
+//! [`format`] with that one partition, numbered 0, and the router state) and numbered
+//! manifests `manifest-<sequence>.json` naming the current one (see [`manifest`]). A save
+//! writes the object, then *creates* the next manifest; only a created manifest makes the
+//! checkpoint count, so a crash mid-save leaves the previous one current, and a stale owner
+//! whose create is refused learns that it lost the partition ([`StateStoreError::Fenced`]).
+//! Why per partition: the partition is the unit Kafka hands from one group member to
+//! another, so it is the unit a new owner must load and an old one must stop writing.
+//!
+//! The offset of each partition in a checkpoint is exactly the one whose events its state
+//! contains, so Kafka offsets may be committed once `save` has returned: Kafka's committed
+//! offsets are progress for lag tools, the checkpoint is the truth.
 //!
 //! Why keep several and not one: a checkpoint can still be damaged after the fact (a torn
-//! sector, a bad copy, a bug); [`StateStore::load`] then falls back to the previous one
-//! instead of losing the month. Falling back is safe because each file pairs its state with
-//! its own offsets: pulse re-reads from the older offsets.
+//! sector, a bad copy, a bug); [`StateStore::load`] then falls back to the previous one of
+//! that partition instead of losing the month. Falling back is safe because each object
+//! pairs its state with its own offset: pulse re-reads from the older offset.
 //!
 //! # Loading
 //!
-//! Files are tried newest first. One that is truncated, too long, has a bad magic or a
-//! checksum mismatch, or whose body or engine image does not decode, is skipped with a
-//! warning and reported in [`Saved::skipped`]. If checkpoint files exist but none is usable,
-//! `load` fails ([`StateStoreError::NoValidCheckpoint`]) rather than start empty: starting
-//! empty would silently throw the month away; `--reset-state` ([`StateStore::reset`]) is the
-//! explicit way to do that, and it moves the files aside instead of deleting them.
+//! Per partition, manifests are tried newest first. One that does not decode, names a
+//! missing object, or whose object is truncated, has a bad magic or a checksum mismatch or
+//! does not decode, is skipped with a warning and reported in [`Saved::skipped`]. If a
+//! partition has manifests but none is usable, `load` fails
+//! ([`StateStoreError::NoValidCheckpoint`]) rather than start it empty: that would silently
+//! throw the month away; `--reset-state` ([`StateStore::reset`]) is the explicit way to do
+//! that, and it moves the objects aside instead of deleting them. Loading claims every
+//! partition it read (the next manifest, epoch one up), so that an older owner still
+//! running is fenced.
 //!
-//! An intact file with another format version is not damage: a different pulse wrote it
-//! (usually a newer one, before a rollback). `load` refuses to start
-//! ([`StateStoreError::UnsupportedVersion`]) instead of falling back past it, because the
-//! older checkpoint would rewind the state without saying so, and the next `keep` saves would
-//! prune the newer files for good. A legacy `state.bin` of the pre-checkpoint format (never
-//! released) is ignored.
+//! An intact object with another format version, or with KPI families this build does not
+//! know, is not damage: a different pulse wrote it (usually a newer one, before a
+//! rollback). `load` refuses to start instead of falling back past it, because the older
+//! checkpoint would rewind the state without saying so.
 //!
-//! This is synchronous std I/O; async callers run it on a blocking thread.
+//! # Upgrading
+//!
+//! pulse before object storage wrote whole-engine files `checkpoint-<sequence>.bin` (format
+//! 2) straight into the directory. `load` reads those, with the same fallback and refusals,
+//! for every partition the per-partition layout lacks (all of them, at the first start after
+//! an upgrade); the first complete save then moves them to `upgraded-<unix-ms>/`, kept, not
+//! deleted. A first save cut short (a crash) therefore never leaves a partition empty.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use pulse_core::EngineState;
+use pulse_core::partition::PartitionState;
 
 use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
 use crate::topic_partition::TopicPartition;
 
 mod format;
+mod location;
+mod manifest;
 
 pub use format::{Checkpoint, FORMAT_VERSION, Unusable, read_checkpoint};
 use format::{SHARDED_FORMAT_VERSION, encode};
+pub use location::BadLocation;
+use manifest::{Manifest, manifest_name, parse_manifest_name, parse_state_name, state_name};
 
 /// Next offset to read, by (topic, partition).
 pub type Offsets = BTreeMap<TopicPartition, i64>;
 
-/// Checkpoints kept by [`StateStore::new`].
+/// Partition count by topic, as the writer knew it.
+pub type TopicSizes = BTreeMap<String, u32>;
+
+/// Checkpoints kept per partition by [`StateStore::new`].
 pub const DEFAULT_KEEP: usize = 3;
-const PREFIX: &str = "checkpoint-";
-const SUFFIX: &str = ".bin";
-const TEMPORARY_SUFFIX: &str = ".bin.tmp";
-const SEQUENCE_DIGITS: usize = 20;
-const LEGACY_FILE: &str = "state.bin";
+const PARTITIONS: &str = "partitions";
+const LEGACY_PREFIX: &str = "checkpoint-";
+const LEGACY_SUFFIX: &str = ".bin";
+/// How often `load` retries claiming a partition another instance keeps claiming first.
+const CLAIM_ATTEMPTS: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateStoreError {
+    #[error(transparent)]
+    Location(#[from] BadLocation),
     /// Writing a checkpoint failed; every older checkpoint is intact.
-    #[error("cannot write checkpoint {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    /// The directory or a file in it could not be read (not a question of content).
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    /// Checkpoint files exist but none is usable.
+    #[error("cannot write checkpoint {location}: {source}")]
+    Write {
+        location: String,
+        source: object_store::Error,
+    },
+    /// The location or an object in it could not be read (not a question of content).
+    #[error("cannot read {location}: {source}")]
+    Read {
+        location: String,
+        source: object_store::Error,
+    },
+    /// Another owner saved the partition since this one loaded it: it is not ours any more.
     #[error(
-        "no usable checkpoint in {dir}: {}; pass --reset-state to move them aside and start empty",
+        "lost partition {partition}: {location} was written by owner epoch {newer_epoch} \
+         while this instance holds epoch {epoch}; its state here is stale and is not saved"
+    )]
+    Fenced {
+        partition: TopicPartition,
+        location: String,
+        epoch: u64,
+        newer_epoch: u64,
+    },
+    /// A partition this instance did not load already has checkpoints: saving would
+    /// overwrite another owner's (or an older) history.
+    #[error(
+        "{location} already holds checkpoints of partition {partition} that this process did \
+         not load: another pulse owns it, or it is an older history; save to an empty \
+         location, or move the old state aside with `pulse run --reset-state`"
+    )]
+    NotLoaded {
+        partition: TopicPartition,
+        location: String,
+    },
+    /// Checkpoints exist but none is usable.
+    #[error(
+        "no usable checkpoint in {location}: {}; pass --reset-state to move them aside and start empty",
         list(.skipped)
     )]
-    NoValidCheckpoint { dir: PathBuf, skipped: Vec<Skipped> },
+    NoValidCheckpoint {
+        location: String,
+        skipped: Vec<Skipped>,
+    },
     /// The newest intact checkpoint is pulse 0.1's, kept by user-hash shard.
     #[error(
-        "checkpoint {path} has format version 1 (pulse 0.1), which kept state by user-hash shard; \
+        "checkpoint {location} has format version 1 (pulse 0.1), which kept state by user-hash shard; \
          this pulse keeps it by Kafka partition and cannot split the old sketches by partition. \
          Either rebuild the history from a copy of the events with `pulse replay --input FILE \
          --partitions N --save-state DIR` (N = the topic's partition count), or run pulse 0.1 \
          until you are ready, or pass --reset-state to move the old checkpoints aside and \
          start empty (the 30-day windows then fill again over 30 days)"
     )]
-    ShardedFormat { path: PathBuf },
+    ShardedFormat { location: String },
     /// The newest intact checkpoint holds KPI families this build does not know.
     #[error(
-        "checkpoint {path} holds KPI families this pulse does not know ({}): a newer pulse \
+        "checkpoint {location} holds KPI families this pulse does not know ({}): a newer pulse \
          wrote it; run that one, or pass --reset-state to move the checkpoints aside and \
          start empty",
         .families.join(", ")
     )]
     UnknownFamilies {
-        path: PathBuf,
+        location: String,
         families: Vec<String>,
     },
     /// The newest intact checkpoint was written in a format this build does not read.
     #[error(
-        "checkpoint {path} has format version {found} but this pulse reads only versions 2 to {supported}: \
+        "checkpoint {location} has format version {found} but this pulse reads only versions 2 to {supported}: \
          run the pulse that wrote it, or pass --reset-state to move the checkpoints aside and start empty"
     )]
     UnsupportedVersion {
-        path: PathBuf,
+        location: String,
         found: u16,
         supported: u16,
     },
-    /// `reset` could not move a file aside.
-    #[error("cannot move checkpoint {path} aside: {source}")]
-    Discard { path: PathBuf, source: io::Error },
+    /// The partitions of one topic were saved under different partition counts.
+    #[error(
+        "the saved partitions of topic {topic} were written when it had different partition \
+         counts ({counts}): state kept by partition cannot be mixed across a partition-count \
+         change; rebuild it with `pulse replay --save-state URL --partitions N` (N = the \
+         topic's count now), or pass --reset-state to start empty"
+    )]
+    MixedPartitionCounts { topic: String, counts: String },
+    /// `reset` could not move an object aside.
+    #[error("cannot move checkpoint {location} aside: {source}")]
+    Discard {
+        location: String,
+        source: object_store::Error,
+    },
 }
 
 fn list(skipped: &[Skipped]) -> String {
@@ -120,13 +190,13 @@ fn list(skipped: &[Skipped]) -> String {
 /// A checkpoint `load` passed over, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
-    pub path: PathBuf,
+    pub location: String,
     pub reason: String,
 }
 
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.path.display(), self.reason)
+        write!(f, "{} ({})", self.location, self.reason)
     }
 }
 
@@ -137,718 +207,819 @@ pub struct Saved {
     pub engine: EngineState,
     pub numbers: PartitionNumbers,
     pub offsets: Offsets,
+    /// The newest save among the partitions.
     pub saved_at_ms: i64,
-    /// The checkpoint file this was read from.
-    pub path: PathBuf,
-    pub sequence: u64,
-    /// Newer checkpoints that were damaged, newest first.
+    /// The partition count of each topic when it was saved (absent for the files of pulse
+    /// before object storage, which did not record it).
+    pub topic_sizes: TopicSizes,
+    /// What was read: the legacy checkpoint file, or the location.
+    pub location: String,
+    /// Newer checkpoints that were damaged, newest first per partition.
     pub skipped: Vec<Skipped>,
 }
 
-/// A directory of checkpoints. Cheap to clone; holds no open file.
+/// The epoch this store owns a partition under, and the newest manifest it created.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    epoch: u64,
+    sequence: u64,
+}
+
+/// A location of checkpoints. Cheap to clone (clones share the claims, i.e. the partitions
+/// this instance owns); holds no open file or connection of its own.
 #[derive(Debug, Clone)]
 pub struct StateStore {
-    dir: PathBuf,
+    objects: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    display: String,
+    dir: Option<PathBuf>,
     keep: usize,
+    claims: Arc<Mutex<HashMap<TopicPartition, Claim>>>,
+    /// Set when what was loaded came (partly) from the files of pulse before object
+    /// storage: once a save has written every partition in the new layout, they are moved
+    /// aside, so that files still present mean an upgrade not yet completed.
+    upgrading: Arc<AtomicBool>,
 }
 
 impl StateStore {
-    /// A store in `dir` (created at the first save) keeping [`DEFAULT_KEEP`] checkpoints.
-    pub fn new(dir: impl Into<PathBuf>) -> StateStore {
+    /// A store in the directory `dir` (created at the first save) keeping
+    /// [`DEFAULT_KEEP`] checkpoints per partition.
+    pub fn new(dir: impl AsRef<Path>) -> StateStore {
         StateStore::with_keep(dir, DEFAULT_KEEP)
     }
 
-    /// A store keeping the newest `keep` checkpoints (at least 1).
-    pub fn with_keep(dir: impl Into<PathBuf>, keep: usize) -> StateStore {
+    /// A store in a directory keeping the newest `keep` checkpoints (at least 1).
+    pub fn with_keep(dir: impl AsRef<Path>, keep: usize) -> StateStore {
+        StateStore::from_opened(location::local(dir.as_ref()), keep)
+    }
+
+    /// A store at `location`: a directory or a URL (`file://`, `s3://`, `gs://`, `az://`)
+    /// whose credentials, region and endpoint come from `env` (`AWS_…`, `GOOGLE_…`,
+    /// `AZURE_…`; the binary passes its environment).
+    pub fn open(
+        location: &str,
+        keep: usize,
+        env: &[(String, String)],
+    ) -> Result<StateStore, StateStoreError> {
+        Ok(StateStore::from_opened(
+            location::open(location, env)?,
+            keep,
+        ))
+    }
+
+    fn from_opened(opened: location::Opened, keep: usize) -> StateStore {
         StateStore {
-            dir: dir.into(),
+            objects: opened.objects,
+            prefix: opened.prefix,
+            display: opened.display,
+            dir: opened.dir,
             keep: keep.max(1),
+            claims: Arc::default(),
+            upgrading: Arc::default(),
         }
     }
 
-    /// The checkpoint directory.
-    pub fn path(&self) -> PathBuf {
-        self.dir.clone()
+    /// The location, for messages: a directory or a URL.
+    pub fn location(&self) -> &str {
+        &self.display
     }
 
-    /// Writes a new checkpoint atomically, prunes the oldest beyond `keep`, and returns the
-    /// new file's path. On error nothing older has changed and no temporary file remains.
-    pub fn save(
+    /// The directory, for a local store.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Writes a checkpoint of every partition in `engine` (and of every partition in
+    /// `offsets` that has no state yet) and prunes each beyond `keep`; returns the bytes
+    /// written. `sizes` is each topic's partition count as the caller knows it. On error
+    /// no partition's previous checkpoint has changed, though some partitions may have
+    /// advanced: that is safe, because each partition's checkpoint pairs its state with its
+    /// own offset, and the offsets handed to Kafka only follow a save that returned `Ok`.
+    pub async fn save(
         &self,
-        engine: &EngineState,
+        engine: EngineState,
         numbers: &PartitionNumbers,
         offsets: &Offsets,
+        sizes: &TopicSizes,
         saved_at_ms: i64,
-    ) -> Result<PathBuf, StateStoreError> {
-        fs::create_dir_all(&self.dir).map_err(|source| StateStoreError::Write {
-            path: self.dir.clone(),
-            source,
-        })?;
-        let existing = self.checkpoints().map_err(|source| StateStoreError::Read {
-            path: self.dir.clone(),
-            source,
-        })?;
-        let sequence = existing.last().map_or(1, |(newest, _)| newest + 1);
-        let path = self.dir.join(file_name(sequence));
-        let bytes = encode(sequence, saved_at_ms, engine, numbers, offsets);
-        write_durably(&self.dir, &path, &bytes).map_err(|source| StateStoreError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        self.prune();
-        Ok(path)
+    ) -> Result<u64, StateStoreError> {
+        let EngineState { router, partitions } = engine;
+        let mut states: BTreeMap<TopicPartition, PartitionState> = BTreeMap::new();
+        for mut state in partitions {
+            let key = numbers
+                .key_of(state.partition as usize)
+                .cloned()
+                // Every routed partition was numbered; a gap would be a bug, kept rather
+                // than lost.
+                .unwrap_or_else(|| TopicPartition::new("", state.partition as i32));
+            state.partition = 0;
+            states.insert(key, state);
+        }
+        let mut keys: Vec<TopicPartition> = states.keys().cloned().collect();
+        keys.extend(offsets.keys().filter(|k| !states.contains_key(*k)).cloned());
+        let saves = keys.into_iter().map(|key| {
+            let one = EngineState {
+                router: router.clone(),
+                partitions: states.remove(&key).into_iter().collect(),
+            };
+            let offset = offsets.get(&key).copied();
+            let size = sizes.get(&key.topic).copied();
+            async move {
+                self.save_partition(&key, one, offset, size, saved_at_ms)
+                    .await
+            }
+        });
+        // A few at a time: object stores reward concurrency, a local disk does not mind.
+        // Every partition's save runs to its end, even after another failed: none is cut
+        // off between its object and its manifest.
+        let results: Vec<Result<u64, StateStoreError>> = futures::stream::iter(saves)
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let written = results.into_iter().collect::<Result<Vec<u64>, _>>()?;
+        if self.upgrading.swap(false, Ordering::AcqRel) {
+            self.finish_upgrade().await;
+        }
+        Ok(written.iter().sum())
     }
 
-    /// The newest usable checkpoint; `None` when the directory is missing or holds no
-    /// checkpoint file. See the module documentation for what is skipped and what refused.
-    pub fn load(&self) -> Result<Option<Saved>, StateStoreError> {
-        let files = self.checkpoints().map_err(|source| StateStoreError::Read {
-            path: self.dir.clone(),
-            source,
-        })?;
-        if files.is_empty() {
-            let legacy = self.dir.join(LEGACY_FILE);
-            if legacy.exists() {
-                tracing::info!(path = %legacy.display(), "Ignoring a state file of the old, unreleased format.");
+    async fn save_partition(
+        &self,
+        key: &TopicPartition,
+        engine: EngineState,
+        offset: Option<i64>,
+        size: Option<u32>,
+        saved_at_ms: i64,
+    ) -> Result<u64, StateStoreError> {
+        let folder = self.folder(key);
+        let claim = match self.claim_of(key) {
+            Some(claim) => claim,
+            None => {
+                if !self.manifests(&folder).await?.is_empty() {
+                    return Err(StateStoreError::NotLoaded {
+                        partition: key.clone(),
+                        location: self.show(&folder),
+                    });
+                }
+                Claim {
+                    epoch: 1,
+                    sequence: 0,
+                }
             }
-            return Ok(None);
-        }
-        let mut skipped = Vec::new();
-        for (sequence, path) in files.into_iter().rev() {
-            let bytes = fs::read(&path).map_err(|source| StateStoreError::Read {
-                path: path.clone(),
+        };
+        let sequence = claim.sequence + 1;
+        let numbers = PartitionNumbers::from_keys([key.clone()]);
+        let offsets: Offsets = offset.map(|o| (key.clone(), o)).into_iter().collect();
+        let bytes = encode(sequence, saved_at_ms, &engine, &numbers, &offsets);
+        let length = bytes.len() as u64;
+        let name = state_name(sequence, claim.epoch);
+        let object = folder.clone().join(name.as_str());
+        self.objects
+            .put(&object, PutPayload::from(bytes))
+            .await
+            .map_err(|source| StateStoreError::Write {
+                location: self.show(&object),
                 source,
             })?;
-            match read_checkpoint(&bytes) {
+        let manifest = Manifest::new(sequence, claim.epoch, name, saved_at_ms, size);
+        match self.create_manifest(&folder, &manifest).await {
+            Ok(()) => {}
+            Err(StateStoreError::Write {
+                source: object_store::Error::AlreadyExists { .. },
+                ..
+            }) => {
+                // Never made current: ours alone to remove.
+                let _ = self.objects.delete(&object).await;
+                return Err(self.fenced(key, &folder, claim.epoch).await);
+            }
+            Err(error) => return Err(error),
+        }
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.clone(),
+                Claim {
+                    epoch: claim.epoch,
+                    sequence,
+                },
+            );
+        self.prune(&folder).await;
+        Ok(length)
+    }
+
+    /// The error for a refused manifest: the partition is someone else's now. The claim is
+    /// dropped, so that this store never writes the partition again without loading it.
+    async fn fenced(
+        &self,
+        key: &TopicPartition,
+        folder: &ObjectPath,
+        epoch: u64,
+    ) -> StateStoreError {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        let newer_epoch = match self.manifests(folder).await {
+            Ok(manifests) => match manifests.last() {
+                Some(&newest) => self
+                    .read_manifest(folder, newest)
+                    .await
+                    .map_or(epoch, |m| m.epoch),
+                None => epoch,
+            },
+            Err(_) => epoch,
+        };
+        tracing::warn!(partition = %key, epoch, newer_epoch, "Lost the partition to another owner; not saving it.");
+        StateStoreError::Fenced {
+            partition: key.clone(),
+            location: self.show(folder),
+            epoch,
+            newer_epoch,
+        }
+    }
+
+    /// The newest usable checkpoint of every partition, claimed for this instance; `None`
+    /// when the location holds no checkpoint. See the module documentation for what is
+    /// skipped and what refused.
+    pub async fn load(&self) -> Result<Option<Saved>, StateStoreError> {
+        self.read(true).await
+    }
+
+    /// What [`Self::load`] would start from, without claiming anything: for tools and
+    /// tests that look at the state of a running pulse, which loading would fence.
+    pub async fn inspect(&self) -> Result<Option<Saved>, StateStoreError> {
+        self.read(false).await
+    }
+
+    async fn read(&self, claim: bool) -> Result<Option<Saved>, StateStoreError> {
+        let folders = self.partition_folders().await?;
+        let mut loaded = Vec::with_capacity(folders.len());
+        let mut skipped = Vec::new();
+        for (key, folder) in folders {
+            let partition = self.load_partition(&key, &folder, claim, &mut skipped);
+            if let Some(partition) = partition.await? {
+                loaded.push((key, partition));
+            }
+        }
+        // Files of pulse before object storage still present: an upgrade whose first save
+        // did not complete (a crash, a failed write). Their partitions that the new layout
+        // lacks come from them, never start empty.
+        let legacy = self.legacy_files().await?;
+        if !legacy.is_empty() {
+            let old = self.load_legacy(legacy).await?;
+            self.upgrading.store(true, Ordering::Release);
+            if loaded.is_empty() {
+                return Ok(Some(old));
+            }
+            skipped.extend(old.skipped.iter().cloned());
+            for (key, partition) in split(old) {
+                if !loaded.iter().any(|(k, _)| *k == key) {
+                    loaded.push((key, partition));
+                }
+            }
+            loaded.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        if loaded.is_empty() {
+            return Ok(None);
+        }
+        combine(loaded, skipped, self.display.clone()).map(Some)
+    }
+
+    /// After the first complete save in the per-partition layout: the single-file
+    /// checkpoints move to `upgraded-<unix-ms>/` (kept, not deleted). A failure costs
+    /// nothing but a merge on the next load, so it is logged, not returned.
+    async fn finish_upgrade(&self) {
+        let moved = match self.legacy_files().await {
+            Ok(files) => {
+                let files: Vec<ObjectPath> = files.into_iter().map(|(_, p)| p).collect();
+                self.move_aside(&files, "upgraded").await
+            }
+            Err(error) => Err(error),
+        };
+        match moved {
+            Ok(aside) => {
+                tracing::info!(to = %self.show(&aside), "Upgrade complete: the single-file checkpoints were moved aside.")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot move the single-file checkpoints aside; they stay in use for partitions the new layout lacks.")
+            }
+        }
+    }
+
+    /// One partition's newest usable checkpoint, claimed if `claim`; `None` if it has no
+    /// manifest.
+    async fn load_partition(
+        &self,
+        key: &TopicPartition,
+        folder: &ObjectPath,
+        claim: bool,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Option<(Checkpoint, Option<u32>)>, StateStoreError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let manifests = self.manifests(folder).await?;
+            let Some(&newest) = manifests.last() else {
+                return Ok(None);
+            };
+            let mut passed = Vec::new();
+            let mut usable = None;
+            let mut newest_epoch = 0;
+            for &sequence in manifests.iter().rev() {
+                let location = self.show(&folder.clone().join(manifest_name(sequence)));
+                let manifest = match self.read_manifest(folder, sequence).await {
+                    Ok(manifest) => manifest,
+                    Err(reason) => {
+                        passed.push(Skipped { location, reason });
+                        continue;
+                    }
+                };
+                newest_epoch = newest_epoch.max(manifest.epoch);
+                let object = folder.clone().join(manifest.checkpoint.as_str());
+                let location = self.show(&object);
+                let bytes = match self.objects.get(&object).await {
+                    Ok(got) => got.bytes().await,
+                    Err(e) => Err(e),
+                };
+                let bytes = match bytes {
+                    Ok(bytes) => bytes,
+                    Err(object_store::Error::NotFound { .. }) => {
+                        passed.push(Skipped {
+                            location,
+                            reason: "missing".to_owned(),
+                        });
+                        continue;
+                    }
+                    Err(source) => return Err(StateStoreError::Read { location, source }),
+                };
+                match readable(&bytes, location.clone())? {
+                    Ok(checkpoint) => {
+                        usable = Some((manifest, checkpoint));
+                        break;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%location, %reason, "Skipping a damaged checkpoint; trying the previous one.");
+                        passed.push(Skipped { location, reason });
+                    }
+                }
+            }
+            let Some((manifest, checkpoint)) = usable else {
+                return Err(StateStoreError::NoValidCheckpoint {
+                    location: self.show(folder),
+                    skipped: passed,
+                });
+            };
+            if !claim {
+                skipped.extend(passed);
+                return Ok(Some((checkpoint, manifest.topic_partitions)));
+            }
+            // The claim: the next manifest, one epoch above any seen, on the same object.
+            let claim = Claim {
+                epoch: newest_epoch.max(manifest.epoch) + 1,
+                sequence: newest + 1,
+            };
+            let claimed = Manifest::new(
+                claim.sequence,
+                claim.epoch,
+                manifest.checkpoint.clone(),
+                manifest.saved_at_ms,
+                manifest.topic_partitions,
+            );
+            match self.create_manifest(folder, &claimed).await {
+                Ok(()) => {
+                    self.claims
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.clone(), claim);
+                    skipped.extend(passed);
+                    return Ok(Some((checkpoint, manifest.topic_partitions)));
+                }
+                // Someone saved or claimed it meanwhile: read again from its newest.
+                Err(StateStoreError::Write {
+                    source: object_store::Error::AlreadyExists { .. },
+                    ..
+                }) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(StateStoreError::Fenced {
+            partition: key.clone(),
+            location: self.show(folder),
+            epoch: 0,
+            newer_epoch: 0,
+        })
+    }
+
+    /// The whole-engine files of pulse before object storage (see "Upgrading").
+    /// The newest usable of `files` (at least one); a legacy `state.bin` of the format
+    /// before checkpoints (never released) is not among them, and so ignored.
+    async fn load_legacy(
+        &self,
+        mut files: Vec<(u64, ObjectPath)>,
+    ) -> Result<Saved, StateStoreError> {
+        files.sort_unstable();
+        let mut skipped = Vec::new();
+        for (sequence, path) in files.into_iter().rev() {
+            let location = self.show(&path);
+            let bytes = self
+                .objects
+                .get(&path)
+                .await
+                .map_err(|source| StateStoreError::Read {
+                    location: location.clone(),
+                    source,
+                })?
+                .bytes()
+                .await
+                .map_err(|source| StateStoreError::Read {
+                    location: location.clone(),
+                    source,
+                })?;
+            match readable(&bytes, location.clone())? {
                 Ok(checkpoint) => {
                     if checkpoint.sequence != sequence {
-                        tracing::warn!(path = %path.display(), stored = checkpoint.sequence, "Checkpoint was renamed; using it anyway.");
+                        tracing::warn!(%location, stored = checkpoint.sequence, "Checkpoint was renamed; using it anyway.");
                     }
-                    return Ok(Some(Saved {
+                    return Ok(Saved {
                         engine: checkpoint.engine,
                         numbers: checkpoint.numbers,
                         offsets: checkpoint.offsets,
                         saved_at_ms: checkpoint.saved_at_ms,
-                        path,
-                        sequence: checkpoint.sequence,
+                        topic_sizes: TopicSizes::new(),
+                        location,
                         skipped,
-                    }));
-                }
-                Err(Unusable::UnknownFamilies(families)) => {
-                    return Err(StateStoreError::UnknownFamilies { path, families });
-                }
-                Err(Unusable::Version(SHARDED_FORMAT_VERSION)) => {
-                    return Err(StateStoreError::ShardedFormat { path });
-                }
-                Err(Unusable::Version(found)) => {
-                    return Err(StateStoreError::UnsupportedVersion {
-                        path,
-                        found,
-                        supported: FORMAT_VERSION,
                     });
                 }
-                Err(Unusable::Damaged(reason)) => {
-                    tracing::warn!(path = %path.display(), %reason, "Skipping a damaged checkpoint; trying the previous one.");
-                    skipped.push(Skipped { path, reason });
+                Err(reason) => {
+                    tracing::warn!(%location, %reason, "Skipping a damaged checkpoint; trying the previous one.");
+                    skipped.push(Skipped { location, reason });
                 }
             }
         }
         Err(StateStoreError::NoValidCheckpoint {
-            dir: self.dir.clone(),
+            location: self.display.clone(),
             skipped,
         })
     }
 
-    /// For `--reset-state`: moves every checkpoint into a new `discarded-<unix-ms>/`
-    /// subfolder (nothing is deleted) and returns how many were moved. The next save starts
-    /// again at sequence 1.
-    pub fn reset(&self) -> Result<usize, StateStoreError> {
-        let files = self.checkpoints().map_err(|source| StateStoreError::Read {
-            path: self.dir.clone(),
-            source,
-        })?;
-        if files.is_empty() {
+    /// For `--reset-state`: moves every checkpoint and manifest (and the files of pulse
+    /// before object storage) under a new `discarded-<unix-ms>/` prefix (nothing is
+    /// deleted) and returns how many objects were moved. Claims are dropped: the next save
+    /// starts each partition again at sequence 1.
+    pub async fn reset(&self) -> Result<usize, StateStoreError> {
+        let mut doomed: Vec<ObjectPath> = self
+            .list_all(&self.prefix.clone().join(PARTITIONS))
+            .await?
+            .into_iter()
+            .collect();
+        doomed.extend(self.legacy_files().await?.into_iter().map(|(_, p)| p));
+        if doomed.is_empty() {
             return Ok(0);
         }
-        let now_ms = wall_ms();
-        let aside = create_unique_dir(&self.dir, &format!("discarded-{now_ms}"))
-            .map_err(|(path, source)| StateStoreError::Discard { path, source })?;
-        for (_, path) in &files {
-            let target = aside.join(path.file_name().expect("listed files have names"));
-            fs::rename(path, &target).map_err(|source| StateStoreError::Discard {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        for dir in [&aside, &self.dir] {
-            sync_dir(dir).map_err(|source| StateStoreError::Discard {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        tracing::info!(count = files.len(), to = %aside.display(), "Moved checkpoints aside.");
-        Ok(files.len())
+        let aside = self.move_aside(&doomed, "discarded").await?;
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        tracing::info!(count = doomed.len(), to = %self.show(&aside), "Moved checkpoints aside.");
+        Ok(doomed.len())
     }
 
-    /// Checkpoint files by ascending sequence; none when the directory does not exist.
-    fn checkpoints(&self) -> io::Result<Vec<(u64, PathBuf)>> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+    /// Moves `paths` under a new `<name>-<unix-ms>/` prefix, keeping their relative paths;
+    /// returns that prefix.
+    async fn move_aside(
+        &self,
+        paths: &[ObjectPath],
+        name: &str,
+    ) -> Result<ObjectPath, StateStoreError> {
+        let aside = self.unused_prefix(&format!("{name}-{}", wall_ms())).await?;
+        for path in paths {
+            let relative: Vec<_> = path
+                .prefix_match(&self.prefix)
+                .expect("listed under the prefix")
+                .collect();
+            let target = relative
+                .iter()
+                .fold(aside.clone(), |p, part| p.join(part.clone()));
+            self.objects.rename(path, &target).await.map_err(|source| {
+                StateStoreError::Discard {
+                    location: self.show(path),
+                    source,
+                }
+            })?;
+        }
+        Ok(aside)
+    }
+
+    /// `name`, or `name-2`, `-3`… if something is stored under it, so two resets in the
+    /// same millisecond never mix their objects.
+    async fn unused_prefix(&self, name: &str) -> Result<ObjectPath, StateStoreError> {
+        let mut candidate = self.prefix.clone().join(name);
+        for attempt in 2.. {
+            if self.list_all(&candidate).await?.is_empty() || attempt > 1000 {
+                break;
+            }
+            candidate = self.prefix.clone().join(format!("{name}-{attempt}"));
+        }
+        Ok(candidate)
+    }
+
+    /// The whole-engine files of pulse before object storage, by sequence (unsorted).
+    async fn legacy_files(&self) -> Result<Vec<(u64, ObjectPath)>, StateStoreError> {
+        let listed = match self.objects.list_with_delimiter(Some(&self.prefix)).await {
+            Ok(listed) => listed.objects,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(source) => {
+                return Err(StateStoreError::Read {
+                    location: self.display.clone(),
+                    source,
+                });
+            }
         };
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            if let Some(sequence) = entry.file_name().to_str().and_then(parse_sequence)
-                && entry.file_type()?.is_file()
-            {
-                files.push((sequence, entry.path()));
-            }
-        }
-        files.sort_unstable();
-        Ok(files)
+        Ok(listed
+            .into_iter()
+            .filter_map(|o| Some((o.location.filename().and_then(parse_legacy)?, o.location)))
+            .collect())
     }
 
-    /// Removes checkpoints beyond `keep` and temporary files a crash left behind. A failure
-    /// here costs disk space, not data, so it is logged and not returned.
-    fn prune(&self) {
-        let mut doomed: Vec<PathBuf> = match self.checkpoints() {
-            Ok(files) => {
-                let excess = files.len().saturating_sub(self.keep);
-                files.into_iter().take(excess).map(|(_, p)| p).collect()
+    fn claim_of(&self, key: &TopicPartition) -> Option<Claim> {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    fn folder(&self, key: &TopicPartition) -> ObjectPath {
+        self.prefix
+            .clone()
+            .join(PARTITIONS)
+            .join(key.topic.as_str())
+            .join(key.partition.to_string())
+    }
+
+    fn show(&self, path: &ObjectPath) -> String {
+        match path.prefix_match(&self.prefix) {
+            Some(parts) => {
+                let parts: Vec<String> = parts.map(|p| p.as_ref().to_owned()).collect();
+                format!("{}/{}", self.display, parts.join("/"))
             }
+            None => path.to_string(),
+        }
+    }
+
+    async fn list_all(&self, under: &ObjectPath) -> Result<Vec<ObjectPath>, StateStoreError> {
+        self.objects
+            .list(Some(under))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .or_else(|e| match e {
+                object_store::Error::NotFound { .. } => Ok(Vec::new()),
+                e => Err(e),
+            })
+            .map_err(|source| StateStoreError::Read {
+                location: self.show(under),
+                source,
+            })
+    }
+
+    /// Every `partitions/<topic>/<partition>/` folder.
+    async fn partition_folders(
+        &self,
+    ) -> Result<Vec<(TopicPartition, ObjectPath)>, StateStoreError> {
+        let mut folders: Vec<(TopicPartition, ObjectPath)> = Vec::new();
+        for path in self.list_all(&self.prefix.clone().join(PARTITIONS)).await? {
+            let parts: Vec<String> = path
+                .prefix_match(&self.prefix.clone().join(PARTITIONS))
+                .expect("listed under the prefix")
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            if let [topic, partition, _name] = parts.as_slice()
+                && let Ok(partition) = partition.parse::<i32>()
+            {
+                let key = TopicPartition::new(topic.as_str(), partition);
+                if !folders.iter().any(|(k, _)| *k == key) {
+                    let folder = self.folder(&key);
+                    folders.push((key, folder));
+                }
+            }
+        }
+        folders.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(folders)
+    }
+
+    /// Manifest sequences in `folder`, ascending.
+    async fn manifests(&self, folder: &ObjectPath) -> Result<Vec<u64>, StateStoreError> {
+        let mut sequences: Vec<u64> = self
+            .list_all(folder)
+            .await?
+            .iter()
+            .filter_map(|p| p.filename().and_then(parse_manifest_name))
+            .collect();
+        sequences.sort_unstable();
+        Ok(sequences)
+    }
+
+    async fn read_manifest(&self, folder: &ObjectPath, sequence: u64) -> Result<Manifest, String> {
+        let got = self
+            .objects
+            .get(&folder.clone().join(manifest_name(sequence)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let bytes = got.bytes().await.map_err(|e| e.to_string())?;
+        Manifest::read(&bytes, sequence)
+    }
+
+    async fn create_manifest(
+        &self,
+        folder: &ObjectPath,
+        manifest: &Manifest,
+    ) -> Result<(), StateStoreError> {
+        let path = folder.clone().join(manifest_name(manifest.sequence));
+        self.objects
+            .put_opts(
+                &path,
+                PutPayload::from(manifest.to_bytes()),
+                PutMode::Create.into(),
+            )
+            .await
+            .map(drop)
+            .map_err(|source| StateStoreError::Write {
+                location: self.show(&path),
+                source,
+            })
+    }
+
+    /// Removes manifests beyond `keep` and the checkpoint objects no kept manifest names.
+    /// A failure here costs space, not data, so it is logged and not returned.
+    async fn prune(&self, folder: &ObjectPath) {
+        let listed = match self.list_all(folder).await {
+            Ok(listed) => listed,
             Err(error) => {
-                tracing::warn!(dir = %self.dir.display(), %error, "Cannot list checkpoints to prune.");
+                tracing::warn!(%error, "Cannot list checkpoints to prune.");
                 return;
             }
         };
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            doomed.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(TEMPORARY_SUFFIX))
-            }));
+        let mut manifests: Vec<u64> = listed
+            .iter()
+            .filter_map(|p| p.filename().and_then(parse_manifest_name))
+            .collect();
+        manifests.sort_unstable();
+        let excess = manifests.len().saturating_sub(self.keep);
+        // The oldest object a kept manifest names. Not simply the oldest kept manifest's: a
+        // claim made after falling back past a damaged checkpoint names an object older
+        // than the manifest before it.
+        let mut referenced = None;
+        for &sequence in &manifests[excess..] {
+            if let Ok(manifest) = self.read_manifest(folder, sequence).await
+                && let Some((at, _)) = parse_state_name(&manifest.checkpoint)
+            {
+                referenced = Some(referenced.map_or(at, |r: u64| r.min(at)));
+            }
         }
+        let Some(referenced) = referenced else {
+            return; // No kept manifest is readable: keep everything for `load` to sort out.
+        };
+        let doomed = listed.into_iter().filter(|p| match p.filename() {
+            Some(name) => {
+                parse_manifest_name(name).is_some_and(|s| s < manifests[excess])
+                    || parse_state_name(name).is_some_and(|(s, _)| s < referenced)
+            }
+            None => false,
+        });
         for path in doomed {
-            if let Err(error) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "Cannot remove an old checkpoint.");
+            if let Err(error) = self.objects.delete(&path).await {
+                tracing::warn!(location = %self.show(&path), %error, "Cannot remove an old checkpoint.");
             }
         }
     }
 }
 
-fn file_name(sequence: u64) -> String {
-    format!("{PREFIX}{sequence:0SEQUENCE_DIGITS$}{SUFFIX}")
-}
-
-fn parse_sequence(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    if digits.len() != SEQUENCE_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// A checkpoint's bytes: `Ok(Ok(..))` usable, `Ok(Err(reason))` damaged (fall back),
+/// `Err(..)` intact but refused.
+fn readable(bytes: &[u8], location: String) -> Result<Result<Checkpoint, String>, StateStoreError> {
+    match read_checkpoint(bytes) {
+        Ok(checkpoint) => Ok(Ok(checkpoint)),
+        Err(Unusable::Damaged(reason)) => Ok(Err(reason)),
+        Err(Unusable::UnknownFamilies(families)) => {
+            Err(StateStoreError::UnknownFamilies { location, families })
+        }
+        Err(Unusable::Version(SHARDED_FORMAT_VERSION)) => {
+            Err(StateStoreError::ShardedFormat { location })
+        }
+        Err(Unusable::Version(found)) => Err(StateStoreError::UnsupportedVersion {
+            location,
+            found,
+            supported: FORMAT_VERSION,
+        }),
     }
-    digits.parse().ok()
 }
 
-/// Temporary file, write, fsync, rename, fsync the directory. On error before the rename
-/// the temporary file is removed (best effort: on a read-only file system it was never made).
-fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
+/// One engine from per-partition checkpoints: partitions numbered in (topic, partition)
+/// order. The router (feature registry, event-time clock, watermark) is the newest
+/// checkpoint's: registries only grow, so the newest names every feature the older ones do.
+fn combine(
+    loaded: Vec<(TopicPartition, (Checkpoint, Option<u32>))>,
+    skipped: Vec<Skipped>,
+    location: String,
+) -> Result<Saved, StateStoreError> {
+    let mut topic_sizes = TopicSizes::new();
+    let mut counts: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
+    for (key, (_, size)) in &loaded {
+        if let Some(size) = size {
+            counts.entry(key.topic.clone()).or_default().insert(*size);
+            topic_sizes.insert(key.topic.clone(), *size);
+        }
+    }
+    if let Some((topic, sizes)) = counts.into_iter().find(|(_, sizes)| sizes.len() > 1) {
+        let counts: Vec<String> = sizes.iter().map(u32::to_string).collect();
+        return Err(StateStoreError::MixedPartitionCounts {
+            topic,
+            counts: counts.join(", "),
+        });
+    }
+    let newest = loaded
+        .iter()
+        .max_by_key(|(_, (c, _))| c.saved_at_ms)
+        .map(|(_, (c, _))| c.saved_at_ms)
+        .unwrap_or_default();
+    let mut router = None;
+    let mut partitions = Vec::new();
+    let mut offsets = Offsets::new();
+    let mut keys = Vec::new();
+    for (number, (key, (checkpoint, _))) in loaded.into_iter().enumerate() {
+        offsets.extend(checkpoint.offsets);
+        for mut state in checkpoint.engine.partitions {
+            state.partition = number as u32;
+            partitions.push(state);
+        }
+        if router.is_none() && checkpoint.saved_at_ms == newest {
+            router = Some(checkpoint.engine.router);
+        }
+        keys.push(key);
+    }
+    Ok(Saved {
+        engine: EngineState {
+            router: router.expect("one checkpoint is the newest"),
+            partitions,
+        },
+        numbers: PartitionNumbers::from_keys(keys),
+        offsets,
+        saved_at_ms: newest,
+        topic_sizes,
+        location,
+        skipped,
+    })
+}
+
+/// A whole-engine checkpoint cut into one per partition, as [`combine`] takes them.
+fn split(saved: Saved) -> Vec<(TopicPartition, (Checkpoint, Option<u32>))> {
+    let Saved {
+        engine,
+        numbers,
+        offsets,
+        saved_at_ms,
+        ..
+    } = saved;
+    let mut states: HashMap<u32, PartitionState> = engine
+        .partitions
+        .into_iter()
+        .map(|state| (state.partition, state))
+        .collect();
+    numbers
+        .keys()
+        .iter()
+        .enumerate()
+        .map(|(number, key)| {
+            let state = states.remove(&(number as u32)).map(|mut state| {
+                state.partition = 0;
+                state
+            });
+            let checkpoint = Checkpoint {
+                sequence: 0,
+                saved_at_ms,
+                numbers: PartitionNumbers::from_keys([key.clone()]),
+                offsets: offsets
+                    .get(key)
+                    .map(|&o| (key.clone(), o))
+                    .into_iter()
+                    .collect(),
+                engine: EngineState {
+                    router: engine.router.clone(),
+                    partitions: state.into_iter().collect(),
+                },
+            };
+            (key.clone(), (checkpoint, None))
         })
-        .and_then(|()| fs::rename(&temporary, path));
-    if let Err(error) = written {
-        if let Err(remove) = fs::remove_file(&temporary)
-            && remove.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %temporary.display(), error = %remove, "Cannot remove a temporary checkpoint file.");
-        }
-        return Err(error);
-    }
-    sync_dir(dir)
+        .collect()
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates `dir/name`, or `dir/name-2`, `-3`… if it exists, so two resets in the same
-/// millisecond never mix their files.
-fn create_unique_dir(dir: &Path, name: &str) -> Result<PathBuf, (PathBuf, io::Error)> {
-    let mut candidate = dir.join(name);
-    for attempt in 2.. {
-        match fs::create_dir(&candidate) {
-            Ok(()) => return Ok(candidate),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 1000 => {
-                candidate = dir.join(format!("{name}-{attempt}"));
-            }
-            Err(e) => return Err((candidate, e)),
-        }
-    }
-    unreachable!("the loop returns by attempt 1000")
+fn parse_legacy(name: &str) -> Option<u64> {
+    manifest::parse_digits(
+        name.strip_prefix(LEGACY_PREFIX)?
+            .strip_suffix(LEGACY_SUFFIX)?,
+    )
 }
 
 #[cfg(test)]
-mod tests {
-    use super::format::{HEADER_LEN, checksum};
-    use super::*;
-    use pulse_core::{Engine, EngineSettings};
-    use std::process::Command;
-
-    const WALL_MS: i64 = 1_900_000_000_000;
-    const DAY_MS: i64 = 86_400_000;
-
-    /// An engine that has seen `users` users over two days.
-    fn engine(users: u32) -> Engine {
-        let mut engine = Engine::new(EngineSettings::default(), WALL_MS);
-        for user in 0..users {
-            for (day, event) in [(2, "login"), (1, "feature_used")] {
-                let ts = WALL_MS - day * DAY_MS + i64::from(user);
-                let line = format!(
-                    r#"{{"user_id":"u{user}","event":"{event}","feature":"f{}","ts":{ts}}}"#,
-                    user % 7
-                );
-                engine.ingest(line.as_bytes(), None);
-            }
-        }
-        engine
-    }
-
-    fn numbers() -> PartitionNumbers {
-        PartitionNumbers::virtual_partitions("events", 1)
-    }
-
-    fn offsets(next: i64) -> Offsets {
-        [
-            (TopicPartition::new("events", 0), next),
-            (TopicPartition::new("events", 3), 7),
-        ]
-        .into_iter()
-        .collect()
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Saves `count` checkpoints with offsets 1..=count and returns their paths.
-    fn save_n(store: &StateStore, count: i64) -> Vec<PathBuf> {
-        let state = engine(3).state();
-        (1..=count)
-            .map(|i| store.save(&state, &numbers(), &offsets(i), i).unwrap())
-            .collect()
-    }
-
-    /// Recomputes the checksum after a deliberate edit of the header.
-    fn reseal(bytes: &mut [u8]) {
-        let (header, body) = bytes.split_at(HEADER_LEN);
-        let sum = checksum(header, body);
-        bytes[18..26].copy_from_slice(&sum.to_le_bytes());
-    }
-
-    #[test]
-    fn save_then_load_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path().join("state"));
-        let mut engine = engine(50);
-        let path = store
-            .save(&engine.state(), &numbers(), &offsets(42), 7)
-            .unwrap();
-        assert_eq!(
-            path,
-            dir.path()
-                .join("state")
-                .join("checkpoint-00000000000000000001.bin")
-        );
-        let saved = store.load().unwrap().unwrap();
-        assert_eq!(saved.offsets, offsets(42));
-        assert_eq!(saved.saved_at_ms, 7);
-        assert_eq!((saved.sequence, saved.path), (1, path));
-        assert!(saved.skipped.is_empty());
-        // Not the bytes: the session table is a hash map, its order differs per instance.
-        let mut restored = Engine::restore(EngineSettings::default(), WALL_MS, saved.engine);
-        assert_eq!(restored.snapshot(), engine.snapshot());
-        assert_eq!(
-            names(&store.path()),
-            ["checkpoint-00000000000000000001.bin"],
-            "the temporary file was renamed away"
-        );
-    }
-
-    #[test]
-    fn keeps_only_the_newest_checkpoints() {
-        let dir = tempfile::tempdir().unwrap();
-        save_n(&StateStore::new(dir.path()), 5);
-        assert_eq!(
-            names(dir.path()),
-            [
-                "checkpoint-00000000000000000003.bin",
-                "checkpoint-00000000000000000004.bin",
-                "checkpoint-00000000000000000005.bin"
-            ]
-        );
-        let store = StateStore::with_keep(dir.path(), 1);
-        save_n(&store, 2);
-        assert_eq!(names(dir.path()), ["checkpoint-00000000000000000007.bin"]);
-        assert_eq!(store.load().unwrap().unwrap().offsets, offsets(2));
-    }
-
-    #[test]
-    fn numbering_continues_across_store_instances() {
-        let dir = tempfile::tempdir().unwrap();
-        save_n(&StateStore::new(dir.path()), 4);
-        let again = StateStore::new(dir.path());
-        let path = again
-            .save(&engine(1).state(), &numbers(), &offsets(9), 9)
-            .unwrap();
-        assert!(path.ends_with("checkpoint-00000000000000000005.bin"));
-        assert_eq!(again.load().unwrap().unwrap().sequence, 5);
-    }
-
-    #[test]
-    fn a_truncated_newest_checkpoint_falls_back_to_the_previous_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let paths = save_n(&store, 2);
-        let bytes = fs::read(&paths[1]).unwrap();
-        for cut in [bytes.len() - 1, HEADER_LEN + 1, 20, 4, 0] {
-            fs::write(&paths[1], &bytes[..cut]).unwrap();
-            let saved = store.load().unwrap().unwrap();
-            assert_eq!(saved.offsets, offsets(1), "cut at {cut}");
-            assert_eq!(saved.skipped.len(), 1);
-            assert_eq!(saved.skipped[0].path, paths[1]);
-            assert!(
-                saved.skipped[0].reason.contains("truncated"),
-                "{}",
-                saved.skipped[0]
-            );
-        }
-    }
-
-    #[test]
-    fn a_flipped_byte_fails_the_checksum_and_falls_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let paths = save_n(&store, 2);
-        let mut bytes = fs::read(&paths[1]).unwrap();
-        let middle = HEADER_LEN + (bytes.len() - HEADER_LEN) / 2;
-        bytes[middle] ^= 0x01;
-        fs::write(&paths[1], &bytes).unwrap();
-        let saved = store.load().unwrap().unwrap();
-        assert_eq!((saved.sequence, saved.offsets), (1, offsets(1)));
-        assert!(
-            saved.skipped[0].reason.contains("checksum mismatch"),
-            "{}",
-            saved.skipped[0]
-        );
-    }
-
-    #[test]
-    fn a_bad_magic_or_extra_bytes_fall_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let paths = save_n(&store, 3);
-        let mut bytes = fs::read(&paths[2]).unwrap();
-        bytes[0] = b'X';
-        fs::write(&paths[2], &bytes).unwrap();
-        let mut longer = fs::read(&paths[1]).unwrap();
-        longer.extend_from_slice(b"junk");
-        fs::write(&paths[1], &longer).unwrap();
-        let saved = store.load().unwrap().unwrap();
-        assert_eq!(saved.sequence, 1);
-        let reasons: Vec<&str> = saved.skipped.iter().map(|s| s.reason.as_str()).collect();
-        assert!(reasons[0].contains("bad magic"), "{reasons:?}");
-        assert!(reasons[1].contains("4 unexpected bytes"), "{reasons:?}");
-    }
-
-    #[test]
-    fn an_intact_body_that_does_not_decode_falls_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let paths = save_n(&store, 2);
-        let mut bytes = fs::read(&paths[1]).unwrap();
-        bytes.truncate(HEADER_LEN);
-        bytes.extend_from_slice(&[0xff; 16]);
-        bytes[10..18].copy_from_slice(&16u64.to_le_bytes());
-        reseal(&mut bytes);
-        fs::write(&paths[1], &bytes).unwrap();
-        let saved = store.load().unwrap().unwrap();
-        assert_eq!(saved.sequence, 1);
-        assert!(
-            saved.skipped[0].reason.contains("cannot decode"),
-            "{}",
-            saved.skipped[0]
-        );
-    }
-
-    /// A checkpoint holding a KPI family this build does not know was written by a newer
-    /// pulse: refused by name, not taken for damage (falling back past it would rewind).
-    #[test]
-    fn a_checkpoint_with_an_unknown_family_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let paths = save_n(&store, 2);
-        let mut bytes = fs::read(&paths[1]).unwrap();
-        let (known, newer) = (b"stickiness".as_slice(), b"retentions".as_slice());
-        let at = bytes
-            .windows(known.len())
-            .position(|w| w == known)
-            .expect("the manifest names its families");
-        bytes[at..at + newer.len()].copy_from_slice(newer);
-        reseal(&mut bytes);
-        fs::write(&paths[1], &bytes).unwrap();
-        let error = store.load().unwrap_err();
-        let StateStoreError::UnknownFamilies { families, .. } = &error else {
-            panic!("{error:?}");
-        };
-        assert_eq!(families, &["retentions"]);
-        assert!(error.to_string().contains("--reset-state"), "{error}");
-    }
-
-    /// A checkpoint of format 2 (before the outcome rejection reasons; the fuzz seed of that
-    /// format, a replay on 2 shards) loads, with the new reasons at 0, and saves as format 3
-    /// with the same state.
-    #[test]
-    fn a_format_2_checkpoint_still_loads() {
-        let bytes = include_bytes!("testdata/format-2.bin");
-        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
-        let old = format::read_checkpoint(bytes).unwrap();
-        let counters = pulse_core::partition::total_counters(old.engine.inputs().iter());
-        assert!(counters.accepted > 0 && counters.rejected_total() > 0);
-        assert_eq!(
-            counters.rejected[pulse_core::Rejection::InvalidScore as usize],
-            0
-        );
-        let again = encode(
-            old.sequence,
-            old.saved_at_ms,
-            &old.engine,
-            &old.numbers,
-            &old.offsets,
-        );
-        assert_eq!(u16::from_le_bytes([again[8], again[9]]), FORMAT_VERSION);
-        let new = format::read_checkpoint(&again).unwrap();
-        assert_eq!(format!("{:?}", new.engine), format!("{:?}", old.engine));
-    }
-
-    #[test]
-    fn an_intact_checkpoint_of_another_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let paths = save_n(&store, 2);
-        let mut bytes = fs::read(&paths[1]).unwrap();
-        bytes[8..10].copy_from_slice(&4u16.to_le_bytes());
-        // Without a new checksum the changed version is damage: fall back.
-        fs::write(&paths[1], &bytes).unwrap();
-        assert_eq!(store.load().unwrap().unwrap().sequence, 1);
-        // With it, another pulse wrote the file: refuse, do not fall back past it.
-        reseal(&mut bytes);
-        fs::write(&paths[1], &bytes).unwrap();
-        let error = store.load().unwrap_err();
-        assert!(
-            matches!(
-                error,
-                StateStoreError::UnsupportedVersion {
-                    found: 4,
-                    supported: 3,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
-        let message = error.to_string();
-        assert!(
-            message.contains(&paths[1].display().to_string()),
-            "{message}"
-        );
-        assert!(message.contains("--reset-state"), "{message}");
-    }
-
-    #[test]
-    fn refuses_to_start_when_every_checkpoint_is_damaged() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let paths = save_n(&store, 2);
-        fs::write(&paths[0], b"PULSECKP").unwrap();
-        fs::write(&paths[1], b"garbage").unwrap();
-        let error = store.load().unwrap_err();
-        let StateStoreError::NoValidCheckpoint { skipped, .. } = &error else {
-            panic!("{error:?}");
-        };
-        assert_eq!(skipped.len(), 2);
-        let message = error.to_string();
-        for path in &paths {
-            assert!(message.contains(&path.display().to_string()), "{message}");
-        }
-        assert!(message.contains("--reset-state"), "{message}");
-    }
-
-    #[test]
-    fn no_directory_or_no_checkpoint_is_no_state() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(
-            StateStore::new(dir.path().join("missing"))
-                .load()
-                .unwrap()
-                .is_none()
-        );
-        fs::write(dir.path().join(LEGACY_FILE), b"PULSEST1 old").unwrap();
-        fs::write(dir.path().join("notes.txt"), b"").unwrap();
-        assert!(StateStore::new(dir.path()).load().unwrap().is_none());
-        assert_eq!(
-            StateStore::new(dir.path().join("missing")).reset().unwrap(),
-            0
-        );
-    }
-
-    #[test]
-    fn reset_moves_checkpoints_aside_without_losing_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        save_n(&store, 2);
-        assert_eq!(store.reset().unwrap(), 2);
-        assert!(store.load().unwrap().is_none());
-        let folders = names(dir.path());
-        assert_eq!(folders.len(), 1);
-        assert!(folders[0].starts_with("discarded-"), "{folders:?}");
-        let aside = StateStore::new(dir.path().join(&folders[0]));
-        assert_eq!(aside.load().unwrap().unwrap().offsets, offsets(2));
-        // A new history starts at 1, and a second reset never mixes with the first.
-        save_n(&store, 1);
-        assert_eq!(store.reset().unwrap(), 1);
-        assert_eq!(names(dir.path()).len(), 2);
-        assert_eq!(store.reset().unwrap(), 0);
-    }
-
-    /// A tmpfs mounted on a directory for one test, unmounted on drop (also on panic).
-    struct Tmpfs(PathBuf);
-
-    impl Tmpfs {
-        fn mount(dir: &Path, size: &str) -> Tmpfs {
-            require_root();
-            run(Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir));
-            Tmpfs(dir.to_owned())
-        }
-
-        fn remount_read_only(&self) {
-            run(Command::new("mount")
-                .args(["-o", "remount,ro"])
-                .arg(&self.0));
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let unmounted = Command::new("umount").arg(&self.0).status();
-            if !unmounted.is_ok_and(|s| s.success()) {
-                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-            }
-        }
-    }
-
-    fn run(command: &mut Command) {
-        let output = command
-            .output()
-            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-        assert!(
-            output.status.success(),
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// These tests mount file systems: they need root, as in CI. Not root is a failure, so
-    /// they can never pass without having run.
-    fn require_root() {
-        let status = fs::read_to_string("/proc/self/status").expect("Linux /proc");
-        let uid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .expect("an effective uid");
-        assert_eq!(
-            uid, "0",
-            "this test mounts a tmpfs and must run as root (CI runs the suite as root)"
-        );
-    }
-
-    fn temporaries(dir: &Path) -> Vec<String> {
-        names(dir)
-            .into_iter()
-            .filter(|n| n.ends_with(".tmp"))
-            .collect()
-    }
-
-    #[test]
-    fn a_full_disk_fails_the_save_and_keeps_the_previous_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let mount = Tmpfs::mount(dir.path(), "256k");
-        // No pruning, and checkpoints of several pages, so the disk fills mid-file.
-        let store = StateStore::with_keep(&mount.0, usize::MAX);
-        let state = engine(2_000).state();
-        let mut last_good = None;
-        let error = (1..=1_000)
-            .find_map(|i| match store.save(&state, &numbers(), &offsets(i), i) {
-                Ok(path) => {
-                    last_good = Some((i, path));
-                    None
-                }
-                Err(e) => Some(e),
-            })
-            .expect("a 256 KiB tmpfs fills up");
-        let (last, last_path) = last_good.expect("at least one checkpoint fits");
-        let StateStoreError::Write { path, source } = &error else {
-            panic!("{error:?}");
-        };
-        assert_eq!(source.kind(), io::ErrorKind::StorageFull, "{error}");
-        assert_eq!(path, &mount.0.join(file_name(last as u64 + 1)));
-        assert!(error.to_string().contains(&path.display().to_string()));
-        assert_eq!(temporaries(&mount.0), Vec::<String>::new());
-        let saved = store.load().unwrap().unwrap();
-        assert_eq!((saved.path, saved.offsets), (last_path, offsets(last)));
-        assert!(saved.skipped.is_empty());
-    }
-
-    #[test]
-    fn a_read_only_file_system_fails_the_save_and_keeps_the_previous_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let mount = Tmpfs::mount(dir.path(), "1m");
-        let store = StateStore::new(&mount.0);
-        let previous = store
-            .save(&engine(10).state(), &numbers(), &offsets(1), 1)
-            .unwrap();
-        mount.remount_read_only();
-        let error = store
-            .save(&engine(20).state(), &numbers(), &offsets(2), 2)
-            .unwrap_err();
-        let StateStoreError::Write { path, source } = &error else {
-            panic!("{error:?}");
-        };
-        assert_eq!(source.kind(), io::ErrorKind::ReadOnlyFilesystem, "{error}");
-        assert_eq!(path, &mount.0.join(file_name(2)));
-        assert!(error.to_string().contains(&path.display().to_string()));
-        assert_eq!(temporaries(&mount.0), Vec::<String>::new());
-        let saved = store.load().unwrap().unwrap();
-        assert_eq!((saved.path, saved.offsets), (previous, offsets(1)));
-        assert!(matches!(
-            store.reset(),
-            Err(StateStoreError::Discard { .. })
-        ));
-    }
-}
+mod tests;
