@@ -539,15 +539,18 @@ impl Family for Funnels {
             kind: event.kind,
             tags: event.tags,
         };
-        // Arrival order is increasing: only the time decides the place.
-        let at = state.pending.len()
-            - state
-                .pending
-                .iter()
-                .rev()
-                .take_while(|p| p.ts_ms > pending.ts_ms)
-                .count();
-        state.pending.insert(at, pending);
+        // Arrival order is increasing: only the time decides the place, nearly always the end.
+        let later = state
+            .pending
+            .iter()
+            .rev()
+            .take_while(|p| p.ts_ms > pending.ts_ms)
+            .count();
+        if later == 0 {
+            state.pending.push_back(pending);
+        } else {
+            state.pending.insert(state.pending.len() - later, pending);
+        }
     }
 
     fn advance(state: &mut FunnelsState, watermark_ms: i64, rules: &Rules) {
