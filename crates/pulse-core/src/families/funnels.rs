@@ -323,20 +323,17 @@ impl FunnelsState {
         }
         let ts = event.ts_ms;
         let is_signup = event.kind == EventKind::Signup && funnels.time_to_value.is_some();
+        let masks = funnels.masks(event.kind, event.tags);
         // A user gets a record on entering a funnel or signing up only: later steps alone
         // advance nothing.
         let user = match self.users.get_mut(&event.key) {
             Some(user) => user,
-            None if is_signup
-                || (0..funnels.funnels.len())
-                    .any(|f| funnels.mask(f, event.kind, event.tags) & 1 != 0) =>
-            {
+            None if is_signup || masks.iter().any(|m| m & 1 != 0) => {
                 self.users.entry(event.key).or_default()
             }
             None => return,
         };
-        for (f, funnel) in funnels.funnels.iter().enumerate() {
-            let mask = funnels.mask(f, event.kind, event.tags);
+        for ((f, funnel), &mask) in funnels.funnels.iter().enumerate().zip(&masks) {
             if mask == 0 {
                 continue;
             }
