@@ -637,12 +637,21 @@ impl Family for Funnels {
                 .iter()
                 .flat_map(|(_, kept)| kept.iter().flatten())
         });
+        let signup_times = state.users.values().flat_map(|u| {
+            u.signups
+                .iter()
+                .flat_map(|s| std::iter::once(s.at_ms).chain(s.value_ms))
+        });
+        // Deadlines are these times plus a window: out of range they would overflow.
         if !state.pending.iter().all(|p| accepted_time(p.ts_ms))
             || !kept_times
                 .flat_map(|k| [k.entry_ms, k.reached_ms])
+                .chain(signup_times)
                 .all(accepted_time)
         {
-            return Err("a funnel attempt holds an event time pulse never accepts".to_owned());
+            return Err(
+                "a funnel attempt or signup holds an event time pulse never accepts".to_owned(),
+            );
         }
         for (_, day) in state.days.iter() {
             for stats in &day.funnels {
@@ -920,6 +929,22 @@ mod tests {
         let funnels = |e: &mut Engine| e.snapshot().kpis.funnels;
         assert_eq!(funnels(&mut resumed), funnels(&mut straight));
         assert_eq!(funnels(&mut straight).funnels["f"].d1.users, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_restored_signup_time_no_stream_could_reach_makes_an_image_corrupt() {
+        let mut engine = Engine::new(settings(), T0 + 86_400_000);
+        feed(&mut engine, &[line("w", "signup", 0)]);
+        engine.close_all_sessions();
+        let mut state = engine.state();
+        assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
+        let funnels = &mut state.partitions[0].kpis.funnels;
+        let user = funnels.users.values_mut().next().expect("w signed up");
+        user.signups[0].at_ms = i64::MAX - 1;
+        assert!(matches!(
+            EngineState::from_bytes(&state.to_bytes()),
+            Err(crate::StateError::Corrupt(_))
+        ));
     }
 
     #[test]
