@@ -545,8 +545,22 @@ mod tests {
         let schema: Value =
             serde_json::from_str(include_str!("../../../deploy/warehouse/rollup.schema.json"))
                 .unwrap();
+        // A funnel and a time to value, so that their records are written too.
+        let kind = |kind: &str| crate::funnel_rules::StepMatch {
+            kind: Some(kind.into()),
+            ..Default::default()
+        };
         let settings = EngineSettings {
             timezone: time_zone("Europe/Berlin").unwrap(),
+            funnels: vec![crate::funnel_rules::FunnelDef {
+                name: "activation".into(),
+                window_ms: 7 * 86_400_000,
+                steps: vec![kind("signup"), kind("feature_used")],
+            }],
+            time_to_value: Some(crate::funnel_rules::TimeToValueDef {
+                event: kind("feature_used"),
+                window_ms: 14 * 86_400_000,
+            }),
             ..EngineSettings::default()
         };
         let mut engine = workload_engine(settings);
@@ -554,7 +568,7 @@ mod tests {
         // Every metric the schema names is written (and the validator below refuses any
         // other): the families' rollups and the warehouse schema agree.
         let metrics = schema["properties"]["metric"]["enum"].as_array().unwrap();
-        assert_eq!(metrics.len(), 10);
+        assert_eq!(metrics.len(), 17);
         for metric in metrics {
             let metric = metric.as_str().unwrap();
             assert!(records.iter().any(|r| r.metric == metric), "{metric}");
@@ -590,6 +604,10 @@ mod tests {
         let mut missing = good.clone();
         missing.as_object_mut().unwrap().remove("computed_at");
         bad.push(missing);
+        let funnel = records.iter().find(|r| r.metric == "funnel_users").unwrap();
+        let mut unnamed = serde_json::to_value(funnel).unwrap();
+        unnamed["dimensions"] = serde_json::json!({});
+        bad.push(unnamed);
         for v in bad {
             assert!(!validate(&schema, &v, "").is_empty(), "accepted {v}");
         }
