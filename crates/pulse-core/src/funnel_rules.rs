@@ -141,7 +141,8 @@ pub struct FunnelRules {
 /// What an event matches: each funnel's steps, and whether it takes part at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Matched {
-    masks: Vec<StepMask>,
+    /// By funnel position; an array, not a list: one copy per event, no allocation.
+    masks: [StepMask; MAX_FUNNELS],
     takes_part: bool,
 }
 
@@ -151,11 +152,11 @@ impl FunnelRules {
         self.funnels.is_empty() && self.time_to_value.is_none()
     }
 
-    /// The steps of funnel `f` that `kind` and `tags` match.
-    pub fn mask(&self, f: usize, kind: EventKind, tags: StepTags) -> StepMask {
+    /// The steps of each funnel (by position) that `kind` and `tags` match.
+    pub fn masks(&self, kind: EventKind, tags: StepTags) -> [StepMask; MAX_FUNNELS] {
         match self.untagged.get(kind as usize) {
-            Some(matched) if tags == StepTags::default() => matched.masks[f],
-            _ => self.funnels[f].mask(kind, tags),
+            Some(matched) if tags == StepTags::default() => matched.masks,
+            _ => self.matched(kind, tags).masks,
         }
     }
 
@@ -168,7 +169,10 @@ impl FunnelRules {
     }
 
     fn matched(&self, kind: EventKind, tags: StepTags) -> Matched {
-        let masks: Vec<StepMask> = self.funnels.iter().map(|f| f.mask(kind, tags)).collect();
+        let mut masks = [0; MAX_FUNNELS];
+        for (mask, funnel) in masks.iter_mut().zip(&self.funnels) {
+            *mask = funnel.mask(kind, tags);
+        }
         let value = self
             .time_to_value
             .is_some_and(|(value, _)| kind == EventKind::Signup || value.matches(kind, tags));
@@ -341,20 +345,20 @@ mod tests {
     fn steps_match_on_kind_raw_name_and_feature() {
         let (tagger, rules) = compile(&[activation()], None, 0);
         let none = tagger.tags("signup", None);
-        assert_eq!(rules.mask(0, EventKind::Signup, none), 0b001);
+        assert_eq!(rules.masks(EventKind::Signup, none)[0], 0b001);
         let export = tagger.tags("feature_used", Some("export_csv"));
-        assert_eq!(rules.mask(0, EventKind::FeatureUsed, export), 0b010);
+        assert_eq!(rules.masks(EventKind::FeatureUsed, export)[0], 0b010);
         let other = tagger.tags("feature_used", Some("share"));
-        assert_eq!(rules.mask(0, EventKind::FeatureUsed, other), 0);
+        assert_eq!(rules.masks(EventKind::FeatureUsed, other)[0], 0);
         let upgrade = tagger.tags("Plan Upgraded", None);
-        assert_eq!(rules.mask(0, EventKind::Other, upgrade), 0b100);
+        assert_eq!(rules.masks(EventKind::Other, upgrade)[0], 0b100);
         assert!(rules.takes_part(EventKind::Signup, none));
         assert!(!rules.takes_part(EventKind::Login, tagger.tags("login", None)));
         // The table for untagged events says what matching step by step says.
         for kind in EventKind::ALL {
             let untagged = StepTags::default();
             let step_by_step = rules.funnels[0].mask(kind, untagged);
-            assert_eq!(rules.mask(0, kind, untagged), step_by_step);
+            assert_eq!(rules.masks(kind, untagged)[0], step_by_step);
             assert_eq!(rules.takes_part(kind, untagged), step_by_step != 0);
         }
         assert!(Tagger::default().is_empty() && !tagger.is_empty());

@@ -655,6 +655,10 @@ mod tests {
         let mut missing = good.clone();
         missing.as_object_mut().unwrap().remove("computed_at");
         bad.push(missing);
+        let funnel = records.iter().find(|r| r.metric == "funnel_users").unwrap();
+        let mut unnamed = serde_json::to_value(funnel).unwrap();
+        unnamed["dimensions"] = serde_json::json!({});
+        bad.push(unnamed);
         for v in bad {
             assert!(!validate(&schema, &v, "").is_empty(), "accepted {v}");
         }

@@ -323,20 +323,17 @@ impl FunnelsState {
         }
         let ts = event.ts_ms;
         let is_signup = event.kind == EventKind::Signup && funnels.time_to_value.is_some();
+        let masks = funnels.masks(event.kind, event.tags);
         // A user gets a record on entering a funnel or signing up only: later steps alone
         // advance nothing.
         let user = match self.users.get_mut(&event.key) {
             Some(user) => user,
-            None if is_signup
-                || (0..funnels.funnels.len())
-                    .any(|f| funnels.mask(f, event.kind, event.tags) & 1 != 0) =>
-            {
+            None if is_signup || masks.iter().any(|m| m & 1 != 0) => {
                 self.users.entry(event.key).or_default()
             }
             None => return,
         };
-        for (f, funnel) in funnels.funnels.iter().enumerate() {
-            let mask = funnels.mask(f, event.kind, event.tags);
+        for ((f, funnel), &mask) in funnels.funnels.iter().enumerate().zip(&masks) {
             if mask == 0 {
                 continue;
             }
@@ -539,15 +536,18 @@ impl Family for Funnels {
             kind: event.kind,
             tags: event.tags,
         };
-        // Arrival order is increasing: only the time decides the place.
-        let at = state.pending.len()
-            - state
-                .pending
-                .iter()
-                .rev()
-                .take_while(|p| p.ts_ms > pending.ts_ms)
-                .count();
-        state.pending.insert(at, pending);
+        // Arrival order is increasing: only the time decides the place, nearly always the end.
+        let later = state
+            .pending
+            .iter()
+            .rev()
+            .take_while(|p| p.ts_ms > pending.ts_ms)
+            .count();
+        if later == 0 {
+            state.pending.push_back(pending);
+        } else {
+            state.pending.insert(state.pending.len() - later, pending);
+        }
     }
 
     fn advance(state: &mut FunnelsState, watermark_ms: i64, rules: &Rules) {
@@ -637,12 +637,21 @@ impl Family for Funnels {
                 .iter()
                 .flat_map(|(_, kept)| kept.iter().flatten())
         });
+        let signup_times = state.users.values().flat_map(|u| {
+            u.signups
+                .iter()
+                .flat_map(|s| std::iter::once(s.at_ms).chain(s.value_ms))
+        });
+        // Deadlines are these times plus a window: out of range they would overflow.
         if !state.pending.iter().all(|p| accepted_time(p.ts_ms))
             || !kept_times
                 .flat_map(|k| [k.entry_ms, k.reached_ms])
+                .chain(signup_times)
                 .all(accepted_time)
         {
-            return Err("a funnel attempt holds an event time pulse never accepts".to_owned());
+            return Err(
+                "a funnel attempt or signup holds an event time pulse never accepts".to_owned(),
+            );
         }
         for (_, day) in state.days.iter() {
             for stats in &day.funnels {
@@ -920,6 +929,22 @@ mod tests {
         let funnels = |e: &mut Engine| e.snapshot().kpis.funnels;
         assert_eq!(funnels(&mut resumed), funnels(&mut straight));
         assert_eq!(funnels(&mut straight).funnels["f"].d1.users, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_restored_signup_time_no_stream_could_reach_makes_an_image_corrupt() {
+        let mut engine = Engine::new(settings(), T0 + 86_400_000);
+        feed(&mut engine, &[line("w", "signup", 0)]);
+        engine.close_all_sessions();
+        let mut state = engine.state();
+        assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
+        let funnels = &mut state.partitions[0].kpis.funnels;
+        let user = funnels.users.values_mut().next().expect("w signed up");
+        user.signups[0].at_ms = i64::MAX - 1;
+        assert!(matches!(
+            EngineState::from_bytes(&state.to_bytes()),
+            Err(crate::StateError::Corrupt(_))
+        ));
     }
 
     #[test]
