@@ -259,8 +259,8 @@ mod tests {
     use super::*;
     use crate::Engine;
     use crate::KpiSnapshot;
-    use crate::settings::time_zone;
     use crate::funnel_rules::{FunnelDef, StepMatch, TimeToValueDef};
+    use crate::settings::time_zone;
 
     const HOUR: i64 = 3_600_000;
     const DAY: i64 = 24 * HOUR;

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::outcome_settings::OutcomeSettings;
 use crate::dimensions::{DimensionSettings, MAX_DIMENSIONS, MAX_VALUES_CAP};
 use crate::funnel_rules::{FunnelDef, TimeToValueDef};
+use crate::outcome_settings::OutcomeSettings;
 use crate::partitioner::Partitioner;
 
 /// Which instant is "now" for the windows.

@@ -515,6 +515,8 @@ mod tests {
     use pulse_core::families::activity::ActivitySection;
     use pulse_core::families::breakdowns::{BreakdownsSection, ValueKpis};
     use pulse_core::families::features::FeaturesSection;
+    use pulse_core::families::funnels::{FunnelKpis, FunnelsSection};
+    use pulse_core::families::outcomes::{OutcomeFigures, OutcomesSection, RevenueFigures};
     use pulse_core::families::retention::{
         ByN, Lifecycle, LifecycleKpis, PeriodRatios, RetentionKpis, RetentionSection,
     };
@@ -669,8 +671,23 @@ mod tests {
                         d30: 0.62,
                     },
                 },
-                // Off, as without [outcomes.*]: no samples.
-                outcomes: Default::default(),
+                outcomes: OutcomesSection {
+                    outcomes: Some(OutcomeFigures {
+                        nps: Some(Default::default()),
+                        csat: Some(Default::default()),
+                        revenue: Some(Windowed::from_fn(|_| RevenueFigures {
+                            currency: "USD".into(),
+                            amount_minor: 12_345,
+                            orders: 3,
+                            paying_users: 2,
+                            arpu_minor: 1_234.5,
+                            arppu_minor: 6_172.5,
+                        })),
+                        mrr: Some(Default::default()),
+                        ltv_estimate_minor: Some(0.0),
+                        ltv_estimate_complete: Some(false),
+                    }),
+                },
                 breakdowns: BreakdownsSection {
                     dimensions: [(
                         "platform".to_owned(),
@@ -686,7 +703,22 @@ mod tests {
                     .into(),
                     dimension_overflow_events: [("platform".to_owned(), 18)].into(),
                 },
-                funnels: Default::default(),
+                funnels: FunnelsSection {
+                    funnels: [(
+                        "activation".to_owned(),
+                        Windowed::from_fn(|_| FunnelKpis {
+                            users: vec![120, 48, 9],
+                            conversion: 0.075,
+                            step_conversion: vec![0.4, 0.1875],
+                            completions: 10,
+                            step_seconds_p50: vec![3_650.1, 70_120.8],
+                            ..FunnelKpis::default()
+                        }),
+                    )]
+                    .into(),
+                    time_to_value: Some(Default::default()),
+                    funnel_late_events: Some(2),
+                },
             },
             state: StateInfo {
                 shards: 2,

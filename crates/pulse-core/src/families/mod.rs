@@ -99,9 +99,9 @@ pub trait Family {
 pub mod activity;
 pub mod breakdowns;
 pub mod features;
-pub mod retention;
-pub mod outcomes;
 pub mod funnels;
+pub mod outcomes;
+pub mod retention;
 pub mod sessions;
 pub mod stickiness;
 
