@@ -620,6 +620,26 @@ mod tests {
     }
 
     #[test]
+    fn dimensions_are_read_by_name_with_a_default_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulse.toml");
+        let text = "[dimensions.tenant]\npaths = [\"/tenant_id\", \"/context/groupId\"]\n\
+                    max_values = 500\n[dimensions.platform]\npaths = [\"/platform\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let settings = load(Some(&path), &[]).unwrap().engine_settings().unwrap();
+        let got: Vec<(&str, usize, usize)> = settings
+            .dimensions
+            .iter()
+            .map(|d| (d.name.as_str(), d.paths.len(), d.max_values))
+            .collect();
+        assert_eq!(got, [("platform", 1, 25), ("tenant", 2, 500)]);
+        assert!(
+            load(None, &[]).unwrap().dimensions.is_empty(),
+            "none by default"
+        );
+    }
+
+    #[test]
     fn the_shipped_deployment_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/pulse.toml");
         let raw = load(Some(&path), &[]).unwrap();
@@ -739,6 +759,15 @@ mod tests {
             (
                 "[outcomes.csat]\nevents = [\"survey\"]\nscores = [\"/score\"]\n",
                 "scores",
+            ),
+            ("[dimensions.platform]\npath = [\"/p\"]\n", "path"),
+            (
+                "[dimensions.platform]\npaths = [\"p\"]\n",
+                "dimensions.platform",
+            ),
+            (
+                "[dimensions.tenant]\npaths = [\"/t\"]\nmax_values = 0\n",
+                "dimensions.tenant",
             ),
         ];
         for (text, key) in cases {
