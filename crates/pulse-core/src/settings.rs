@@ -184,6 +184,12 @@ pub enum SettingsError {
     UnknownCurrency { key: &'static str, code: String },
     #[error("{key} is required when outcomes.revenue.expected_currency is not set")]
     NoCurrency { key: &'static str },
+    #[error("{key}: {pointer:?} is read as one number, but {other:?} points into it")]
+    PointerOverlap {
+        key: &'static str,
+        pointer: String,
+        other: String,
+    },
 }
 
 impl EngineSettings {
@@ -289,7 +295,11 @@ impl EngineSettings {
             }
         }
         each_name_once(self.kind_lists())?;
-        self.outcomes.validate()
+        self.outcomes.validate()?;
+        let f = &self.fields;
+        let fields = [&f.user, &f.event, &f.time, &f.feature, &f.session_id];
+        self.outcomes
+            .check_money_pointers(fields.into_iter().flatten())
     }
 
     pub(crate) fn kind_lists(&self) -> [(&'static str, &Vec<String>); 6] {
