@@ -43,8 +43,6 @@ pub(crate) enum Field {
     Mrr = 9,
 }
 const FIELDS: usize = 10;
-/// The fields before the outcome ones: all a decoder without `[outcomes.*]` captures.
-const CORE_FIELDS: usize = 5;
 
 impl Field {
     /// Money is read from the number's raw text, never through an `f64`.
@@ -183,20 +181,7 @@ impl Decoder {
         if bytes.len() > self.max_record_bytes {
             return Err(Rejection::RecordTooLarge);
         }
-        // A decoder without outcome tables captures the five core fields only: the captures
-        // are made, moved and dropped per record, and twice the slots cost 5 % of an event.
-        if self.outcomes.is_off() {
-            self.decode_with::<CORE_FIELDS>(bytes)
-        } else {
-            self.decode_with::<FIELDS>(bytes)
-        }
-    }
-
-    fn decode_with<'a, const N: usize>(
-        &self,
-        bytes: &'a [u8],
-    ) -> Result<DecodedEvent<'a>, Rejection> {
-        let mut captures = Captures::<N>::new();
+        let mut captures = Captures::default();
         // Checking the whole record once is several times cheaper than serde_json's check of
         // every string it meets (a tenth of decoding went there). A record that fails is
         // parsed as bytes, so invalid UTF-8 outside the configured fields is treated exactly
@@ -213,10 +198,10 @@ impl Decoder {
     }
 
     /// Walks one JSON document to its end; `Ok(false)` if it is not an object.
-    fn walk<'de, R: serde_json::de::Read<'de>, const N: usize>(
+    fn walk<'de, R: serde_json::de::Read<'de>>(
         &self,
         mut de: serde_json::Deserializer<R>,
-        captures: &mut Captures<'de, N>,
+        captures: &mut Captures<'de>,
     ) -> serde_json::Result<bool> {
         let is_object = de.deserialize_any(RootVisitor {
             level: &self.root,
@@ -226,10 +211,8 @@ impl Decoder {
         Ok(is_object)
     }
 
-    fn resolve<'a, const N: usize>(
-        &self,
-        captures: &mut Captures<'a, N>,
-    ) -> Result<DecodedEvent<'a>, Rejection> {
+    /// Borrows the captures: moving ten slots per record cost more than taking from them.
+    fn resolve<'a>(&self, captures: &mut Captures<'a>) -> Result<DecodedEvent<'a>, Rejection> {
         let user = match captures.take(Field::User) {
             None => return Err(Rejection::MissingUser),
             Some((_, Scalar::Str(s))) if s.is_empty() => return Err(Rejection::EmptyUser),
@@ -259,11 +242,11 @@ impl Decoder {
             None => None,
             Some((_, value)) => Some(parse_time(&value).ok_or(Rejection::InvalidTimestamp)?),
         };
-        let outcome = if N > CORE_FIELDS {
+        let outcome = if self.outcomes.is_off() {
+            None
+        } else {
             self.outcomes
                 .judge(&name, |field| captures.take(field).map(|(_, value)| value))?
-        } else {
-            None
         };
         let kind = self
             .kinds
@@ -447,19 +430,15 @@ pub(crate) enum Scalar<'a> {
     Number(&'a str),
 }
 
-/// The values captured for the first `N` fields (see [`Field`]); a field beyond them is
-/// never captured.
-struct Captures<'a, const N: usize> {
-    slots: [Option<(u8, Scalar<'a>)>; N],
+/// One slot per [`Field`]. (Sizing them by the configured fields, so that a decoder without
+/// outcome tables kept five, made the walk generic over the size, and the second copy of it
+/// cost more instructions per record than the five slots saved: BENCHMARKS.md, issue 17.)
+#[derive(Default)]
+struct Captures<'a> {
+    slots: [Option<(u8, Scalar<'a>)>; FIELDS],
 }
 
-impl<'a, const N: usize> Captures<'a, N> {
-    fn new() -> Self {
-        Captures {
-            slots: std::array::from_fn(|_| None),
-        }
-    }
-
+impl<'a> Captures<'a> {
     fn record(&mut self, targets: &[(Field, u8)], value: Scalar<'a>) {
         // A key nearly always feeds one field: the value moves there, copies only for more.
         let Some(((last_field, last_priority), others)) = targets.split_last() else {
@@ -472,9 +451,7 @@ impl<'a, const N: usize> Captures<'a, N> {
     }
 
     fn offer(&mut self, field: Field, priority: u8, value: impl FnOnce() -> Scalar<'a>) {
-        let Some(slot) = self.slots.get_mut(field as usize) else {
-            return;
-        };
+        let slot = &mut self.slots[field as usize];
         // Equal priority is the same key repeated: the last one wins.
         if slot.as_ref().is_none_or(|(held, _)| priority <= *held) {
             *slot = Some((priority, value()));
@@ -482,15 +459,15 @@ impl<'a, const N: usize> Captures<'a, N> {
     }
 
     fn take(&mut self, field: Field) -> Option<(u8, Scalar<'a>)> {
-        self.slots.get_mut(field as usize)?.take()
+        self.slots[field as usize].take()
     }
 }
 
 /// Walks the entries of an object, descending along the trie.
-fn walk_object<'de, A: MapAccess<'de>, const N: usize>(
+fn walk_object<'de, A: MapAccess<'de>>(
     mut map: A,
     level: &Level,
-    captures: &mut Captures<'de, N>,
+    captures: &mut Captures<'de>,
 ) -> Result<(), A::Error> {
     while let Some(found) = map.next_key_seed(KeySeed { level })? {
         match found {
@@ -503,12 +480,12 @@ fn walk_object<'de, A: MapAccess<'de>, const N: usize>(
     Ok(())
 }
 
-struct RootVisitor<'p, 'c, 'de, const N: usize> {
+struct RootVisitor<'p, 'c, 'de> {
     level: &'p Level,
-    captures: &'c mut Captures<'de, N>,
+    captures: &'c mut Captures<'de>,
 }
 
-impl<'de, const N: usize> Visitor<'de> for RootVisitor<'_, '_, 'de, N> {
+impl<'de> Visitor<'de> for RootVisitor<'_, '_, 'de> {
     /// Whether the record is an object.
     type Value = bool;
 
@@ -565,12 +542,12 @@ impl<'de, 'p> Visitor<'de> for KeySeed<'p> {
     }
 }
 
-struct ValueSeed<'p, 'c, 'de, const N: usize> {
+struct ValueSeed<'p, 'c, 'de> {
     node: &'p Node,
-    captures: &'c mut Captures<'de, N>,
+    captures: &'c mut Captures<'de>,
 }
 
-impl<'de, const N: usize> DeserializeSeed<'de> for ValueSeed<'_, '_, 'de, N> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_, 'de> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if self.node.raw_targets.is_empty() {
@@ -588,7 +565,7 @@ impl<'de, const N: usize> DeserializeSeed<'de> for ValueSeed<'_, '_, 'de, N> {
     }
 }
 
-impl<'de, const N: usize> Visitor<'de> for ValueSeed<'_, '_, 'de, N> {
+impl<'de> Visitor<'de> for ValueSeed<'_, '_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
