@@ -253,6 +253,7 @@ impl Decoder {
         Ok(is_object)
     }
 
+    /// Borrows the captures: moving the slots per record cost more than taking from them.
     fn resolve<'a>(&self, captures: &mut Captures<'a>) -> Result<DecodedEvent<'a>, Rejection> {
         let user = match captures.take(Field::User) {
             None => return Err(Rejection::MissingUser),
@@ -283,9 +284,12 @@ impl Decoder {
             None => None,
             Some((_, value)) => Some(parse_time(&value).ok_or(Rejection::InvalidTimestamp)?),
         };
-        let outcome = self
-            .outcomes
-            .judge(&name, |field| captures.take(field).map(|(_, value)| value))?;
+        let outcome = if self.outcomes.is_off() {
+            None
+        } else {
+            self.outcomes
+                .judge(&name, |field| captures.take(field).map(|(_, value)| value))?
+        };
         let kind = self
             .kinds
             .get(name.as_ref())
@@ -474,6 +478,9 @@ pub(crate) enum Scalar<'a> {
     Number(&'a str),
 }
 
+/// One slot per [`Field`]. (Sizing them by the configured fields, so that a decoder without
+/// outcome tables kept five, made the walk generic over the size, and the second copy of it
+/// cost more instructions per record than the five slots saved: BENCHMARKS.md, issue 17.)
 #[derive(Default)]
 struct Captures<'a> {
     slots: [Option<(u8, Scalar<'a>)>; SLOTS],
@@ -598,20 +605,15 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_, 'de> {
         if self.node.raw_targets.is_empty() {
             return d.deserialize_any(self);
         }
+        // A money pointer is never one another pointer equals or passes through (the settings
+        // refuse it), so this key feeds nothing else and has no configured children.
         let raw = <&'de RawValue>::deserialize(d)?;
         let text = raw.get();
         if text != "null" {
             self.captures
                 .record(&self.node.raw_targets, Scalar::Number(text));
         }
-        if self.node.targets.is_empty() && self.node.children.nodes.is_empty() {
-            return Ok(());
-        }
-        // Rare: the key also feeds other fields, or lies on a deeper path: walk its text.
-        let mut again = serde_json::Deserializer::from_str(text);
-        again
-            .deserialize_any(self)
-            .map_err(serde::de::Error::custom)
+        Ok(())
     }
 }
 

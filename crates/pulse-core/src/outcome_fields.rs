@@ -69,6 +69,11 @@ impl OutcomeFields {
         }
     }
 
+    /// Whether no `[outcomes.*]` table is configured: then no outcome field is captured.
+    pub(crate) fn is_off(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
     /// The pointers each outcome field is captured from, in priority order.
     pub(crate) fn paths(settings: &OutcomeSettings) -> Vec<(Field, &Vec<String>)> {
         let mut paths = Vec::new();
@@ -95,9 +100,6 @@ impl OutcomeFields {
         name: &str,
         mut take: impl FnMut(Field) -> Option<Scalar<'a>>,
     ) -> Result<Option<OutcomeValue>, Rejection> {
-        if self.by_name.is_empty() {
-            return Ok(None);
-        }
         let Some(kind) = self.by_name.get(name) else {
             return Ok(None);
         };
@@ -254,21 +256,19 @@ mod tests {
     }
 
     #[test]
-    fn a_key_that_feeds_money_and_lies_on_another_path_feeds_both() {
+    fn a_money_pointer_that_another_passes_through_is_refused() {
         let mut settings = EngineSettings::default();
         settings.outcomes.revenue = Some(RevenueSettings {
             events: list(&["order"]),
             amount: list(&["/properties"]),
-            currency: list(&["/properties/currency"]),
+            currency: list(&["/currency"]),
             expected_currency: "USD".into(),
         });
-        settings.fields.user = list(&["/properties/user"]);
-        let decoder = Decoder::new(&settings);
-        let json = br#"{"event":"order","properties":{"user":"u9","currency":"USD"}}"#;
-        let decoded = decoder.decode(json);
-        // The object is no amount, but its keys still feed the user and the currency.
-        assert_eq!(decoded.map(|e| e.user), Err(Rejection::InvalidAmount));
-        let json = br#"{"event":"login","properties":{"user":"u9"}}"#;
-        assert_eq!(decoder.decode(json).unwrap().user, "u9");
+        // The default feature pointer `/properties/feature` passes through the amount.
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("outcomes.revenue.amount"), "{error}");
+        assert!(error.contains("/properties/feature"), "{error}");
+        settings.outcomes.revenue.as_mut().unwrap().amount = list(&["/properties/total"]);
+        settings.validate().unwrap();
     }
 }

@@ -150,6 +150,7 @@ impl OutcomeSettings {
                 }
             }
         }
+        self.check_money_pointers(std::iter::empty())?;
         for (key, paths) in pointers {
             if paths.is_empty() {
                 return Err(SettingsError::NoPointers { key });
@@ -158,6 +159,50 @@ impl OutcomeSettings {
                 return Err(SettingsError::BadPointer {
                     key,
                     pointer: bad.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OutcomeSettings {
+    /// The pointers read as money, with their keys.
+    fn money_pointers(&self) -> Vec<(&'static str, &String)> {
+        let amounts = self.revenue.iter().flat_map(|r| &r.amount);
+        let mrr = self.subscription.iter().flat_map(|s| &s.mrr);
+        amounts
+            .map(|p| ("outcomes.revenue.amount", p))
+            .chain(mrr.map(|p| ("outcomes.subscription.mrr", p)))
+            .collect()
+    }
+
+    /// The other pointers the decoder follows (scores, currency).
+    fn other_pointers(&self) -> impl Iterator<Item = &String> {
+        let scores = [&self.nps, &self.csat]
+            .into_iter()
+            .flatten()
+            .flat_map(|t| &t.score);
+        scores.chain(self.revenue.iter().flat_map(|r| &r.currency))
+    }
+
+    /// Refuses a money pointer that one of `others` (or of the outcome tables) equals or
+    /// passes through: money is read as the raw text of one JSON number, which the decoder
+    /// takes whole, without walking into it for other fields.
+    pub(crate) fn check_money_pointers<'a>(
+        &'a self,
+        others: impl Iterator<Item = &'a String>,
+    ) -> Result<(), SettingsError> {
+        let money = self.money_pointers();
+        for other in others.chain(self.other_pointers()) {
+            let overlap = money.iter().find(|(_, pointer)| {
+                other == *pointer || other.starts_with(&format!("{pointer}/"))
+            });
+            if let Some((key, pointer)) = overlap {
+                return Err(SettingsError::PointerOverlap {
+                    key,
+                    pointer: (*pointer).clone(),
+                    other: other.clone(),
                 });
             }
         }
@@ -257,6 +302,10 @@ mod tests {
                     s.csat.as_mut().unwrap().events = vec!["survey_nps".into()];
                 }),
                 "outcomes.csat.events",
+            ),
+            (
+                Box::new(|s| s.revenue.as_mut().unwrap().currency = vec!["/revenue/code".into()]),
+                "outcomes.revenue.amount",
             ),
         ];
         for (mutate, key) in cases {

@@ -224,6 +224,12 @@ pub enum SettingsError {
     UnknownCurrency { key: &'static str, code: String },
     #[error("{key} is required when outcomes.revenue.expected_currency is not set")]
     NoCurrency { key: &'static str },
+    #[error("{key}: {pointer:?} is read as one number, but {other:?} points into it")]
+    PointerOverlap {
+        key: &'static str,
+        pointer: String,
+        other: String,
+    },
 }
 
 impl EngineSettings {
@@ -330,7 +336,12 @@ impl EngineSettings {
         }
         self.validate_dimensions()?;
         each_name_once(self.kind_lists())?;
-        self.outcomes.validate()
+        self.outcomes.validate()?;
+        let f = &self.fields;
+        let fields = [&f.user, &f.event, &f.time, &f.feature, &f.session_id];
+        let dimensions = self.dimensions.iter().flat_map(|d| &d.paths);
+        self.outcomes
+            .check_money_pointers(fields.into_iter().flatten().chain(dimensions))
     }
 
     fn validate_dimensions(&self) -> Result<(), SettingsError> {
@@ -418,6 +429,23 @@ pub fn time_zone(name: &str) -> Result<TimeZone, SettingsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dimension_cannot_read_a_money_pointer() {
+        let outcomes = crate::outcome_settings::generator_tables();
+        let amount = outcomes.revenue.as_ref().unwrap().amount[0].clone();
+        let settings = EngineSettings {
+            outcomes,
+            dimensions: vec![DimensionSettings {
+                name: "plan".into(),
+                paths: vec![format!("{amount}/currency")],
+                max_values: 25,
+            }],
+            ..EngineSettings::default()
+        };
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("outcomes.revenue.amount"), "{error}");
+    }
 
     #[test]
     fn defaults_are_valid() {
