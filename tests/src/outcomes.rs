@@ -176,7 +176,8 @@ pub fn section(
             "movements": movements,
             "churn_rate_30d": ratio(churned_30 as f64, mrr_before(Some(complete_30.first)) as f64),
         },
-        // No family measures churn yet, so the estimate is 0 and incomplete.
+        // The 30-day churn needs 60 days held, more than these workloads span: 0, incomplete
+        // (the arithmetic with a measured churn is tested in the family itself).
         "ltv_estimate_minor": 0.0,
         "ltv_estimate_complete": false,
     })

@@ -694,6 +694,7 @@ fn csat_of(answers: &[u64; CSAT_SCORES]) -> CsatFigures {
 mod tests {
     use super::*;
     use crate::event::EventKind;
+    use crate::families::retention::PeriodRatios;
     use crate::money::Currency;
     use crate::settings::EngineSettings;
     use crate::sketch::UserHash;
@@ -731,6 +732,15 @@ mod tests {
     }
 
     fn section_of(events: &[PartitionEvent], partitions: usize) -> OutcomeFigures {
+        section_with_churn(events, partitions, PeriodRatios::default())
+    }
+
+    /// The section beside a retention family that measured `churn`.
+    fn section_with_churn(
+        events: &[PartitionEvent],
+        partitions: usize,
+        churn: PeriodRatios,
+    ) -> OutcomeFigures {
         let rules = rules();
         let mut summaries = Vec::new();
         for p in 0..partitions {
@@ -768,6 +778,7 @@ mod tests {
             d7: 8,
             d30: 10,
         };
+        earlier.retention.churn = churn;
         Outcomes::section(&summaries, &earlier, &cx)
             .outcomes
             .unwrap()
@@ -860,13 +871,25 @@ mod tests {
         assert_eq!(ltv_estimate_minor(1000.0, 0.05, true), 20_000.0);
         assert_eq!(ltv_estimate_minor(1000.0, 0.05, false), 0.0);
         assert_eq!(ltv_estimate_minor(1000.0, 0.0, true), 0.0);
-        let o = section_of(&[event("a", TODAY, 0, OutcomeValue::Order(100))], 1);
+        let order = [event("a", TODAY, 0, OutcomeValue::Order(100))];
+        let o = section_of(&order, 1);
+        assert_eq!(o.ltv_estimate_minor, Some(0.0), "churn not measured");
+        assert_eq!(o.ltv_estimate_complete, Some(false));
+        // 30-day ARPU = 100 ÷ 10 active users; the retention family's 30-day churn 0.25.
+        let churn = |complete| PeriodRatios {
+            complete,
+            d7: 0.5,
+            d30: 0.25,
+        };
+        let o = section_with_churn(&order, 1, churn(true));
+        assert_eq!(o.ltv_estimate_minor, Some(40.0));
+        assert_eq!(o.ltv_estimate_complete, Some(true));
+        let o = section_with_churn(&order, 1, churn(false));
         assert_eq!(
             o.ltv_estimate_minor,
             Some(0.0),
-            "no churn in this build yet"
+            "churn over incomplete days"
         );
-        assert_eq!(o.ltv_estimate_complete, Some(false));
     }
 
     #[test]
