@@ -346,8 +346,25 @@ fn a_stale_seed_is_reported_not_run_quietly() {
     assert!(state_seed_problem(&state[..state.len() / 2]).is_some());
 }
 
+/// The state objects under a store's directory.
+fn state_objects(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(state_objects(&path));
+        } else if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("state-"))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// Not a check but the regeneration `make fuzz-seeds` runs (hence ignored): rewrites each
-/// seed that no longer decodes from a real `pulse replay --shards 2 --save-state` of
+/// seed that no longer decodes from a real `pulse replay --shards 2 --partitions 1 --save-state` of
 /// `tests/golden/small.ndjson`, then fails so that the new files are reviewed; does nothing
 /// when every seed decodes.
 #[test]
@@ -359,7 +376,7 @@ fn regenerate_stale_seeds() {
     );
     let state_dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(pulse_bin())
-        .args(["replay", "--compact", "--shards", "2"])
+        .args(["replay", "--compact", "--shards", "2", "--partitions", "1"])
         .args(["--wall-clock", "2026-03-11T00:00:00Z"])
         .arg("--input")
         .arg(golden_dir().join("small.ndjson"))
@@ -369,10 +386,8 @@ fn regenerate_stale_seeds() {
         .output()
         .unwrap();
     assert_success(&output, "pulse replay --save-state");
-    let files: Vec<PathBuf> = fs::read_dir(state_dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // One partition, so one state object (`partitions/<topic>/0/state-….bin`).
+    let files = state_objects(state_dir.path());
     assert_eq!(files.len(), 1, "one checkpoint: {files:?}");
     let checkpoint = fs::read(&files[0]).unwrap();
     let engine = read_checkpoint(&checkpoint)
