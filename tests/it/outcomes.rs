@@ -13,8 +13,7 @@ use pulse_tests::outcomes::MODEL_TOML;
 use pulse_tests::{
     GeneratedEvent, OracleSettings, Record, WorkloadConfig, exact_snapshot_of_records,
 };
-use pulse_workload::config::{Shape, TimestampStyle};
-use pulse_workload::{Outcome, UserId};
+use pulse_workload::Outcome;
 use serde_json::Value;
 
 use crate::helpers::{
@@ -163,16 +162,8 @@ fn outcome_event(user: &str, ts_ms: i64, outcome: Outcome) -> Record {
         Outcome::Mrr { .. } => "subscription_changed",
     };
     Record::Event(GeneratedEvent {
-        user: UserId::Text(user.to_owned()),
-        name: name.to_owned(),
-        ts_ms,
-        feature: None,
-        session_id: None,
-        shape: Shape::Plain,
-        timestamp_style: TimestampStyle::EpochMillis,
-        seq: 0,
         outcome: Some(outcome),
-        properties: Vec::new(),
+        ..GeneratedEvent::plain(user, name, ts_ms)
     })
 }
 

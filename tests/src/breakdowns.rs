@@ -188,7 +188,6 @@ fn value_kpis(
 
 #[cfg(test)]
 mod tests {
-    use pulse_workload::{Shape, TimestampStyle, UserId};
 
     use super::*;
 
@@ -197,19 +196,11 @@ mod tests {
 
     fn ev(user: &str, name: &str, ts_ms: i64, props: &[(&str, Property)]) -> GeneratedEvent {
         GeneratedEvent {
-            user: UserId::Text(user.into()),
-            name: name.into(),
-            ts_ms,
-            feature: None,
-            session_id: None,
-            shape: Shape::Plain,
-            timestamp_style: TimestampStyle::EpochMillis,
-            seq: 0,
-            outcome: None,
             properties: props
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
+            ..GeneratedEvent::plain(user, name, ts_ms)
         }
     }
 

@@ -582,7 +582,6 @@ pub fn rfc3339_utc_millis(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use pulse_workload::{Shape, TimestampStyle};
 
     use super::*;
     use crate::admission::Record;
@@ -592,18 +591,7 @@ mod tests {
     }
 
     fn ev(user: &str, name: &str, ts_ms: i64) -> GeneratedEvent {
-        GeneratedEvent {
-            user: UserId::Text(user.to_owned()),
-            name: name.to_owned(),
-            ts_ms,
-            feature: None,
-            session_id: None,
-            shape: Shape::Plain,
-            timestamp_style: TimestampStyle::EpochMillis,
-            seq: 0,
-            outcome: None,
-            properties: Vec::new(),
-        }
+        GeneratedEvent::plain(user, name, ts_ms)
     }
 
     fn in_session(mut e: GeneratedEvent, sid: &str) -> GeneratedEvent {

@@ -127,6 +127,23 @@ fn write_decimal(out: &mut String, units: i64, decimals: u8) {
 }
 
 impl GeneratedEvent {
+    /// A plain-JSON event of `user` named `name` at `ts_ms` (epoch milliseconds) and nothing
+    /// else, for tests that write their own events; set the other fields with `..`.
+    pub fn plain(user: &str, name: &str, ts_ms: i64) -> GeneratedEvent {
+        GeneratedEvent {
+            user: UserId::Text(user.to_owned()),
+            name: name.to_owned(),
+            ts_ms,
+            feature: None,
+            session_id: None,
+            shape: Shape::Plain,
+            timestamp_style: TimestampStyle::EpochMillis,
+            seq: 0,
+            outcome: None,
+            properties: Vec::new(),
+        }
+    }
+
     /// One JSON object, without a trailing newline.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(192);
