@@ -92,12 +92,7 @@ pub const fn gauge(
     labels: &'static [&'static str],
     help: &'static str,
 ) -> SeriesDef {
-    SeriesDef {
-        name,
-        kind: SeriesKind::Gauge,
-        labels,
-        help,
-    }
+    series(SeriesKind::Gauge, name, labels, help)
 }
 
 pub const fn counter(
@@ -105,9 +100,18 @@ pub const fn counter(
     labels: &'static [&'static str],
     help: &'static str,
 ) -> SeriesDef {
+    series(SeriesKind::Counter, name, labels, help)
+}
+
+const fn series(
+    kind: SeriesKind,
+    name: &'static str,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> SeriesDef {
     SeriesDef {
         name,
-        kind: SeriesKind::Counter,
+        kind,
         labels,
         help,
     }

@@ -172,27 +172,29 @@ impl Ingestor {
         let day = self.calendar.day_of(ts_ms);
         let today = self.calendar.day_of(now_ms);
         let in_horizon = day > today - HORIZON_DAYS;
+        // What a partition learns of an event older than the retention: no feature, session
+        // or clock, so nothing but retention's day bits may change. An accepted event adds
+        // the rest below.
+        let late = PartitionEvent {
+            partition: partition as u32,
+            user: event.user,
+            session_key: event.session_key,
+            ts_ms,
+            day,
+            kind: event.kind,
+            feature: None,
+            sessionize: false,
+            in_retention: false,
+            in_horizon,
+            outcome: None,
+            dims: Default::default(),
+            tags: Default::default(),
+        };
         if day < today - self.retention_days {
             self.inputs_of(partition).counters.late += 1;
-            // No feature, session or clock: nothing but retention's day bits may change.
-            let event = PartitionEvent {
-                partition: partition as u32,
-                user: event.user,
-                session_key: event.session_key,
-                ts_ms,
-                day,
-                kind: event.kind,
-                feature: None,
-                sessionize: false,
-                in_retention: false,
-                in_horizon,
-                outcome: None,
-                dims: Default::default(),
-                tags: Default::default(),
-            };
             return Outcome::Late {
                 worker: self.owners[partition],
-                event,
+                event: late,
             };
         }
         let sessionize = self
@@ -218,19 +220,13 @@ impl Ingestor {
             .map(|name| self.state.features.intern(name));
         let dims = self.state.dimensions.intern(&event.dimensions);
         let event = PartitionEvent {
-            partition: partition as u32,
-            user: event.user,
-            session_key: event.session_key,
-            ts_ms,
-            day,
-            kind: event.kind,
             feature,
             sessionize,
             in_retention: true,
-            in_horizon,
             outcome: event.outcome,
             dims,
             tags: event.tags,
+            ..late
         };
         Outcome::Accepted {
             worker: self.owners[partition],
