@@ -19,6 +19,7 @@ use pulse_export::{BuildInfo, Exporter, IngestStatus};
 use pulse_ingest::checkpointer::Checkpointer;
 use pulse_ingest::clock::wall_ms;
 use pulse_ingest::demo::{self, DemoOptions};
+use pulse_ingest::kafka::summaries::SummaryOptions;
 use pulse_ingest::kafka::{self, Durability, KafkaOptions};
 use pulse_ingest::rollups::{RollupOptions, RollupWriter};
 use pulse_ingest::state_store::{Saved, StateStore};
@@ -185,6 +186,7 @@ pub fn run(options: RunOptions) -> Result<()> {
     let shutdown_timeout = raw.state.shutdown_timeout;
     let interval = raw.state.checkpoint_interval;
     let rollups = rollup_options(&raw).map(|options| RollupWriter::new(settings.clone(), options));
+    let summaries = summary_options(&raw);
     serve(
         listen,
         shutdown_timeout,
@@ -221,6 +223,7 @@ pub fn run(options: RunOptions) -> Result<()> {
                 &kafka,
                 durability,
                 rollups,
+                summaries,
                 &sink,
                 token.cancelled(),
             )
@@ -285,6 +288,14 @@ pub fn rollup_options(raw: &RawConfig) -> Option<RollupOptions> {
         include_sketches: r.include_sketches,
     };
     (r.enabled && (options.dir.is_some() || options.topic.is_some())).then_some(options)
+}
+
+pub fn summary_options(raw: &RawConfig) -> Option<SummaryOptions> {
+    let s = &raw.summaries;
+    s.enabled.then(|| SummaryOptions {
+        topic: s.topic.clone(),
+        publish_interval: s.publish_interval,
+    })
 }
 
 pub fn kafka_options(raw: &RawConfig) -> KafkaOptions {
