@@ -238,7 +238,11 @@ impl Pipeline {
             summaries,
             &mut calendar,
             Rules::of(&self.settings).shape,
-            self.ingestor.now_ms(),
+            // On the event-time clock, `router`'s: a global view's is the newest of all.
+            match self.settings.clock {
+                ClockMode::EventTime => router.max_event_ms,
+                ClockMode::Wall => self.ingestor.now_ms(),
+            },
         );
         // The worker threads, however many summaries (partitions) were merged.
         snapshot.state.shards = self.pool.len();
