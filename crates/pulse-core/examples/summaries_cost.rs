@@ -75,6 +75,11 @@ fn main() {
             .collect();
         let publish = started.elapsed();
         let bytes: usize = records.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut by_piece = std::collections::BTreeMap::<&str, usize>::new();
+        for (key, value) in &records {
+            let piece = key.rsplit('/').next().unwrap_or_default();
+            *by_piece.entry(piece).or_default() += key.len() + value.len();
+        }
         let started = Instant::now();
         for (key, value) in &records {
             reader.take(key, value).expect("a record it wrote");
@@ -93,7 +98,8 @@ fn main() {
         let merge = started.elapsed();
         println!(
             "{} events {:>8}: records {:>4}, bytes {:>10} ({:>9.0} B/s), summarize {:>7.1} ms, \
-             encode+diff {:>7.1} ms, read {:>7.1} ms, merge+snapshot {:>7.1} ms, MAU {}",
+             encode+diff {:>7.1} ms, read {:>7.1} ms, merge+snapshot {:>7.1} ms, MAU {}\n    \
+             by piece (bytes): {by_piece:?}",
             if step == 0 { "first" } else { "next " },
             fed - start,
             records.len(),

@@ -186,7 +186,6 @@ pub fn run(options: RunOptions) -> Result<()> {
     let shutdown_timeout = raw.state.shutdown_timeout;
     let interval = raw.state.checkpoint_interval;
     let rollups = rollup_options(&raw).map(|options| RollupWriter::new(settings.clone(), options));
-    let summaries = summary_options(&raw);
     serve(
         listen,
         shutdown_timeout,
@@ -223,7 +222,6 @@ pub fn run(options: RunOptions) -> Result<()> {
                 &kafka,
                 durability,
                 rollups,
-                summaries,
                 &sink,
                 token.cancelled(),
             )
@@ -310,5 +308,6 @@ pub fn kafka_options(raw: &RawConfig) -> KafkaOptions {
             .then(|| raw.kafka.dead_letter_topic.clone()),
         properties: raw.kafka.properties.clone(),
         refresh: raw.http.refresh_interval,
+        summaries: summary_options(raw),
     }
 }

@@ -30,7 +30,7 @@ use super::context::{PulseContext, Shared, partition_names};
 use super::dead_letters::{DeadLetters, Origin};
 use super::probe::probe_broker;
 use super::resume::{Placement, Resume};
-use super::summaries::{GlobalView, SummaryOptions};
+use super::summaries::GlobalView;
 use super::watermarks::PartitionWatermarks;
 use crate::checkpointer::Checkpointer;
 use crate::clock::wall_ms;
@@ -122,7 +122,6 @@ pub async fn run(
     options: &KafkaOptions,
     mut durability: Option<Durability>,
     mut rollups: Option<RollupWriter>,
-    summaries: Option<SummaryOptions>,
     sink: &dyn Sink,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaSourceError> {
@@ -216,16 +215,17 @@ pub async fn run(
                 })?;
         rollups.send_to(producer);
     }
-    let mut global =
-        match summaries {
-            Some(summaries) => Some(GlobalView::start(options, summaries).await.map_err(
-                |source| KafkaSourceError::Client {
+    let mut global = match &options.summaries {
+        Some(summaries) => Some(
+            GlobalView::start(options, summaries.clone())
+                .await
+                .map_err(|source| KafkaSourceError::Client {
                     what: "summaries producer or reader",
                     source,
-                },
-            )?),
-            None => None,
-        };
+                })?,
+        ),
+        None => None,
+    };
     tracing::info!(brokers = %options.brokers, topics = ?options.topics, group = %options.group_id, "Consuming.");
 
     let broker_up = Arc::new(AtomicBool::new(false));
