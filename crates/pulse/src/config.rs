@@ -759,6 +759,36 @@ mod tests {
     }
 
     #[test]
+    fn summaries_settings_are_checked_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulse.toml");
+        for (text, key) in [
+            (
+                "[summaries]\nenabled = true\ntopic = \"\"\n",
+                "summaries.topic",
+            ),
+            ("[summaries]\ntopic = \"a/b\"\n", "summaries.topic"),
+            (
+                "[summaries]\npublish_interval = \"10ms\"\n",
+                "summaries.publish_interval",
+            ),
+            ("[summaries]\nenable = true\n", "enable"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let result = load(Some(&path), &[]).and_then(|raw| raw.validate_service());
+            let message = format!("{:#}", result.unwrap_err());
+            assert!(message.contains(key), "{message:?} should mention {key}");
+        }
+        std::fs::write(&path, "[summaries]\nenabled = true\n").unwrap();
+        let raw = load(Some(&path), &[]).unwrap();
+        raw.validate_service().unwrap();
+        assert_eq!(
+            raw.summaries.topic, "pulse.summaries",
+            "the documented default"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pulse.toml");
