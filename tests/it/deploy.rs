@@ -503,6 +503,14 @@ fn environment(service: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of `name` in `service`'s environment (as [`environment`] lists it).
+fn env_var(env: &[(String, String)], service: &str, name: &str) -> String {
+    env.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{service}'s environment lacks {name}"))
+}
+
 /// (source, target) of a service's volumes in short syntax.
 fn volumes(service: &Value) -> Vec<(String, String)> {
     service.get("volumes").map_or_else(Vec::new, |list| {
@@ -621,12 +629,7 @@ fn compose_runs_pulse_against_its_kafka_with_a_valid_config() {
     }
     let pulse = at(&compose, "services/pulse");
     let env = environment(pulse);
-    let var = |name: &str| {
-        env.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("pulse's environment lacks {name}"))
-    };
+    let var = |name: &str| env_var(&env, "pulse", name);
     assert_eq!(var("KAFKA_BROKERS"), "kafka:9092");
     assert_eq!(var("PULSE_HTTP__LISTEN"), "0.0.0.0:9464");
 
@@ -882,12 +885,7 @@ fn compose_scale_out_runs_three_instances_on_s3_with_the_global_view() {
     for name in ["pulse", "pulse-2", "pulse-3"] {
         let service = at(services, name);
         let env = environment(service);
-        let var = |key: &str| {
-            env.iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("{name}'s environment lacks {key}"))
-        };
+        let var = |key: &str| env_var(&env, name, key);
         assert!(var("PULSE_STATE__URL").starts_with("s3://"), "{name}");
         assert_eq!(var("AWS_ENDPOINT"), "http://s3:9000", "{name}");
         // The configuration it runs with accepts the environment and turns the view on.

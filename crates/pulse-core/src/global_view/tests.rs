@@ -148,49 +148,27 @@ fn only_changed_pieces_are_sent_again() {
         .as_bytes(),
         None,
     );
-    let again: Vec<&str> = publish(&engine, &mut publisher, 1)
-        .iter()
-        .map(|(key, _)| key.split_once('/').unwrap().1)
-        .map(|piece| first_of(&first, piece))
+    let again: Vec<String> = publish(&engine, &mut publisher, 1)
+        .into_iter()
+        .map(|(key, _)| key.split_once('/').unwrap().1.to_owned())
         .collect();
-    let touched = if again.contains(&"0/activity") {
-        "0"
+    let (touched, other) = if again.contains(&"0/activity".to_owned()) {
+        ("0", "1")
     } else {
-        "1"
+        ("1", "0")
     };
-    let other = if touched == "0" { "1" } else { "0" };
-    assert!(
-        again.contains(&format!("{touched}/activity").as_str()),
-        "{again:?}"
-    );
-    assert!(
-        !again.contains(&format!("{touched}/features").as_str()),
-        "{again:?}"
-    );
-    assert!(
-        !again.contains(&format!("{touched}/funnels").as_str()),
-        "{again:?}"
-    );
-    // Its head carries the clock; its activity, the trailing minutes' distinct users.
-    assert!(
-        again.contains(&format!("{other}/head").as_str()),
-        "{again:?}"
-    );
-    assert!(
-        !again.contains(&format!("{other}/sessions").as_str()),
-        "{again:?}"
-    );
+    // The other partition's head carries the clock; its activity, the trailing minutes'.
+    for (piece, sent) in [
+        (format!("{touched}/activity"), true),
+        (format!("{touched}/features"), false),
+        (format!("{touched}/funnels"), false),
+        (format!("{other}/head"), true),
+        (format!("{other}/sessions"), false),
+    ] {
+        assert_eq!(again.contains(&piece), sent, "{piece} in {again:?}");
+    }
     // A new epoch (another owner) sends everything again.
     assert_eq!(publish(&engine, &mut publisher, 2).len(), first.len());
-}
-
-/// `piece` (`<partition>/<name>`) as borrowed from the first publish's keys.
-fn first_of<'a>(records: &'a [Record], piece: &str) -> &'a str {
-    records
-        .iter()
-        .map(|(key, _)| key.split_once('/').unwrap().1)
-        .find(|p| *p == piece)
-        .unwrap()
 }
 
 #[test]
