@@ -503,6 +503,14 @@ fn environment(service: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of `name` in `service`'s environment (as [`environment`] lists it).
+fn env_var(env: &[(String, String)], service: &str, name: &str) -> String {
+    env.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{service}'s environment lacks {name}"))
+}
+
 /// (source, target) of a service's volumes in short syntax.
 fn volumes(service: &Value) -> Vec<(String, String)> {
     service.get("volumes").map_or_else(Vec::new, |list| {
@@ -621,12 +629,7 @@ fn compose_runs_pulse_against_its_kafka_with_a_valid_config() {
     }
     let pulse = at(&compose, "services/pulse");
     let env = environment(pulse);
-    let var = |name: &str| {
-        env.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("pulse's environment lacks {name}"))
-    };
+    let var = |name: &str| env_var(&env, "pulse", name);
     assert_eq!(var("KAFKA_BROKERS"), "kafka:9092");
     assert_eq!(var("PULSE_HTTP__LISTEN"), "0.0.0.0:9464");
 
@@ -736,35 +739,44 @@ fn grafana_provisioning_points_at_what_compose_mounts() {
 /// `docker-compose` (v1), else a reported skip (a failure under `CI=true`).
 #[test]
 fn compose_file_validates_with_docker_compose() {
+    validate_compose(&[]);
+}
+
+/// `docker compose config` on compose.yml with the `overrides` (files of deploy/docker).
+fn validate_compose(overrides: &[&str]) {
     let file = compose_dir().join("compose.yml");
     let plugin = tools::find("docker").is_some()
         && run(Command::new("docker").args(["compose", "version"]))
             .status
             .success();
     if plugin {
-        let output = run(Command::new("docker")
-            .args(["compose", "-f"])
-            .arg(&file)
-            .args(["config", "-q"]));
+        let mut command = Command::new("docker");
+        command.args(["compose", "-f"]).arg(&file);
+        for name in overrides {
+            command.arg("-f").arg(compose_dir().join(name));
+        }
+        let output = run(command.args(["config", "-q"]));
         assert_success(&output, "docker compose config");
     } else if tools::find("docker-compose").is_some() {
-        // v1 predates the top-level `name:`; everything else is checked as written. Paths
-        // resolve against the working directory when the file comes on stdin.
+        // v1 predates the top-level `name:`; everything else is checked as written, from a
+        // copy beside the original so that relative paths resolve alike.
         let text: String = read(&file)
             .lines()
             .filter(|l| !l.starts_with("name:"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let mut child = Command::new("docker-compose")
-            .args(["-f", "-", "config", "-q"])
-            .current_dir(compose_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        let copy = tempfile::Builder::new()
+            .prefix(".compose-check-")
+            .suffix(".yml")
+            .tempfile_in(compose_dir())
             .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-        let output = child.wait_with_output().unwrap();
+        std::fs::write(copy.path(), text).unwrap();
+        let mut command = Command::new("docker-compose");
+        command.arg("-f").arg(copy.path());
+        for name in overrides {
+            command.arg("-f").arg(compose_dir().join(name));
+        }
+        let output = run(command.args(["config", "-q"]).current_dir(compose_dir()));
         assert_success(&output, "docker-compose config");
     } else {
         skip::missing_tool(
@@ -773,6 +785,142 @@ fn compose_file_validates_with_docker_compose() {
              latter (deploy/docker/ensure-compose.sh); structure checked only",
         );
     }
+}
+
+/// A container's environment, each variable from a Secret given `secret` as its value
+/// (and required optional, so that the pod starts without the Secret).
+fn container_env(container: &Value, secret: &str) -> Vec<(String, String)> {
+    container
+        .get("env")
+        .map(|list| {
+            seq(list)
+                .iter()
+                .map(|e| {
+                    let value = match e.get("value") {
+                        Some(v) => text(v),
+                        None => {
+                            assert_eq!(
+                                at(e, "valueFrom/secretKeyRef/optional"),
+                                &Value::Bool(true),
+                                "the pod starts without the Secret"
+                            );
+                            secret.to_owned()
+                        }
+                    };
+                    (text(at(e, "name")), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The scale-out overlay: N replicas rolling one at a time, no volume claim (state in
+/// object storage), the global view on, and a disruption budget over the same pods.
+#[test]
+fn kubernetes_scale_out_overlay_runs_replicas_on_object_storage_with_a_budget() {
+    let Some(kubectl) = validator("kubectl", "scripts/ensure-deploy-tools.sh") else {
+        return;
+    };
+    let output = run(Command::new(kubectl)
+        .arg("kustomize")
+        .arg(repo().join("deploy/k8s-scale-out")));
+    assert_success(&output, "kubectl kustomize deploy/k8s-scale-out");
+    let built = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(built.path(), &output.stdout).unwrap();
+    let mut by_kind: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for doc in yaml_docs(built.path()) {
+        by_kind.entry(text(at(&doc, "kind"))).or_default().push(doc);
+    }
+    assert!(
+        !by_kind.contains_key("PersistentVolumeClaim"),
+        "no pod keeps state of its own"
+    );
+    let deployment = &by_kind["Deployment"][0];
+    let spec = at(deployment, "spec");
+    let replicas: u64 = text(at(spec, "replicas")).parse().unwrap();
+    assert!(replicas > 1, "{replicas} replicas");
+    assert_eq!(text(at(spec, "strategy/type")), "RollingUpdate");
+    let pod = at(spec, "template/spec");
+    assert!(
+        seq(at(pod, "volumes"))
+            .iter()
+            .all(|v| v.get("persistentVolumeClaim").is_none()),
+        "a volume claim is still mounted"
+    );
+    let budget = &by_kind["PodDisruptionBudget"][0];
+    assert!(labels_match(
+        at(budget, "spec/selector/matchLabels"),
+        at(spec, "template/metadata/labels")
+    ));
+    let unavailable: u64 = text(at(budget, "spec/maxUnavailable")).parse().unwrap();
+    assert!(unavailable < replicas, "the budget keeps a pod serving");
+
+    let container = &seq(at(pod, "containers"))[0];
+    let args = texts(at(container, "args"));
+    let config_path = &args[args.iter().position(|a| a == "--config").unwrap() + 1];
+    let key = config_path.rsplit('/').next().unwrap();
+    let config_map = &by_kind["ConfigMap"][0];
+    let scratch = tempfile::tempdir().unwrap();
+    let config_file = scratch.path().join(key);
+    std::fs::write(&config_file, text(at(config_map, &format!("data/{key}")))).unwrap();
+    let effective = check_config(&config_file, &container_env(container, "from-a-secret"));
+    assert!(effective.get("state", "url").starts_with("s3://"));
+    assert_eq!(effective.get("summaries", "enabled"), "true");
+}
+
+/// The scale-out override: three pulse instances of one group, state in its S3 server,
+/// the global view on, each on its own loopback port, all scraped.
+#[test]
+fn compose_scale_out_runs_three_instances_on_s3_with_the_global_view() {
+    let base = compose();
+    let scale_out = yaml(&compose_dir().join("compose.scale-out.yml"));
+    let services = at(&scale_out, "services");
+    for required in ["s3", "s3-init"] {
+        assert!(
+            services.get(required).is_some(),
+            "service {required} missing"
+        );
+    }
+    let mut ports = BTreeSet::new();
+    for name in ["pulse", "pulse-2", "pulse-3"] {
+        let service = at(services, name);
+        let env = environment(service);
+        let var = |key: &str| env_var(&env, name, key);
+        assert!(var("PULSE_STATE__URL").starts_with("s3://"), "{name}");
+        assert_eq!(var("AWS_ENDPOINT"), "http://s3:9000", "{name}");
+        // The configuration it runs with accepts the environment and turns the view on.
+        let command = command_words(service);
+        let config = &command[command.iter().position(|w| w == "--config").unwrap() + 1];
+        let effective = check_config(&image_file(config), &env);
+        assert_eq!(effective.get("summaries", "enabled"), "true", "{name}");
+        assert_eq!(effective.get("state", "url"), var("PULSE_STATE__URL"));
+        // Published on loopback only, each on its own port (compose.yml's for `pulse`).
+        let published = service
+            .get("ports")
+            .or_else(|| at(&base, "services/pulse").get("ports"))
+            .map(texts)
+            .unwrap_or_else(|| panic!("{name} publishes no port"));
+        for port in published {
+            assert!(port.starts_with("127.0.0.1:"), "{name}: {port}");
+            assert!(ports.insert(port.clone()), "{name} reuses {port}");
+        }
+    }
+    // Prometheus scrapes the three, with the rules of the single-instance file.
+    let scraping = yaml(&repo().join("deploy/prometheus/prometheus-scale-out.yml"));
+    let mut single = yaml(&repo().join("deploy/prometheus/prometheus.yml"));
+    let targets = texts(at(&scraping, "scrape_configs/0/static_configs/0/targets"));
+    assert_eq!(targets, ["pulse:9464", "pulse-2:9464", "pulse-3:9464"]);
+    single["scrape_configs"][0]["static_configs"][0]["targets"] =
+        scraping["scrape_configs"][0]["static_configs"][0]["targets"].clone();
+    assert_eq!(
+        scraping, single,
+        "the two Prometheus files differ only by targets"
+    );
+    let mounted = volumes(at(services, "prometheus"));
+    assert!(mounted.iter().any(|(source, target)| {
+        source.ends_with("prometheus-scale-out.yml") && target == "/etc/prometheus/prometheus.yml"
+    }));
+    validate_compose(&["compose.scale-out.yml"]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -911,28 +1059,7 @@ fn kubernetes_pod_fits_its_config_probes_and_volume() {
     std::fs::write(&config_file, toml).unwrap();
 
     const SECRET: &str = "value-from-a-secret";
-    let env: Vec<(String, String)> = container
-        .get("env")
-        .map(|list| {
-            seq(list)
-                .iter()
-                .map(|e| {
-                    let value = match e.get("value") {
-                        Some(v) => text(v),
-                        None => {
-                            assert_eq!(
-                                at(e, "valueFrom/secretKeyRef/optional"),
-                                &Value::Bool(true),
-                                "the pod starts without the Secret"
-                            );
-                            SECRET.to_owned()
-                        }
-                    };
-                    (text(at(e, "name")), value)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let env = container_env(container, SECRET);
     let effective = check_config(&config_file, &env);
     assert!(
         !effective.0.contains(SECRET),

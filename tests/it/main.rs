@@ -33,6 +33,7 @@ mod deploy;
 mod durability;
 mod funnels;
 mod fuzz_corpus;
+mod global_view;
 mod golden;
 mod helpers;
 #[path = "kafka.rs"]

@@ -9,12 +9,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::Rejection;
-use crate::families::KpiState;
+use crate::families::{KpiState, Summary};
 use crate::family::Rules;
 use crate::ingest::{Ingestor, Outcome, RouterState};
 use crate::partition::{PartitionInputs, PartitionState};
 use crate::settings::EngineSettings;
 use crate::snapshot::{self, KpiSnapshot};
+use crate::windows::SummaryPoint;
 use crate::worker::Worker;
 
 /// Everything an engine knows, as plain data.
@@ -231,10 +232,7 @@ impl Engine {
     }
 
     pub fn snapshot(&mut self) -> KpiSnapshot {
-        if let Some(watermark) = self.ingestor.watermark_ms() {
-            self.worker.advance(watermark);
-        }
-        let at = self.ingestor.summary_point();
+        let at = self.summary_point();
         let summaries = [self.worker.summarize(at)];
         let mut calendar = self.ingestor.calendar().clone();
         snapshot::build(
@@ -245,6 +243,20 @@ impl Engine {
             Rules::of(&self.settings).shape,
             self.ingestor.now_ms(),
         )
+    }
+
+    /// Every partition's summary now, by partition number (what a global view publishes).
+    pub fn partition_summaries(&mut self) -> Vec<(usize, Summary)> {
+        let at = self.summary_point();
+        self.worker.summarize_each(at)
+    }
+
+    /// Closes the sessions the watermark made final; the point to summarise at.
+    fn summary_point(&mut self) -> SummaryPoint {
+        if let Some(watermark) = self.ingestor.watermark_ms() {
+            self.worker.advance(watermark);
+        }
+        self.ingestor.summary_point()
     }
 
     pub fn ingestor(&self) -> &Ingestor {

@@ -50,6 +50,7 @@ pub mod families;
 pub mod family;
 pub mod features;
 pub mod funnel_rules;
+pub mod global_view;
 pub mod histogram;
 pub mod ingest;
 pub mod message;

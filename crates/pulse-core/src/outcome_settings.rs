@@ -59,7 +59,7 @@ pub struct SubscriptionSettings {
 
 /// What the engine needs of the outcome settings, once checked: which parts are on, and
 /// in which currency money is counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeRules {
     pub nps: bool,
     pub csat: bool,

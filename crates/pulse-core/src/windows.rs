@@ -102,7 +102,7 @@ impl SummaryPoint {
 }
 
 /// Window unions of one sketch family (active users, signups or one feature).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SketchWindows {
     /// Unions over the windows ending today, by [`WINDOWS`] position.
     pub current: [Option<DistinctSketch>; 3],

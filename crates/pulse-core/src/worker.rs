@@ -84,10 +84,21 @@ impl Worker {
     pub fn summarize(&mut self, at: SummaryPoint) -> Summary {
         let rules = self.rules.clone();
         let mut merged = Summary::default();
-        for partition in self.owned_mut() {
-            merged.merge(partition.summarize(at), &rules);
+        for (_, summary) in self.summarize_each(at) {
+            merged.merge(summary, &rules);
         }
         merged
+    }
+
+    /// Each owned partition's summary as of `at`, with its number: what the global view
+    /// publishes partition by partition.
+    pub fn summarize_each(&mut self, at: SummaryPoint) -> Vec<(usize, Summary)> {
+        let (index, workers) = (self.index, self.workers);
+        self.partitions
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(slot, p)| Some((slot * workers + index, p.as_mut()?.summarize(at))))
+            .collect()
     }
 
     /// Copies of the owned partitions' states, with their partition numbers.

@@ -16,6 +16,7 @@ use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
 use crate::periodic::Periodic;
 use crate::state_store::{Offsets, StateStore, StateStoreError, TopicSizes};
+use crate::topic_partition::TopicPartition;
 
 type Written = (Offsets, Result<u64, StateStoreError>, Duration, i64);
 
@@ -57,6 +58,11 @@ impl Checkpointer {
 
     pub fn status(&self) -> &CheckpointStatus {
         &self.status
+    }
+
+    /// See [`StateStore::epoch`].
+    pub fn epoch(&self, partition: &TopicPartition) -> Option<u64> {
+        self.store.epoch(partition)
     }
 
     /// Whether it is time for the next checkpoint (and none is being written).

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use pulse_core::decode::Decoder;
 use pulse_core::event::PartitionEvent;
-use pulse_core::ingest::{Ingestor, Outcome};
+use pulse_core::families::Summary;
+use pulse_core::ingest::{Ingestor, Outcome, RouterState};
+use pulse_core::partition::{Counters, PartitionInputs};
 use pulse_core::prepare::Prepared;
 use pulse_core::settings::ClockMode;
 use pulse_core::snapshot::{self, KpiSnapshot};
@@ -184,17 +186,67 @@ impl Pipeline {
         let started = Instant::now();
         let at = self.ingestor.summary_point();
         let summaries = self.pool.summarize(at).await?;
-        let mut calendar = self.ingestor.calendar().clone();
-        let snapshot = snapshot::build(
-            self.ingestor.state(),
-            &self.ingestor.counters(),
-            &summaries,
-            &mut calendar,
-            Rules::of(&self.settings).shape,
-            self.ingestor.now_ms(),
-        );
+        let snapshot = self.build(self.ingestor.state(), &self.ingestor.counters(), &summaries);
         self.last_snapshot = Some(started.elapsed());
         Ok(snapshot)
+    }
+
+    /// Every partition's summary of everything routed so far, by partition number, with
+    /// what the router counted of it: the parts of a global view
+    /// ([`pulse_core::global_view`]), which [`Pipeline::build_snapshot`] then turns into
+    /// the snapshot.
+    pub async fn partition_summaries(
+        &mut self,
+    ) -> Result<Vec<(usize, PartitionInputs, Summary)>, WorkerStopped> {
+        self.flush().await?;
+        let at = self.ingestor.summary_point();
+        let summaries = self.pool.summarize_each(at).await?;
+        let inputs = self.ingestor.inputs();
+        Ok(summaries
+            .into_iter()
+            .map(|(number, summary)| {
+                let counted = inputs.get(number).cloned().unwrap_or_default();
+                (number, counted, summary)
+            })
+            .collect())
+    }
+
+    /// The snapshot of `summaries` (of partitions or workers), with the stream's `counters`
+    /// and the `router` whose names and clock to use; timed as the latest snapshot.
+    pub fn build_snapshot(
+        &mut self,
+        router: &RouterState,
+        counters: &Counters,
+        summaries: &[Summary],
+    ) -> KpiSnapshot {
+        let started = Instant::now();
+        let snapshot = self.build(router, counters, summaries);
+        self.last_snapshot = Some(started.elapsed());
+        snapshot
+    }
+
+    fn build(
+        &self,
+        router: &RouterState,
+        counters: &Counters,
+        summaries: &[Summary],
+    ) -> KpiSnapshot {
+        let mut calendar = self.ingestor.calendar().clone();
+        let mut snapshot = snapshot::build(
+            router,
+            counters,
+            summaries,
+            &mut calendar,
+            Rules::of(&self.settings).shape,
+            // On the event-time clock, `router`'s: a global view's is the newest of all.
+            match self.settings.clock {
+                ClockMode::EventTime => router.max_event_ms,
+                ClockMode::Wall => self.ingestor.now_ms(),
+            },
+        );
+        // The worker threads, however many summaries (partitions) were merged.
+        snapshot.state.shards = self.pool.len();
+        snapshot
     }
 
     /// How long the latest [`Pipeline::snapshot`] took, once there was one.

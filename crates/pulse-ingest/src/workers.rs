@@ -29,6 +29,10 @@ enum Command {
         at: SummaryPoint,
         reply: oneshot::Sender<Summary>,
     },
+    SummarizeEach {
+        at: SummaryPoint,
+        reply: oneshot::Sender<Vec<(usize, Summary)>>,
+    },
     CloseAll,
     Export {
         reply: oneshot::Sender<Vec<(usize, KpiState)>>,
@@ -50,6 +54,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Apply { .. } => "Apply",
             Command::Summarize { .. } => "Summarize",
+            Command::SummarizeEach { .. } => "SummarizeEach",
             Command::CloseAll => "CloseAll",
             Command::Export { .. } => "Export",
         })
@@ -83,6 +88,9 @@ impl WorkerPool {
                             } => worker.apply(&events, watermark_ms),
                             Command::Summarize { at, reply } => {
                                 let _ = reply.send(worker.summarize(at));
+                            }
+                            Command::SummarizeEach { at, reply } => {
+                                let _ = reply.send(worker.summarize_each(at));
                             }
                             Command::CloseAll => worker.close_all(),
                             Command::Export { reply } => {
@@ -124,17 +132,37 @@ impl WorkerPool {
 
     /// A barrier across all workers that also returns their summaries.
     pub async fn summarize(&self, at: SummaryPoint) -> Result<Vec<Summary>, WorkerStopped> {
+        self.ask_all(|reply| Command::Summarize { at, reply }).await
+    }
+
+    /// A barrier that returns every partition's summary, by partition number.
+    pub async fn summarize_each(
+        &self,
+        at: SummaryPoint,
+    ) -> Result<Vec<(usize, Summary)>, WorkerStopped> {
+        let replies = self
+            .ask_all(|reply| Command::SummarizeEach { at, reply })
+            .await?;
+        Ok(replies.into_iter().flatten().collect())
+    }
+
+    /// Sends every worker the command `ask` makes, then collects the replies: all workers
+    /// work on it at once.
+    async fn ask_all<T>(
+        &self,
+        ask: impl Fn(oneshot::Sender<T>) -> Command,
+    ) -> Result<Vec<T>, WorkerStopped> {
         let mut replies = Vec::with_capacity(self.len());
         for worker in 0..self.len() {
             let (reply, answer) = oneshot::channel();
-            self.send(worker, Command::Summarize { at, reply }).await?;
+            self.send(worker, ask(reply)).await?;
             replies.push(answer);
         }
-        let mut summaries = Vec::with_capacity(replies.len());
+        let mut answers = Vec::with_capacity(replies.len());
         for (worker, answer) in replies.into_iter().enumerate() {
-            summaries.push(answer.await.map_err(|_| WorkerStopped(worker))?);
+            answers.push(answer.await.map_err(|_| WorkerStopped(worker))?);
         }
-        Ok(summaries)
+        Ok(answers)
     }
 
     /// Closes every open session (end of a finite input).

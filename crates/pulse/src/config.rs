@@ -73,6 +73,7 @@ pub struct RawConfig {
     pub http: RawHttp,
     pub state: RawState,
     pub rollups: RawRollups,
+    pub summaries: RawSummaries,
     pub demo: RawDemo,
     /// Absent from the defaults: none unless configured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -200,6 +201,16 @@ pub struct RawRollups {
     pub dir: String,
     pub topic: String,
     pub include_sketches: bool,
+}
+
+/// `[summaries]`: the global view across instances (see `pulse_ingest::kafka::summaries`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSummaries {
+    pub enabled: bool,
+    pub topic: String,
+    #[serde(with = "human_duration")]
+    pub publish_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -514,13 +525,22 @@ impl RawConfig {
         if self.rollups.interval < Duration::from_secs(1) {
             bail!("rollups.interval must be at least 1s");
         }
-        let topic = &self.rollups.topic;
         let topic_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if topic.len() > 249 || !topic.chars().all(topic_char) {
-            bail!(
-                "rollups.topic = {:?} is not a Kafka topic name (letters, digits, '.', '_', '-')",
-                self.rollups.topic
-            );
+        for (key, topic) in [
+            ("rollups.topic", &self.rollups.topic),
+            ("summaries.topic", &self.summaries.topic),
+        ] {
+            if topic.len() > 249 || !topic.chars().all(topic_char) {
+                bail!(
+                    "{key} = {topic:?} is not a Kafka topic name (letters, digits, '.', '_', '-')"
+                );
+            }
+        }
+        if self.summaries.enabled && self.summaries.topic.is_empty() {
+            bail!("summaries.topic is empty while summaries.enabled = true");
+        }
+        if self.summaries.publish_interval < Duration::from_millis(100) {
+            bail!("summaries.publish_interval must be at least 100ms");
         }
         if self.demo.users == 0 {
             bail!("demo.users must be at least 1");
@@ -736,6 +756,36 @@ mod tests {
         load(None, &kubernetes).unwrap().validate_service().unwrap();
         let typo = load(None, &env(&[("PULSE_KAFKA__BROKRS", "x:9092")]));
         assert!(format!("{:#}", typo.unwrap_err()).contains("brokrs"));
+    }
+
+    #[test]
+    fn summaries_settings_are_checked_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulse.toml");
+        for (text, key) in [
+            (
+                "[summaries]\nenabled = true\ntopic = \"\"\n",
+                "summaries.topic",
+            ),
+            ("[summaries]\ntopic = \"a/b\"\n", "summaries.topic"),
+            (
+                "[summaries]\npublish_interval = \"10ms\"\n",
+                "summaries.publish_interval",
+            ),
+            ("[summaries]\nenable = true\n", "enable"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let result = load(Some(&path), &[]).and_then(|raw| raw.validate_service());
+            let message = format!("{:#}", result.unwrap_err());
+            assert!(message.contains(key), "{message:?} should mention {key}");
+        }
+        std::fs::write(&path, "[summaries]\nenabled = true\n").unwrap();
+        let raw = load(Some(&path), &[]).unwrap();
+        raw.validate_service().unwrap();
+        assert_eq!(
+            raw.summaries.topic, "pulse.summaries",
+            "the documented default"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use pulse_export::{BuildInfo, Exporter, IngestStatus};
 use pulse_ingest::checkpointer::Checkpointer;
 use pulse_ingest::clock::wall_ms;
 use pulse_ingest::demo::{self, DemoOptions};
+use pulse_ingest::kafka::summaries::SummaryOptions;
 use pulse_ingest::kafka::{self, Durability, KafkaOptions};
 use pulse_ingest::rollups::{RollupOptions, RollupWriter};
 use pulse_ingest::state_store::{Saved, StateStore};
@@ -287,6 +288,14 @@ pub fn rollup_options(raw: &RawConfig) -> Option<RollupOptions> {
     (r.enabled && (options.dir.is_some() || options.topic.is_some())).then_some(options)
 }
 
+pub fn summary_options(raw: &RawConfig) -> Option<SummaryOptions> {
+    let s = &raw.summaries;
+    s.enabled.then(|| SummaryOptions {
+        topic: s.topic.clone(),
+        publish_interval: s.publish_interval,
+    })
+}
+
 pub fn kafka_options(raw: &RawConfig) -> KafkaOptions {
     KafkaOptions {
         brokers: raw.kafka.brokers.clone(),
@@ -299,5 +308,6 @@ pub fn kafka_options(raw: &RawConfig) -> KafkaOptions {
             .then(|| raw.kafka.dead_letter_topic.clone()),
         properties: raw.kafka.properties.clone(),
         refresh: raw.http.refresh_interval,
+        summaries: summary_options(raw),
     }
 }

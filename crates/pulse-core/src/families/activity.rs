@@ -60,7 +60,7 @@ pub struct ActivityCache {
     signups: PastSketches,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ActivitySummary {
     pub active: SketchWindows,
     /// Active users of each day, by offset from today (`0..SPAN`): for stickiness.

@@ -69,7 +69,7 @@ pub struct BreakdownsCache {
 }
 
 /// One value's contribution to a snapshot.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ValueSummary {
     pub active: SketchWindows,
     pub active_daily: Vec<Option<DistinctSketch>>,
@@ -78,7 +78,7 @@ pub struct ValueSummary {
     pub sessions: [SessionStats; 3],
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BreakdownsSummary {
     /// Per dimension position, per value id (`None`: no user carried it in 31 days).
     pub dimensions: Vec<Vec<Option<ValueSummary>>>,

@@ -41,7 +41,7 @@ pub struct FeaturesCache {
     features: Vec<PastSketches>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FeaturesSummary {
     /// Indexed by [`FeatureId`].
     pub features: Vec<SketchWindows>,

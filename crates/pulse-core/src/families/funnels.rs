@@ -205,14 +205,14 @@ impl StepStats {
 }
 
 /// The time to value of the users who signed up in one window.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ValueStats {
     pub signups: u64,
     pub activated: u64,
     pub durations: DurationHistogram,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FunnelsSummary {
     /// The funnels' names, in configured order (empty without funnels).
     pub names: Vec<String>,

@@ -248,6 +248,30 @@ macro_rules! families {
                 self.estimated_bytes += other.estimated_bytes;
                 $(<$family as Family>::merge(&mut self.$field, other.$field, rules);)+
             }
+
+            /// Each family's part as an image of its own, by name: the pieces a partition's
+            /// summary is published in (see [`crate::global_view`]), so that a family whose
+            /// summary did not change is not sent again.
+            pub fn pieces(&self) -> Vec<(&'static str, Vec<u8>)> {
+                vec![$(
+                    (
+                        stringify!($field),
+                        postcard::to_allocvec(&self.$field).expect("writing to a Vec cannot fail"),
+                    ),
+                )+]
+            }
+
+            /// Takes one family's piece in, replacing that family's part; `Ok(false)` for a
+            /// family this build does not know (a newer pulse published it).
+            pub fn set_piece(&mut self, family: &str, image: &[u8]) -> Result<bool, postcard::Error> {
+                match family {
+                    $(stringify!($field) => {
+                        self.$field = postcard::from_bytes(image)?;
+                        Ok(true)
+                    })+
+                    _ => Ok(false),
+                }
+            }
         }
 
         impl Sections {

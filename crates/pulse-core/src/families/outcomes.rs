@@ -129,7 +129,7 @@ pub struct OutcomesCache {
     paying: PastSketches,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OutcomesSummary {
     /// What is configured: every partition runs with the same rules.
     rules: OutcomeRules,

@@ -328,7 +328,7 @@ impl RetentionState {
 }
 
 /// Day-N counts over the cohort days of one N.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CohortCounts {
     /// Σ |cohort(d)|.
     pub cohort: u64,
@@ -337,7 +337,7 @@ pub struct CohortCounts {
 }
 
 /// One row of the cohort table: cohort `yesterday - row`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CohortRow {
     pub size: u64,
     /// Cell `k`: active on the cohort day + k (up to yesterday).
@@ -380,7 +380,7 @@ impl Lifecycle {
 }
 
 /// Counts of a period (7 or 30 days ending yesterday) against the one before it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeriodCounts {
     /// |active(P)|.
     pub active: u64,
@@ -393,7 +393,7 @@ pub struct PeriodCounts {
 }
 
 /// A partition's (or several partitions') counts: they add, since users are disjoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionSummary {
     pub today: Day,
     pub mode: CohortMode,

@@ -36,7 +36,7 @@ pub struct SessionsState {
     dropped: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionsSummary {
     /// Over the windows ending today, by [`WINDOWS`] position.
     pub windows: [SessionStats; 3],

@@ -12,13 +12,29 @@ use super::KafkaOptions;
 
 /// Creates the topics if they do not exist (best effort: a broker may forbid it).
 pub async fn ensure_topics(options: &KafkaOptions, topics: &[String], partitions: i32) {
+    ensure_topics_with(options, topics, partitions, &[]).await;
+}
+
+/// [`ensure_topics`] with topic configuration, e.g. `cleanup.policy = compact`. An existing
+/// topic is left as it is.
+pub async fn ensure_topics_with(
+    options: &KafkaOptions,
+    topics: &[String],
+    partitions: i32,
+    config: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = match options.client_config().create() {
         Ok(admin) => admin,
         Err(error) => return tracing::warn!(%error, "Cannot create a Kafka admin client."),
     };
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            config.iter().fold(
+                NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let admin_options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))

@@ -30,6 +30,7 @@ use super::context::{PulseContext, Shared, partition_names};
 use super::dead_letters::{DeadLetters, Origin};
 use super::probe::probe_broker;
 use super::resume::{Placement, Resume};
+use super::summaries::GlobalView;
 use super::watermarks::PartitionWatermarks;
 use crate::checkpointer::Checkpointer;
 use crate::clock::wall_ms;
@@ -214,6 +215,17 @@ pub async fn run(
                 })?;
         rollups.send_to(producer);
     }
+    let mut global = match &options.summaries {
+        Some(summaries) => Some(
+            GlobalView::start(options, summaries.clone())
+                .await
+                .map_err(|source| KafkaSourceError::Client {
+                    what: "summaries producer or reader",
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     tracing::info!(brokers = %options.brokers, topics = ?options.topics, group = %options.group_id, "Consuming.");
 
     let broker_up = Arc::new(AtomicBool::new(false));
@@ -270,7 +282,7 @@ pub async fn run(
                         }
                     }
                     pipeline.advance_clock(wall_ms(), caught_up);
-                    let snapshot = pipeline.snapshot().await?;
+                    let snapshot = snapshot(pipeline, global.as_mut(), &numbers, &watermarks.assigned, durability.as_ref(), false).await?;
                     if let Some(letters) = dead_letters.as_mut() {
                         letters.settle().await;
                     }
@@ -361,7 +373,15 @@ pub async fn run(
     result?;
 
     tracing::info!("Stopping: draining the workers and committing.");
-    let snapshot = pipeline.snapshot().await?;
+    let snapshot = snapshot(
+        pipeline,
+        global.as_mut(),
+        &numbers,
+        &watermarks.assigned,
+        durability.as_ref(),
+        true,
+    )
+    .await?;
     if let Some(letters) = dead_letters.as_mut() {
         letters.settle().await;
     }
@@ -403,6 +423,31 @@ pub async fn run(
     status.snapshot_seconds = pipeline.last_snapshot_seconds();
     sink.publish(snapshot, status);
     Ok(())
+}
+
+/// The snapshot to serve: of every partition with a global view (published to it when
+/// due, or `last` at a clean stop), of this instance's partitions without.
+async fn snapshot(
+    pipeline: &mut Pipeline,
+    global: Option<&mut GlobalView>,
+    numbers: &PartitionNumbers,
+    owned: &[TopicPartition],
+    durability: Option<&Durability>,
+    last: bool,
+) -> Result<pulse_core::KpiSnapshot, WorkerStopped> {
+    match global {
+        // Before a partition's first checkpoint its epoch is 0: any owner's claim is newer.
+        Some(view) => {
+            let epoch_of = |key: &TopicPartition| {
+                durability
+                    .and_then(|d| d.checkpointer.epoch(key))
+                    .unwrap_or(0)
+            };
+            view.snapshot(pipeline, numbers, owned, epoch_of, last)
+                .await
+        }
+        None => pipeline.snapshot().await,
+    }
 }
 
 /// Takes a rebalance that happened inside `recv()` into account, before anything reads the

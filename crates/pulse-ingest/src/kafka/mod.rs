@@ -22,6 +22,7 @@ mod dead_letters;
 pub mod options;
 mod probe;
 mod resume;
+pub mod summaries;
 mod watermarks;
 
 pub use admin::ensure_topics;

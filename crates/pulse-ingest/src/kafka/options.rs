@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
+use super::summaries::SummaryOptions;
+
 #[derive(Clone)]
 pub struct KafkaOptions {
     pub brokers: String,
@@ -20,6 +22,8 @@ pub struct KafkaOptions {
     /// Passed to librdkafka as they are (TLS, SASL, tuning); they win over pulse's defaults.
     pub properties: BTreeMap<String, String>,
     pub refresh: Duration,
+    /// The global view's topic and interval (`[summaries]`), or `None` when off.
+    pub summaries: Option<SummaryOptions>,
 }
 
 impl std::fmt::Debug for KafkaOptions {
@@ -31,6 +35,7 @@ impl std::fmt::Debug for KafkaOptions {
             .field("group_id", &self.group_id)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .field("summaries", &self.summaries)
             .finish()
     }
 }

@@ -284,6 +284,13 @@ impl StateStore {
         &self.display
     }
 
+    /// The owner epoch this store holds `partition` under (loaded or first saved), if any:
+    /// what the summaries it publishes carry, so that a stale owner's are ignored.
+    pub fn epoch(&self, partition: &TopicPartition) -> Option<u64> {
+        let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        claims.get(partition).map(|claim| claim.epoch)
+    }
+
     /// The directory, for a local store.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
