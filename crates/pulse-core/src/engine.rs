@@ -237,14 +237,16 @@ impl Engine {
         let at = self.ingestor.summary_point();
         let summaries = [self.worker.summarize(at)];
         let mut calendar = self.ingestor.calendar().clone();
-        snapshot::build(
+        let snapshot = snapshot::build(
             self.ingestor.state(),
             &self.ingestor.counters(),
             &summaries,
             &mut calendar,
             Rules::of(&self.settings).shape,
             self.ingestor.now_ms(),
-        )
+        );
+        self.ingestor.found_shared_users(&snapshot);
+        snapshot
     }
 
     pub fn ingestor(&self) -> &Ingestor {

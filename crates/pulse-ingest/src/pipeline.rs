@@ -193,6 +193,7 @@ impl Pipeline {
             Rules::of(&self.settings).shape,
             self.ingestor.now_ms(),
         );
+        self.ingestor.found_shared_users(&snapshot);
         self.last_snapshot = Some(started.elapsed());
         Ok(snapshot)
     }
