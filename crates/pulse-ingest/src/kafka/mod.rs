@@ -7,6 +7,7 @@
 //!   statistics and errors.
 //! - `resume`: where a (re)assigned partition continues, checked on its first record.
 //! - `watermarks`: how far the session watermark may go with several partitions.
+//! - `keying`: the warning that the input is not keyed by user.
 //! - `dead_letters`, `commits`, [`admin`], `probe`: rejected records to the
 //!   dead-letter topic, offset commits, topic creation, the broker-health probe.
 //!
@@ -19,6 +20,7 @@ mod commits;
 pub mod consume;
 mod context;
 mod dead_letters;
+mod keying;
 pub mod options;
 mod probe;
 mod resume;
