@@ -337,9 +337,10 @@ impl RetentionState {
 struct HeldUser {
     key: u64,
     days: UserDays,
-    /// Partitions holding the user, and the lowest of their numbers.
-    holders: u32,
-    first: u32,
+    /// Partitions holding the user, and the lowest of their numbers (the engine numbers
+    /// partitions below 2^16): 24 bytes a user.
+    holders: u16,
+    first: u16,
 }
 
 /// Some partitions' users, sorted by key, each once: what a summary carries instead of
@@ -350,12 +351,13 @@ pub struct UserImage {
     /// Users held by two partitions or more.
     shared: u64,
     /// The partitions holding a shared user.
-    sharing: BTreeSet<u32>,
+    sharing: BTreeSet<u16>,
 }
 
 impl UserImage {
     /// Partition `partition`'s users.
     fn of(state: &RetentionState, partition: u32) -> UserImage {
+        let partition = u16::try_from(partition).unwrap_or(u16::MAX);
         let mut users: Vec<HeldUser> = state
             .users
             .iter()
@@ -939,7 +941,7 @@ impl Family for Retention {
                 users: s.users,
                 events_beyond_horizon: s.beyond_horizon,
                 users_on_several_partitions: image.shared,
-                partitions_sharing_users: image.sharing.into_iter().collect(),
+                partitions_sharing_users: image.sharing.into_iter().map(u32::from).collect(),
             },
             lifecycle: LifecycleKpis {
                 complete: cohorts_held && held(y - 13),
@@ -1377,6 +1379,7 @@ mod tests {
     #[test]
     fn a_user_costs_at_most_48_bytes_at_every_table_size() {
         assert_eq!(size_of::<(UserKey, UserDays)>(), 20);
+        assert_eq!(size_of::<HeldUser>(), 24, "a snapshot's copy of a user");
         let rules = rules(CohortMode::Signup);
         let mut state = Retention::new_state(&rules);
         let mut worst: f64 = 0.0;
