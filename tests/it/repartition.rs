@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use pulse_tests::kafka;
+use pulse_tests::{GeneratedEvent, kafka};
 use serde_json::json;
 
 use crate::helpers::{generate, json_diff, kpis_only, run_engine_open, without_state};
@@ -30,14 +30,18 @@ fn internal_topics(brokers: &str, group: &str) -> Vec<kafka::TopicGuard> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_topic_not_keyed_by_user_repartitioned_gives_the_replay_kpis() {
-    let _serial = SERIAL.lock().await;
-    let brokers = kafka::brokers();
-    let (topic, _guard) = kafka::temp_topic(&brokers, "unkeyed", 3).await;
-    let (events, lines) = generate(&workload(53, 300));
+/// A three-partition topic holding the workload of `seed` (300 users), each record keyed
+/// by its sequence number rather than its user: every user's events spread over the
+/// partitions. Returns the topic, its guard, the events and their lines.
+pub async fn unkeyed_topic(
+    brokers: &str,
+    prefix: &str,
+    seed: u64,
+) -> (String, kafka::TopicGuard, Vec<GeneratedEvent>, Vec<String>) {
+    let (topic, guard) = kafka::temp_topic(brokers, prefix, 3).await;
+    let (events, lines) = generate(&workload(seed, 300));
     kafka::produce(
-        &brokers,
+        brokers,
         &topic,
         events
             .iter()
@@ -45,6 +49,14 @@ async fn a_topic_not_keyed_by_user_repartitioned_gives_the_replay_kpis() {
             .map(|(e, line)| (Some(format!("record-{}", e.seq)), line.clone().into_bytes())),
     )
     .await;
+    (topic, guard, events, lines)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_not_keyed_by_user_repartitioned_gives_the_replay_kpis() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard, events, lines) = unkeyed_topic(&brokers, "unkeyed", 53).await;
 
     let dir = tempfile::tempdir().unwrap();
     let group = kafka::unique_name("pulse-group");

@@ -414,17 +414,8 @@ async fn live_kafka_equals_the_replay_and_the_model() {
 async fn users_spread_over_partitions_give_the_model_and_are_reported() {
     let _serial = SERIAL.lock().await;
     let brokers = kafka::brokers();
-    let (topic, _guard) = kafka::temp_topic(&brokers, "retention-unkeyed", 3).await;
-    let (events, lines) = generate(&workload(47, 300));
-    kafka::produce(
-        &brokers,
-        &topic,
-        events
-            .iter()
-            .zip(&lines)
-            .map(|(e, line)| (Some(format!("record-{}", e.seq)), line.clone().into_bytes())),
-    )
-    .await;
+    let (topic, _guard, events, _) =
+        crate::repartition::unkeyed_topic(&brokers, "retention-unkeyed", 47).await;
 
     let dir = tempfile::tempdir().unwrap();
     let config = write_config_with(dir.path(), &brokers, &topic, "");
