@@ -36,6 +36,7 @@
 //! caller turns `merge_users` on while there are any. Keyed input pays one sort of its
 //! users per partition and day, and holds nothing more between snapshots.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -577,7 +578,16 @@ impl RetentionSummary {
         }
     }
 
-    /// Takes another partition's counts in.
+    /// Takes other partitions' users in: merged with these, or moved in (copied only when
+    /// borrowed) when these carry none.
+    fn join_users(&mut self, theirs: Option<Cow<'_, UserImage>>) {
+        self.image = match (self.image.take(), theirs) {
+            (Some(mine), Some(theirs)) => Some(mine.merge(&theirs)),
+            (mine, theirs) => mine.or_else(|| theirs.map(Cow::into_owned)),
+        };
+    }
+
+    /// Takes another partition's counts in (its users: [`RetentionSummary::join_users`]).
     fn add(&mut self, other: &RetentionSummary) {
         let into = self;
         into.today = into.today.max(other.today);
@@ -604,10 +614,6 @@ impl RetentionSummary {
                 *m += t;
             }
         }
-        into.image = match (into.image.take(), &other.image) {
-            (Some(mine), Some(theirs)) => Some(mine.merge(theirs)),
-            (mine, theirs) => mine.or_else(|| theirs.clone()),
-        };
         into.lifecycle_day.merge(&other.lifecycle_day);
         into.lifecycle_week.merge(&other.lifecycle_week);
         for (mine, theirs) in into.periods.iter_mut().zip(&other.periods) {
@@ -874,8 +880,10 @@ impl Family for Retention {
         }
     }
 
-    fn merge(into: &mut RetentionSummary, other: RetentionSummary, _: &Rules) {
+    fn merge(into: &mut RetentionSummary, mut other: RetentionSummary, _: &Rules) {
+        let theirs = other.image.take();
         into.add(&other);
+        into.join_users(theirs.map(Cow::Owned));
     }
 
     fn estimated_bytes(state: &RetentionState, _: &RetentionCache) -> usize {
@@ -897,6 +905,7 @@ impl Family for Retention {
         let mut s = RetentionSummary::default();
         for summary in summaries {
             s.add(&summary.retention);
+            s.join_users(summary.retention.image.as_ref().map(Cow::Borrowed));
         }
         let image = s.image.take().unwrap_or_default();
         s.users += image.users.len() as u64;
