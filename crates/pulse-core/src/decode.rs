@@ -224,10 +224,11 @@ impl Decoder {
         }
         let mut captures = Captures::default();
         // Checking the whole record once is several times cheaper than serde_json's check of
-        // every string it meets (a tenth of decoding went there). A record that fails is
+        // every string it meets (a tenth of decoding went there), and SIMD makes it cheaper
+        // still than std's check (which cost a sixth of decoding). A record that fails is
         // parsed as bytes, so invalid UTF-8 outside the configured fields is treated exactly
         // as before: skipped values are not checked.
-        let is_object = match std::str::from_utf8(bytes) {
+        let is_object = match simdutf8::basic::from_utf8(bytes) {
             Ok(text) => self.walk(serde_json::Deserializer::from_str(text), &mut captures),
             Err(_) => self.walk(serde_json::Deserializer::from_slice(bytes), &mut captures),
         }
@@ -236,7 +237,9 @@ impl Decoder {
             return Err(Rejection::NotObject);
         }
         // By reference: moving the capture slots would copy them whole.
-        self.resolve(&mut captures)
+        let event = self.resolve(&mut captures);
+        captures.release();
+        event
     }
 
     /// Walks one JSON document to its end; `Ok(false)` if it is not an object.
@@ -311,9 +314,13 @@ impl Decoder {
             Some((_, Scalar::UInt(u))) => Some(Cow::Owned(u.to_string())),
             _ => None,
         };
-        let dimensions = (0..self.dimensions)
-            .map(|slot| pointer_fields::dimension_value(captures.take_slot(FIELDS + slot)))
-            .collect();
+        let dimensions = if self.dimensions == 0 {
+            Vec::new()
+        } else {
+            (0..self.dimensions)
+                .map(|slot| pointer_fields::dimension_value(captures.take_slot(FIELDS + slot)))
+                .collect()
+        };
         Ok(DecodedEvent {
             user,
             kind,
@@ -484,6 +491,10 @@ pub(crate) enum Scalar<'a> {
 #[derive(Default)]
 struct Captures<'a> {
     slots: [Option<(u8, Scalar<'a>)>; SLOTS],
+    /// Whether a slot may hold a string that owns memory (one that had escapes). Without,
+    /// the slots are forgotten rather than dropped: dropping every slot cost more per record
+    /// than filling them.
+    owns_text: bool,
 }
 
 impl<'a> Captures<'a> {
@@ -503,6 +514,14 @@ impl<'a> Captures<'a> {
         // Equal priority is the same key repeated: the last one wins.
         if slot.as_ref().is_none_or(|(held, _)| priority <= *held) {
             *slot = Some((priority, value()));
+        }
+    }
+
+    /// Drops the slots, or forgets them when none owns memory: nothing leaks.
+    #[inline]
+    fn release(self) {
+        if !self.owns_text {
+            std::mem::forget(self);
         }
     }
 
@@ -628,6 +647,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, 'de> {
         Ok(())
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.captures.owns_text = true;
         self.captures
             .record(&self.node.targets, Scalar::Str(Cow::Owned(v.to_owned())));
         Ok(())

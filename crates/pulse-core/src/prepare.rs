@@ -178,6 +178,10 @@ impl PreparedBatch {
 
 impl PreparedBatch {
     fn dimensions_of(&self, stored: &Stored) -> DimValues<'_> {
+        // Without dimensions (the usual case) skip the iterator: it cost 20 instructions.
+        if stored.dimensions.is_empty() {
+            return DimValues::new();
+        }
         self.dimensions[stored.dimensions.clone()]
             .iter()
             .map(|stored| match stored {

@@ -169,6 +169,9 @@ pub struct RetentionState {
     began: Option<Day>,
     /// The newest day seen: users idle for the whole horizon before it are dropped.
     newest: Day,
+    /// No held user's last active day is before this (0: not known). While it is inside the
+    /// horizon a new day drops nobody, so the table is not scanned for it.
+    lowest_last: Day,
     /// Events older than the horizon: counted, not applied.
     beyond_horizon: u64,
     /// The cohort mode the table was built with; a restart with the other one starts over.
@@ -223,6 +226,7 @@ impl<'de> Deserialize<'de> for RetentionState {
             users,
             began: saved.began,
             newest: saved.newest,
+            lowest_last: 0,
             beyond_horizon: saved.beyond_horizon,
             mode: saved.mode,
         })
@@ -269,6 +273,8 @@ impl RetentionState {
                 last: day16,
                 cohort: if first_seen { day16 } else { 0 },
             });
+        // A user just inserted has `last = day`; every other `last` only grows.
+        self.lowest_last = self.lowest_last.min(day);
         let last = i32::from(user.last);
         if day == last {
             // The usual case: already active today (bit 0 of `last` is always set).
@@ -300,14 +306,35 @@ impl RetentionState {
     }
 
     /// Keeps `began` and `newest`; on a new day, drops the users idle for the horizon.
+    #[inline]
     fn note_day(&mut self, day: Day) -> bool {
+        // Nearly every event is on a day already seen: two compares, inline.
+        if day <= self.newest && self.began.is_some_and(|b| b <= day) {
+            return true;
+        }
+        self.note_new_day(day)
+    }
+
+    #[cold]
+    fn note_new_day(&mut self, day: Day) -> bool {
         if self.began.is_none_or(|b| day < b) {
             self.began = Some(day);
         }
         if day > self.newest {
             self.newest = day;
             let oldest = day - HORIZON_DAYS;
-            self.users.retain(|_, u| i32::from(u.last) > oldest);
+            if self.lowest_last > oldest {
+                return true;
+            }
+            let mut lowest = Day::MAX;
+            self.users.retain(|_, u| {
+                let last = i32::from(u.last);
+                if last > oldest {
+                    lowest = lowest.min(last);
+                }
+                last > oldest
+            });
+            self.lowest_last = lowest;
             // Below half full a slot costs over 48 bytes per user held: give memory back.
             if self.users.len() < self.users.capacity() / 2 {
                 self.users.shrink_to_fit();
