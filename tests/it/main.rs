@@ -20,6 +20,8 @@
 //! - `deploy`: the image, compose, Kubernetes and systemd files agree with pulse's config.
 //! - `service`: `pulse demo` serving metrics, and its clean stop.
 //! - `observability`: alert rules and dashboard, through promtool and a real Prometheus.
+//! - `repartition`: `kafka.repartition`: a topic not keyed by user re-keyed into an internal
+//!   topic gives the replay's KPIs.
 //! - `rebalance`: a second pulse joins the consumer group and leaves while events flow.
 //! - `process`: a running `pulse` for the service tests.
 //! - `retention`: retention, lifecycle and churn against their exact model, and live.
@@ -46,6 +48,7 @@ mod outcomes;
 mod overload;
 mod process;
 mod rebalance;
+mod repartition;
 mod retention;
 mod rollups;
 mod service;

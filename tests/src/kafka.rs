@@ -610,11 +610,16 @@ pub async fn temp_topic_with(
 ) -> (String, TopicGuard) {
     let topic = unique_name(prefix);
     create_topic_with(brokers, &topic, partitions, settings).await;
-    let guard = TopicGuard {
+    (topic.clone(), guard(brokers, &topic))
+}
+
+/// Deletes `topic` when dropped: for a topic the test did not create itself (one pulse
+/// creates), or one it creates with [`create_topic`].
+pub fn guard(brokers: &str, topic: &str) -> TopicGuard {
+    TopicGuard {
         brokers: brokers.to_owned(),
-        topic: topic.clone(),
-    };
-    (topic, guard)
+        topic: topic.to_owned(),
+    }
 }
 
 /// A record to produce with [`produce_records`]. `partition: None` lets the default

@@ -235,14 +235,16 @@ impl Engine {
         let at = self.summary_point();
         let summaries = [self.worker.summarize(at)];
         let mut calendar = self.ingestor.calendar().clone();
-        snapshot::build(
+        let snapshot = snapshot::build(
             self.ingestor.state(),
             &self.ingestor.counters(),
             &summaries,
             &mut calendar,
             Rules::of(&self.settings).shape,
             self.ingestor.now_ms(),
-        )
+        );
+        self.ingestor.found_shared_users(&snapshot);
+        snapshot
     }
 
     /// Every partition's summary now, by partition number (what a global view publishes).

@@ -23,6 +23,7 @@ use crate::features::FeatureRegistry;
 use crate::partition::{Counters, PartitionInputs, total_counters};
 use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
+use crate::snapshot::KpiSnapshot;
 use crate::time::{Calendar, Day};
 use crate::windows::SummaryPoint;
 use crate::worker::owner_of;
@@ -85,6 +86,10 @@ pub struct Ingestor {
     /// Whether the caller drives the watermark (a Kafka source: the minimum over its
     /// partitions) instead of the largest event time seen.
     source_watermark: bool,
+    /// Whether the last snapshot found users on several partitions: summaries then merge
+    /// users rather than add counts ([`SummaryPoint::merge_users`]). Learnt again by the
+    /// first snapshot after a restart, so not saved.
+    merge_users: bool,
 }
 
 impl Ingestor {
@@ -123,6 +128,7 @@ impl Ingestor {
             lateness_ms: settings.allowed_lateness_ms,
             max_future_skew_ms: settings.max_future_skew_ms,
             source_watermark: false,
+            merge_users: false,
         }
     }
 
@@ -270,7 +276,19 @@ impl Ingestor {
         SummaryPoint {
             today: self.calendar.day_of(now_ms),
             now_minute: now_ms.div_euclid(60_000),
+            merge_users: self.merge_users,
         }
+    }
+
+    /// What a snapshot found: users held by several partitions (input not keyed by user)
+    /// or none. The snapshots to come merge users only while there are any.
+    pub fn found_shared_users(&mut self, snapshot: &KpiSnapshot) {
+        self.merge_users = snapshot
+            .kpis
+            .retention
+            .retention
+            .users_on_several_partitions
+            > 0;
     }
 
     /// The instant up to which sessions may be closed.

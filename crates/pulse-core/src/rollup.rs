@@ -137,6 +137,8 @@ pub fn rollups(
         let at = SummaryPoint {
             today: day,
             now_minute,
+            // Afresh: every partition recounts, so users merge anyway.
+            merge_users: false,
         };
         let summaries: Vec<Summary> = state
             .partitions

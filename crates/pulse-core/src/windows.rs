@@ -92,6 +92,9 @@ pub struct SummaryPoint {
     pub today: Day,
     /// Minutes since the epoch.
     pub now_minute: i64,
+    /// Whether per-user families merge their users across partitions (users were found on
+    /// several partitions at the last snapshot) rather than add their counts.
+    pub merge_users: bool,
 }
 
 impl SummaryPoint {

@@ -644,6 +644,8 @@ mod tests {
                         cohorts: Vec::new(),
                         users: 18,
                         events_beyond_horizon: 19,
+                        users_on_several_partitions: 7,
+                        partitions_sharing_users: vec![0, 2],
                     },
                     lifecycle: LifecycleKpis {
                         complete: false,
@@ -966,6 +968,7 @@ mod tests {
             (r#"pulse_retention_complete{family="churn"}"#, 1.0),
             ("pulse_retention_users", 18.0),
             ("pulse_retention_events_beyond_horizon_total", 19.0),
+            ("pulse_users_on_several_partitions", 7.0),
             ("pulse_events_late_total", 11.0),
             ("pulse_events_future_total", 12.0),
             ("pulse_events_late_for_sessions_total", 13.0),

@@ -187,6 +187,7 @@ impl Pipeline {
         let at = self.ingestor.summary_point();
         let summaries = self.pool.summarize(at).await?;
         let snapshot = self.build(self.ingestor.state(), &self.ingestor.counters(), &summaries);
+        self.ingestor.found_shared_users(&snapshot);
         self.last_snapshot = Some(started.elapsed());
         Ok(snapshot)
     }
@@ -221,6 +222,7 @@ impl Pipeline {
     ) -> KpiSnapshot {
         let started = Instant::now();
         let snapshot = self.build(router, counters, summaries);
+        self.ingestor.found_shared_users(&snapshot);
         self.last_snapshot = Some(started.elapsed());
         snapshot
     }

@@ -109,6 +109,9 @@ pub struct RawKafka {
     pub auto_offset_reset: String,
     pub dead_letters: bool,
     pub dead_letter_topic: String,
+    /// Re-key the input by user into `<group_id>.by-user` and consume that (see
+    /// `pulse_ingest::kafka::repartition`).
+    pub repartition: bool,
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties whose values are read from files (a mounted Kubernetes
     /// Secret, a Docker secret): property name → path. The value is the file's content

@@ -179,6 +179,7 @@ pub fn run(options: RunOptions) -> Result<()> {
         reset_state,
     } = options;
     let kafka = kafka_options(&raw);
+    let repartition = raw.kafka.repartition;
     let store = state
         .map(|location| StateStore::open(&location, raw.state.keep, &config::environment()))
         .transpose()
@@ -214,7 +215,33 @@ pub fn run(options: RunOptions) -> Result<()> {
                     sizes,
                 }
             });
+            let partitioner = settings.partitioner;
             let mut pipeline = Pipeline::start(settings, wall_ms(), engine)?;
+            let (kafka, stage) = match repartition {
+                true => {
+                    let (internal, partitions) = kafka::repartition::prepare(&kafka).await?;
+                    let (input, decoder, token) =
+                        (kafka.clone(), pipeline.decoder().clone(), token.clone());
+                    // A failed stage stops the service: the KPIs would silently stop moving.
+                    let stage = tokio::spawn(async move {
+                        let stopped = token.clone().cancelled_owned();
+                        let result = kafka::repartition::run(
+                            input,
+                            decoder,
+                            partitioner,
+                            partitions,
+                            stopped,
+                        )
+                        .await;
+                        if result.is_err() {
+                            token.cancel();
+                        }
+                        result
+                    });
+                    (internal, Some(stage))
+                }
+                false => (kafka, None),
+            };
             let sink = ExporterSink(exporter);
             let result = kafka::run(
                 &mut pipeline,
@@ -227,6 +254,9 @@ pub fn run(options: RunOptions) -> Result<()> {
             )
             .await;
             pipeline.stop();
+            if let Some(stage) = stage {
+                stage.await.context("the repartition stage")??;
+            }
             result.map_err(Into::into)
         },
     )

@@ -440,7 +440,7 @@ mod tests {
                     }
                     Step::Snapshot { days_later } => {
                         today += days_later;
-                        let at = SummaryPoint { today, now_minute: i64::from(today) * 1440 };
+                        let at = SummaryPoint { today, now_minute: i64::from(today) * 1440, merge_users: false };
                         let kept = partition.summarize(at);
                         let afresh = partition.state().summarize_afresh(at, &settings);
                         prop_assert_eq!(folded(&kept), folded(&afresh));

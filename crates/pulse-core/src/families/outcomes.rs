@@ -755,6 +755,7 @@ mod tests {
             let at = SummaryPoint {
                 today: TODAY,
                 now_minute: i64::from(TODAY) * 1440,
+                ..SummaryPoint::default()
             };
             let summary = Outcomes::summarize(&state, &mut cache, at, &rules);
             summaries.push(Summary {

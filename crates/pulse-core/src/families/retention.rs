@@ -25,7 +25,18 @@
 //! activity since it was last idle for the whole horizon. (A late event that falls into
 //! such an idle stretch does not join the runs on either side of it again: the older run
 //! has left the state.)
+//!
+//! Input not keyed by user puts one user on several partitions, and adding their counts
+//! would count it once per partition. So whenever a partition recounts (the day turned,
+//! or it is new), and at every snapshot while users are known to be shared
+//! ([`SummaryPoint::merge_users`]), its summary carries its users instead of its counts
+//! ([`UserImage`], sorted by key, built then and dropped with the summary): merging
+//! summaries merges the users (days ORed, the earliest cohort day), and the section counts
+//! the merged users. The merge also counts the users held by two partitions or more; the
+//! caller turns `merge_users` on while there are any. Keyed input pays one sort of its
+//! users per partition and day, and holds nothing more between snapshots.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -41,6 +52,7 @@ use crate::family::{
 use crate::settings::CohortMode;
 use crate::time::{Day, date_of};
 use crate::windows::{SummaryPoint, ratio};
+use std::collections::BTreeSet;
 
 #[derive(Debug)]
 pub struct Retention;
@@ -94,7 +106,7 @@ impl Hasher for KeyHasher {
 }
 
 /// One user: 12 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct UserDays {
     /// Bit `k`: active on `last - k` (the `u64` split in halves for the 4-byte alignment).
     bits: [u32; 2],
@@ -111,6 +123,27 @@ impl UserDays {
 
     fn set_bits(&mut self, bits: u64) {
         self.bits = [bits as u32, (bits >> 32) as u32];
+    }
+
+    /// The same user as another partition holds it: days ORed, the newest day the later
+    /// one, the earliest cohort day (0 is none).
+    fn union(&self, other: &UserDays) -> UserDays {
+        let last = self.last.max(other.last);
+        let aligned = |u: &UserDays| match last - u.last {
+            gap @ 0..64 => u.bits() << gap,
+            _ => 0,
+        };
+        let cohort = match (self.cohort, other.cohort) {
+            (0, c) | (c, 0) => c,
+            (a, b) => a.min(b),
+        };
+        let mut days = UserDays {
+            bits: [0; 2],
+            last,
+            cohort,
+        };
+        days.set_bits(aligned(self) | aligned(other));
+        days
     }
 
     /// Activity by age before `yesterday`: bit `j` is set if active on `yesterday - j`.
@@ -327,6 +360,97 @@ impl RetentionState {
     }
 }
 
+/// One user of a [`UserImage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct HeldUser {
+    key: u64,
+    days: UserDays,
+    /// Partitions holding the user, and the lowest of their numbers (the engine numbers
+    /// partitions below 2^16): 24 bytes a user.
+    holders: u16,
+    first: u16,
+}
+
+/// Some partitions' users, sorted by key, each once: what a summary carries instead of
+/// counts when users may be shared between partitions. Lives only as long as a snapshot (or
+/// a summary on the summaries topic).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserImage {
+    users: Vec<HeldUser>,
+    /// Users held by two partitions or more.
+    shared: u64,
+    /// The partitions holding a shared user.
+    sharing: BTreeSet<u16>,
+}
+
+impl UserImage {
+    /// Partition `partition`'s users.
+    fn of(state: &RetentionState, partition: u32) -> UserImage {
+        let partition = u16::try_from(partition).unwrap_or(u16::MAX);
+        let mut users: Vec<HeldUser> = state
+            .users
+            .iter()
+            .map(|(key, days)| HeldUser {
+                key: key.get(),
+                days: *days,
+                holders: 1,
+                first: partition,
+            })
+            .collect();
+        users.sort_unstable_by_key(|u| u.key);
+        UserImage {
+            users,
+            ..UserImage::default()
+        }
+    }
+
+    /// The users of both, merged by key.
+    fn merge(&self, other: &UserImage) -> UserImage {
+        let (a, b) = (&self.users, &other.users);
+        let mut merged = UserImage {
+            users: Vec::with_capacity(a.len().max(b.len())),
+            shared: self.shared + other.shared,
+            sharing: self.sharing.union(&other.sharing).copied().collect(),
+        };
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let user = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.key == y.key => {
+                    // A user counts once, when it first meets a second partition.
+                    match (x.holders > 1, y.holders > 1) {
+                        (false, false) => merged.shared += 1,
+                        (true, true) => merged.shared -= 1,
+                        _ => {}
+                    }
+                    merged.sharing.extend([x.first, y.first]);
+                    (i, j) = (i + 1, j + 1);
+                    HeldUser {
+                        key: x.key,
+                        days: x.days.union(&y.days),
+                        holders: x.holders + y.holders,
+                        first: x.first.min(y.first),
+                    }
+                }
+                (Some(x), Some(y)) if x.key < y.key => {
+                    i += 1;
+                    *x
+                }
+                (Some(x), None) => {
+                    i += 1;
+                    *x
+                }
+                (_, Some(y)) => {
+                    j += 1;
+                    *y
+                }
+                (None, None) => break,
+            };
+            merged.users.push(user);
+        }
+        merged
+    }
+}
+
 /// Day-N counts over the cohort days of one N.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CohortCounts {
@@ -409,6 +533,9 @@ pub struct RetentionSummary {
     pub lifecycle_week: Lifecycle,
     /// 7 days, then 30.
     pub periods: [PeriodCounts; 2],
+    /// The users of the partitions that carried them instead of counts (see the module
+    /// comment); the section counts them.
+    pub image: Option<UserImage>,
 }
 
 /// Days `from .. from + days` before yesterday, as a mask of ages.
@@ -479,7 +606,16 @@ impl RetentionSummary {
         }
     }
 
-    /// Takes another partition's counts in.
+    /// Takes other partitions' users in: merged with these, or moved in (copied only when
+    /// borrowed) when these carry none.
+    fn join_users(&mut self, theirs: Option<Cow<'_, UserImage>>) {
+        self.image = match (self.image.take(), theirs) {
+            (Some(mine), Some(theirs)) => Some(mine.merge(&theirs)),
+            (mine, theirs) => mine.or_else(|| theirs.map(Cow::into_owned)),
+        };
+    }
+
+    /// Takes another partition's counts in (its users: [`RetentionSummary::join_users`]).
     fn add(&mut self, other: &RetentionSummary) {
         let into = self;
         into.today = into.today.max(other.today);
@@ -522,6 +658,8 @@ impl RetentionSummary {
 #[derive(Debug, Clone, Default)]
 pub struct RetentionCache {
     kept: Option<RetentionSummary>,
+    /// The partition's number (from its events), to name it when it shares users.
+    partition: u32,
 }
 
 /// A figure by N (`"1"`, `"7"`, `"14"`, `"28"`).
@@ -584,6 +722,11 @@ pub struct RetentionKpis {
     pub users: u64,
     /// Events older than the 64-day horizon: counted, not applied.
     pub events_beyond_horizon: u64,
+    /// Users held by two partitions or more, as of the last snapshot that merged users (0
+    /// for input keyed by user): sessions are split where this is not 0.
+    pub users_on_several_partitions: u64,
+    /// The partitions (engine numbers) holding those users.
+    pub partitions_sharing_users: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -650,6 +793,11 @@ pub const RETENTION_USERS: SeriesDef = gauge(
     &[],
     "Users held in the exact retention state (active within the 64-day horizon).",
 );
+pub const USERS_ON_SEVERAL_PARTITIONS: SeriesDef = gauge(
+    "pulse_users_on_several_partitions",
+    &[],
+    "Users held by two input partitions or more: the input is not keyed by user (see kafka.repartition); sessions are split, retention stays exact.",
+);
 pub const RETENTION_BEYOND_HORIZON: SeriesDef = counter(
     "pulse_retention_events_beyond_horizon_total",
     &[],
@@ -671,6 +819,7 @@ impl Family for Retention {
         RETENTION_COMPLETE,
         RETENTION_USERS,
         RETENTION_BEYOND_HORIZON,
+        USERS_ON_SEVERAL_PARTITIONS,
     ];
 
     fn new_state(rules: &Rules) -> RetentionState {
@@ -693,6 +842,7 @@ impl Family for Retention {
         event: &PartitionEvent,
         rules: &Rules,
     ) {
+        cache.partition = event.partition;
         match cache.kept.as_mut() {
             // Figures read complete days only: an event of one patches its user's part.
             Some(kept) if event.day < kept.today => {
@@ -728,23 +878,40 @@ impl Family for Retention {
         at: SummaryPoint,
         _: &Rules,
     ) -> RetentionSummary {
-        match &cache.kept {
-            Some(kept) if kept.today == at.today => RetentionSummary {
-                users: state.users.len() as u64,
-                beyond_horizon: state.beyond_horizon,
-                began: state.began,
-                ..kept.clone()
-            },
+        let (summary, recounted) = match &cache.kept {
+            Some(kept) if kept.today == at.today => (
+                RetentionSummary {
+                    users: state.users.len() as u64,
+                    beyond_horizon: state.beyond_horizon,
+                    began: state.began,
+                    ..kept.clone()
+                },
+                false,
+            ),
             _ => {
                 let summary = state.summarize(at.today);
                 cache.kept = Some(summary.clone());
-                summary
+                (summary, true)
             }
+        };
+        if !(recounted || at.merge_users) {
+            return summary;
+        }
+        // The users instead of their counts: the section counts them once merged.
+        RetentionSummary {
+            today: summary.today,
+            mode: summary.mode,
+            began: summary.began,
+            beyond_horizon: summary.beyond_horizon,
+            image: Some(UserImage::of(state, cache.partition)),
+            ..RetentionSummary::default()
         }
     }
 
-    fn merge(into: &mut RetentionSummary, other: RetentionSummary, _: &Rules) {
+    fn merge(into: &mut RetentionSummary, mut other: RetentionSummary, _: &Rules) {
+        let theirs = other.image.take();
         into.add(&other);
+        into.join_users(theirs.map(Cow::Owned));
     }
 
     fn estimated_bytes(state: &RetentionState, _: &RetentionCache) -> usize {
@@ -766,6 +933,12 @@ impl Family for Retention {
         let mut s = RetentionSummary::default();
         for summary in summaries {
             s.add(&summary.retention);
+            s.join_users(summary.retention.image.as_ref().map(Cow::Borrowed));
+        }
+        let image = s.image.take().unwrap_or_default();
+        s.users += image.users.len() as u64;
+        for user in &image.users {
+            s.tally(&user.days, true);
         }
         let y = s.today - 1;
         // A family is complete when its earliest day read is held.
@@ -804,6 +977,8 @@ impl Family for Retention {
                 cohorts,
                 users: s.users,
                 events_beyond_horizon: s.beyond_horizon,
+                users_on_several_partitions: image.shared,
+                partitions_sharing_users: image.sharing.into_iter().map(u32::from).collect(),
             },
             lifecycle: LifecycleKpis {
                 complete: cohorts_held && held(y - 13),
@@ -870,6 +1045,11 @@ impl Family for Retention {
             &RETENTION_BEYOND_HORIZON,
             &[],
             s.retention.events_beyond_horizon as f64,
+        );
+        out.sample(
+            &USERS_ON_SEVERAL_PARTITIONS,
+            &[],
+            s.retention.users_on_several_partitions as f64,
         );
     }
 
@@ -1061,6 +1241,78 @@ mod tests {
     }
 
     #[test]
+    fn users_spread_over_partitions_merge_to_the_figures_of_one_partition() {
+        for cohort in [CohortMode::Signup, CohortMode::FirstSeen] {
+            let rules = rules(cohort);
+            let mut parts: Vec<RetentionState> =
+                (0..3).map(|_| Retention::new_state(&rules)).collect();
+            let mut caches = vec![RetentionCache::default(); 3];
+            let mut whole = Retention::new_state(&rules);
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = |below: u64| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (seed >> 33) % below
+            };
+            // Users 0..100 stay on partition 0 (keyed); the rest land anywhere.
+            for _ in 0..3_000 {
+                let user = next(400) as u32;
+                let p = if user < 100 { 0 } else { next(3) as usize };
+                let kind = if next(6) == 0 {
+                    EventKind::Signup
+                } else {
+                    EventKind::Login
+                };
+                let mut e = event(user, TODAY - next(70) as Day, kind);
+                e.partition = p as u32;
+                e.in_horizon = e.day > TODAY - HORIZON_DAYS;
+                Retention::apply(&mut parts[p], &mut caches[p], &e, &rules);
+                whole.apply(&e, &rules);
+            }
+            let shared = (100..400u32)
+                .filter(|u| {
+                    let key = UserKey::of(UserHash::of(&format!("u{u}")).key);
+                    parts.iter().filter(|p| p.users.contains_key(&key)).count() > 1
+                })
+                .count() as u64;
+            assert!(shared > 100, "{shared} users on several partitions");
+            let cx_rules = Rules::of(&EngineSettings::default());
+            for merge_users in [false, true] {
+                // The first summaries recount (the users are carried), the next ones carry
+                // them because the caller says users are shared.
+                let at = SummaryPoint {
+                    today: TODAY,
+                    now_minute: 0,
+                    merge_users,
+                };
+                let mut worker = Summary::default();
+                for (state, cache) in parts.iter().zip(&mut caches) {
+                    let summary = Summary {
+                        retention: Retention::summarize(state, cache, at, &rules),
+                        ..Summary::default()
+                    };
+                    assert!(summary.retention.image.is_some());
+                    worker.merge(summary, &cx_rules);
+                }
+                let router = crate::ingest::Ingestor::new(&EngineSettings::default(), 0);
+                let cx = SectionContext {
+                    router: router.state(),
+                    shape: cx_rules.shape,
+                };
+                let merged = Retention::section(&[worker], &Sections::default(), &cx);
+                let expected = section_of(&[&whole], TODAY);
+                assert_eq!(merged.retention.users_on_several_partitions, shared);
+                assert_eq!(merged.retention.partitions_sharing_users, vec![0, 1, 2]);
+                let without = |mut s: RetentionSection| {
+                    s.retention.users_on_several_partitions = 0;
+                    s.retention.partitions_sharing_users.clear();
+                    s
+                };
+                assert_eq!(without(merged), expected, "{cohort:?}");
+            }
+        }
+    }
+
+    #[test]
     fn first_seen_cohorts_are_the_first_active_day_and_incomplete_until_the_horizon_is_held() {
         let rules = rules(CohortMode::FirstSeen);
         let mut state = Retention::new_state(&rules);
@@ -1095,6 +1347,7 @@ mod tests {
                 let at = SummaryPoint {
                     today,
                     now_minute: 0,
+                    ..SummaryPoint::default()
                 };
                 Retention::summarize(&state, &mut cache, at, &rules);
                 for _ in 0..200 {
@@ -1163,6 +1416,7 @@ mod tests {
     #[test]
     fn a_user_costs_at_most_48_bytes_at_every_table_size() {
         assert_eq!(size_of::<(UserKey, UserDays)>(), 20);
+        assert_eq!(size_of::<HeldUser>(), 24, "a snapshot's copy of a user");
         let rules = rules(CohortMode::Signup);
         let mut state = Retention::new_state(&rules);
         let mut worst: f64 = 0.0;

@@ -28,6 +28,7 @@ use super::admin::{ensure_topics, rollup_producer};
 use super::commits::commit;
 use super::context::{PulseContext, Shared, partition_names};
 use super::dead_letters::{DeadLetters, Origin};
+use super::keying::SharedUsersWarning;
 use super::probe::probe_broker;
 use super::resume::{Placement, Resume};
 use super::summaries::GlobalView;
@@ -238,6 +239,7 @@ pub async fn run(
     let mut resume = Resume::default();
     let mut watermarks = PartitionWatermarks::default();
     let mut was_caught_up = false;
+    let mut shared_users = SharedUsersWarning::default();
     // Checked once the broker has listed the topics' partitions (a restored state only).
     let mut layout_checked = numbers.is_empty();
     let offsets_saved = durability.as_ref().is_some_and(|d| !d.restored.is_empty());
@@ -283,6 +285,7 @@ pub async fn run(
                     }
                     pipeline.advance_clock(wall_ms(), caught_up);
                     let snapshot = snapshot(pipeline, global.as_mut(), &numbers, &watermarks.assigned, durability.as_ref(), false).await?;
+                    shared_users.observe(&snapshot, &numbers);
                     if let Some(letters) = dead_letters.as_mut() {
                         letters.settle().await;
                     }

@@ -7,6 +7,9 @@
 //!   statistics and errors.
 //! - `resume`: where a (re)assigned partition continues, checked on its first record.
 //! - `watermarks`: how far the session watermark may go with several partitions.
+//! - `keying`: the warning that the input is not keyed by user; [`repartition`]: the stage
+//!   that re-keys it by user into an internal topic (`kafka.repartition`), `time_merge`
+//!   the event-time order it releases records in.
 //! - `dead_letters`, `commits`, [`admin`], `probe`: rejected records to the
 //!   dead-letter topic, offset commits, topic creation, the broker-health probe.
 //!
@@ -19,10 +22,13 @@ mod commits;
 pub mod consume;
 mod context;
 mod dead_letters;
+mod keying;
 pub mod options;
 mod probe;
+pub mod repartition;
 mod resume;
 pub mod summaries;
+mod time_merge;
 mod watermarks;
 
 pub use admin::ensure_topics;
