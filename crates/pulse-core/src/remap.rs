@@ -15,10 +15,13 @@
 //! stream's, not the partition's.
 
 use crate::dimensions::{DimensionRegistry, FIRST_TRACKED, MAX_DIMENSIONS, OTHER_ID, ValueId};
+use crate::engine::EngineState;
 use crate::families::KpiState;
-use crate::features::FeatureId;
 use crate::family::Rules;
+use crate::features::FeatureId;
 use crate::ingest::RouterState;
+use crate::partition::PartitionState;
+use crate::settings::EngineSettings;
 
 /// Where each id of the saving router goes in the taking one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +53,7 @@ impl IdMap {
     pub fn dims(&self, ids: [ValueId; MAX_DIMENSIONS]) -> [ValueId; MAX_DIMENSIONS] {
         let mut moved = ids;
         for ((to, from), map) in moved.iter_mut().zip(ids).zip(&self.values) {
-            *to = map
-                .get(usize::from(from))
-                .copied()
-                .unwrap_or(OTHER_ID);
+            *to = map.get(usize::from(from)).copied().unwrap_or(OTHER_ID);
         }
         moved
     }
@@ -102,6 +102,29 @@ pub fn remap(state: &mut KpiState, from: &RouterState, into: &mut RouterState, r
     state.breakdowns.remap(&map, rules.shape);
 }
 
+/// One engine state from partitions saved by different routers (`parts`: each partition
+/// with the router it was saved with): every partition remapped into `router`'s registries,
+/// which may gain names, and the event-time clock the newest of them all. The
+/// stream's overflow counters stay `router`'s: each instance counts only its own stream.
+pub fn gather(
+    settings: &EngineSettings,
+    mut router: RouterState,
+    parts: Vec<(RouterState, PartitionState)>,
+) -> EngineState {
+    let rules = Rules::of(settings);
+    router.features.restore_index();
+    router.dimensions.fit(&settings.dimensions);
+    let mut partitions = Vec::with_capacity(parts.len());
+    for (mut from, mut part) in parts {
+        router.max_event_ms = router.max_event_ms.max(from.max_event_ms);
+        from.dimensions.fit(&settings.dimensions);
+        part.kpis.restore(&rules);
+        remap(&mut part.kpis, &from, &mut router, &rules);
+        partitions.push(part);
+    }
+    EngineState { router, partitions }
+}
+
 /// `old` re-indexed: entry `i` moves to `to(i)`; what lands on one index is merged, and the
 /// result is as long as its last present entry needs.
 pub(crate) fn relocate<T: Default>(
@@ -129,7 +152,6 @@ mod tests {
     use super::*;
     use crate::Engine;
     use crate::dimensions::DimensionSettings;
-    use crate::settings::EngineSettings;
     use proptest::prelude::*;
 
     const T0: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
@@ -160,7 +182,12 @@ mod tests {
         settings.partitions = 1;
         let mut engine = Engine::new(settings, T0 + 40 * 86_400_000);
         for &(user, feature, platform, minute) in events {
-            let line = line(user, &format!("f{feature}"), &format!("p{platform}"), minute);
+            let line = line(
+                user,
+                &format!("f{feature}"),
+                &format!("p{platform}"),
+                minute,
+            );
             engine.ingest(line.as_bytes(), None);
         }
         engine
@@ -231,15 +258,48 @@ mod tests {
         let saver = engine(&settings, &[(1, 0, 0, 0), (2, 1, 0, 1), (3, 2, 0, 2)]);
         let saved = saver.state();
         // The taker tracks f5 and f6: every saved feature is pooled, and f2 was already.
-        let mut taker = engine(&settings, &[(9, 5, 0, 0), (9, 6, 0, 1)]).state().router;
+        let mut taker = engine(&settings, &[(9, 5, 0, 0), (9, 6, 0, 1)])
+            .state()
+            .router;
         let overflow = taker.features.overflow_events;
         let mut moved = saved.partitions[0].kpis.clone();
         remap(&mut moved, &saved.router, &mut taker, &rules);
         assert_eq!(taker.features.overflow_events, overflow);
         let day = crate::time::Calendar::new(settings.timezone.clone()).day_of(T0);
-        let pooled = moved.features.feature(day, taker.features.other_id()).unwrap();
+        let pooled = moved
+            .features
+            .feature(day, taker.features.other_id())
+            .unwrap();
         assert_eq!(pooled.estimate().round() as u64, 3, "u1, u2 and u3");
         assert!(moved.features.feature(day, 0).is_none());
+    }
+
+    /// Two halves of a stream saved by two routers, gathered, give the KPIs of the whole.
+    #[test]
+    fn partitions_of_two_routers_gather_into_the_whole() {
+        let settings = settings(8);
+        let first = [(1, 0, 0, 0), (2, 1, 1, 1), (3, 2, 2, 2)];
+        let second = [(4, 2, 2, 3), (5, 3, 0, 4), (6, 0, 1, 5)];
+        let mut whole = engine(&settings, &[first, second].concat());
+        let expected = whole.snapshot();
+        let (a, b) = (
+            engine(&settings, &first).state(),
+            engine(&settings, &second).state(),
+        );
+        let mut part_b = b.partitions[0].clone();
+        part_b.partition = 1;
+        let parts = vec![
+            (a.router.clone(), a.partitions[0].clone()),
+            (b.router.clone(), part_b),
+        ];
+        let gathered = gather(&settings, b.router.clone(), parts);
+        let mut settings = settings.clone();
+        settings.partitions = 2;
+        let mut engine = Engine::restore(settings, T0 + 40 * 86_400_000, gathered);
+        let got = engine.snapshot();
+        assert_eq!(got.kpis.features, expected.kpis.features);
+        assert_eq!(got.kpis.breakdowns, expected.kpis.breakdowns);
+        assert_eq!(got.kpis.activity, expected.kpis.activity);
     }
 
     #[test]

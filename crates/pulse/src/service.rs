@@ -195,12 +195,12 @@ pub fn run(options: RunOptions) -> Result<()> {
                 Some(store) => starting_state(store, reset_state).await?,
                 None => None,
             };
-            let (engine, numbers, restored, sizes) = match saved {
+            let (numbers, restored, sizes, engine) = match saved {
                 Some(saved) => (
-                    Some(saved.engine),
-                    saved.numbers,
-                    saved.offsets,
-                    saved.topic_sizes,
+                    saved.numbers.clone(),
+                    saved.offsets.clone(),
+                    saved.topic_sizes.clone(),
+                    Some(saved.gathered(&settings)),
                 ),
                 None => Default::default(),
             };

@@ -58,8 +58,9 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
-use pulse_core::EngineState;
+use pulse_core::ingest::RouterState;
 use pulse_core::partition::PartitionState;
+use pulse_core::{EngineSettings, EngineState};
 
 use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
@@ -204,7 +205,11 @@ impl fmt::Display for Skipped {
 /// offsets it covers, and where it came from.
 #[derive(Debug)]
 pub struct Saved {
+    /// The partitions, under the newest checkpoint's router; see [`Saved::gathered`].
     pub engine: EngineState,
+    /// The router each of `engine.partitions` was saved with (the same one throughout
+    /// for a state one instance saved; another per instance for a group's).
+    pub routers: Vec<RouterState>,
     pub numbers: PartitionNumbers,
     pub offsets: Offsets,
     /// The newest save among the partitions.
@@ -216,6 +221,20 @@ pub struct Saved {
     pub location: String,
     /// Newer checkpoints that were damaged, newest first per partition.
     pub skipped: Vec<Skipped>,
+}
+
+impl Saved {
+    /// The engine state with every partition's feature and dimension-value ids moved into
+    /// the newest router's registries ([`pulse_core::remap`]): partitions saved by
+    /// different members of a group number them differently.
+    pub fn gathered(self, settings: &EngineSettings) -> EngineState {
+        let parts = self
+            .routers
+            .into_iter()
+            .zip(self.engine.partitions)
+            .collect();
+        pulse_core::remap::gather(settings, self.engine.router, parts)
+    }
 }
 
 /// The epoch this store owns a partition under, and the newest manifest it created.
@@ -639,8 +658,12 @@ impl StateStore {
                     if checkpoint.sequence != sequence {
                         tracing::warn!(%location, stored = checkpoint.sequence, "Checkpoint was renamed; using it anyway.");
                     }
+                    // One engine, one router for every partition.
+                    let routers =
+                        vec![checkpoint.engine.router.clone(); checkpoint.engine.partitions.len()];
                     return Ok(Saved {
                         engine: checkpoint.engine,
+                        routers,
                         numbers: checkpoint.numbers,
                         offsets: checkpoint.offsets,
                         saved_at_ms: checkpoint.saved_at_ms,
@@ -945,6 +968,7 @@ fn combine(
         .unwrap_or_default();
     let mut router = None;
     let mut partitions = Vec::new();
+    let mut routers = Vec::new();
     let mut offsets = Offsets::new();
     let mut keys = Vec::new();
     for (number, (key, (checkpoint, _))) in loaded.into_iter().enumerate() {
@@ -952,6 +976,7 @@ fn combine(
         for mut state in checkpoint.engine.partitions {
             state.partition = number as u32;
             partitions.push(state);
+            routers.push(checkpoint.engine.router.clone());
         }
         if router.is_none() && checkpoint.saved_at_ms == newest {
             router = Some(checkpoint.engine.router);
@@ -963,6 +988,7 @@ fn combine(
             router: router.expect("one checkpoint is the newest"),
             partitions,
         },
+        routers,
         numbers: PartitionNumbers::from_keys(keys),
         offsets,
         saved_at_ms: newest,
