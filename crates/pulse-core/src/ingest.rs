@@ -20,7 +20,8 @@ use crate::event::PartitionEvent;
 use crate::event::{EventKind, Rejection};
 use crate::families::retention::HORIZON_DAYS;
 use crate::features::FeatureRegistry;
-use crate::partition::{Counters, PartitionInputs, total_counters};
+use crate::families::KpiState;
+use crate::partition::{Counters, PartitionInputs, PartitionState, total_counters};
 use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
 use crate::time::{Calendar, Day};
@@ -254,6 +255,38 @@ impl Ingestor {
             self.owners = owners(self.inputs.len(), self.workers);
         }
         &mut self.inputs[partition]
+    }
+
+    /// Takes over a partition another router (`from`: another instance, or this one
+    /// earlier) saved: its ids moved into this router's registries ([`crate::remap`]), its
+    /// inputs in place of whatever was counted of `partition` here, and the event-time clock
+    /// at least its newest event. Returns its KPI state for the owning worker.
+    pub fn take_over(
+        &mut self,
+        partition: usize,
+        from: &RouterState,
+        state: PartitionState,
+        settings: &EngineSettings,
+    ) -> KpiState {
+        let rules = crate::family::Rules::of(settings);
+        let mut from = from.clone();
+        from.dimensions.fit(&settings.dimensions);
+        let PartitionState { inputs, mut kpis, .. } = state;
+        kpis.restore(&rules);
+        crate::remap::remap(&mut kpis, &from, &mut self.state, &rules);
+        if let Some(newest) = inputs.max_event_ms {
+            self.state.max_event_ms = Some(self.state.max_event_ms.map_or(newest, |m| m.max(newest)));
+        }
+        *self.inputs_of(partition) = inputs;
+        kpis
+    }
+
+    /// Gives up what was counted of `partition` (another instance owns it now).
+    pub fn release(&mut self, partition: usize) -> PartitionInputs {
+        self.inputs
+            .get_mut(partition)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// `now` for the windows, if the clock has started.
