@@ -18,9 +18,9 @@ use crate::decode::Decoder;
 use crate::dimensions::DimensionRegistry;
 use crate::event::PartitionEvent;
 use crate::event::{EventKind, Rejection};
+use crate::families::KpiState;
 use crate::families::retention::HORIZON_DAYS;
 use crate::features::FeatureRegistry;
-use crate::families::KpiState;
 use crate::partition::{Counters, PartitionInputs, PartitionState, total_counters};
 use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
@@ -271,11 +271,14 @@ impl Ingestor {
         let rules = crate::family::Rules::of(settings);
         let mut from = from.clone();
         from.dimensions.fit(&settings.dimensions);
-        let PartitionState { inputs, mut kpis, .. } = state;
+        let PartitionState {
+            inputs, mut kpis, ..
+        } = state;
         kpis.restore(&rules);
         crate::remap::remap(&mut kpis, &from, &mut self.state, &rules);
         if let Some(newest) = inputs.max_event_ms {
-            self.state.max_event_ms = Some(self.state.max_event_ms.map_or(newest, |m| m.max(newest)));
+            self.state.max_event_ms =
+                Some(self.state.max_event_ms.map_or(newest, |m| m.max(newest)));
         }
         *self.inputs_of(partition) = inputs;
         kpis

@@ -231,7 +231,9 @@ impl Pipeline {
         state: PartitionState,
     ) -> Result<(), WorkerStopped> {
         self.flush().await?;
-        let kpis = self.ingestor.take_over(number, router, state, &self.settings);
+        let kpis = self
+            .ingestor
+            .take_over(number, router, state, &self.settings);
         self.pool.install(number, kpis).await
     }
 

@@ -187,7 +187,8 @@ impl WorkerPool {
     pub async fn take(&self, partition: usize) -> Result<Option<KpiState>, WorkerStopped> {
         let worker = owner_of(partition, self.len());
         let (reply, answer) = oneshot::channel();
-        self.send(worker, Command::Take { partition, reply }).await?;
+        self.send(worker, Command::Take { partition, reply })
+            .await?;
         answer.await.map_err(|_| WorkerStopped(worker))
     }
 

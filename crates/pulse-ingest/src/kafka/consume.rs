@@ -28,6 +28,7 @@ use super::admin::{ensure_topics, rollup_producer};
 use super::commits::commit;
 use super::context::{PulseContext, Shared, partition_names};
 use super::dead_letters::{DeadLetters, Origin};
+use super::ownership::Ownership;
 use super::probe::probe_broker;
 use super::resume::{Placement, Resume};
 use super::watermarks::PartitionWatermarks;
@@ -80,6 +81,31 @@ pub struct Durability {
 }
 
 impl Durability {
+    /// Refuses a partition saved under another partition count of its topic than the one
+    /// this group reads (or, before the broker has said, than the others loaded).
+    pub(super) fn check_saved_size(
+        &mut self,
+        key: &TopicPartition,
+        saved: Option<u32>,
+    ) -> Result<(), KafkaSourceError> {
+        let Some(saved) = saved else {
+            return Ok(());
+        };
+        match self.sizes.get(&key.topic) {
+            Some(&now) if now != saved => Err(KafkaSourceError::PartitionCountChanged {
+                topic: key.topic.clone(),
+                saved,
+                now,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.sizes.insert(key.topic.clone(), saved);
+                self.checkpointer.set_topic_sizes(self.sizes.clone());
+                Ok(())
+            }
+        }
+    }
+
     /// Checks the topics' partition counts (`known`, as the broker lists them) against
     /// those the state was saved (or started) under, and saves them with the checkpoints to
     /// come. A changed count is fatal: the same user now lands in another partition.
@@ -158,6 +184,8 @@ pub async fn run(
                     .unwrap_or_default(),
             ),
             from_end: options.auto_offset_reset == "latest",
+            follows_group: durability.is_some(),
+            stopping: AtomicBool::new(false),
         })
         .map_err(|source| KafkaSourceError::Client {
             what: "consumer",
@@ -224,6 +252,7 @@ pub async fn run(
         options.topics.clone(),
     ));
     let mut resume = Resume::default();
+    let mut ownership = durability.is_some().then(Ownership::default);
     let mut watermarks = PartitionWatermarks::default();
     let mut was_caught_up = false;
     // Checked once the broker has listed the topics' partitions (a restored state only).
@@ -241,6 +270,9 @@ pub async fn run(
                 () = &mut shutdown => break,
                 _ = tick.tick() => {
                     follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
+                    if let (Some(owner), Some(durable)) = (ownership.as_mut(), durability.as_mut()) {
+                        owner.follow(&consumer, &shared, pipeline, &mut numbers, durable, &mut resume, &mut watermarks).await?;
+                    }
                     refresh_assignment(&mut watermarks, &consumer, &shared);
                     if !layout_checked {
                         let known = shared.lock().unwrap_or_else(|e| e.into_inner()).topic_partitions.clone();
@@ -280,12 +312,16 @@ pub async fn run(
                                 commit(&consumer, &written, CommitMode::Async);
                             }
                             if let Some(lost) = durable.checkpointer.take_lost() {
-                                return Err(lost.into());
+                                match (ownership.as_mut(), lost.lost_partition()) {
+                                    (Some(owner), Some(key)) => owner.drop_fenced(&consumer, pipeline, &mut numbers, key).await?,
+                                    _ => return Err(lost.into()),
+                                }
                             }
                             if durable.checkpointer.due() {
                                 let started = Instant::now();
                                 let state = pipeline.state().await?;
-                                durable.checkpointer.start(state, numbers.clone(), positions.clone(), started.elapsed());
+                                let offsets = ownership.as_ref().map_or_else(|| positions.clone(), |o| o.owned_offsets(&positions));
+                                durable.checkpointer.start(state, numbers.clone(), offsets, started.elapsed());
                             }
                         }
                         None => commit(&consumer, &positions, CommitMode::Async),
@@ -321,6 +357,11 @@ pub async fn run(
                                     continue;
                                 }
                             }
+                            // A partition dropped after a refused save: its buffered records
+                            // are the new owner's to apply.
+                            if ownership.as_ref().is_some_and(|o| !o.owns(&key)) {
+                                continue;
+                            }
                             if !consumer.context().claim(&key, origin.offset) {
                                 tracing::debug!(topic = origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
                                 continue;
@@ -351,12 +392,16 @@ pub async fn run(
                         }
                     }
                     pipeline.send_full_batches().await?;
+                    if let (Some(owner), Some(durable)) = (ownership.as_mut(), durability.as_mut()) {
+                        owner.follow(&consumer, &shared, pipeline, &mut numbers, durable, &mut resume, &mut watermarks).await?;
+                    }
                 }
             }
         }
         Ok(())
     }
     .await;
+    consumer.context().stopping.store(true, Ordering::Release);
     probe.abort();
     result?;
 
@@ -368,9 +413,13 @@ pub async fn run(
     match durability.as_mut() {
         Some(durable) => {
             let state = pipeline.state().await?;
+            let positions = consumer.context().positions();
+            let offsets = ownership
+                .as_ref()
+                .map_or_else(|| positions.clone(), |o| o.owned_offsets(&positions));
             match durable
                 .checkpointer
-                .save_now(state, numbers.clone(), consumer.context().positions())
+                .save_now(state, numbers.clone(), offsets)
                 .await
             {
                 Some(written) => {

@@ -5,6 +5,8 @@
 //!   commits, a clean stop.
 //! - `context`: librdkafka's callbacks — rebalances, this instance's positions,
 //!   statistics and errors.
+//! - `ownership`: with a state store shared by the group, partition state follows the
+//!   assignment: loaded on assignment, checkpointed and dropped on revocation.
 //! - `resume`: where a (re)assigned partition continues, checked on its first record.
 //! - `watermarks`: how far the session watermark may go with several partitions.
 //! - `dead_letters`, `commits`, [`admin`], `probe`: rejected records to the
@@ -20,6 +22,7 @@ pub mod consume;
 mod context;
 mod dead_letters;
 pub mod options;
+mod ownership;
 mod probe;
 mod resume;
 mod watermarks;

@@ -183,6 +183,17 @@ pub enum StateStoreError {
     },
 }
 
+impl StateStoreError {
+    /// The partition a refused save lost to another owner, if that is what this is.
+    pub fn lost_partition(&self) -> Option<&TopicPartition> {
+        match self {
+            StateStoreError::Fenced { partition, .. }
+            | StateStoreError::NotLoaded { partition, .. } => Some(partition),
+            _ => None,
+        }
+    }
+}
+
 fn list(skipped: &[Skipped]) -> String {
     let items: Vec<String> = skipped.iter().map(Skipped::to_string).collect();
     items.join(", ")
@@ -220,6 +231,23 @@ pub struct Saved {
     /// What was read: the legacy checkpoint file, or the location.
     pub location: String,
     /// Newer checkpoints that were damaged, newest first per partition.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One partition's newest usable checkpoint, claimed ([`StateStore::claim`]).
+#[derive(Debug)]
+pub struct Taken {
+    /// The router of the instance that saved it: the registries its ids refer to.
+    pub router: RouterState,
+    /// Its state (`None`: saved before it held any, e.g. a replay's empty partition).
+    pub state: Option<PartitionState>,
+    /// The next offset to read (`None` for a replayed history: the group's offset applies).
+    pub offset: Option<i64>,
+    /// Its topic's partition count when it was saved.
+    pub topic_partitions: Option<u32>,
+    /// The owner epoch this instance holds it under now.
+    pub epoch: u64,
+    /// Newer checkpoints that were damaged and passed over.
     pub skipped: Vec<Skipped>,
 }
 
@@ -296,6 +324,12 @@ impl StateStore {
             claims: Arc::default(),
             upgrading: Arc::default(),
         }
+    }
+
+    /// Whether what was read last came (partly) from the single-file checkpoints of pulse
+    /// before object storage, which the next complete save moves aside.
+    pub fn upgrading(&self) -> bool {
+        self.upgrading.load(Ordering::Acquire)
     }
 
     /// The location, for messages: a directory or a URL.
@@ -463,6 +497,39 @@ impl StateStore {
     /// skipped and what refused.
     pub async fn load(&self) -> Result<Option<Saved>, StateStoreError> {
         self.read(true).await
+    }
+
+    /// One partition's newest usable checkpoint, claimed for this instance (the next
+    /// manifest, one owner epoch up, so that its previous owner is fenced); `None` if no
+    /// member ever saved it. For a partition the consumer group has just assigned here.
+    pub async fn claim(&self, key: &TopicPartition) -> Result<Option<Taken>, StateStoreError> {
+        let folder = self.folder(key);
+        let mut skipped = Vec::new();
+        let Some((checkpoint, topic_partitions)) = self
+            .load_partition(key, &folder, true, &mut skipped)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let epoch = self.claim_of(key).map_or(0, |c| c.epoch);
+        let EngineState { router, partitions } = checkpoint.engine;
+        Ok(Some(Taken {
+            offset: checkpoint.offsets.get(key).copied(),
+            state: partitions.into_iter().next(),
+            router,
+            topic_partitions,
+            epoch,
+            skipped,
+        }))
+    }
+
+    /// Forgets this instance's claim on a partition it gave up: a save of it is refused
+    /// from now on, until it is claimed again.
+    pub fn release(&self, key: &TopicPartition) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// What [`Self::load`] would start from, without claiming anything: for tools and
