@@ -229,7 +229,9 @@ impl ConsumerContext for PulseContext {
             RebalanceProtocol::Cooperative
         );
         let names = partition_names(partitions);
-        if self.follows_group && !self.stopping.load(Ordering::Acquire) {
+        // An empty change has nothing to load or save: completed here (librdkafka waits
+        // for the (un)assign call, empty or not, before the group moves on).
+        if self.follows_group && !names.is_empty() && !self.stopping.load(Ordering::Acquire) {
             let lost = consumer.assignment_lost();
             let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             match error {
