@@ -394,6 +394,13 @@ async fn a_member_paused_past_its_session_timeout_drops_its_partitions_and_write
             log.contains("Partition lost") || log.contains("dropping it here")
         },
     );
+    for line in stale.log().lines().filter(|l| {
+        l.contains("Partition lost")
+            || l.contains("dropping it here")
+            || l.contains("Lost the partition")
+    }) {
+        eprintln!("{line}");
+    }
     assert!(producer.wait().unwrap().success());
     group.wait_for_checkpoints(total);
     let log_stale = stale.log();
