@@ -36,7 +36,8 @@ enum Command {
     /// A partition this instance has taken over: its slot gets the state.
     Install {
         partition: usize,
-        state: KpiState,
+        /// Boxed: a state is hundreds of bytes, a command otherwise a few words.
+        state: Box<KpiState>,
     },
     /// A partition this instance gives up: its state back, its slot empty.
     Take {
@@ -101,7 +102,7 @@ impl WorkerPool {
                                 let _ = reply.send(worker.export());
                             }
                             Command::Install { partition, state } => {
-                                worker.restore(partition, state);
+                                worker.restore(partition, *state);
                             }
                             Command::Take { partition, reply } => {
                                 let _ = reply.send(worker.take(partition));
@@ -178,6 +179,7 @@ impl WorkerPool {
     /// Hands `partition`'s state to its worker (after every batch sent before).
     pub async fn install(&self, partition: usize, state: KpiState) -> Result<(), WorkerStopped> {
         let worker = owner_of(partition, self.len());
+        let state = Box::new(state);
         self.send(worker, Command::Install { partition, state })
             .await
     }

@@ -20,7 +20,6 @@ use pulse_ingest::checkpointer::Checkpointer;
 use pulse_ingest::clock::wall_ms;
 use pulse_ingest::demo::{self, DemoOptions};
 use pulse_ingest::kafka::{self, Durability, KafkaOptions};
-use pulse_ingest::partition_numbers::PartitionNumbers;
 use pulse_ingest::rollups::{RollupOptions, RollupWriter};
 use pulse_ingest::state_store::StateStore;
 use pulse_ingest::{Pipeline, Sink};
@@ -219,14 +218,12 @@ pub fn run(options: RunOptions) -> Result<()> {
             }
             let durability = store.map(|store| Durability {
                 checkpointer: Checkpointer::new(store, interval),
-                restored: Default::default(),
                 sizes: Default::default(),
             });
             let mut pipeline = Pipeline::start(settings, wall_ms(), None)?;
             let sink = ExporterSink(exporter);
             let result = kafka::run(
                 &mut pipeline,
-                PartitionNumbers::default(),
                 &kafka,
                 durability,
                 rollups,

@@ -3,9 +3,11 @@
 //! Offsets are never auto-committed: the loop records, per partition, the next offset whose
 //! records have been routed, and commits it only after a [`Pipeline::snapshot`] barrier has
 //! proved those records applied (and, with checkpoints, once the state holding them is
-//! durable). Each instance keeps its own position per partition; a partition a rebalance
-//! hands (back) to it starts there, so that its state never misses nor repeats a record
-//! whatever other group members did meanwhile.
+//! durable). With a state store, partition state follows the group (`ownership`): a
+//! partition starts at the offset of the state loaded for it. Without one, each instance
+//! keeps its own position per partition and a partition a rebalance hands (back) to it
+//! starts there, so that its state never misses nor repeats a record whatever other group
+//! members did meanwhile.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,16 +69,13 @@ pub enum KafkaSourceError {
     PartitionCountChanged { topic: String, saved: u32, now: u32 },
 }
 
-/// Durable state for the Kafka source: where checkpoints go, and the offsets of the one the
-/// pipeline was restored from.
+/// Durable state for the Kafka source: where checkpoints go (and partitions are loaded
+/// from, as the group assigns them).
 #[derive(Debug)]
 pub struct Durability {
     pub checkpointer: Checkpointer,
-    /// Next offset per partition in the restored checkpoint; these win over the group's
-    /// committed offsets.
-    pub restored: Offsets,
-    /// Each topic's partition count when the restored state was saved (empty for a fresh
-    /// start); the count first seen stands in for it otherwise.
+    /// Each topic's partition count: as its first loaded partition was saved, or as the
+    /// broker first listed it.
     pub sizes: TopicSizes,
 }
 
@@ -137,13 +136,8 @@ impl Durability {
 /// Consumes until `shutdown`, publishing a snapshot every refresh and, with `durability`,
 /// writing checkpoints (and, with `rollups`, warehouse rollups). At a clean stop: a last
 /// snapshot, a last checkpoint, the offsets committed, a last rollup.
-///
-/// `numbers` says which Kafka partition each of the pipeline's partition numbers is (the
-/// restored checkpoint's numbering, or an empty one); partitions that deliver for the first
-/// time get the next numbers.
 pub async fn run(
     pipeline: &mut Pipeline,
-    mut numbers: PartitionNumbers,
     options: &KafkaOptions,
     mut durability: Option<Durability>,
     mut rollups: Option<RollupWriter>,
@@ -177,12 +171,7 @@ pub async fn run(
         .create_with_context(PulseContext {
             shared: shared.clone(),
             assignment_changed: AtomicBool::new(false),
-            positions: Mutex::new(
-                durability
-                    .as_ref()
-                    .map(|d| d.restored.clone())
-                    .unwrap_or_default(),
-            ),
+            positions: Mutex::default(),
             from_end: options.auto_offset_reset == "latest",
             follows_group: durability.is_some(),
             stopping: AtomicBool::new(false),
@@ -255,9 +244,9 @@ pub async fn run(
     let mut ownership = durability.is_some().then(Ownership::default);
     let mut watermarks = PartitionWatermarks::default();
     let mut was_caught_up = false;
-    // Checked once the broker has listed the topics' partitions (a restored state only).
-    let mut layout_checked = numbers.is_empty();
-    let offsets_saved = durability.as_ref().is_some_and(|d| !d.restored.is_empty());
+    // Which Kafka partition each of the pipeline's partition numbers is, in order of first
+    // sight (an assignment, or a first record).
+    let mut numbers = PartitionNumbers::default();
     pipeline.use_source_watermark();
     let mut tick = tokio::time::interval(options.refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -274,15 +263,6 @@ pub async fn run(
                         owner.follow(&consumer, &shared, pipeline, &mut numbers, durable, &mut resume, &mut watermarks).await?;
                     }
                     refresh_assignment(&mut watermarks, &consumer, &shared);
-                    if !layout_checked {
-                        let known = shared.lock().unwrap_or_else(|e| e.into_inner()).topic_partitions.clone();
-                        if !known.is_empty() {
-                            layout_checked = true;
-                            if let Some(problem) = numbers.layout_problem(&known, offsets_saved) {
-                                tracing::warn!(%problem, "The saved state does not match the topics' partitions; KPIs stay right, sessions open at the hand-over may split.");
-                            }
-                        }
-                    }
                     if let Some(durable) = durability.as_mut() {
                         let known = shared.lock().unwrap_or_else(|e| e.into_inner()).topic_partitions.clone();
                         durable.follow_topic_sizes(&known)?;
