@@ -276,6 +276,15 @@ impl Ingestor {
         } = state;
         kpis.restore(&rules);
         crate::remap::remap(&mut kpis, &from, &mut self.state, &rules);
+        // The stream is only as far as its slowest partition, and the one taken over is as
+        // far as its checkpoint: the session watermark goes back to the one that checkpoint
+        // was saved with (none if it had none), as a restart from it would, so that the
+        // partition's records after it are not too late for sessions. Sessions other
+        // partitions closed stay closed.
+        self.state.watermark_ms = match (self.state.watermark_ms, from.watermark_ms) {
+            (Some(here), Some(there)) => Some(here.min(there)),
+            _ => None,
+        };
         if let Some(newest) = inputs.max_event_ms {
             self.state.max_event_ms =
                 Some(self.state.max_event_ms.map_or(newest, |m| m.max(newest)));
@@ -558,6 +567,37 @@ mod tests {
             inputs.iter().map(|i| i.counters.accepted).sum::<u64>(),
             total.accepted
         );
+    }
+
+    /// A partition taken over from another router: its counters replace what was counted
+    /// of it here, its feature ids follow this router's registry, and the session watermark
+    /// goes back to its checkpoint's.
+    #[test]
+    fn a_partition_taken_over_brings_its_inputs_ids_and_watermark() {
+        let settings = EngineSettings::default();
+        let feature = |name: &str, ts: i64| {
+            format!(r#"{{"user_id":"u","event":"feature_used","feature":"{name}","ts":{ts}}}"#)
+        };
+        let mut saver = ingestor();
+        saver.ingest(feature("export", T0).as_bytes(), None, Some(0));
+        let mut taker = ingestor();
+        taker.ingest(feature("search", T0 + DAY).as_bytes(), None, Some(1));
+        taker.ingest(b"not json", None, Some(0));
+        let state = PartitionState {
+            partition: 0,
+            inputs: saver.inputs()[0].clone(),
+            kpis: KpiState::empty(&settings),
+        };
+        taker.take_over(0, saver.state(), state, &settings);
+        assert_eq!(
+            taker.inputs()[0],
+            saver.inputs()[0],
+            "the saver's counters, only"
+        );
+        assert_eq!(taker.state().watermark_ms, Some(T0));
+        assert_eq!(taker.state().features.name(1), "export");
+        assert_eq!(taker.release(0), saver.inputs()[0]);
+        assert_eq!(taker.inputs()[0], PartitionInputs::default());
     }
 
     #[test]
