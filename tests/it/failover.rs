@@ -165,6 +165,40 @@ impl Group {
     }
 }
 
+/// Waits until `member` has applied events.
+fn applying(member: &Pulse, who: &str) {
+    member.wait_for(&format!("{who} to apply events"), PATIENCE, |s| {
+        s["events"]["accepted"].as_u64().unwrap_or(0) > 0
+    });
+}
+
+/// The end of a test: the stream produced, every event in the checkpoints, the members
+/// (those still running, and the `earlier` logs of those stopped) resumed exactly at each
+/// assignment, and the group's state the replay's.
+fn finish(
+    group: &Group,
+    mut producer: std::process::Child,
+    members: Vec<Pulse>,
+    earlier: &[String],
+) {
+    assert!(producer.wait().unwrap().success());
+    let replayed = group.replayed();
+    group.wait_for_checkpoints(replayed["events"]["accepted"].as_u64().unwrap());
+    let mut logs = earlier.to_vec();
+    for member in members {
+        let (status, log) = member.stop_and_log(Duration::from_secs(60));
+        assert!(status.success(), "{log}");
+        logs.push(log);
+    }
+    let checked: usize = logs.iter().map(|log| assert_resumed_exactly(log)).sum();
+    // Every partition receives records, so each was checked at least once.
+    assert!(
+        checked >= PARTITIONS as usize,
+        "{checked} assignments checked"
+    );
+    assert_same(&group.shown(), &replayed);
+}
+
 /// Partitions a member took over (state loaded or started empty), in log order, with the
 /// offset it resumed at (`None`: the group's offset).
 fn taken(log: &str) -> Vec<(i32, Option<i64>)> {
@@ -212,8 +246,8 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// After each assignment, the first record applied is the one at the offset the loaded state
-/// records: no gap, no duplicate.
-fn assert_resumed_exactly(log: &str) {
+/// records: no gap, no duplicate. Returns how many assignments were checked.
+fn assert_resumed_exactly(log: &str) -> usize {
     let firsts: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("First record since the assignment."))
@@ -221,6 +255,7 @@ fn assert_resumed_exactly(log: &str) {
     for line in &firsts {
         assert_eq!(field(line, "offset"), field(line, "resume_at"), "{line}");
     }
+    firsts.len()
 }
 
 /// Every KPI and counter equal; `state` (shards, bytes held) describes the process.
@@ -261,20 +296,15 @@ fn wait_until(
 async fn a_member_killed_mid_stream_is_replaced_and_nothing_is_lost_or_doubled() {
     let _serial = SERIAL.lock().await;
     let (mut group, _guard) = Group::new("failover-kill").await;
-    let replayed = group.replayed();
-    let total = replayed["events"]["accepted"].as_u64().unwrap();
-
     let members = [group.start(), group.start(), group.start()];
     let all: Vec<&Pulse> = members.iter().collect();
     wait_until("the group to spread the partitions", PATIENCE, &all, || {
         members.iter().all(|m| !owned(&m.log()).is_empty())
             && members.iter().map(|m| owned(&m.log()).len()).sum::<usize>() == PARTITIONS as usize
     });
-    let mut producer = group.produce();
+    let producer = group.produce();
     let [a, b, victim] = members;
-    victim.wait_for("the victim to apply events", PATIENCE, |s| {
-        s["events"]["accepted"].as_u64().unwrap_or(0) > 0
-    });
+    applying(&victim, "the victim");
     let orphans = owned(&victim.log());
     victim.kill();
 
@@ -290,25 +320,13 @@ async fn a_member_killed_mid_stream_is_replaced_and_nothing_is_lost_or_doubled()
         },
     );
     eprintln!("partitions {orphans:?} owned again after {taken_over:?}");
-
-    assert!(producer.wait().unwrap().success());
-    group.wait_for_checkpoints(total);
-    let (log_a, log_b) = (a.log(), b.log());
-    for member in [a, b] {
-        assert!(member.stop(Duration::from_secs(60)).success());
-    }
-    assert_resumed_exactly(&log_a);
-    assert_resumed_exactly(&log_b);
-    assert_same(&group.shown(), &replayed);
+    finish(&group, producer, vec![a, b], &[]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scaling_one_to_three_to_one_under_load_has_no_gap_and_no_duplicate() {
     let _serial = SERIAL.lock().await;
     let (mut group, _guard) = Group::new("failover-scale").await;
-    let replayed = group.replayed();
-    let total = replayed["events"]["accepted"].as_u64().unwrap();
-
     let first = group.start();
     wait_until(
         "the first member to own every partition",
@@ -316,10 +334,8 @@ async fn scaling_one_to_three_to_one_under_load_has_no_gap_and_no_duplicate() {
         &[&first],
         || owned(&first.log()).len() == PARTITIONS as usize,
     );
-    let mut producer = group.produce();
-    first.wait_for("the first member to apply events", PATIENCE, |s| {
-        s["events"]["accepted"].as_u64().unwrap_or(0) > 0
-    });
+    let producer = group.produce();
+    applying(&first, "the first member");
     let (second, third) = (group.start(), group.start());
     wait_until(
         "the three to share the partitions",
@@ -331,39 +347,30 @@ async fn scaling_one_to_three_to_one_under_load_has_no_gap_and_no_duplicate() {
                 .all(|m| !owned(&m.log()).is_empty())
         },
     );
-    second.wait_for("the second member to apply events", PATIENCE, |s| {
-        s["events"]["accepted"].as_u64().unwrap_or(0) > 0
-    });
-    let (log_second, log_third) = (second.log(), third.log());
-    assert!(second.stop(Duration::from_secs(60)).success());
-    assert!(third.stop(Duration::from_secs(60)).success());
+    applying(&second, "the second member");
+    let mut left = Vec::new();
+    for member in [second, third] {
+        let (status, log) = member.stop_and_log(Duration::from_secs(60));
+        assert!(status.success(), "{log}");
+        left.push(log);
+    }
     wait_until(
         "the first member to own every partition again",
         PATIENCE,
         &[&first],
         || owned(&first.log()).len() == PARTITIONS as usize,
     );
-
-    assert!(producer.wait().unwrap().success());
-    group.wait_for_checkpoints(total);
+    // The first member took partitions over twice: at start, from nobody; after the others
+    // left, from their final checkpoints.
     let log_first = first.log();
-    assert!(first.stop(Duration::from_secs(60)).success());
-    for log in [&log_first, &log_second, &log_third] {
-        assert_resumed_exactly(log);
-    }
-    // The first member took partitions over three times: at start, from nobody; after the
-    // others left, from their final checkpoints.
     assert!(taken(&log_first).len() > PARTITIONS as usize, "{log_first}");
-    assert_same(&group.shown(), &replayed);
+    finish(&group, producer, vec![first], &left);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_paused_past_its_session_timeout_drops_its_partitions_and_writes_nothing() {
     let _serial = SERIAL.lock().await;
     let (mut group, _guard) = Group::new("failover-stale").await;
-    let replayed = group.replayed();
-    let total = replayed["events"]["accepted"].as_u64().unwrap();
-
     let (a, stale) = (group.start(), group.start());
     wait_until(
         "the two to share the partitions",
@@ -371,10 +378,8 @@ async fn a_member_paused_past_its_session_timeout_drops_its_partitions_and_write
         &[&a, &stale],
         || !owned(&a.log()).is_empty() && !owned(&stale.log()).is_empty(),
     );
-    let mut producer = group.produce();
-    stale.wait_for("the member to apply events", PATIENCE, |s| {
-        s["events"]["accepted"].as_u64().unwrap_or(0) > 0
-    });
+    let producer = group.produce();
+    applying(&stale, "the member to be paused");
     signal(stale.pid(), "STOP");
     wait_until(
         "the other member to take every partition",
@@ -401,11 +406,5 @@ async fn a_member_paused_past_its_session_timeout_drops_its_partitions_and_write
     }) {
         eprintln!("{line}");
     }
-    assert!(producer.wait().unwrap().success());
-    group.wait_for_checkpoints(total);
-    let log_stale = stale.log();
-    assert!(stale.stop(Duration::from_secs(60)).success(), "{log_stale}");
-    assert!(a.stop(Duration::from_secs(60)).success());
-    assert_resumed_exactly(&log_stale);
-    assert_same(&group.shown(), &replayed);
+    finish(&group, producer, vec![stale, a], &[]);
 }
