@@ -64,6 +64,8 @@ pub(super) struct Ownership {
     loading: Vec<Loading>,
     /// Assigned, but a load failed: tried again on the next call.
     retry: Vec<TopicPartition>,
+    /// Revoked while loading: the load's result is given back, not installed.
+    cancelled: HashSet<TopicPartition>,
 }
 
 impl Ownership {
@@ -157,6 +159,10 @@ impl Ownership {
             fallback,
         } in loaded
         {
+            if self.cancelled.remove(&key) {
+                durable.checkpointer.store().release(&key);
+                continue;
+            }
             let number = numbers.number_of(&key);
             let mut offset = fallback;
             if let Some(taken) = taken {
@@ -211,11 +217,24 @@ impl Ownership {
         durable: &mut Durability,
         revoked: Vec<(TopicPartition, bool)>,
     ) -> Result<(), KafkaSourceError> {
+        // Only what librdkafka was given: a partition still loading never was.
+        let assigned = consumer
+            .assignment()
+            .map(|list| super::context::partition_names(&list))
+            .unwrap_or_default();
         let mut list = TopicPartitionList::new();
         for (key, lost) in revoked {
-            list.add_partition(&key.topic, key.partition);
+            if assigned.contains(&key) {
+                list.add_partition(&key.topic, key.partition);
+            }
             if !self.owned.contains(&key) {
-                continue; // Still loading, or dropped already: nothing of it is here.
+                // Still loading (its load is given back when done), or dropped already.
+                if let Some(at) = self.retry.iter().position(|k| *k == key) {
+                    self.retry.swap_remove(at);
+                } else if !assigned.contains(&key) {
+                    self.cancelled.insert(key);
+                }
+                continue;
             }
             let state = pipeline.release(numbers.number_of(&key)).await?;
             let position = consumer.context().positions().get(&key).copied();
