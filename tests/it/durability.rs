@@ -232,10 +232,11 @@ async fn hand_over(state: &str, env: &[(String, String)]) {
 }
 
 /// The stale owner of issue 13: while a pulse runs, another instance loads its state (and so
-/// claims every partition). The running one's next checkpoint is refused; it says that it
-/// lost the partition and stops instead of reading on with state it can no longer save.
+/// claims every partition). The running one's next checkpoints are refused; it says that it
+/// lost each partition, drops it (its records are the new owner's to apply) and runs on,
+/// and never overwrites the new owner's state.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pulse_whose_partitions_were_taken_over_stops() {
+async fn a_pulse_whose_partitions_were_taken_over_drops_them_and_runs_on() {
     let _serial = SERIAL.lock().await;
     let brokers = kafka::brokers();
     let (topic, _guard) = kafka::temp_topic(&brokers, "stale", 2).await;
@@ -259,10 +260,18 @@ async fn a_pulse_whose_partitions_were_taken_over_stops() {
     let pulse = Pulse::start(&["run", "--config", &config_path, "--clock", "event-time"]);
     durable_beyond(&state, 0).await;
     let taken = StateStore::new(&state).load().await.unwrap();
-    assert!(taken.is_some(), "the new owner loaded the state");
-    let (status, log) = pulse.exited(Duration::from_secs(60));
-    assert!(!status.success(), "{log}");
+    let taken = taken.expect("the new owner loaded the state").offsets;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pulse.log().matches("dropping it here").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", pulse.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pulse.wait_for_status("/healthz", 200, Duration::from_secs(10));
+    let (status, log) = pulse.stop_and_log(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
     assert!(log.contains("lost partition"), "{log}");
+    let now = StateStore::new(&state).inspect().await.unwrap().unwrap();
+    assert_eq!(now.offsets, taken, "the new owner's checkpoints stand");
 }
 
 /// `pulse replay --save-state STATE` of `input` (with `extra` arguments and `env`), which

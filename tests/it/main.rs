@@ -33,6 +33,7 @@ mod broker_faults;
 mod cli;
 mod deploy;
 mod durability;
+mod failover;
 mod funnels;
 mod fuzz_corpus;
 mod global_view;

@@ -127,6 +127,16 @@ async fn replay_writes_the_state_of_each_partition_to_s3() {
     let accepted = total_counters(saved.engine.partitions.iter().map(|p| &p.inputs)).accepted;
     assert_eq!(Some(accepted), snapshot["events"]["accepted"].as_u64());
 
+    // What an operator sees of that location: the replay's snapshot, to the last field.
+    let args = ["state", "show", "--compact", "--wall-clock", WALL];
+    let shown = Pulse::run_to_end_with_env(
+        &[&args[..], &["--state-url", &url]].concat(),
+        &s3.client_env(),
+    );
+    assert_success(&shown, "pulse state show --state-url s3://…");
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown, snapshot);
+
     // A second replay into the same location would overwrite a history: refused.
     let again = replay_to(&url, &input, &s3);
     assert!(!again.status.success());

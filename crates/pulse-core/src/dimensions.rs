@@ -42,7 +42,7 @@ pub const NONE_ID: ValueId = 0;
 pub const INVALID_ID: ValueId = 1;
 pub const OTHER_ID: ValueId = 2;
 /// The first id of a tracked value.
-const FIRST_TRACKED: ValueId = 3;
+pub(crate) const FIRST_TRACKED: ValueId = 3;
 
 /// One configured dimension (`[dimensions.<name>]` of `pulse.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +158,15 @@ impl ValueRegistry {
         }
         self.overflow_events += 1;
         OTHER_ID
+    }
+
+    /// The id of a tracked value of another registry ([`crate::remap`]): registered while
+    /// there is room, else pooled, and not counted as an overflow event (no event came).
+    pub fn adopt(&mut self, value: &str) -> ValueId {
+        let overflow = self.overflow_events;
+        let id = self.intern(&DimValue::Text(value.into()));
+        self.overflow_events = overflow;
+        id
     }
 
     /// The name of an id (a pool's name for the pools).

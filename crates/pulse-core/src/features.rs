@@ -50,6 +50,15 @@ impl FeatureRegistry {
         self.other_id()
     }
 
+    /// The id of a name another registry tracks ([`crate::remap`]): registered while there
+    /// is room, else pooled, and not counted as an overflow event (no event came).
+    pub fn adopt(&mut self, name: &str) -> FeatureId {
+        let overflow = self.overflow_events;
+        let id = self.intern(name);
+        self.overflow_events = overflow;
+        id
+    }
+
     pub fn other_id(&self) -> FeatureId {
         self.max_features as FeatureId
     }

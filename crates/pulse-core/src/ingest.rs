@@ -18,9 +18,10 @@ use crate::decode::Decoder;
 use crate::dimensions::DimensionRegistry;
 use crate::event::PartitionEvent;
 use crate::event::{EventKind, Rejection};
+use crate::families::KpiState;
 use crate::families::retention::HORIZON_DAYS;
 use crate::features::FeatureRegistry;
-use crate::partition::{Counters, PartitionInputs, total_counters};
+use crate::partition::{Counters, PartitionInputs, PartitionState, total_counters};
 use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
 use crate::snapshot::KpiSnapshot;
@@ -260,6 +261,50 @@ impl Ingestor {
             self.owners = owners(self.inputs.len(), self.workers);
         }
         &mut self.inputs[partition]
+    }
+
+    /// Takes over a partition another router (`from`: another instance, or this one
+    /// earlier) saved: its ids moved into this router's registries ([`crate::remap`]), its
+    /// inputs in place of whatever was counted of `partition` here, and the event-time clock
+    /// at least its newest event. Returns its KPI state for the owning worker.
+    pub fn take_over(
+        &mut self,
+        partition: usize,
+        from: &RouterState,
+        state: PartitionState,
+        settings: &EngineSettings,
+    ) -> KpiState {
+        let rules = crate::family::Rules::of(settings);
+        let mut from = from.clone();
+        from.dimensions.fit(&settings.dimensions);
+        let PartitionState {
+            inputs, mut kpis, ..
+        } = state;
+        kpis.restore(&rules);
+        crate::remap::remap(&mut kpis, &from, &mut self.state, &rules);
+        // The stream is only as far as its slowest partition, and the one taken over is as
+        // far as its checkpoint: the session watermark goes back to the one that checkpoint
+        // was saved with (none if it had none), as a restart from it would, so that the
+        // partition's records after it are not too late for sessions. Sessions other
+        // partitions closed stay closed.
+        self.state.watermark_ms = match (self.state.watermark_ms, from.watermark_ms) {
+            (Some(here), Some(there)) => Some(here.min(there)),
+            _ => None,
+        };
+        if let Some(newest) = inputs.max_event_ms {
+            self.state.max_event_ms =
+                Some(self.state.max_event_ms.map_or(newest, |m| m.max(newest)));
+        }
+        *self.inputs_of(partition) = inputs;
+        kpis
+    }
+
+    /// Gives up what was counted of `partition` (another instance owns it now).
+    pub fn release(&mut self, partition: usize) -> PartitionInputs {
+        self.inputs
+            .get_mut(partition)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// `now` for the windows, if the clock has started.
@@ -540,6 +585,37 @@ mod tests {
             inputs.iter().map(|i| i.counters.accepted).sum::<u64>(),
             total.accepted
         );
+    }
+
+    /// A partition taken over from another router: its counters replace what was counted
+    /// of it here, its feature ids follow this router's registry, and the session watermark
+    /// goes back to its checkpoint's.
+    #[test]
+    fn a_partition_taken_over_brings_its_inputs_ids_and_watermark() {
+        let settings = EngineSettings::default();
+        let feature = |name: &str, ts: i64| {
+            format!(r#"{{"user_id":"u","event":"feature_used","feature":"{name}","ts":{ts}}}"#)
+        };
+        let mut saver = ingestor();
+        saver.ingest(feature("export", T0).as_bytes(), None, Some(0));
+        let mut taker = ingestor();
+        taker.ingest(feature("search", T0 + DAY).as_bytes(), None, Some(1));
+        taker.ingest(b"not json", None, Some(0));
+        let state = PartitionState {
+            partition: 0,
+            inputs: saver.inputs()[0].clone(),
+            kpis: KpiState::empty(&settings),
+        };
+        taker.take_over(0, saver.state(), state, &settings);
+        assert_eq!(
+            taker.inputs()[0],
+            saver.inputs()[0],
+            "the saver's counters, only"
+        );
+        assert_eq!(taker.state().watermark_ms, Some(T0));
+        assert_eq!(taker.state().features.name(1), "export");
+        assert_eq!(taker.release(0), saver.inputs()[0]);
+        assert_eq!(taker.inputs()[0], PartitionInputs::default());
     }
 
     #[test]

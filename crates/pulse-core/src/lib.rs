@@ -32,6 +32,8 @@
 //! - [`outcome_settings`], `outcome_fields`, [`money`]: the `[outcomes.*]` tables, the
 //!   survey / order / subscription fields they make the decoder capture, and exact money in
 //!   minor units, for the outcomes family.
+//! - [`remap`]: a partition's feature and dimension-value ids moved by name into another
+//!   router's registries (a partition taken over from another instance).
 //! - [`dimensions`]: breakdown dimensions, their values and the stream-wide value registry;
 //!   [`pointer_fields`]: extra fields (dimension values) captured in the decoder's pass.
 //! - [`sketch`], [`histogram`], [`sessions`], [`session_stats`], [`ring`], [`time`],
@@ -62,6 +64,7 @@ pub mod partition_v2;
 pub mod partitioner;
 pub mod pointer_fields;
 pub mod prepare;
+pub mod remap;
 pub mod ring;
 pub mod rollup;
 pub mod session_stats;

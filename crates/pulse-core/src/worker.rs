@@ -49,6 +49,13 @@ impl Worker {
         *self.slot(partition) = Some(Box::new(Partition::with_state(&self.settings, state)));
     }
 
+    /// Gives a partition's state up (its instance no longer owns it) and empties its slot.
+    pub fn take(&mut self, partition: usize) -> Option<KpiState> {
+        debug_assert_eq!(owner_of(partition, self.workers), self.index);
+        let slot = self.partitions.get_mut(partition / self.workers)?;
+        slot.take().map(|p| p.into_state())
+    }
+
     /// Applies events of the partitions this worker owns, then closes the sessions that are
     /// final at `watermark_ms`.
     pub fn apply(&mut self, events: &[PartitionEvent], watermark_ms: Option<i64>) {

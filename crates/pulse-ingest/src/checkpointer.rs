@@ -44,11 +44,15 @@ impl Checkpointer {
     }
 
     /// The refusal of a save because another instance took a partition over, once. The
-    /// caller stops: this instance cannot yet give up single partitions and go on with
-    /// the rest, and consuming a partition whose state can never be saved again would
-    /// only delay the new owner.
+    /// caller drops that partition (its state can never be saved again here; consuming it
+    /// would only delay the new owner) and goes on with the rest.
     pub fn take_lost(&mut self) -> Option<StateStoreError> {
         self.lost.take()
+    }
+
+    /// Where checkpoints go (shared with whoever claims and releases partitions).
+    pub fn store(&self) -> &StateStore {
+        &self.store
     }
 
     /// Records the topics' partition counts for the checkpoints to come.

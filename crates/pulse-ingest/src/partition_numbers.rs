@@ -47,46 +47,6 @@ impl PartitionNumbers {
         &self.keys
     }
 
-    /// What is wrong with restoring a state numbered like this onto the topics' actual
-    /// partitions `topic_partitions`, if anything: a saved partition the topics do not have
-    /// (another topic, or a replay with more `--partitions`), or, for a replayed history (no
-    /// offsets saved), fewer partitions than a saved topic has. Either way a user's history
-    /// and its live events sit in different partitions: the KPIs stay right (sketches
-    /// union), but a session open at the hand-over may split in two.
-    pub fn layout_problem(
-        &self,
-        topic_partitions: &[TopicPartition],
-        offsets_saved: bool,
-    ) -> Option<String> {
-        let unknown: Vec<String> = self
-            .keys
-            .iter()
-            .filter(|key| !topic_partitions.contains(key))
-            .map(ToString::to_string)
-            .collect();
-        if !unknown.is_empty() {
-            return Some(format!(
-                "the saved state has partitions the subscribed topics do not: {}",
-                unknown.join(", ")
-            ));
-        }
-        if offsets_saved {
-            return None;
-        }
-        let saved_topics: std::collections::BTreeSet<&str> =
-            self.keys.iter().map(|k| k.topic.as_str()).collect();
-        saved_topics.into_iter().find_map(|topic| {
-            let saved = self.keys.iter().filter(|k| k.topic == topic).count();
-            let actual = topic_partitions.iter().filter(|k| k.topic == topic).count();
-            (saved != actual).then(|| {
-                format!(
-                    "the state was replayed with {saved} partitions but {topic} has {actual}: \
-                     replay with --partitions {actual} for an exact hand-over"
-                )
-            })
-        })
-    }
-
     pub fn key_of(&self, number: usize) -> Option<&TopicPartition> {
         self.keys.get(number)
     }
@@ -103,24 +63,6 @@ impl PartitionNumbers {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_replayed_layout_must_match_the_topic() {
-        let topic = |n: i32| {
-            (0..n)
-                .map(|p| TopicPartition::new("events", p))
-                .collect::<Vec<_>>()
-        };
-        let replayed = PartitionNumbers::virtual_partitions("events", 3);
-        assert_eq!(replayed.layout_problem(&topic(3), false), None);
-        let fewer = replayed.layout_problem(&topic(4), false).unwrap();
-        assert!(fewer.contains("--partitions 4"), "{fewer}");
-        let more = replayed.layout_problem(&topic(2), false).unwrap();
-        assert!(more.contains("events/2"), "{more}");
-        // A live run's checkpoint: partitions it never saw are simply new.
-        let live = PartitionNumbers::from_keys(topic(2));
-        assert_eq!(live.layout_problem(&topic(4), true), None);
-    }
 
     #[test]
     fn numbers_are_handed_out_once_in_order_of_first_sight() {

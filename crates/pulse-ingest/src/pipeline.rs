@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use pulse_core::decode::Decoder;
 use pulse_core::event::PartitionEvent;
-use pulse_core::families::Summary;
+use pulse_core::families::{KpiState, Summary};
 use pulse_core::ingest::{Ingestor, Outcome, RouterState};
-use pulse_core::partition::{Counters, PartitionInputs};
+use pulse_core::partition::{Counters, PartitionInputs, PartitionState};
 use pulse_core::prepare::Prepared;
 use pulse_core::settings::ClockMode;
 use pulse_core::snapshot::{self, KpiSnapshot};
@@ -272,6 +272,46 @@ impl Pipeline {
             self.ingestor.inputs(),
             kpis,
         ))
+    }
+
+    /// Takes over partition `number` from a saved state (`router`: the router that saved
+    /// it, whose ids are moved into this one's).
+    pub async fn install(
+        &mut self,
+        number: usize,
+        router: &RouterState,
+        state: PartitionState,
+    ) -> Result<(), WorkerStopped> {
+        self.flush().await?;
+        let kpis = self
+            .ingestor
+            .take_over(number, router, state, &self.settings);
+        self.pool.install(number, kpis).await
+    }
+
+    /// Gives partition `number` up: its whole state (for a final checkpoint), and nothing
+    /// of it left here. Every record routed before is in it.
+    pub async fn release(&mut self, number: usize) -> Result<EngineState, WorkerStopped> {
+        self.flush().await?;
+        let kpis = self.pool.take(number).await?;
+        let inputs = self.ingestor.release(number);
+        let partitions = match kpis {
+            Some(kpis) => vec![PartitionState {
+                partition: number as u32,
+                inputs,
+                kpis,
+            }],
+            None if inputs != PartitionInputs::default() => vec![PartitionState {
+                partition: number as u32,
+                inputs,
+                kpis: KpiState::empty(&self.settings),
+            }],
+            None => Vec::new(),
+        };
+        Ok(EngineState {
+            router: self.ingestor.state().clone(),
+            partitions,
+        })
     }
 
     /// The decoder records are prepared with (any thread may use a clone of it).

@@ -37,6 +37,17 @@ enum Command {
     Export {
         reply: oneshot::Sender<Vec<(usize, KpiState)>>,
     },
+    /// A partition this instance has taken over: its slot gets the state.
+    Install {
+        partition: usize,
+        /// Boxed: a state is hundreds of bytes, a command otherwise a few words.
+        state: Box<KpiState>,
+    },
+    /// A partition this instance gives up: its state back, its slot empty.
+    Take {
+        partition: usize,
+        reply: oneshot::Sender<Option<KpiState>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +68,8 @@ impl std::fmt::Debug for Command {
             Command::SummarizeEach { .. } => "SummarizeEach",
             Command::CloseAll => "CloseAll",
             Command::Export { .. } => "Export",
+            Command::Install { .. } => "Install",
+            Command::Take { .. } => "Take",
         })
     }
 }
@@ -95,6 +108,12 @@ impl WorkerPool {
                             Command::CloseAll => worker.close_all(),
                             Command::Export { reply } => {
                                 let _ = reply.send(worker.export());
+                            }
+                            Command::Install { partition, state } => {
+                                worker.restore(partition, *state);
+                            }
+                            Command::Take { partition, reply } => {
+                                let _ = reply.send(worker.take(partition));
                             }
                         }
                     }
@@ -183,6 +202,24 @@ impl WorkerPool {
             states.extend(answer.await.map_err(|_| WorkerStopped(worker))?);
         }
         Ok(states)
+    }
+
+    /// Hands `partition`'s state to its worker (after every batch sent before).
+    pub async fn install(&self, partition: usize, state: KpiState) -> Result<(), WorkerStopped> {
+        let worker = owner_of(partition, self.len());
+        let state = Box::new(state);
+        self.send(worker, Command::Install { partition, state })
+            .await
+    }
+
+    /// Takes `partition`'s state back from its worker, after every batch sent before;
+    /// `None` if it held none.
+    pub async fn take(&self, partition: usize) -> Result<Option<KpiState>, WorkerStopped> {
+        let worker = owner_of(partition, self.len());
+        let (reply, answer) = oneshot::channel();
+        self.send(worker, Command::Take { partition, reply })
+            .await?;
+        answer.await.map_err(|_| WorkerStopped(worker))
     }
 
     async fn send(&self, worker: usize, command: Command) -> Result<(), WorkerStopped> {

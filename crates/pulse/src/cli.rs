@@ -14,7 +14,7 @@ use pulse_workload::producer::ProducerOptions;
 
 use crate::config;
 use crate::logging::LogFormat;
-use crate::{replay, service};
+use crate::{replay, service, state_show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +49,32 @@ pub enum Command {
     Loadgen(LoadgenArgs),
     /// Validate a configuration and print the effective settings (secrets masked).
     CheckConfig(ConfigArgs),
+    /// Look at a state location (`state.url`) shared by a group of `pulse run`.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the KPIs of every partition's newest checkpoint, merged, as one JSON snapshot:
+    /// the one `pulse replay` prints for the same events (sessions still open are closed,
+    /// "now" is the latest event time). Claims nothing: safe while the group runs.
+    Show(StateShowArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StateShowArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The state location, a directory or a URL; defaults to state.url (or state.dir).
+    #[arg(long, value_name = "DIR|URL")]
+    pub state_url: Option<String>,
+    /// Print the snapshot on one line instead of indented.
+    #[arg(long)]
+    pub compact: bool,
+    /// Reference instant for "future" events (RFC 3339); defaults to the wall clock.
+    #[arg(long, hide = true)]
+    pub wall_clock: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -206,13 +232,22 @@ pub fn run(cli: Cli) -> Result<()> {
             });
             let snapshot =
                 replay::replay_path(&args.input, settings, decode_threads, wall_ms, &outputs)?;
-            let text = if args.compact {
-                serde_json::to_string(&snapshot)
-            } else {
-                serde_json::to_string_pretty(&snapshot)
-            }?;
-            println!("{text}");
-            Ok(())
+            print_snapshot(&snapshot, args.compact)
+        }
+        Command::State(StateCommand::Show(args)) => {
+            let raw = load_config(&args.config)?;
+            let settings = raw.engine_settings()?;
+            let Some(location) = args.state_url.or_else(|| raw.state_location()) else {
+                anyhow::bail!("no state location: pass --state-url or set state.url");
+            };
+            let store = StateStore::open(&location, raw.state.keep, &config::environment())
+                .context("--state-url")?;
+            let wall_ms = args
+                .wall_clock
+                .unwrap_or_else(jiff::Timestamp::now)
+                .as_millisecond();
+            let snapshot = state_show::show(&store, settings, wall_ms)?;
+            print_snapshot(&snapshot, args.compact)
         }
         Command::Run(args) => {
             let mut raw = load_config(&args.config)?;
@@ -323,6 +358,16 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_snapshot(snapshot: &pulse_core::KpiSnapshot, compact: bool) -> Result<()> {
+    let text = if compact {
+        serde_json::to_string(snapshot)
+    } else {
+        serde_json::to_string_pretty(snapshot)
+    }?;
+    println!("{text}");
+    Ok(())
 }
 
 fn load_config(args: &ConfigArgs) -> Result<config::RawConfig> {

@@ -9,6 +9,7 @@ mod logging;
 mod parallel_decode;
 mod replay;
 mod service;
+mod state_show;
 
 use std::process::ExitCode;
 

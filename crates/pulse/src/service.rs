@@ -22,7 +22,7 @@ use pulse_ingest::demo::{self, DemoOptions};
 use pulse_ingest::kafka::summaries::SummaryOptions;
 use pulse_ingest::kafka::{self, Durability, KafkaOptions};
 use pulse_ingest::rollups::{RollupOptions, RollupWriter};
-use pulse_ingest::state_store::{Saved, StateStore};
+use pulse_ingest::state_store::StateStore;
 use pulse_ingest::{Pipeline, Sink};
 use pulse_workload::producer::{self, ProducerOptions};
 use tokio::net::TcpListener;
@@ -138,9 +138,13 @@ pub struct RunOptions {
     pub reset_state: bool,
 }
 
-/// The saved state to start from, if any: loaded (and its partitions claimed), or moved
-/// aside for `--reset-state`.
-async fn starting_state(store: &StateStore, reset_state: bool) -> Result<Option<Saved>> {
+/// Checks the state location before consuming: `--reset-state` moves it aside; otherwise
+/// every partition's newest checkpoint must be usable (refusing to start names what is
+/// wrong, rather than failing later at an assignment). Partitions are loaded as the
+/// consumer group assigns them, not here. The single-file checkpoints of pulse before
+/// object storage are rewritten per partition first (and moved aside), so that each can
+/// be loaded on its own.
+async fn check_state(store: &StateStore, reset_state: bool) -> Result<()> {
     if reset_state {
         let moved = store
             .reset()
@@ -151,22 +155,40 @@ async fn starting_state(store: &StateStore, reset_state: bool) -> Result<Option<
             location = store.location(),
             "Starting with empty state (--reset-state); old checkpoints moved aside."
         );
-        return Ok(None);
+        return Ok(());
     }
-    let saved = store
-        .load()
-        .await
-        .context("refusing to start: the saved state cannot be used")?;
-    if let Some(saved) = &saved {
-        let counters = total_counters(saved.engine.partitions.iter().map(|p| &p.inputs));
-        tracing::info!(
-            accepted = counters.accepted,
-            partitions = saved.numbers.len(),
-            location = saved.location,
-            "Resuming from the saved state."
-        );
+    let refusal = "refusing to start: the saved state cannot be used";
+    let Some(saved) = store.inspect().await.context(refusal)? else {
+        return Ok(());
+    };
+    let counters = total_counters(saved.engine.partitions.iter().map(|p| &p.inputs));
+    tracing::info!(
+        accepted = counters.accepted,
+        partitions = saved.numbers.len(),
+        location = saved.location,
+        "Saved state found; each partition is loaded when the group assigns it here."
+    );
+    if store.upgrading() {
+        let saved = store.load().await.context(refusal)?;
+        if let Some(saved) = saved {
+            store
+                .save(
+                    saved.engine,
+                    &saved.numbers,
+                    &saved.offsets,
+                    &saved.topic_sizes,
+                    saved.saved_at_ms,
+                )
+                .await
+                .context("rewriting the single-file checkpoints per partition")?;
+            saved
+                .numbers
+                .keys()
+                .iter()
+                .for_each(|key| store.release(key));
+        }
     }
-    Ok(saved)
+    Ok(())
 }
 
 /// `pulse run`: consume Kafka, serve the KPIs.
@@ -193,30 +215,15 @@ pub fn run(options: RunOptions) -> Result<()> {
         move |exporter, token| async move {
             // Loaded on the runtime that then writes: an object store's connections belong
             // to the runtime that opened them.
-            let saved = match &store {
-                Some(store) => starting_state(store, reset_state).await?,
-                None => None,
-            };
-            let (engine, numbers, restored, sizes) = match saved {
-                Some(saved) => (
-                    Some(saved.engine),
-                    saved.numbers,
-                    saved.offsets,
-                    saved.topic_sizes,
-                ),
-                None => Default::default(),
-            };
-            let durability = store.map(|store| {
-                let mut checkpointer = Checkpointer::new(store, interval);
-                checkpointer.set_topic_sizes(sizes.clone());
-                Durability {
-                    checkpointer,
-                    restored,
-                    sizes,
-                }
+            if let Some(store) = &store {
+                check_state(store, reset_state).await?;
+            }
+            let durability = store.map(|store| Durability {
+                checkpointer: Checkpointer::new(store, interval),
+                sizes: Default::default(),
             });
             let partitioner = settings.partitioner;
-            let mut pipeline = Pipeline::start(settings, wall_ms(), engine)?;
+            let mut pipeline = Pipeline::start(settings, wall_ms(), None)?;
             let (kafka, stage) = match repartition {
                 true => {
                     let (internal, partitions) = kafka::repartition::prepare(&kafka).await?;
@@ -245,7 +252,6 @@ pub fn run(options: RunOptions) -> Result<()> {
             let sink = ExporterSink(exporter);
             let result = kafka::run(
                 &mut pipeline,
-                numbers,
                 &kafka,
                 durability,
                 rollups,

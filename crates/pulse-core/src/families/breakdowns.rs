@@ -172,6 +172,56 @@ impl BreakdownsState {
     }
 }
 
+impl BreakdownsState {
+    /// Moves every value's days, session statistics and open sessions' tags to its id in
+    /// another registry ([`crate::remap`]); what lands on one id is united.
+    pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: SketchShape) {
+        let moved = |position: usize, id: usize| -> usize {
+            let mut ids = [crate::dimensions::NONE_ID; crate::dimensions::MAX_DIMENSIONS];
+            ids[position] = id as ValueId;
+            usize::from(map.dims(ids)[position])
+        };
+        for (_, day) in self.days.iter_mut() {
+            for (position, values) in day.iter_mut().enumerate() {
+                *values = crate::remap::relocate(
+                    std::mem::take(values),
+                    |id| moved(position, id),
+                    Option::is_some,
+                    |mine, theirs| merge_day(mine, theirs, shape),
+                );
+            }
+        }
+        for (_, day) in self.session_days.iter_mut() {
+            for (position, values) in day.iter_mut().enumerate() {
+                *values = crate::remap::relocate(
+                    std::mem::take(values),
+                    |id| moved(position, id),
+                    |stats| *stats != SessionStats::default(),
+                    |mine, theirs| mine.merge(&theirs),
+                );
+            }
+        }
+        self.sessions.map_tags(|ids| map.dims(ids));
+    }
+}
+
+/// Unites two days of one value (names pooled together by a remap).
+fn merge_day(mine: &mut Option<ActivityDay>, theirs: Option<ActivityDay>, shape: SketchShape) {
+    let Some(theirs) = theirs else { return };
+    let Some(held) = mine.take() else {
+        *mine = Some(theirs);
+        return;
+    };
+    let mut active = Some(held.active);
+    crate::windows::merge_sketch(&mut active, Some(theirs.active), shape);
+    let mut signups = held.signups;
+    crate::windows::merge_sketch(&mut signups, theirs.signups, shape);
+    *mine = Some(ActivityDay {
+        active: active.expect("merged"),
+        signups,
+    });
+}
+
 impl Family for Breakdowns {
     type State = BreakdownsState;
     type Cache = BreakdownsCache;

@@ -75,6 +75,18 @@ impl FeaturesState {
         self.days.get(day)?.get(usize::from(id))?.as_ref()
     }
 
+    /// Moves each feature's sketches to its id in another registry ([`crate::remap`]).
+    pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: crate::sketch::SketchShape) {
+        for (_, day) in self.days.iter_mut() {
+            *day = crate::remap::relocate(
+                std::mem::take(day),
+                |id| usize::from(map.feature(id as FeatureId)),
+                Option::is_some,
+                |mine, theirs| crate::windows::merge_sketch(mine, theirs, shape),
+            );
+        }
+    }
+
     /// Every feature sketch held, for measuring.
     pub fn sketches(&self) -> impl Iterator<Item = &DistinctSketch> {
         self.days.iter().flat_map(|(_, day)| day.iter().flatten())

@@ -3,9 +3,11 @@
 //! Offsets are never auto-committed: the loop records, per partition, the next offset whose
 //! records have been routed, and commits it only after a [`Pipeline::snapshot`] barrier has
 //! proved those records applied (and, with checkpoints, once the state holding them is
-//! durable). Each instance keeps its own position per partition; a partition a rebalance
-//! hands (back) to it starts there, so that its state never misses nor repeats a record
-//! whatever other group members did meanwhile.
+//! durable). With a state store, partition state follows the group (`ownership`): a
+//! partition starts at the offset of the state loaded for it. Without one, each instance
+//! keeps its own position per partition and a partition a rebalance hands (back) to it
+//! starts there, so that its state never misses nor repeats a record whatever other group
+//! members did meanwhile.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,7 @@ use super::commits::commit;
 use super::context::{PulseContext, Shared, partition_names};
 use super::dead_letters::{DeadLetters, Origin};
 use super::keying::SharedUsersWarning;
+use super::ownership::Ownership;
 use super::probe::probe_broker;
 use super::resume::{Placement, Resume};
 use super::summaries::GlobalView;
@@ -68,20 +71,42 @@ pub enum KafkaSourceError {
     PartitionCountChanged { topic: String, saved: u32, now: u32 },
 }
 
-/// Durable state for the Kafka source: where checkpoints go, and the offsets of the one the
-/// pipeline was restored from.
+/// Durable state for the Kafka source: where checkpoints go (and partitions are loaded
+/// from, as the group assigns them).
 #[derive(Debug)]
 pub struct Durability {
     pub checkpointer: Checkpointer,
-    /// Next offset per partition in the restored checkpoint; these win over the group's
-    /// committed offsets.
-    pub restored: Offsets,
-    /// Each topic's partition count when the restored state was saved (empty for a fresh
-    /// start); the count first seen stands in for it otherwise.
+    /// Each topic's partition count: as its first loaded partition was saved, or as the
+    /// broker first listed it.
     pub sizes: TopicSizes,
 }
 
 impl Durability {
+    /// Refuses a partition saved under another partition count of its topic than the one
+    /// this group reads (or, before the broker has said, than the others loaded).
+    pub(super) fn check_saved_size(
+        &mut self,
+        key: &TopicPartition,
+        saved: Option<u32>,
+    ) -> Result<(), KafkaSourceError> {
+        let Some(saved) = saved else {
+            return Ok(());
+        };
+        match self.sizes.get(&key.topic) {
+            Some(&now) if now != saved => Err(KafkaSourceError::PartitionCountChanged {
+                topic: key.topic.clone(),
+                saved,
+                now,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.sizes.insert(key.topic.clone(), saved);
+                self.checkpointer.set_topic_sizes(self.sizes.clone());
+                Ok(())
+            }
+        }
+    }
+
     /// Checks the topics' partition counts (`known`, as the broker lists them) against
     /// those the state was saved (or started) under, and saves them with the checkpoints to
     /// come. A changed count is fatal: the same user now lands in another partition.
@@ -113,13 +138,8 @@ impl Durability {
 /// Consumes until `shutdown`, publishing a snapshot every refresh and, with `durability`,
 /// writing checkpoints (and, with `rollups`, warehouse rollups). At a clean stop: a last
 /// snapshot, a last checkpoint, the offsets committed, a last rollup.
-///
-/// `numbers` says which Kafka partition each of the pipeline's partition numbers is (the
-/// restored checkpoint's numbering, or an empty one); partitions that deliver for the first
-/// time get the next numbers.
 pub async fn run(
     pipeline: &mut Pipeline,
-    mut numbers: PartitionNumbers,
     options: &KafkaOptions,
     mut durability: Option<Durability>,
     mut rollups: Option<RollupWriter>,
@@ -153,13 +173,10 @@ pub async fn run(
         .create_with_context(PulseContext {
             shared: shared.clone(),
             assignment_changed: AtomicBool::new(false),
-            positions: Mutex::new(
-                durability
-                    .as_ref()
-                    .map(|d| d.restored.clone())
-                    .unwrap_or_default(),
-            ),
+            positions: Mutex::default(),
             from_end: options.auto_offset_reset == "latest",
+            follows_group: durability.is_some(),
+            stopping: AtomicBool::new(false),
         })
         .map_err(|source| KafkaSourceError::Client {
             what: "consumer",
@@ -237,12 +254,13 @@ pub async fn run(
         options.topics.clone(),
     ));
     let mut resume = Resume::default();
+    let mut ownership = durability.is_some().then(Ownership::default);
     let mut watermarks = PartitionWatermarks::default();
     let mut was_caught_up = false;
     let mut shared_users = SharedUsersWarning::default();
-    // Checked once the broker has listed the topics' partitions (a restored state only).
-    let mut layout_checked = numbers.is_empty();
-    let offsets_saved = durability.as_ref().is_some_and(|d| !d.restored.is_empty());
+    // Which Kafka partition each of the pipeline's partition numbers is, in order of first
+    // sight (an assignment, or a first record).
+    let mut numbers = PartitionNumbers::default();
     pipeline.use_source_watermark();
     let mut tick = tokio::time::interval(options.refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,16 +273,10 @@ pub async fn run(
                 () = &mut shutdown => break,
                 _ = tick.tick() => {
                     follow_rebalance(&consumer, &shared, &mut resume, &mut watermarks);
-                    refresh_assignment(&mut watermarks, &consumer, &shared);
-                    if !layout_checked {
-                        let known = shared.lock().unwrap_or_else(|e| e.into_inner()).topic_partitions.clone();
-                        if !known.is_empty() {
-                            layout_checked = true;
-                            if let Some(problem) = numbers.layout_problem(&known, offsets_saved) {
-                                tracing::warn!(%problem, "The saved state does not match the topics' partitions; KPIs stay right, sessions open at the hand-over may split.");
-                            }
-                        }
+                    if let (Some(owner), Some(durable)) = (ownership.as_mut(), durability.as_mut()) {
+                        owner.follow(&consumer, &shared, pipeline, &mut numbers, durable, &mut resume, &mut watermarks).await?;
                     }
+                    refresh_assignment(&mut watermarks, &consumer, &shared);
                     if let Some(durable) = durability.as_mut() {
                         let known = shared.lock().unwrap_or_else(|e| e.into_inner()).topic_partitions.clone();
                         durable.follow_topic_sizes(&known)?;
@@ -295,12 +307,16 @@ pub async fn run(
                                 commit(&consumer, &written, CommitMode::Async);
                             }
                             if let Some(lost) = durable.checkpointer.take_lost() {
-                                return Err(lost.into());
+                                match (ownership.as_mut(), lost.lost_partition()) {
+                                    (Some(owner), Some(key)) => owner.drop_fenced(&consumer, pipeline, &mut numbers, key).await?,
+                                    _ => return Err(lost.into()),
+                                }
                             }
                             if durable.checkpointer.due() {
                                 let started = Instant::now();
                                 let state = pipeline.state().await?;
-                                durable.checkpointer.start(state, numbers.clone(), positions.clone(), started.elapsed());
+                                let offsets = ownership.as_ref().map_or_else(|| positions.clone(), |o| o.owned_offsets(&positions));
+                                durable.checkpointer.start(state, numbers.clone(), offsets, started.elapsed());
                             }
                         }
                         None => commit(&consumer, &positions, CommitMode::Async),
@@ -336,6 +352,11 @@ pub async fn run(
                                     continue;
                                 }
                             }
+                            // A partition dropped after a refused save: its buffered records
+                            // are the new owner's to apply.
+                            if ownership.as_ref().is_some_and(|o| !o.owns(&key)) {
+                                continue;
+                            }
                             if !consumer.context().claim(&key, origin.offset) {
                                 tracing::debug!(topic = origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
                                 continue;
@@ -366,12 +387,16 @@ pub async fn run(
                         }
                     }
                     pipeline.send_full_batches().await?;
+                    if let (Some(owner), Some(durable)) = (ownership.as_mut(), durability.as_mut()) {
+                        owner.follow(&consumer, &shared, pipeline, &mut numbers, durable, &mut resume, &mut watermarks).await?;
+                    }
                 }
             }
         }
         Ok(())
     }
     .await;
+    consumer.context().stopping.store(true, Ordering::Release);
     probe.abort();
     result?;
 
@@ -391,9 +416,13 @@ pub async fn run(
     match durability.as_mut() {
         Some(durable) => {
             let state = pipeline.state().await?;
+            let positions = consumer.context().positions();
+            let offsets = ownership
+                .as_ref()
+                .map_or_else(|| positions.clone(), |o| o.owned_offsets(&positions));
             match durable
                 .checkpointer
-                .save_now(state, numbers.clone(), consumer.context().positions())
+                .save_now(state, numbers.clone(), offsets)
                 .await
             {
                 Some(written) => {

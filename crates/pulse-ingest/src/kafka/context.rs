@@ -34,6 +34,11 @@ pub(super) struct Shared {
     pub ends_to_check: Vec<EndCheck>,
     /// Ends the broker confirmed: the partition and the doubt the check answered.
     pub confirmed_ends: Vec<(TopicPartition, Instant)>,
+    /// When partitions follow the group: assigned, for the consume loop to load and assign.
+    pub assigned: Vec<TopicPartition>,
+    /// When partitions follow the group: revoked (`true`: lost), for the consume loop to
+    /// checkpoint (unless lost), drop and unassign.
+    pub revoked: Vec<(TopicPartition, bool)>,
 }
 
 /// What librdkafka calls back with, and this instance's positions.
@@ -48,6 +53,11 @@ pub(super) struct PulseContext {
     pub positions: Mutex<Offsets>,
     /// `auto.offset.reset = latest`: a partition without a committed offset starts at its end.
     pub from_end: bool,
+    /// Partition state follows the group (a shared state store): assignments and
+    /// revocations are carried out by the consume loop (`ownership`), not here.
+    pub follows_group: bool,
+    /// Set once the loop is stopping: the revocation at close is librdkafka's to finish.
+    pub stopping: AtomicBool,
 }
 
 /// For the broker lookups inside a rebalance.
@@ -70,23 +80,41 @@ impl PulseContext {
         consumer: &BaseConsumer<Self>,
         assigned: &[TopicPartition],
     ) -> Offsets {
+        let unknown: Vec<TopicPartition> = {
+            let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+            assigned
+                .iter()
+                .filter(|p| !positions.contains_key(*p))
+                .cloned()
+                .collect()
+        };
+        let found = self.group_positions(consumer, &unknown);
         let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-        let unknown: Vec<&TopicPartition> = assigned
-            .iter()
-            .filter(|p| !positions.contains_key(*p))
-            .collect();
-        if unknown.is_empty() {
-            return positions.clone();
+        positions.extend(found);
+        positions.clone()
+    }
+
+    /// Where the group says each of `partitions` starts: its committed offset, else the
+    /// end `auto.offset.reset` names (a partition neither answers for is left out, for
+    /// librdkafka to place).
+    pub(super) fn group_positions(
+        &self,
+        consumer: &impl Consumer<Self>,
+        partitions: &[TopicPartition],
+    ) -> Offsets {
+        let mut positions = Offsets::new();
+        if partitions.is_empty() {
+            return positions;
         }
         let mut list = TopicPartitionList::new();
-        for at in &unknown {
+        for at in partitions {
             list.add_partition(&at.topic, at.partition);
         }
         let committed = consumer.committed_offsets(list, LOOKUP_TIMEOUT);
         if let Err(error) = &committed {
             tracing::warn!(%error, "Cannot read the group's committed offsets.");
         }
-        for at in unknown {
+        for at in partitions {
             let (topic, partition) = (at.topic.as_str(), at.partition);
             let committed = committed
                 .as_ref()
@@ -107,7 +135,7 @@ impl PulseContext {
                 positions.insert(at.clone(), start);
             }
         }
-        positions.clone()
+        positions
     }
 
     /// Moves the position past the record at `offset`; `false` if this instance has applied
@@ -182,8 +210,11 @@ pub(super) fn partition_names(list: &TopicPartitionList) -> Vec<TopicPartition> 
 }
 
 impl ConsumerContext for PulseContext {
-    /// librdkafka's default handling (eager or cooperative), except that partitions this
-    /// instance has read before start at its own positions. Runs inside `recv()`; the
+    /// When partition state follows the group, only records the change for the consume
+    /// loop to carry out (`ownership`): loading a state or writing a final checkpoint cannot
+    /// happen here, and librdkafka completes the rebalance when the loop's (un)assign call
+    /// comes. Otherwise librdkafka's default handling (eager or cooperative), except that
+    /// partitions this instance has read before start at its own positions. Runs inside `recv()`; the
     /// consume loop learns of the change before it handles the next record. A revocation
     /// must reach the session watermark at once: a partition still counted as ours and read
     /// to its end would let the watermark pass records it has not read yet.
@@ -198,6 +229,29 @@ impl ConsumerContext for PulseContext {
             RebalanceProtocol::Cooperative
         );
         let names = partition_names(partitions);
+        // An empty change has nothing to load or save: completed here (librdkafka waits
+        // for the (un)assign call, empty or not, before the group moves on).
+        if self.follows_group && !names.is_empty() && !self.stopping.load(Ordering::Acquire) {
+            let lost = consumer.assignment_lost();
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            match error {
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                    tracing::info!(partitions = ?names, cooperative, "Partitions assigned; loading their state.");
+                    shared.assigned.extend(names);
+                    drop(shared);
+                    self.assignment_changed.store(true, Ordering::Release);
+                    return;
+                }
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                    tracing::info!(partitions = ?names, cooperative, lost, "Partitions revoked.");
+                    shared.revoked.extend(names.into_iter().map(|n| (n, lost)));
+                    drop(shared);
+                    self.assignment_changed.store(true, Ordering::Release);
+                    return;
+                }
+                _ => {}
+            }
+        }
         let applied = match error {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let positions = self.starting_positions(consumer, &names);

@@ -5,6 +5,8 @@
 //!   commits, a clean stop.
 //! - `context`: librdkafka's callbacks — rebalances, this instance's positions,
 //!   statistics and errors.
+//! - `ownership`: with a state store shared by the group, partition state follows the
+//!   assignment: loaded on assignment, checkpointed and dropped on revocation.
 //! - `resume`: where a (re)assigned partition continues, checked on its first record.
 //! - `watermarks`: how far the session watermark may go with several partitions.
 //! - `keying`: the warning that the input is not keyed by user; [`repartition`]: the stage
@@ -24,6 +26,7 @@ mod context;
 mod dead_letters;
 mod keying;
 pub mod options;
+mod ownership;
 mod probe;
 pub mod repartition;
 mod resume;

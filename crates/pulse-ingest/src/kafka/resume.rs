@@ -45,6 +45,8 @@ impl Resume {
         };
         // Records before the position are [`PulseContext::claim`]'s to skip.
         if offset <= resume_at || self.sought.contains(key) {
+            // The no-gap, no-duplicate check of a hand-over: this equals `resume_at`.
+            tracing::info!(partition = %key, offset, resume_at, "First record since the assignment.");
             if offset > resume_at {
                 tracing::warn!(
                     partition = %key,

@@ -58,8 +58,9 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
-use pulse_core::EngineState;
+use pulse_core::ingest::RouterState;
 use pulse_core::partition::PartitionState;
+use pulse_core::{EngineSettings, EngineState};
 
 use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
@@ -182,6 +183,17 @@ pub enum StateStoreError {
     },
 }
 
+impl StateStoreError {
+    /// The partition a refused save lost to another owner, if that is what this is.
+    pub fn lost_partition(&self) -> Option<&TopicPartition> {
+        match self {
+            StateStoreError::Fenced { partition, .. }
+            | StateStoreError::NotLoaded { partition, .. } => Some(partition),
+            _ => None,
+        }
+    }
+}
+
 fn list(skipped: &[Skipped]) -> String {
     let items: Vec<String> = skipped.iter().map(Skipped::to_string).collect();
     items.join(", ")
@@ -204,7 +216,11 @@ impl fmt::Display for Skipped {
 /// offsets it covers, and where it came from.
 #[derive(Debug)]
 pub struct Saved {
+    /// The partitions, under the newest checkpoint's router; see [`Saved::gathered`].
     pub engine: EngineState,
+    /// The router each of `engine.partitions` was saved with (the same one throughout
+    /// for a state one instance saved; another per instance for a group's).
+    pub routers: Vec<RouterState>,
     pub numbers: PartitionNumbers,
     pub offsets: Offsets,
     /// The newest save among the partitions.
@@ -216,6 +232,37 @@ pub struct Saved {
     pub location: String,
     /// Newer checkpoints that were damaged, newest first per partition.
     pub skipped: Vec<Skipped>,
+}
+
+/// One partition's newest usable checkpoint, claimed ([`StateStore::claim`]).
+#[derive(Debug)]
+pub struct Taken {
+    /// The router of the instance that saved it: the registries its ids refer to.
+    pub router: RouterState,
+    /// Its state (`None`: saved before it held any, e.g. a replay's empty partition).
+    pub state: Option<PartitionState>,
+    /// The next offset to read (`None` for a replayed history: the group's offset applies).
+    pub offset: Option<i64>,
+    /// Its topic's partition count when it was saved.
+    pub topic_partitions: Option<u32>,
+    /// The owner epoch this instance holds it under now.
+    pub epoch: u64,
+    /// Newer checkpoints that were damaged and passed over.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Saved {
+    /// The engine state with every partition's feature and dimension-value ids moved into
+    /// the newest router's registries ([`pulse_core::remap`]): partitions saved by
+    /// different members of a group number them differently.
+    pub fn gathered(self, settings: &EngineSettings) -> EngineState {
+        let parts = self
+            .routers
+            .into_iter()
+            .zip(self.engine.partitions)
+            .collect();
+        pulse_core::remap::gather(settings, self.engine.router, parts)
+    }
 }
 
 /// The epoch this store owns a partition under, and the newest manifest it created.
@@ -277,6 +324,12 @@ impl StateStore {
             claims: Arc::default(),
             upgrading: Arc::default(),
         }
+    }
+
+    /// Whether what was read last came (partly) from the single-file checkpoints of pulse
+    /// before object storage, which the next complete save moves aside.
+    pub fn upgrading(&self) -> bool {
+        self.upgrading.load(Ordering::Acquire)
     }
 
     /// The location, for messages: a directory or a URL.
@@ -451,6 +504,39 @@ impl StateStore {
     /// skipped and what refused.
     pub async fn load(&self) -> Result<Option<Saved>, StateStoreError> {
         self.read(true).await
+    }
+
+    /// One partition's newest usable checkpoint, claimed for this instance (the next
+    /// manifest, one owner epoch up, so that its previous owner is fenced); `None` if no
+    /// member ever saved it. For a partition the consumer group has just assigned here.
+    pub async fn claim(&self, key: &TopicPartition) -> Result<Option<Taken>, StateStoreError> {
+        let folder = self.folder(key);
+        let mut skipped = Vec::new();
+        let Some((checkpoint, topic_partitions)) = self
+            .load_partition(key, &folder, true, &mut skipped)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let epoch = self.claim_of(key).map_or(0, |c| c.epoch);
+        let EngineState { router, partitions } = checkpoint.engine;
+        Ok(Some(Taken {
+            offset: checkpoint.offsets.get(key).copied(),
+            state: partitions.into_iter().next(),
+            router,
+            topic_partitions,
+            epoch,
+            skipped,
+        }))
+    }
+
+    /// Forgets this instance's claim on a partition it gave up: a save of it is refused
+    /// from now on, until it is claimed again.
+    pub fn release(&self, key: &TopicPartition) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// What [`Self::load`] would start from, without claiming anything: for tools and
@@ -646,8 +732,12 @@ impl StateStore {
                     if checkpoint.sequence != sequence {
                         tracing::warn!(%location, stored = checkpoint.sequence, "Checkpoint was renamed; using it anyway.");
                     }
+                    // One engine, one router for every partition.
+                    let routers =
+                        vec![checkpoint.engine.router.clone(); checkpoint.engine.partitions.len()];
                     return Ok(Saved {
                         engine: checkpoint.engine,
+                        routers,
                         numbers: checkpoint.numbers,
                         offsets: checkpoint.offsets,
                         saved_at_ms: checkpoint.saved_at_ms,
@@ -952,6 +1042,7 @@ fn combine(
         .unwrap_or_default();
     let mut router = None;
     let mut partitions = Vec::new();
+    let mut routers = Vec::new();
     let mut offsets = Offsets::new();
     let mut keys = Vec::new();
     for (number, (key, (checkpoint, _))) in loaded.into_iter().enumerate() {
@@ -959,6 +1050,7 @@ fn combine(
         for mut state in checkpoint.engine.partitions {
             state.partition = number as u32;
             partitions.push(state);
+            routers.push(checkpoint.engine.router.clone());
         }
         if router.is_none() && checkpoint.saved_at_ms == newest {
             router = Some(checkpoint.engine.router);
@@ -970,6 +1062,7 @@ fn combine(
             router: router.expect("one checkpoint is the newest"),
             partitions,
         },
+        routers,
         numbers: PartitionNumbers::from_keys(keys),
         offsets,
         saved_at_ms: newest,
