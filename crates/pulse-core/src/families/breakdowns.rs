@@ -38,6 +38,8 @@ use crate::windows::{
 };
 
 use super::activity::{ActivityDay, day_union, fold_days, record_day};
+use super::breakdown_features::value_features;
+use super::features::FeatureKpis;
 use super::sessions::{SessionKpis, session_kpis, session_windows};
 use super::stickiness::{StickinessRatios, ratios};
 
@@ -91,6 +93,11 @@ pub struct ValueKpis {
     pub new_users: Windowed<u64>,
     pub stickiness: StickinessRatios,
     pub sessions: Windowed<SessionKpis>,
+    /// Feature name → its users among the value's and their adoption, for a dimension with
+    /// `features = true` (see [`super::breakdown_features`]): the features some of them used
+    /// in the 30-day window.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, FeatureKpis>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -209,11 +216,7 @@ impl Family for Breakdowns {
         if state.keys == keys {
             return;
         }
-        // Each configured dimension takes the values saved under its key, if any.
-        let from: Vec<Option<usize>> = keys
-            .iter()
-            .map(|key| state.keys.iter().position(|k| k == key))
-            .collect();
+        let from = moved_from(&state.keys, keys);
         for (_, day) in state.days.iter_mut() {
             *day = by_key(std::mem::take(day), &from);
         }
@@ -385,7 +388,9 @@ impl Family for Breakdowns {
             let values = value_ids(registry, summaries, position)
                 .map(|id| {
                     let of = || value_summaries(summaries, position, id);
-                    (registry.value(id).to_owned(), value_kpis(of, cx.shape))
+                    let mut kpis = value_kpis(of, cx.shape);
+                    kpis.features = value_features(summaries, position, id, &kpis.active_users, cx);
+                    (registry.value(id).to_owned(), kpis)
                 })
                 .collect();
             section.dimensions.insert(registry.name.clone(), values);
@@ -521,9 +526,17 @@ impl BreakdownsState {
     }
 }
 
+/// Where each configured dimension (by its key) was saved, if it was: a restored state
+/// follows its dimensions when the configuration adds, drops or reorders them.
+pub(crate) fn moved_from(saved: &[u64], keys: &[u64]) -> Vec<Option<usize>> {
+    keys.iter()
+        .map(|key| saved.iter().position(|k| k == key))
+        .collect()
+}
+
 /// A day's per-dimension vectors re-ordered for the dimensions now configured: position
 /// `i` takes what was saved at `from[i]`, or starts empty.
-fn by_key<T: Default>(mut saved: Vec<T>, from: &[Option<usize>]) -> Vec<T> {
+pub(crate) fn by_key<T: Default>(mut saved: Vec<T>, from: &[Option<usize>]) -> Vec<T> {
     from.iter()
         .map(|at| {
             at.and_then(|at| saved.get_mut(at).map(std::mem::take))
@@ -594,5 +607,6 @@ where
         stickiness: ratios(shape, daily, &active_users_previous),
         active_users_previous,
         new_users: windows(&|v| &v.signups.current),
+        features: BTreeMap::new(),
     }
 }
