@@ -471,19 +471,34 @@ impl Family for Breakdowns {
                     if *kpis.active_users.get(w) == 0 {
                         continue;
                     }
+                    let s = kpis.sessions.get(w);
+                    // Sessions are those the sessions family rolls up, by first event's value.
                     for (metric, value, sketch) in [
                         (
                             "dimension_active_users",
-                            kpis.active_users.get(w),
+                            *kpis.active_users.get(w) as f64,
                             day_sketch.as_ref(),
                         ),
-                        ("dimension_new_users", kpis.new_users.get(w), None),
+                        ("dimension_new_users", *kpis.new_users.get(w) as f64, None),
+                        ("dimension_sessions", s.count as f64, None),
+                        (
+                            "dimension_session_duration_avg_seconds",
+                            s.avg_duration_seconds,
+                            None,
+                        ),
+                        (
+                            "dimension_session_duration_p50_seconds",
+                            s.p50_duration_seconds,
+                            None,
+                        ),
+                        ("dimension_bounce_rate", s.bounce_rate, None),
+                        ("dimension_events_per_session", s.events_per_session, None),
                     ] {
                         out.push(RollupValue {
                             metric,
                             window: w,
                             dimensions: &dimensions,
-                            value: *value as f64,
+                            value,
                             sketch,
                         });
                     }
