@@ -32,7 +32,7 @@ use crate::ring::DayRing;
 use crate::sketch::DistinctSketch;
 use crate::windows::{PastFor, PastSketches, SummaryPoint, Windowed};
 
-use super::breakdowns::{by_key, moved_from};
+use super::breakdowns::{by_key, ids_held, merge_by_value, moved_from};
 use super::features::{
     FeatureDay, FeatureKpis, FeaturesSummary, feature_kpis, fold_features, record_feature,
 };
@@ -165,12 +165,7 @@ impl Family for BreakdownFeatures {
             .iter_mut()
             .enumerate()
             .map(|(position, past)| {
-                let count = days
-                    .iter()
-                    .flatten()
-                    .filter_map(|d| Some(d.get(position)?.len()))
-                    .max()
-                    .unwrap_or(0);
+                let count = ids_held(&days, position);
                 if past.len() < count {
                     past.resize_with(count, Vec::new);
                 }
@@ -189,18 +184,9 @@ impl Family for BreakdownFeatures {
     }
 
     fn merge(into: &mut BreakdownFeaturesSummary, other: BreakdownFeaturesSummary, rules: &Rules) {
-        if into.dimensions.len() < other.dimensions.len() {
-            into.dimensions
-                .resize_with(other.dimensions.len(), Vec::new);
-        }
-        for (mine, theirs) in into.dimensions.iter_mut().zip(other.dimensions) {
-            if mine.len() < theirs.len() {
-                mine.resize_with(theirs.len(), FeaturesSummary::default);
-            }
-            for (mine, theirs) in mine.iter_mut().zip(theirs) {
-                mine.merge(theirs, rules.shape);
-            }
-        }
+        merge_by_value(&mut into.dimensions, other.dimensions, |mine, theirs| {
+            mine.merge(theirs, rules.shape);
+        });
     }
 
     fn estimated_bytes(state: &BreakdownFeaturesState, cache: &BreakdownFeaturesCache) -> usize {

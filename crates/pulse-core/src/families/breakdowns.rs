@@ -304,12 +304,7 @@ impl Family for Breakdowns {
             .zip(&mut cache.sessions)
             .enumerate()
             .map(|(position, (past, past_sessions_of))| {
-                let count = days
-                    .iter()
-                    .flatten()
-                    .filter_map(|d| Some(d.get(position)?.len()))
-                    .max()
-                    .unwrap_or(0);
+                let count = ids_held(&days, position);
                 if past.len() < count {
                     past.resize_with(count, Default::default);
                 }
@@ -348,23 +343,15 @@ impl Family for Breakdowns {
     }
 
     fn merge(into: &mut BreakdownsSummary, other: BreakdownsSummary, rules: &Rules) {
-        let shape = rules.shape;
-        if into.dimensions.len() < other.dimensions.len() {
-            into.dimensions
-                .resize_with(other.dimensions.len(), Vec::new);
-        }
-        for (mine, theirs) in into.dimensions.iter_mut().zip(other.dimensions) {
-            if mine.len() < theirs.len() {
-                mine.resize_with(theirs.len(), || None);
-            }
-            for (mine, theirs) in mine.iter_mut().zip(theirs) {
-                match (mine.as_mut(), theirs) {
-                    (_, None) => {}
-                    (None, theirs) => *mine = theirs,
-                    (Some(mine), Some(theirs)) => merge_value(mine, theirs, shape),
-                }
-            }
-        }
+        merge_by_value(
+            &mut into.dimensions,
+            other.dimensions,
+            |mine, theirs| match (mine.as_mut(), theirs) {
+                (_, None) => {}
+                (None, theirs) => *mine = theirs,
+                (Some(mine), Some(theirs)) => merge_value(mine, theirs, rules.shape),
+            },
+        );
     }
 
     fn estimated_bytes(state: &BreakdownsState, cache: &BreakdownsCache) -> usize {
@@ -579,6 +566,36 @@ pub(crate) fn moved_from(saved: &[u64], keys: &[u64]) -> Vec<Option<usize>> {
     keys.iter()
         .map(|key| saved.iter().position(|k| k == key))
         .collect()
+}
+
+/// How many value ids of the dimension at `position` some day holds: per-value vectors grow
+/// on first use, so a day holds ids up to the highest it saw.
+pub(crate) fn ids_held<T>(days: &[Option<&Vec<Vec<T>>>], position: usize) -> usize {
+    days.iter()
+        .flatten()
+        .filter_map(|d| Some(d.get(position)?.len()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// `into` takes in `other`, both per dimension position and per value id: `merge` for the
+/// ids both hold, the rest as they are.
+pub(crate) fn merge_by_value<T: Default>(
+    into: &mut Vec<Vec<T>>,
+    other: Vec<Vec<T>>,
+    mut merge: impl FnMut(&mut T, T),
+) {
+    if into.len() < other.len() {
+        into.resize_with(other.len(), Vec::new);
+    }
+    for (mine, theirs) in into.iter_mut().zip(other) {
+        if mine.len() < theirs.len() {
+            mine.resize_with(theirs.len(), T::default);
+        }
+        for (mine, theirs) in mine.iter_mut().zip(theirs) {
+            merge(mine, theirs);
+        }
+    }
 }
 
 /// A day's per-dimension vectors re-ordered for the dimensions now configured: position
