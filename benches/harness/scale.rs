@@ -36,6 +36,12 @@
 //!   claims rest on the RSS readings; the estimate is shown beside them, not instead.
 //! - sketch sizes and the checkpoint image, from an exported copy of the state (taken after
 //!   the RSS readings).
+//!
+//! # Breakdowns
+//! `--dimensions platform:25,plan:25` (child only) gives every event top-level fields
+//! `platform` and `plan`, each configured as a breakdown dimension whose cap is its number
+//! of values; a user's value is fixed, uniform over `v0…v24`, a pure function of (seed,
+//! user), so each value has its share of every day's users. The sweep leaves it empty.
 
 mod support;
 
@@ -44,11 +50,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pulse_core::EngineSettings;
+use pulse_core::dimensions::DimensionSettings;
 use pulse_core::ingest::Outcome;
 use pulse_core::time::Day;
 use pulse_ingest::Pipeline;
 use pulse_tests::{OracleSettings, exact_snapshot};
-use pulse_workload::{GeneratedEvent, Shape, TimestampStyle, UserId};
+use pulse_workload::{GeneratedEvent, Property, Shape, TimestampStyle, UserId};
 use serde_json::{Value, json};
 use support::{arg, per_second};
 
@@ -104,6 +111,8 @@ mod salt {
     pub const FEATURES: u64 = 6;
     pub const FEATURE: u64 = 7;
     pub const GAP: u64 = 16;
+    /// Plus the dimension's position.
+    pub const DIMENSION: u64 = 32;
 }
 
 fn splitmix(mut z: u64) -> u64 {
@@ -322,11 +331,23 @@ fn status_kib(field: &str) -> u64 {
 struct Chunk {
     text: String,
     ends: Vec<usize>,
+    /// Breakdown fields every record carries: (name, number of values), and the seed.
+    dimensions: Vec<(String, u32)>,
+    seed: u64,
 }
 
 impl Chunk {
     fn push(&mut self, ev: &Ev) {
-        generated(ev).write_json(&mut self.text);
+        let mut event = generated(ev);
+        for (position, (name, values)) in self.dimensions.iter().enumerate() {
+            let salt = salt::DIMENSION + position as u64;
+            let value =
+                splitmix(splitmix(self.seed ^ salt) ^ u64::from(ev.user)) % u64::from(*values);
+            event
+                .properties
+                .push((name.clone(), Property::Text(format!("v{value}"))));
+        }
+        event.write_json(&mut self.text);
         self.ends.push(self.text.len());
     }
 
@@ -362,8 +383,28 @@ fn child() {
     let seed: u64 = arg("--seed", 1);
     // Open sessions added after the month, cumulative ("100000,1000000"); none by default.
     let bursts: Vec<u32> = list("--bursts", "");
+    let dimensions: Vec<(String, u32)> = list::<String>("--dimensions", "")
+        .iter()
+        .map(|spec| {
+            let (name, values) = spec
+                .split_once(':')
+                .unwrap_or_else(|| panic!("--dimensions: {spec:?} is not NAME:VALUES"));
+            (
+                name.to_owned(),
+                values.parse().expect("--dimensions values"),
+            )
+        })
+        .collect();
     let month = Month::new(users, features, active_days, seed);
     let settings = EngineSettings {
+        dimensions: dimensions
+            .iter()
+            .map(|(name, values)| DimensionSettings {
+                name: name.clone(),
+                paths: vec![format!("/{name}")],
+                max_values: *values as usize,
+            })
+            .collect(),
         shards,
         // One virtual partition per worker, as `pulse replay` and `pulse demo` default to:
         // every worker has work, and state is split as finely as the workers need.
@@ -380,7 +421,12 @@ fn child() {
     let report = runtime.block_on(async move {
         let mut pipeline =
             Pipeline::start(settings, T0 + DAYS * DAY_MS, None).expect("start shards");
-        let (mut chunk, mut visits) = (Chunk::default(), Vec::new());
+        let mut chunk = Chunk {
+            dimensions: dimensions.clone(),
+            seed,
+            ..Chunk::default()
+        };
+        let mut visits = Vec::new();
         let (mut ingest, mut snapshots, mut events) = (Duration::ZERO, Duration::ZERO, 0u64);
         let (mut rss_by_day, mut first_of_day) = (Vec::new(), Duration::ZERO);
         let mut visits_peak = 0;
@@ -501,6 +547,7 @@ fn child() {
         });
         json!({
             "users": users, "features": features, "shards": shards, "seed": seed,
+            "dimensions": dimensions,
             "active_days": active_days, "lg_k": lg_k,
             "events": events, "accepted": snapshot.events.accepted,
             "late_for_sessions": snapshot.events.late_for_sessions,

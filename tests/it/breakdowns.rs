@@ -15,24 +15,35 @@ use serde_json::Value;
 
 use crate::helpers::{WALL_MS, generate, kpis_only, oracle_settings, run_engine};
 
-/// (name, pointers, max_values): the platform cap is below the 5 platforms the workload
-/// uses and the tenant cap below its 40 tenants; nothing carries a country.
-const DIMENSIONS: [(&str, &[&str], usize); 3] = [
-    ("platform", &["/os", "/platform"], 3),
-    ("tenant", &["/tenant_id"], 12),
-    ("country", &["/country"], 5),
+/// (name, pointers, max_values, features): the platform cap is below the 5 platforms the
+/// workload uses and the tenant cap below its 40 tenants; nothing carries a country. Both
+/// capped dimensions break feature adoption down.
+type DimensionSpec = (&'static str, &'static [&'static str], usize, bool);
+const DIMENSIONS: [DimensionSpec; 3] = [
+    ("platform", &["/os", "/platform"], 3, true),
+    ("tenant", &["/tenant_id"], 12, true),
+    ("country", &["/country"], 5, false),
 ];
 
-fn settings(dimensions: &[(&str, &[&str], usize)]) -> EngineSettings {
+/// Below the workload's 8 features, so that every value's features include `__other__`.
+const MAX_FEATURES: usize = 5;
+
+fn settings(dimensions: &[DimensionSpec]) -> EngineSettings {
     EngineSettings {
         dimensions: dimensions
             .iter()
-            .map(|(name, paths, max_values)| DimensionSettings {
+            .map(|(name, paths, max_values, _)| DimensionSettings {
                 name: (*name).to_owned(),
                 paths: paths.iter().map(|p| (*p).to_owned()).collect(),
                 max_values: *max_values,
             })
             .collect(),
+        feature_dimensions: dimensions
+            .iter()
+            .filter(|d| d.3)
+            .map(|d| d.0.to_owned())
+            .collect(),
+        max_features: MAX_FEATURES,
         ..EngineSettings::default()
     }
 }
@@ -40,15 +51,21 @@ fn settings(dimensions: &[(&str, &[&str], usize)]) -> EngineSettings {
 fn model_dimensions() -> Vec<Dimension> {
     DIMENSIONS
         .iter()
-        .map(|(name, paths, max_values)| Dimension {
+        .map(|(name, paths, max_values, features)| Dimension {
             name: (*name).to_owned(),
             keys: paths
                 .iter()
                 .map(|p| p.trim_start_matches('/').to_owned())
                 .collect(),
             max_values: *max_values,
+            features: *features,
         })
         .collect()
+}
+
+fn exact(events: &[GeneratedEvent], s: &EngineSettings) -> Value {
+    let settings = oracle_settings(s, WALL_MS);
+    exact_breakdowns(events, &model_dimensions(), MAX_FEATURES, &settings)
 }
 
 fn workload(seed: u64) -> WorkloadConfig {
@@ -136,6 +153,28 @@ fn differences(engine: &Value, exact: &Value, tolerance: f64) -> Vec<String> {
                     want * 2.0 * tolerance + 1e-9
                 });
             }
+            let features = |v: &Value| -> Vec<String> {
+                v.pointer(&format!("{at}/features"))
+                    .and_then(Value::as_object)
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            if features(engine) != features(exact) {
+                failures.push(format!(
+                    "{at} features: engine {:?}, exact {:?}",
+                    features(engine),
+                    features(exact)
+                ));
+                continue;
+            }
+            for feature in features(exact) {
+                for window in ["1d", "7d", "30d"] {
+                    let users = format!("{at}/features/{feature}/active_users/{window}");
+                    check(users, &|want| want * tolerance + 0.5);
+                    let adoption = format!("{at}/features/{feature}/adoption/{window}");
+                    check(adoption, &|want| want * 2.0 * tolerance + 1e-9);
+                }
+            }
         }
     }
     failures
@@ -151,7 +190,7 @@ fn assert_matches_model(snapshot: &KpiSnapshot, events: &[GeneratedEvent], s: &E
         snapshot.events.late_for_sessions, 0,
         "every event in its session"
     );
-    let exact = exact_breakdowns(events, &model_dimensions(), &oracle_settings(s, WALL_MS));
+    let exact = exact(events, s);
     let failures = differences(&breakdowns(snapshot), &exact, 0.03);
     assert!(
         failures.is_empty(),
@@ -187,6 +226,22 @@ fn every_value_matches_the_exact_model() {
         );
         let country: Vec<&String> = b.dimensions["country"].keys().collect();
         assert_eq!(country, ["__none__"]);
+        assert!(b.dimensions["country"]["__none__"].features.is_empty());
+        // Feature adoption per value, the feature cap's pool included.
+        for dimension in ["platform", "tenant"] {
+            let values = &b.dimensions[dimension];
+            assert!(
+                values
+                    .values()
+                    .all(|v| v.features.len() <= MAX_FEATURES + 1)
+            );
+            assert!(
+                values
+                    .values()
+                    .any(|v| v.features.contains_key("__other__")),
+                "{dimension}"
+            );
+        }
         assert_eq!(
             b.dimensions["country"]["__none__"].active_users, snapshot.kpis.activity.active_users,
             "everyone is without a country"
@@ -199,13 +254,25 @@ fn the_model_comparison_catches_a_wrong_value() {
     let (events, lines) = generate(&workload(3));
     let s = settings(&DIMENSIONS);
     let engine = breakdowns(&run_engine(&lines, s.clone()));
-    let exact = exact_breakdowns(&events, &model_dimensions(), &oracle_settings(&s, WALL_MS));
+    let exact = exact(&events, &s);
     assert!(differences(&engine, &exact, 0.03).is_empty());
     let mut wrong = engine.clone();
     let web = wrong
         .pointer_mut("/dimensions/platform/web/active_users/7d")
         .unwrap();
     *web = Value::from(web.as_u64().unwrap() * 2);
+    assert_eq!(differences(&wrong, &exact, 0.03).len(), 1);
+    let mut wrong = engine.clone();
+    let adoption = wrong
+        .pointer_mut("/dimensions/tenant/__other__/features/search/adoption/30d")
+        .unwrap();
+    *adoption = Value::from(adoption.as_f64().unwrap() * 1.5);
+    assert_eq!(differences(&wrong, &exact, 0.03).len(), 1);
+    let mut wrong = engine.clone();
+    let features = wrong
+        .pointer_mut("/dimensions/platform/web/features")
+        .unwrap();
+    features.as_object_mut().unwrap().remove("__other__");
     assert_eq!(differences(&wrong, &exact, 0.03).len(), 1);
     let mut missing = engine;
     missing["dimensions"]["tenant"]

@@ -11,6 +11,13 @@
 //! of a replay) counts under the value of its first event. A value is shown when some
 //! event carrying it lies in the 31 days the windows read (today and the 30 before).
 //!
+//! For a dimension with `features = true`, each value also gets the features used by its
+//! users, as the overall model counts them (a `feature_used` event with a feature) under the
+//! feature cap (names in order of first appearance up to `max_features`, later ones
+//! `__other__`): per feature, the distinct users of it carrying the value in each window and
+//! their share of the value's active users; a feature is listed when some such use lies in
+//! the 30-day window.
+//!
 //! Fields are top-level keys of the event (`"/platform"` is the key `platform`), which is
 //! how the workload writes them; nested pointers are the decoder's business and tested there.
 
@@ -32,6 +39,8 @@ pub struct Dimension {
     /// Top-level keys, first present wins.
     pub keys: Vec<String>,
     pub max_values: usize,
+    /// Whether feature adoption is broken down by its values (`features = true`).
+    pub features: bool,
 }
 
 /// The value of `event` for `dimension`, before the cap.
@@ -53,10 +62,39 @@ pub fn raw_value(event: &GeneratedEvent, dimension: &Dimension) -> String {
     }
 }
 
-/// The breakdown part of the snapshot for `events`, all admitted, in arrival order.
+/// The feature of each event, as the engine's capped registry names it: `None` for an event
+/// that is no use of a feature.
+fn capped_features(
+    events: &[GeneratedEvent],
+    max_features: usize,
+    settings: &OracleSettings,
+) -> Vec<Option<String>> {
+    let mut tracked: Vec<&str> = Vec::new();
+    events
+        .iter()
+        .map(|event| {
+            let name = event.feature.as_deref()?;
+            if settings.kinds.kind_of(&event.name) != crate::Kind::FeatureUsed {
+                return None;
+            }
+            if tracked.contains(&name) {
+                return Some(name.to_owned());
+            }
+            if tracked.len() < max_features {
+                tracked.push(name);
+                return Some(name.to_owned());
+            }
+            Some("__other__".to_owned())
+        })
+        .collect()
+}
+
+/// The breakdown part of the snapshot for `events`, all admitted, in arrival order, with
+/// `max_features` features tracked.
 pub fn exact_breakdowns(
     events: &[GeneratedEvent],
     dimensions: &[Dimension],
+    max_features: usize,
     settings: &OracleSettings,
 ) -> Value {
     let tz = &settings.timezone;
@@ -78,6 +116,7 @@ pub fn exact_breakdowns(
         "the model closes every session, as a replay's end does"
     );
     let sessions = sessions_of_events(events, settings);
+    let features = capped_features(events, max_features, settings);
 
     let mut by_dimension = serde_json::Map::new();
     let mut overflow = serde_json::Map::new();
@@ -87,8 +126,10 @@ pub fn exact_breakdowns(
         let mut pooled = 0u64;
         let mut active: BTreeMap<String, UsersByDay> = BTreeMap::new();
         let mut signups: BTreeMap<String, UsersByDay> = BTreeMap::new();
+        // Value → feature → users by day.
+        let mut used: BTreeMap<String, BTreeMap<String, UsersByDay>> = BTreeMap::new();
         let mut labels: Vec<String> = Vec::with_capacity(events.len());
-        for (event, &user) in events.iter().zip(&user_of) {
+        for ((event, &user), feature) in events.iter().zip(&user_of).zip(&features) {
             let value = raw_value(event, dimension);
             let pool = value == "__none__" || value == "__invalid__";
             let label = if pool || tracked.contains(&value) {
@@ -102,6 +143,11 @@ pub fn exact_breakdowns(
             };
             labels.push(label.clone());
             let day = day_of(event.ts_ms, tz);
+            if let Some(feature) = feature.as_ref().filter(|_| dimension.features) {
+                let by_day = used.entry(label.clone()).or_default();
+                let users = by_day.entry(feature.clone()).or_default();
+                users.entry(day).or_default().insert(user);
+            }
             active
                 .entry(label.clone())
                 .or_default()
@@ -129,15 +175,45 @@ pub fn exact_breakdowns(
                 .filter(|(s, _)| labels[s.first] == *label)
                 .copied()
                 .collect();
-            values.insert(
-                label.clone(),
-                value_kpis(by_day, signed_up, &started, today),
-            );
+            let mut kpis = value_kpis(by_day, signed_up, &started, today);
+            let adoption = features_of_value(used.get(label), by_day, today);
+            if !adoption.is_empty() {
+                kpis["features"] = adoption.into();
+            }
+            values.insert(label.clone(), kpis);
         }
         by_dimension.insert(dimension.name.clone(), values.into());
         overflow.insert(dimension.name.clone(), pooled.into());
     }
     json!({ "dimensions": by_dimension, "dimension_overflow_events": overflow })
+}
+
+/// Each feature some user carrying the value used in the 30-day window: its users and
+/// their share of the value's `active` users, per window.
+fn features_of_value(
+    used: Option<&BTreeMap<String, UsersByDay>>,
+    active: &UsersByDay,
+    today: Date,
+) -> serde_json::Map<String, Value> {
+    let mut features = serde_json::Map::new();
+    for (feature, by_day) in used.into_iter().flatten() {
+        if distinct(by_day, Days::ending(today, 0, 30)) == 0 {
+            continue;
+        }
+        let (mut users, mut adoption) = (serde_json::Map::new(), serde_json::Map::new());
+        for (key, len) in WINDOWS {
+            let w = Days::ending(today, 0, len);
+            let n = distinct(by_day, w);
+            users.insert(key.to_owned(), json!(n));
+            let share = ratio(n as f64, distinct(active, w) as f64);
+            adoption.insert(key.to_owned(), json!(share));
+        }
+        features.insert(
+            feature.clone(),
+            json!({ "active_users": users, "adoption": adoption }),
+        );
+    }
+    features
 }
 
 fn value_kpis(
@@ -213,6 +289,7 @@ mod tests {
             name: "platform".into(),
             keys: vec!["platform".into(), "os".into()],
             max_values,
+            features: false,
         }
     }
 
@@ -233,7 +310,7 @@ mod tests {
             ev("g", "login", T0, &[("platform", text("__other__"))]),
             ev("a", "login", T0 + 1, &[("platform", text("ios"))]),
         ];
-        let got = exact_breakdowns(&events, &[platform(2)], &OracleSettings::default());
+        let got = exact_breakdowns(&events, &[platform(2)], 200, &OracleSettings::default());
         let values = &got["dimensions"]["platform"];
         let names: Vec<&String> = values.as_object().unwrap().keys().collect();
         assert_eq!(names, ["7", "__invalid__", "__none__", "__other__", "web"]);
@@ -254,7 +331,7 @@ mod tests {
             .collect();
         events.push(ev("v", "login", T0 - 3 * DAY, &[("platform", text("web"))]));
         events.push(ev("w", "login", T0, &[("platform", text("ios"))]));
-        let got = exact_breakdowns(&events, &[platform(5)], &OracleSettings::default());
+        let got = exact_breakdowns(&events, &[platform(5)], 200, &OracleSettings::default());
         let web = &got["dimensions"]["platform"]["web"];
         assert_eq!(web["active_users"]["1d"], 0);
         assert_eq!(web["active_users_previous"]["1d"], 1);
@@ -274,7 +351,7 @@ mod tests {
             ev("a", "login", T0, &[("platform", text("ios"))]),
             ev("b", "login", T0, &[("platform", text("web"))]),
         ];
-        let got = exact_breakdowns(&events, &[platform(5)], &OracleSettings::default());
+        let got = exact_breakdowns(&events, &[platform(5)], 200, &OracleSettings::default());
         let values = &got["dimensions"]["platform"];
         assert_eq!(values["ios"]["sessions"]["1d"]["count"], 1);
         assert_eq!(
@@ -286,12 +363,59 @@ mod tests {
     }
 
     #[test]
+    fn feature_adoption_per_value_under_the_feature_cap() {
+        let used = |user: &str, feature: &str, ts_ms: i64, platform: &str| GeneratedEvent {
+            feature: Some(feature.to_owned()),
+            ..ev(user, "feature_used", ts_ms, &[("platform", text(platform))])
+        };
+        let events = [
+            used("a", "export", T0, "web"),
+            used("b", "search", T0 - 3 * DAY, "web"),
+            // Past the cap of two features: pooled.
+            used("c", "alerts", T0, "web"),
+            used("a", "search", T0, "ios"),
+            ev("d", "login", T0, &[("platform", text("ios"))]),
+            // A feature on another kind is no use of it; one used 30 days ago is not listed.
+            GeneratedEvent {
+                feature: Some("export".to_owned()),
+                ..ev("d", "page_view", T0, &[("platform", text("ios"))])
+            },
+            used("e", "export", T0 - 30 * DAY, "android"),
+        ];
+        let on = Dimension {
+            features: true,
+            ..platform(5)
+        };
+        let got = exact_breakdowns(&events, &[on], 2, &OracleSettings::default());
+        let values = &got["dimensions"]["platform"];
+        let web = &values["web"]["features"];
+        let names: Vec<&String> = web.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["__other__", "export", "search"]);
+        assert_eq!(
+            web["search"]["active_users"],
+            json!({"1d": 0, "7d": 1, "30d": 1})
+        );
+        assert_eq!(web["export"]["adoption"]["1d"], 0.5, "a of a and c");
+        assert_eq!(web["__other__"]["active_users"]["1d"], 1);
+        let ios = &values["ios"]["features"];
+        assert_eq!(ios.as_object().unwrap().len(), 1);
+        assert_eq!(ios["search"]["adoption"]["30d"], 0.5, "a of a and d");
+        assert!(values["android"].get("features").is_none());
+        let off = exact_breakdowns(&events, &[platform(5)], 2, &OracleSettings::default());
+        assert!(
+            off["dimensions"]["platform"]["web"]
+                .get("features")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn values_idle_for_31_days_are_not_shown() {
         let events = [
             ev("a", "login", T0 - 31 * DAY, &[("platform", text("old"))]),
             ev("a", "login", T0, &[("platform", text("new"))]),
         ];
-        let got = exact_breakdowns(&events, &[platform(5)], &OracleSettings::default());
+        let got = exact_breakdowns(&events, &[platform(5)], 200, &OracleSettings::default());
         let names: Vec<&String> = got["dimensions"]["platform"]
             .as_object()
             .unwrap()

@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_DIMENSIONS: usize = 8;
 /// Longest value kept, in bytes after trimming.
 pub const MAX_VALUE_BYTES: usize = 64;
+/// At most this many dimensions break feature adoption down (`features = true`): each costs
+/// a sketch per (day, value, feature used).
+pub const MAX_FEATURE_DIMENSIONS: usize = 2;
 /// Most values one dimension may track (ids are `u16`; the cap keeps series bounded).
 pub const MAX_VALUES_CAP: usize = 10_000;
 
@@ -78,6 +81,17 @@ impl DimensionKeys {
     pub fn as_slice(&self) -> &[u64] {
         &self.keys[..self.len]
     }
+}
+
+/// The positions of the dimensions named in `names` (those with `features = true`): bit `p`
+/// for the dimension at position `p`.
+pub fn feature_positions(settings: &[DimensionSettings], names: &[String]) -> u8 {
+    settings
+        .iter()
+        .take(MAX_DIMENSIONS)
+        .enumerate()
+        .filter(|(_, d)| names.contains(&d.name))
+        .fold(0, |mask, (position, _)| mask | 1 << position)
 }
 
 /// The value an event carries for one dimension, before the registry gives it an id.

@@ -20,6 +20,9 @@ pub struct Rules {
     pub cohort: CohortMode,
     pub outcomes: OutcomeRules,
     pub dimensions: DimensionKeys,
+    /// The dimensions that break feature adoption down: bit `p` for position `p` (see
+    /// [`crate::dimensions::feature_positions`]).
+    pub feature_dimensions: u8,
     /// Shared, not copied: a worker's partitions all hold the same compiled funnels.
     pub funnels: std::sync::Arc<crate::funnel_rules::FunnelRules>,
 }
@@ -40,6 +43,10 @@ impl Rules {
             cohort: settings.retention_cohort,
             outcomes: settings.outcomes.rules(),
             dimensions: DimensionKeys::of(&settings.dimensions),
+            feature_dimensions: crate::dimensions::feature_positions(
+                &settings.dimensions,
+                &settings.feature_dimensions,
+            ),
             funnels: std::sync::Arc::new(
                 crate::funnel_rules::compile(
                     &settings.funnels,

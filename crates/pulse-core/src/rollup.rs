@@ -346,6 +346,7 @@ mod tests {
                 shards: 3,
                 timezone: time_zone(zone).unwrap(),
                 dimensions: platform(),
+                feature_dimensions: vec!["platform".into()],
                 ..EngineSettings::default()
             };
             let mut engine = workload_engine(settings);
@@ -397,28 +398,67 @@ mod tests {
             }
             let platforms = &snapshot.kpis.breakdowns.dimensions["platform"];
             assert!(platforms.contains_key("__other__") && platforms.contains_key("__invalid__"));
+            let of_value = |metric: &str, window: &str, value: &str, feature: Option<&str>| {
+                records.iter().find(|r| {
+                    let get = |key: &str| r.dimensions.get(key).map(String::as_str);
+                    r.period_start == today
+                        && r.metric == metric
+                        && r.window == window
+                        && get("dimension") == Some("platform")
+                        && get("value") == Some(value)
+                        && get("feature") == feature
+                })
+            };
+            let mut sessions_seen = 0;
             for (value, kpis) in platforms {
-                for (metric, windows) in [
-                    ("dimension_active_users", &kpis.active_users),
-                    ("dimension_new_users", &kpis.new_users),
-                ] {
-                    for (w, (window, expected)) in windows.labelled().into_iter().enumerate() {
-                        let record = records.iter().find(|r| {
-                            r.period_start == today
-                                && r.metric == metric
-                                && r.window == window
-                                && r.dimensions.get("dimension").map(String::as_str)
-                                    == Some("platform")
-                                && r.dimensions.get("value") == Some(value)
-                        });
-                        match record {
-                            Some(r) => assert_eq!(r.value, *expected as f64, "{metric} {value}"),
+                for (w, (window, active)) in kpis.active_users.labelled().into_iter().enumerate() {
+                    let s = kpis.sessions.get(w);
+                    sessions_seen += s.count;
+                    for (metric, expected) in [
+                        ("dimension_active_users", *active as f64),
+                        ("dimension_new_users", *kpis.new_users.get(w) as f64),
+                        ("dimension_sessions", s.count as f64),
+                        (
+                            "dimension_session_duration_avg_seconds",
+                            s.avg_duration_seconds,
+                        ),
+                        (
+                            "dimension_session_duration_p50_seconds",
+                            s.p50_duration_seconds,
+                        ),
+                        ("dimension_bounce_rate", s.bounce_rate),
+                        ("dimension_events_per_session", s.events_per_session),
+                    ] {
+                        match of_value(metric, window, value, None) {
+                            Some(r) => assert_eq!(r.value, expected, "{metric} {value}"),
                             // Only a window nobody carried the value in has no record.
-                            None => assert_eq!(*kpis.active_users.get(w), 0, "{value} {window}"),
+                            None => assert_eq!(*active, 0, "{metric} {value} {window}"),
+                        }
+                    }
+                }
+                for (feature, k) in &kpis.features {
+                    for (w, (window, users)) in k.active_users.labelled().into_iter().enumerate() {
+                        let users_record = of_value(
+                            "dimension_feature_active_users",
+                            window,
+                            value,
+                            Some(feature),
+                        );
+                        let adoption =
+                            of_value("dimension_feature_adoption", window, value, Some(feature));
+                        match (users_record, adoption) {
+                            (Some(u), Some(a)) => {
+                                assert_eq!(u.value, *users as f64);
+                                assert_eq!(a.value, *k.adoption.get(w));
+                            }
+                            (None, None) => assert_eq!(*users, 0, "{value} {feature} {window}"),
+                            _ => panic!("{value} {feature} {window}: one record of two"),
                         }
                     }
                 }
             }
+            assert!(sessions_seen > 0, "{zone}: sessions per value");
+            assert!(platforms.values().any(|v| !v.features.is_empty()));
             let records_today = records.iter().filter(|r| r.period_start == today);
             assert!(
                 records_today
@@ -608,6 +648,7 @@ mod tests {
             timezone: time_zone("Europe/Berlin").unwrap(),
             outcomes: crate::outcome_settings::generator_tables(),
             dimensions: platform(),
+            feature_dimensions: vec!["platform".into()],
             funnels,
             time_to_value,
             ..EngineSettings::default()
@@ -617,7 +658,7 @@ mod tests {
         // Every metric the schema names is written (and the validator below refuses any
         // other): the families' rollups and the warehouse schema agree.
         let metrics = schema["properties"]["metric"]["enum"].as_array().unwrap();
-        assert_eq!(metrics.len(), 35);
+        assert_eq!(metrics.len(), 42);
         for metric in metrics {
             let metric = metric.as_str().unwrap();
             assert!(records.iter().any(|r| r.metric == metric), "{metric}");
@@ -657,6 +698,16 @@ mod tests {
         let mut missing = good.clone();
         missing.as_object_mut().unwrap().remove("computed_at");
         bad.push(missing);
+        let by_feature = records
+            .iter()
+            .find(|r| r.metric == "dimension_feature_adoption")
+            .unwrap();
+        let mut featureless = serde_json::to_value(by_feature).unwrap();
+        featureless["dimensions"]
+            .as_object_mut()
+            .unwrap()
+            .remove("feature");
+        bad.push(featureless);
         let funnel = records.iter().find(|r| r.metric == "funnel_users").unwrap();
         let mut unnamed = serde_json::to_value(funnel).unwrap();
         unnamed["dimensions"] = serde_json::json!({});

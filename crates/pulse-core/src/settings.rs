@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::dimensions::{DimensionSettings, MAX_DIMENSIONS, MAX_VALUES_CAP};
+use crate::dimensions::{
+    DimensionSettings, MAX_DIMENSIONS, MAX_FEATURE_DIMENSIONS, MAX_VALUES_CAP,
+};
 use crate::funnel_rules::{FunnelDef, TimeToValueDef};
 use crate::outcome_settings::OutcomeSettings;
 use crate::partitioner::Partitioner;
@@ -151,6 +153,10 @@ pub struct EngineSettings {
     pub outcomes: OutcomeSettings,
     /// Breakdown dimensions, in the order their values are kept.
     pub dimensions: Vec<DimensionSettings>,
+    /// The dimensions (by name) whose values break feature adoption down
+    /// (`[dimensions.<name>] features = true`), at most
+    /// [`MAX_FEATURE_DIMENSIONS`](crate::dimensions::MAX_FEATURE_DIMENSIONS).
+    pub feature_dimensions: Vec<String>,
     /// The `[[funnels]]` (see [`crate::funnel_rules`]).
     pub funnels: Vec<FunnelDef>,
     pub time_to_value: Option<TimeToValueDef>,
@@ -187,6 +193,7 @@ impl Default for EngineSettings {
             max_user_id_bytes: 256,
             outcomes: OutcomeSettings::default(),
             dimensions: Vec::new(),
+            feature_dimensions: Vec::new(),
             funnels: Vec::new(),
             time_to_value: None,
         }
@@ -383,7 +390,36 @@ impl EngineSettings {
                 ));
             }
         }
+        self.validate_feature_dimensions()?;
         crate::funnel_rules::validate(&self.funnels, self.time_to_value.as_ref())
+    }
+
+    fn validate_feature_dimensions(&self) -> Result<(), SettingsError> {
+        let names = &self.feature_dimensions;
+        if names.len() > MAX_FEATURE_DIMENSIONS {
+            return Err(SettingsError::BadDimension {
+                name: names.join(","),
+                problem: format!(
+                    "features = true on {} dimensions, at most {MAX_FEATURE_DIMENSIONS} (each \
+                     keeps a sketch per day, value and feature)",
+                    names.len()
+                ),
+            });
+        }
+        for (at, name) in names.iter().enumerate() {
+            let problem = if names[..at].contains(name) {
+                "features = true listed twice"
+            } else if !self.dimensions.iter().any(|d| &d.name == name) {
+                "features = true for a dimension that is not configured"
+            } else {
+                continue;
+            };
+            return Err(SettingsError::BadDimension {
+                name: name.clone(),
+                problem: problem.into(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn kind_lists(&self) -> [(&'static str, &Vec<String>); 6] {
@@ -506,6 +542,35 @@ mod tests {
             mutate(&mut settings);
             let error = settings.validate().unwrap_err().to_string();
             assert!(error.contains(key), "{error:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn feature_adoption_is_broken_down_by_at_most_two_configured_dimensions() {
+        let with = |features: &[&str]| EngineSettings {
+            dimensions: ["platform", "tenant", "plan"]
+                .map(|name| dimension(name, "/x", 5))
+                .to_vec(),
+            feature_dimensions: features.iter().map(|n| (*n).to_owned()).collect(),
+            ..EngineSettings::default()
+        };
+        with(&["platform", "tenant"]).validate().unwrap();
+        for (features, expected) in [
+            (
+                &["platform", "tenant", "plan"][..],
+                "dimensions.platform,tenant,plan: features = true on 3 dimensions, at most 2",
+            ),
+            (
+                &["country"][..],
+                "dimensions.country: features = true for a dimension",
+            ),
+            (
+                &["plan", "plan"][..],
+                "dimensions.plan: features = true listed twice",
+            ),
+        ] {
+            let error = with(features).validate().unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{error}");
         }
     }
 

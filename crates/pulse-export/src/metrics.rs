@@ -705,6 +705,7 @@ mod tests {
                     .into(),
                     dimension_overflow_events: [("platform".to_owned(), 18)].into(),
                 },
+                breakdown_features: Default::default(),
                 funnels: FunnelsSection {
                     funnels: [(
                         "activation".to_owned(),
@@ -751,6 +752,11 @@ mod tests {
                 dau_wau: 0.5,
                 wau_mau: 0.75,
             },
+            features: [(
+                "alerts".to_owned(),
+                feature(active_users.map(|n| n / 2), windowed(0.5, 0.25, 0.2)),
+            )]
+            .into(),
         }
     }
 
@@ -944,6 +950,14 @@ mod tests {
             ),
             (
                 r#"pulse_dimension_session_bounce_ratio{dimension="platform",value="__other__",window="30d"}"#,
+                0.25,
+            ),
+            (
+                r#"pulse_dimension_feature_active_users{dimension="platform",value="ios",feature="alerts",window="30d"}"#,
+                2.0,
+            ),
+            (
+                r#"pulse_dimension_feature_adoption_ratio{dimension="platform",value="__other__",feature="alerts",window="7d"}"#,
                 0.25,
             ),
             (r#"pulse_events_total{kind="page_view"}"#, 9.0),

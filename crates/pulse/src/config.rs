@@ -275,6 +275,9 @@ pub struct RawDimension {
     /// Values with series of their own; later ones pool in "__other__".
     #[serde(default = "RawDimension::default_max_values")]
     pub max_values: usize,
+    /// Feature adoption broken down by its values too (at most two dimensions).
+    #[serde(default)]
+    pub features: bool,
 }
 
 impl RawDimension {
@@ -283,12 +286,13 @@ impl RawDimension {
     }
 
     /// What `pulse demo` breaks its numbers down by when the configuration names no
-    /// dimension: the platform its generator writes.
+    /// dimension: the platform its generator writes, feature adoption included.
     pub fn demo_platform() -> (String, RawDimension) {
         let paths = ["/platform", "/properties/$os", "/context/os/name"];
         let dimension = RawDimension {
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
             max_values: RawDimension::default_max_values(),
+            features: true,
         };
         ("platform".to_owned(), dimension)
     }
@@ -461,6 +465,12 @@ impl RawConfig {
                     paths: d.paths.clone(),
                     max_values: d.max_values,
                 })
+                .collect(),
+            feature_dimensions: self
+                .dimensions
+                .iter()
+                .filter(|(_, d)| d.features)
+                .map(|(name, _)| name.clone())
                 .collect(),
             funnels: self
                 .funnels
@@ -656,6 +666,7 @@ mod tests {
             .map(|d| (d.name.as_str(), d.paths.len(), d.max_values))
             .collect();
         assert_eq!(got, [("platform", 1, 25), ("tenant", 2, 500)]);
+        assert!(settings.feature_dimensions.is_empty(), "off by default");
         assert!(
             load(None, &[]).unwrap().dimensions.is_empty(),
             "none by default"
@@ -821,6 +832,12 @@ mod tests {
             (
                 "[dimensions.tenant]\npaths = [\"/t\"]\nmax_values = 0\n",
                 "dimensions.tenant",
+            ),
+            (
+                "[dimensions.a]\npaths = [\"/a\"]\nfeatures = true\n\
+                 [dimensions.b]\npaths = [\"/b\"]\nfeatures = true\n\
+                 [dimensions.c]\npaths = [\"/c\"]\nfeatures = true\n",
+                "dimensions.a,b,c: features = true on 3 dimensions, at most 2",
             ),
         ];
         for (text, key) in cases {

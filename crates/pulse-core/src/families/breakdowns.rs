@@ -33,12 +33,15 @@ use crate::ring::DayRing;
 use crate::session_stats::SessionStats;
 use crate::sessions::{ClosedSession, SessionEvent, SessionTable};
 use crate::sketch::{DistinctSketch, SketchShape};
+use crate::time::Day;
 use crate::windows::{
-    PastFor, PastSketches, SketchWindows, SummaryPoint, Windowed, union_estimate,
+    PastFor, PastSketches, SketchWindows, SummaryPoint, WINDOWS, Windowed, union_estimate,
 };
 
 use super::activity::{ActivityDay, day_union, fold_days, record_day};
-use super::sessions::{SessionKpis, session_kpis, session_windows};
+use super::breakdown_features::value_features;
+use super::features::FeatureKpis;
+use super::sessions::{SessionKpis, past_sessions, session_kpis, with_today};
 use super::stickiness::{StickinessRatios, ratios};
 
 #[derive(Debug)]
@@ -66,6 +69,15 @@ pub struct BreakdownsCache {
     past: PastFor,
     /// Per dimension position, per value id: (active, signups).
     values: Vec<Vec<[PastSketches; 2]>>,
+    /// Per dimension position, per value id: its sessions of the days before today, by
+    /// window ([`past_sessions`]). Merging thirty days of duration histograms per value
+    /// was most of a refresh with 500 tenants.
+    sessions: Vec<Vec<[SessionStats; 3]>>,
+    /// What `sessions` are of: today, and how many sessions had closed into each day
+    /// before it (every closed session counts under every dimension, so the first one's
+    /// total sees any close). Sessions close into past days when the watermark moves, not
+    /// when events arrive, so this is checked instead of noting writes as `past` does.
+    sessions_for: Option<(Day, Vec<u64>)>,
 }
 
 /// One value's contribution to a snapshot.
@@ -91,6 +103,11 @@ pub struct ValueKpis {
     pub new_users: Windowed<u64>,
     pub stickiness: StickinessRatios,
     pub sessions: Windowed<SessionKpis>,
+    /// Feature name → its users among the value's and their adoption, for a dimension with
+    /// `features = true` (see [`super::breakdown_features`]): the features some of them used
+    /// in the 30-day window.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, FeatureKpis>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -259,11 +276,7 @@ impl Family for Breakdowns {
         if state.keys == keys {
             return;
         }
-        // Each configured dimension takes the values saved under its key, if any.
-        let from: Vec<Option<usize>> = keys
-            .iter()
-            .map(|key| state.keys.iter().position(|k| k == key))
-            .collect();
+        let from = moved_from(&state.keys, keys);
         for (_, day) in state.days.iter_mut() {
             *day = by_key(std::mem::take(day), &from);
         }
@@ -330,24 +343,28 @@ impl Family for Breakdowns {
     ) -> BreakdownsSummary {
         let days: Vec<Option<&DayValues>> = at.days().map(|d| state.days.get(d)).collect();
         let refresh = !cache.past.valid_for(at.today);
+        let sessions_for = Some((at.today, state.closed_before(at)));
+        let sessions_refresh = cache.sessions_for != sessions_for;
+        cache.sessions_for = sessions_for;
         cache.values.resize_with(state.keys.len(), Vec::new);
+        cache.sessions.resize_with(state.keys.len(), Vec::new);
         let dimensions = cache
             .values
             .iter_mut()
+            .zip(&mut cache.sessions)
             .enumerate()
-            .map(|(position, past)| {
-                let count = days
-                    .iter()
-                    .flatten()
-                    .filter_map(|d| Some(d.get(position)?.len()))
-                    .max()
-                    .unwrap_or(0);
+            .map(|(position, (past, past_sessions_of))| {
+                let count = ids_held(&days, position);
                 if past.len() < count {
                     past.resize_with(count, Default::default);
                 }
+                // A value new since they were kept had no sessions before today then.
+                if past_sessions_of.len() < count {
+                    past_sessions_of.resize_with(count, Default::default);
+                }
                 (0..count)
-                    .zip(past.iter_mut())
-                    .map(|(id, past)| {
+                    .zip(past.iter_mut().zip(past_sessions_of.iter_mut()))
+                    .map(|(id, (past, kept_sessions))| {
                         let of: Vec<Option<&ActivityDay>> = days
                             .iter()
                             .map(|d| (*d)?.get(position)?.get(id)?.as_ref())
@@ -357,9 +374,11 @@ impl Family for Breakdowns {
                         }
                         let [active, signups] = past;
                         let folded = fold_days(&of, [active, signups], refresh, rules.shape);
-                        let sessions = session_windows(at, |day| {
-                            state.session_days.get(day)?.get(position)?.get(id)
-                        });
+                        let of_day = |day| state.session_days.get(day)?.get(position)?.get(id);
+                        if sessions_refresh {
+                            *kept_sessions = past_sessions(at, of_day);
+                        }
+                        let sessions = with_today(kept_sessions, of_day(at.today));
                         Some(ValueSummary {
                             active: folded.active,
                             active_daily: folded.active_daily,
@@ -374,23 +393,15 @@ impl Family for Breakdowns {
     }
 
     fn merge(into: &mut BreakdownsSummary, other: BreakdownsSummary, rules: &Rules) {
-        let shape = rules.shape;
-        if into.dimensions.len() < other.dimensions.len() {
-            into.dimensions
-                .resize_with(other.dimensions.len(), Vec::new);
-        }
-        for (mine, theirs) in into.dimensions.iter_mut().zip(other.dimensions) {
-            if mine.len() < theirs.len() {
-                mine.resize_with(theirs.len(), || None);
-            }
-            for (mine, theirs) in mine.iter_mut().zip(theirs) {
-                match (mine.as_mut(), theirs) {
-                    (_, None) => {}
-                    (None, theirs) => *mine = theirs,
-                    (Some(mine), Some(theirs)) => merge_value(mine, theirs, shape),
-                }
-            }
-        }
+        merge_by_value(
+            &mut into.dimensions,
+            other.dimensions,
+            |mine, theirs| match (mine.as_mut(), theirs) {
+                (_, None) => {}
+                (None, theirs) => *mine = theirs,
+                (Some(mine), Some(theirs)) => merge_value(mine, theirs, rules.shape),
+            },
+        );
     }
 
     fn estimated_bytes(state: &BreakdownsState, cache: &BreakdownsCache) -> usize {
@@ -411,6 +422,7 @@ impl Family for Breakdowns {
             .session_days
             .iter()
             .flat_map(|(_, day)| day.iter().flatten())
+            .chain(cache.sessions.iter().flatten().flatten())
             .map(|stats| stats.durations.estimated_bytes())
             .sum::<usize>();
         days + past + session_days + state.sessions.estimated_bytes()
@@ -435,7 +447,9 @@ impl Family for Breakdowns {
             let values = value_ids(registry, summaries, position)
                 .map(|id| {
                     let of = || value_summaries(summaries, position, id);
-                    (registry.value(id).to_owned(), value_kpis(of, cx.shape))
+                    let mut kpis = value_kpis(of, cx.shape);
+                    kpis.features = value_features(summaries, position, id, &kpis.active_users, cx);
+                    (registry.value(id).to_owned(), kpis)
                 })
                 .collect();
             section.dimensions.insert(registry.name.clone(), values);
@@ -516,19 +530,34 @@ impl Family for Breakdowns {
                     if *kpis.active_users.get(w) == 0 {
                         continue;
                     }
+                    let s = kpis.sessions.get(w);
+                    // Sessions are those the sessions family rolls up, by first event's value.
                     for (metric, value, sketch) in [
                         (
                             "dimension_active_users",
-                            kpis.active_users.get(w),
+                            *kpis.active_users.get(w) as f64,
                             day_sketch.as_ref(),
                         ),
-                        ("dimension_new_users", kpis.new_users.get(w), None),
+                        ("dimension_new_users", *kpis.new_users.get(w) as f64, None),
+                        ("dimension_sessions", s.count as f64, None),
+                        (
+                            "dimension_session_duration_avg_seconds",
+                            s.avg_duration_seconds,
+                            None,
+                        ),
+                        (
+                            "dimension_session_duration_p50_seconds",
+                            s.p50_duration_seconds,
+                            None,
+                        ),
+                        ("dimension_bounce_rate", s.bounce_rate, None),
+                        ("dimension_events_per_session", s.events_per_session, None),
                     ] {
                         out.push(RollupValue {
                             metric,
                             window: w,
                             dimensions: &dimensions,
-                            value: *value as f64,
+                            value,
                             sketch,
                         });
                     }
@@ -539,6 +568,16 @@ impl Family for Breakdowns {
 }
 
 impl BreakdownsState {
+    /// How many sessions closed into each day before `at`'s today that a window holds.
+    fn closed_before(&self, at: SummaryPoint) -> Vec<u64> {
+        let days = at.days().take(WINDOWS[2]).skip(1);
+        days.map(|day| {
+            let first = self.session_days.get(day).and_then(|d| d.first());
+            first.map_or(0, |values| values.iter().map(|s| s.count).sum())
+        })
+        .collect()
+    }
+
     /// Closes what the table says is final, into the day each session started on, under
     /// its first event's value in every dimension (the fields are borrowed apart: the table
     /// calls back while closing).
@@ -571,9 +610,47 @@ impl BreakdownsState {
     }
 }
 
+/// Where each configured dimension (by its key) was saved, if it was: a restored state
+/// follows its dimensions when the configuration adds, drops or reorders them.
+pub(crate) fn moved_from(saved: &[u64], keys: &[u64]) -> Vec<Option<usize>> {
+    keys.iter()
+        .map(|key| saved.iter().position(|k| k == key))
+        .collect()
+}
+
+/// How many value ids of the dimension at `position` some day holds: per-value vectors grow
+/// on first use, so a day holds ids up to the highest it saw.
+pub(crate) fn ids_held<T>(days: &[Option<&Vec<Vec<T>>>], position: usize) -> usize {
+    days.iter()
+        .flatten()
+        .filter_map(|d| Some(d.get(position)?.len()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// `into` takes in `other`, both per dimension position and per value id: `merge` for the
+/// ids both hold, the rest as they are.
+pub(crate) fn merge_by_value<T: Default>(
+    into: &mut Vec<Vec<T>>,
+    other: Vec<Vec<T>>,
+    mut merge: impl FnMut(&mut T, T),
+) {
+    if into.len() < other.len() {
+        into.resize_with(other.len(), Vec::new);
+    }
+    for (mine, theirs) in into.iter_mut().zip(other) {
+        if mine.len() < theirs.len() {
+            mine.resize_with(theirs.len(), T::default);
+        }
+        for (mine, theirs) in mine.iter_mut().zip(theirs) {
+            merge(mine, theirs);
+        }
+    }
+}
+
 /// A day's per-dimension vectors re-ordered for the dimensions now configured: position
 /// `i` takes what was saved at `from[i]`, or starts empty.
-fn by_key<T: Default>(mut saved: Vec<T>, from: &[Option<usize>]) -> Vec<T> {
+pub(crate) fn by_key<T: Default>(mut saved: Vec<T>, from: &[Option<usize>]) -> Vec<T> {
     from.iter()
         .map(|at| {
             at.and_then(|at| saved.get_mut(at).map(std::mem::take))
@@ -644,5 +721,49 @@ where
         stickiness: ratios(shape, daily, &active_users_previous),
         active_users_previous,
         new_users: windows(&|v| &v.signups.current),
+        features: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dimensions::DimensionSettings;
+    use crate::{Engine, EngineSettings, EngineState};
+
+    const WALL: i64 = 1_900_000_000_000;
+    /// 2026-03-01T00:00:00Z.
+    const T0: i64 = 1_772_323_200_000;
+    const MINUTE: i64 = 60_000;
+
+    fn login(engine: &mut Engine, user: &str, ts: i64) {
+        let line = format!(r#"{{"user_id":"{user}","event":"login","ts":{ts},"platform":"web"}}"#);
+        engine.ingest(line.as_bytes(), None);
+    }
+
+    #[test]
+    fn kept_past_sessions_follow_a_session_closing_into_yesterday() {
+        let settings = EngineSettings {
+            dimensions: vec![DimensionSettings {
+                name: "platform".into(),
+                paths: vec!["/platform".into()],
+                max_values: 5,
+            }],
+            ..EngineSettings::default()
+        };
+        let mut engine = Engine::new(settings.clone(), WALL);
+        login(&mut engine, "a", T0 - 5 * MINUTE);
+        login(&mut engine, "b", T0 + MINUTE);
+        let web = |engine: &mut Engine| {
+            let snapshot = engine.snapshot();
+            snapshot.kpis.breakdowns.dimensions["platform"]["web"].sessions
+        };
+        assert_eq!(web(&mut engine).d7.count, 0, "a's session is still open");
+        // Today stays today; the watermark passes a's session, which started yesterday.
+        login(&mut engine, "c", T0 + 60 * MINUTE);
+        let kept = web(&mut engine);
+        assert_eq!((kept.d1.count, kept.d7.count), (1, 2), "b today, and a");
+        let state = EngineState::from_bytes(&engine.state().to_bytes()).unwrap();
+        let mut afresh = Engine::restore(settings, WALL, state);
+        assert_eq!(kept, web(&mut afresh));
     }
 }

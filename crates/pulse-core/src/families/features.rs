@@ -4,6 +4,10 @@
 //! Per partition: a day ring of one HyperLogLog sketch per feature used that day, indexed
 //! by the router's feature registry (names in order of first appearance, capped at
 //! `features.max_tracked`, the rest pooled as `__other__`, so labels stay bounded).
+//!
+//! The same bookkeeping serves the users of one breakdown value
+//! ([`super::breakdown_features`]): a day of sketches by feature ([`FeatureDay`]), recorded,
+//! folded into windows and turned into adoption by the functions below.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +18,7 @@ use crate::families::{Family, Sections, Summary};
 use crate::family::{RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut, gauge};
 use crate::features::FeatureId;
 use crate::ring::DayRing;
-use crate::sketch::DistinctSketch;
+use crate::sketch::{DistinctSketch, SketchShape, UserHash};
 use crate::windows::{
     PastFor, PastSketches, Previous, SketchWindows, SummaryPoint, Windowed, ratio, union_estimate,
 };
@@ -24,12 +28,15 @@ use super::activity::day_union;
 #[derive(Debug)]
 pub struct Features;
 
+/// One population's users of each feature on one day, indexed by [`FeatureId`]; grown on
+/// first use.
+pub type FeatureDay = Vec<Option<DistinctSketch>>;
+
 /// `Default` is the state of a family absent from an older image: empty, given its rings
 /// by `restore`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FeaturesState {
-    /// Per day, indexed by [`FeatureId`]; grown on first use.
-    days: DayRing<Vec<Option<DistinctSketch>>>,
+    days: DayRing<FeatureDay>,
     /// Writes that met a slot holding a newer day (should stay 0).
     dropped: u64,
 }
@@ -68,6 +75,19 @@ pub const FEATURE_ADOPTION_RATIO: SeriesDef = gauge(
     &["feature", "window"],
     "Users of the feature divided by active users, in the window.",
 );
+
+impl FeaturesSummary {
+    /// Takes `other` in: each feature's windows of both.
+    pub(crate) fn merge(&mut self, other: FeaturesSummary, shape: SketchShape) {
+        if self.features.len() < other.features.len() {
+            self.features
+                .resize_with(other.features.len(), SketchWindows::default);
+        }
+        for (mine, theirs) in self.features.iter_mut().zip(other.features) {
+            mine.merge(theirs, shape);
+        }
+    }
+}
 
 impl FeaturesState {
     /// The sketch of feature `id` on `day`, if held.
@@ -126,13 +146,7 @@ impl Family for Features {
             state.dropped += 1;
             return;
         };
-        let index = usize::from(id);
-        if day.len() <= index {
-            day.resize(index + 1, None);
-        }
-        day[index]
-            .get_or_insert_with(|| DistinctSketch::new(rules.shape))
-            .insert(&event.user);
+        record_feature(day, id, &event.user, rules.shape);
     }
 
     fn summarize(
@@ -141,39 +155,13 @@ impl Family for Features {
         at: SummaryPoint,
         rules: &Rules,
     ) -> FeaturesSummary {
-        let shape = rules.shape;
-        let days: Vec<Option<&Vec<Option<DistinctSketch>>>> =
-            at.days().map(|d| state.days.get(d)).collect();
-        let count = days.iter().flatten().map(|d| d.len()).max().unwrap_or(0);
-        let of = |id: usize| -> Vec<Option<&DistinctSketch>> {
-            days.iter()
-                .map(|d| d.and_then(|d| d.get(id)?.as_ref()))
-                .collect()
-        };
-        if !cache.past.valid_for(at.today) {
-            cache.features = (0..count)
-                .map(|id| PastSketches::fold(&of(id), shape))
-                .collect();
-        }
-        let no_past = PastSketches::default();
-        FeaturesSummary {
-            features: (0..count)
-                .map(|id| {
-                    let past = cache.features.get(id).unwrap_or(&no_past);
-                    SketchWindows::fold(&of(id), past, Previous::Skip, shape)
-                })
-                .collect(),
-        }
+        let days: Vec<Option<&FeatureDay>> = at.days().map(|d| state.days.get(d)).collect();
+        let refresh = !cache.past.valid_for(at.today);
+        fold_features(&days, &mut cache.features, refresh, rules.shape)
     }
 
     fn merge(into: &mut FeaturesSummary, other: FeaturesSummary, rules: &Rules) {
-        if into.features.len() < other.features.len() {
-            into.features
-                .resize_with(other.features.len(), SketchWindows::default);
-        }
-        for (mine, theirs) in into.features.iter_mut().zip(other.features) {
-            mine.merge(theirs, rules.shape);
-        }
+        into.merge(other, rules.shape);
     }
 
     fn estimated_bytes(state: &FeaturesState, cache: &FeaturesCache) -> usize {
@@ -204,18 +192,10 @@ impl Family for Features {
         let features = feature_ids(cx, summaries)
             .into_iter()
             .map(|id| {
-                let users = Windowed::from_fn(|w| {
-                    let windows = summaries
-                        .iter()
-                        .filter_map(|s| s.features.features.get(usize::from(id)));
-                    union_estimate(cx.shape, windows.filter_map(|f| f.current[w].as_ref()))
-                });
-                let adoption =
-                    Windowed::from_fn(|w| ratio(*users.get(w) as f64, *active.get(w) as f64));
-                let kpis = FeatureKpis {
-                    active_users: users,
-                    adoption,
-                };
+                let windows = summaries
+                    .iter()
+                    .filter_map(|s| s.features.features.get(usize::from(id)));
+                let kpis = feature_kpis(cx.shape, windows, active);
                 (registry.name(id).to_owned(), kpis)
             })
             .collect();
@@ -277,6 +257,70 @@ impl Family for Features {
                 });
             }
         }
+    }
+}
+
+/// Records that `user` used feature `id` on the day of `day`.
+pub(crate) fn record_feature(
+    day: &mut FeatureDay,
+    id: FeatureId,
+    user: &UserHash,
+    shape: SketchShape,
+) {
+    let index = usize::from(id);
+    if day.len() <= index {
+        day.resize(index + 1, None);
+    }
+    day[index]
+        .get_or_insert_with(|| DistinctSketch::new(shape))
+        .insert(user);
+}
+
+/// Folds one population's feature days, today first, into each feature's windows; `past`
+/// (by [`FeatureId`]) is recomputed when `refresh`, else taken as it was kept (a feature
+/// beyond its end had no day before today when it was computed).
+pub(crate) fn fold_features(
+    days: &[Option<&FeatureDay>],
+    past: &mut Vec<PastSketches>,
+    refresh: bool,
+    shape: SketchShape,
+) -> FeaturesSummary {
+    let count = days.iter().flatten().map(|d| d.len()).max().unwrap_or(0);
+    let of = |id: usize| -> Vec<Option<&DistinctSketch>> {
+        days.iter()
+            .map(|d| d.and_then(|d| d.get(id)?.as_ref()))
+            .collect()
+    };
+    if refresh {
+        *past = (0..count)
+            .map(|id| PastSketches::fold(&of(id), shape))
+            .collect();
+    }
+    let no_past = PastSketches::default();
+    FeaturesSummary {
+        features: (0..count)
+            .map(|id| {
+                let past = past.get(id).unwrap_or(&no_past);
+                SketchWindows::fold(&of(id), past, Previous::Skip, shape)
+            })
+            .collect(),
+    }
+}
+
+/// One feature's users and adoption among a population's `active` users, from its windows
+/// in every summary.
+pub(crate) fn feature_kpis<'a>(
+    shape: SketchShape,
+    windows: impl Iterator<Item = &'a SketchWindows> + Clone,
+    active: &Windowed<u64>,
+) -> FeatureKpis {
+    let users = Windowed::from_fn(|w| {
+        union_estimate(shape, windows.clone().filter_map(|f| f.current[w].as_ref()))
+    });
+    let adoption = Windowed::from_fn(|w| ratio(*users.get(w) as f64, *active.get(w) as f64));
+    FeatureKpis {
+        active_users: users,
+        adoption,
     }
 }
 

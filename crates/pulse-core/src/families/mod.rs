@@ -97,6 +97,7 @@ pub trait Family {
 }
 
 pub mod activity;
+pub mod breakdown_features;
 pub mod breakdowns;
 pub mod features;
 pub mod funnels;
@@ -311,6 +312,7 @@ families! {
     retention: retention::Retention,
     outcomes: outcomes::Outcomes,
     breakdowns: breakdowns::Breakdowns,
+    breakdown_features: breakdown_features::BreakdownFeatures,
     funnels: funnels::Funnels,
 }
 

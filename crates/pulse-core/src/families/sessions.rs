@@ -310,9 +310,19 @@ pub(crate) fn session_windows<'a>(
     at: SummaryPoint,
     day: impl Fn(crate::time::Day) -> Option<&'a SessionStats>,
 ) -> [SessionStats; 3] {
+    with_today(&past_sessions(at, &day), day(at.today))
+}
+
+/// The statistics of the sessions started on the days before today in each window ending
+/// today, by [`WINDOWS`] position (the 1-day window has none): what a refresh on the same
+/// day may reuse, as long as no session closed into one of those days.
+pub(crate) fn past_sessions<'a>(
+    at: SummaryPoint,
+    day: impl Fn(crate::time::Day) -> Option<&'a SessionStats>,
+) -> [SessionStats; 3] {
     let mut windows: [SessionStats; 3] = Default::default();
     let mut running = SessionStats::default();
-    for (offset, d) in at.days().take(WINDOWS[2]).enumerate() {
+    for (offset, d) in at.days().take(WINDOWS[2]).enumerate().skip(1) {
         if let Some(stats) = day(d) {
             running.merge(stats);
         }
@@ -321,6 +331,20 @@ pub(crate) fn session_windows<'a>(
         }
     }
     windows
+}
+
+/// Each window's statistics: the days before today in it ([`past_sessions`]) with today's.
+pub(crate) fn with_today(
+    past: &[SessionStats; 3],
+    today: Option<&SessionStats>,
+) -> [SessionStats; 3] {
+    std::array::from_fn(|w| {
+        let mut stats = past[w].clone();
+        if let Some(today) = today {
+            stats.merge(today);
+        }
+        stats
+    })
 }
 
 pub(crate) fn session_kpis(stats: &SessionStats, active_users: u64) -> SessionKpis {
