@@ -86,7 +86,7 @@ fn main() {
         }
         let read = started.elapsed();
         let started = Instant::now();
-        let combined = reader.combine(Vec::new(), &router, |_, _| false);
+        let combined = reader.combine(Vec::new(), &router, shape, |_, _| false);
         let snapshot = snapshot::build(
             &combined.router,
             &combined.counters,

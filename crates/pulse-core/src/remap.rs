@@ -16,12 +16,13 @@
 
 use crate::dimensions::{DimensionRegistry, FIRST_TRACKED, MAX_DIMENSIONS, OTHER_ID, ValueId};
 use crate::engine::EngineState;
-use crate::families::KpiState;
+use crate::families::{KpiState, Summary};
 use crate::family::Rules;
 use crate::features::FeatureId;
 use crate::ingest::RouterState;
 use crate::partition::PartitionState;
 use crate::settings::EngineSettings;
+use crate::sketch::SketchShape;
 
 /// Where each id of the saving router goes in the taking one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +101,25 @@ pub fn remap(state: &mut KpiState, from: &RouterState, into: &mut RouterState, r
     }
     state.features.remap(&map, rules.shape);
     state.breakdowns.remap(&map, rules.shape);
+    state.breakdown_features.remap(&map, rules.shape);
+}
+
+/// Rewrites a partition's `summary`, made by a router with `from`'s registries, into
+/// `into`'s (which may gain names): how the global view merges summaries that other
+/// instances published ([`crate::global_view`]).
+pub fn remap_summary(
+    summary: &mut Summary,
+    from: &RouterState,
+    into: &mut RouterState,
+    shape: SketchShape,
+) {
+    let map = IdMap::between(from, into);
+    if map.is_identity() {
+        return;
+    }
+    summary.features.remap(&map, shape);
+    summary.breakdowns.remap(&map, shape);
+    summary.breakdown_features.remap(&map, shape);
 }
 
 /// One engine state from partitions saved by different routers (`parts`: each partition
@@ -164,6 +184,8 @@ mod tests {
                 paths: vec!["/platform".into()],
                 max_values: 4,
             }],
+            // Feature adoption per platform too: its sketches carry both kinds of id.
+            feature_dimensions: vec!["platform".into()],
             ..EngineSettings::default()
         }
     }

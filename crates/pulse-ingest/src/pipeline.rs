@@ -166,6 +166,11 @@ impl Pipeline {
         self.ingestor.advance_watermark(watermark_ms);
     }
 
+    /// The sketches' shape (how summaries of other instances merge in).
+    pub fn sketch_shape(&self) -> pulse_core::sketch::SketchShape {
+        Rules::of(&self.settings).shape
+    }
+
     pub fn ingestor(&self) -> &pulse_core::ingest::Ingestor {
         &self.ingestor
     }

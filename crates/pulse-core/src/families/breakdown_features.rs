@@ -29,12 +29,13 @@ use crate::families::{Family, Sections, Summary};
 use crate::family::{RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut, gauge};
 use crate::features::FeatureId;
 use crate::ring::DayRing;
-use crate::sketch::DistinctSketch;
-use crate::windows::{PastFor, PastSketches, SummaryPoint, Windowed};
+use crate::sketch::{DistinctSketch, SketchShape};
+use crate::windows::{PastFor, PastSketches, SummaryPoint, Windowed, merge_sketch};
 
-use super::breakdowns::{by_key, ids_held, merge_by_value, moved_from};
+use super::breakdowns::{by_key, ids_held, merge_by_value, moved_from, moved_value};
 use super::features::{
     FeatureDay, FeatureKpis, FeaturesSummary, feature_kpis, fold_features, record_feature,
+    remap_feature_day,
 };
 
 #[derive(Debug)]
@@ -61,7 +62,7 @@ pub struct BreakdownFeaturesCache {
     values: Vec<Vec<Vec<PastSketches>>>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BreakdownFeaturesSummary {
     /// Per dimension position, per value id: each feature's windows among its users.
     pub dimensions: Vec<Vec<FeaturesSummary>>,
@@ -83,6 +84,51 @@ pub const DIMENSION_FEATURE_ADOPTION_RATIO: SeriesDef = gauge(
     VALUE_FEATURE_WINDOW,
     "Users of the feature carrying the value divided by the value's active users, in the window.",
 );
+
+impl BreakdownFeaturesState {
+    /// Every value's feature sketches moved to the value's and the features' ids in another
+    /// registry ([`crate::remap`]); what lands on one id is united.
+    pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: SketchShape) {
+        for (_, day) in self.days.iter_mut() {
+            for (position, values) in day.iter_mut().enumerate() {
+                values
+                    .iter_mut()
+                    .for_each(|features| remap_feature_day(features, map, shape));
+                *values = crate::remap::relocate(
+                    std::mem::take(values),
+                    |id| moved_value(map, position, id),
+                    |features| !features.is_empty(),
+                    |mine, theirs| {
+                        if mine.len() < theirs.len() {
+                            mine.resize_with(theirs.len(), || None);
+                        }
+                        for (mine, theirs) in mine.iter_mut().zip(theirs) {
+                            merge_sketch(mine, theirs, shape);
+                        }
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl BreakdownFeaturesSummary {
+    /// Every value's feature windows moved to the value's and the features' ids in another
+    /// registry ([`crate::remap`]).
+    pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: SketchShape) {
+        for (position, values) in self.dimensions.iter_mut().enumerate() {
+            values
+                .iter_mut()
+                .for_each(|features| features.remap(map, shape));
+            *values = crate::remap::relocate(
+                std::mem::take(values),
+                |id| moved_value(map, position, id),
+                |features| !features.features.is_empty(),
+                |mine, theirs| mine.merge(theirs, shape),
+            );
+        }
+    }
+}
 
 impl Family for BreakdownFeatures {
     type State = BreakdownFeaturesState;

@@ -189,15 +189,36 @@ impl BreakdownsState {
     }
 }
 
+/// Where value `id` of dimension `position` goes in another registry ([`crate::remap`]).
+pub(crate) fn moved_value(map: &crate::remap::IdMap, position: usize, id: usize) -> usize {
+    let mut ids = [crate::dimensions::NONE_ID; crate::dimensions::MAX_DIMENSIONS];
+    ids[position] = id as ValueId;
+    usize::from(map.dims(ids)[position])
+}
+
+impl BreakdownsSummary {
+    /// Every value's windows moved to its id in another registry ([`crate::remap`]).
+    pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: SketchShape) {
+        for (position, values) in self.dimensions.iter_mut().enumerate() {
+            *values = crate::remap::relocate(
+                std::mem::take(values),
+                |id| moved_value(map, position, id),
+                Option::is_some,
+                |mine, theirs| match (mine.as_mut(), theirs) {
+                    (_, None) => {}
+                    (None, theirs) => *mine = theirs,
+                    (Some(mine), Some(theirs)) => merge_value(mine, theirs, shape),
+                },
+            );
+        }
+    }
+}
+
 impl BreakdownsState {
     /// Moves every value's days, session statistics and open sessions' tags to its id in
     /// another registry ([`crate::remap`]); what lands on one id is united.
     pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: SketchShape) {
-        let moved = |position: usize, id: usize| -> usize {
-            let mut ids = [crate::dimensions::NONE_ID; crate::dimensions::MAX_DIMENSIONS];
-            ids[position] = id as ValueId;
-            usize::from(map.dims(ids)[position])
-        };
+        let moved = |position: usize, id: usize| moved_value(map, position, id);
         for (_, day) in self.days.iter_mut() {
             for (position, values) in day.iter_mut().enumerate() {
                 *values = crate::remap::relocate(

@@ -76,7 +76,31 @@ pub const FEATURE_ADOPTION_RATIO: SeriesDef = gauge(
     "Users of the feature divided by active users, in the window.",
 );
 
+/// One day's feature sketches moved to their ids in another registry ([`crate::remap`]).
+pub(crate) fn remap_feature_day(
+    day: &mut FeatureDay,
+    map: &crate::remap::IdMap,
+    shape: crate::sketch::SketchShape,
+) {
+    *day = crate::remap::relocate(
+        std::mem::take(day),
+        |id| usize::from(map.feature(id as FeatureId)),
+        Option::is_some,
+        |mine, theirs| crate::windows::merge_sketch(mine, theirs, shape),
+    );
+}
+
 impl FeaturesSummary {
+    /// Each feature's windows moved to its id in another registry ([`crate::remap`]).
+    pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: SketchShape) {
+        self.features = crate::remap::relocate(
+            std::mem::take(&mut self.features),
+            |id| usize::from(map.feature(id as FeatureId)),
+            |_| true,
+            |mine, theirs| mine.merge(theirs, shape),
+        );
+    }
+
     /// Takes `other` in: each feature's windows of both.
     pub(crate) fn merge(&mut self, other: FeaturesSummary, shape: SketchShape) {
         if self.features.len() < other.features.len() {
@@ -98,12 +122,7 @@ impl FeaturesState {
     /// Moves each feature's sketches to its id in another registry ([`crate::remap`]).
     pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: crate::sketch::SketchShape) {
         for (_, day) in self.days.iter_mut() {
-            *day = crate::remap::relocate(
-                std::mem::take(day),
-                |id| usize::from(map.feature(id as FeatureId)),
-                Option::is_some,
-                |mine, theirs| crate::windows::merge_sketch(mine, theirs, shape),
-            );
+            remap_feature_day(day, map, shape);
         }
     }
 

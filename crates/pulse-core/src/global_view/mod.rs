@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::families::Summary;
 use crate::ingest::RouterState;
 use crate::partition::{Counters, PartitionInputs};
+use crate::sketch::SketchShape;
 
 /// Leading bytes of a record's value: a magic number and the format version.
 const MAGIC: &[u8; 4] = b"PLG\x01";
@@ -220,17 +221,20 @@ impl RemoteView {
 
     /// The global view: `local` partitions that `owned` says this instance owns, then
     /// every other partition from the topic, or from `local` if the topic has not told it
-    /// yet. Counters add (partitions are disjoint); the router is the one of the newest
-    /// event time, so that its registries name every feature the others do.
+    /// yet. Counters add (partitions are disjoint). Each instance numbers features and
+    /// breakdown values in the order it met them, so another instance's summary is first
+    /// remapped by name into a copy of this instance's registries
+    /// ([`crate::remap::remap_summary`]); the clock is the newest of all.
     pub fn combine(
         &self,
         local: Vec<LocalPartition>,
         local_router: &RouterState,
+        shape: SketchShape,
         owned: impl Fn(&str, i32) -> bool,
     ) -> Combined {
         let mut counters = Counters::default();
         let mut summaries = Vec::new();
-        let mut router = local_router;
+        let mut router = local_router.clone();
         let mut taken_locally = std::collections::BTreeSet::new();
         for part in local {
             let remote = self.partitions.get(&(part.topic.clone(), part.partition));
@@ -250,16 +254,15 @@ impl RemoteView {
             counters.add(&head.inputs.counters);
             let mut summary = remote.summary.clone();
             summary.estimated_bytes = head.estimated_bytes;
+            crate::remap::remap_summary(&mut summary, &head.router, &mut router, shape);
             summaries.push(summary);
             remote_partitions += 1;
-            if head.router.max_event_ms > router.max_event_ms {
-                router = &head.router;
-            }
+            router.max_event_ms = router.max_event_ms.max(head.router.max_event_ms);
         }
         Combined {
             summaries,
             counters,
-            router: router.clone(),
+            router,
             remote_partitions,
         }
     }

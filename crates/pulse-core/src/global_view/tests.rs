@@ -19,6 +19,10 @@ fn settings(partitions: usize) -> EngineSettings {
 }
 
 /// An engine fed `events` (user, kind, feature, minutes after T0) over `partitions`.
+fn shape() -> crate::sketch::SketchShape {
+    Rules::of(&settings(1)).shape
+}
+
 fn engine_of(partitions: usize, events: &[(u32, u8, u8, i64)]) -> Engine {
     let mut engine = Engine::new(settings(partitions), WALL_MS);
     for &(user, kind, feature, minutes) in events {
@@ -102,7 +106,7 @@ proptest! {
         let records = publish(&engine, &mut Publisher::default(), 1);
         let view = read(&records);
         let empty = Engine::new(settings(partitions), WALL_MS);
-        let combined = view.combine(Vec::new(), empty.ingestor().state(), |_, _| false);
+        let combined = view.combine(Vec::new(), empty.ingestor().state(), shape(), |_, _| false);
         prop_assert_eq!(combined.remote_partitions, engine.state().partitions.len());
         let got = snapshot_of(&combined, &engine);
         prop_assert_eq!(&got.kpis, &expected.kpis);
@@ -120,7 +124,7 @@ proptest! {
         let view = read(&records);
         let router = engine.state().router;
         let local: Vec<LocalPartition> = locals(&engine).into_iter().filter(|l| l.partition % 2 == 0).collect();
-        let combined = view.combine(local, &router, |_, p| p % 2 == 0);
+        let combined = view.combine(local, &router, shape(), |_, p| p % 2 == 0);
         let got = snapshot_of(&combined, &engine);
         prop_assert_eq!(&got.kpis, &expected.kpis);
         prop_assert_eq!(&got.events, &expected.events);
@@ -194,7 +198,7 @@ fn a_stale_epoch_is_ignored_and_a_dead_owners_summary_keeps_counting() {
         );
     }
     let empty = Engine::new(settings(1), WALL_MS);
-    let combined = view.combine(Vec::new(), empty.ingestor().state(), |_, _| false);
+    let combined = view.combine(Vec::new(), empty.ingestor().state(), shape(), |_, _| false);
     let got = snapshot_of(&combined, &engine);
     assert_eq!(got.kpis, before.kpis, "the epoch-5 summary stands");
     assert_eq!(got.events.accepted, 2);
@@ -220,11 +224,43 @@ fn records_of_another_kind_are_errors_not_panics() {
         Taken::UnknownPiece
     );
     assert!(
-        view.combine(Vec::new(), engine_of(1, &[]).ingestor().state(), |_, _| {
-            false
-        })
+        view.combine(
+            Vec::new(),
+            engine_of(1, &[]).ingestor().state(),
+            shape(),
+            |_, _| { false }
+        )
         .summaries
         .is_empty(),
         "a partition without its head is not counted"
     );
+}
+
+/// Two instances that met the features in opposite orders number them differently: the
+/// summaries of the other are remapped by name, so every feature's figures are its own.
+#[test]
+fn another_instances_feature_ids_are_remapped_by_name() {
+    let events: Vec<_> = (0..200u32)
+        .map(|user| (user, 2, (user % 4) as u8, i64::from(user)))
+        .collect();
+    let mut whole = engine_of(2, &events);
+    let expected = whole.snapshot();
+    let here = engine_of(2, &events);
+    let reversed: Vec<_> = events.iter().rev().copied().collect();
+    let other = engine_of(2, &reversed);
+    let (here_router, other_router) = (here.state().router, other.state().router);
+    assert_ne!(
+        here_router.features.name(0),
+        other_router.features.name(0),
+        "the test needs registries that disagree"
+    );
+    let view = read(&publish(&other, &mut Publisher::default(), 1));
+    let local = locals(&here)
+        .into_iter()
+        .filter(|l| l.partition == 0)
+        .collect();
+    let combined = view.combine(local, &here_router, shape(), |_, p| p == 0);
+    let got = snapshot_of(&combined, &whole);
+    assert_eq!(got.kpis.features, expected.kpis.features);
+    assert_eq!(got.kpis.activity, expected.kpis.activity);
 }

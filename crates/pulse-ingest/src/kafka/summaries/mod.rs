@@ -162,7 +162,12 @@ impl GlobalView {
         }
         let combined = {
             let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
-            remote.combine(local, pipeline.ingestor().state(), is_owned)
+            remote.combine(
+                local,
+                pipeline.ingestor().state(),
+                pipeline.sketch_shape(),
+                is_owned,
+            )
         };
         Ok(pipeline.build_snapshot(&combined.router, &combined.counters, &combined.summaries))
     }
