@@ -168,7 +168,8 @@ async fn production_faster_than_pulse_applies_is_absorbed_and_caught_up() {
     pulse.wait_for(
         "the partition assignment",
         kafka::GROUP_JOIN_TIMEOUT,
-        |_| pulse.log().contains("Partitions assigned."),
+        // With a state location the line goes on: "Partitions assigned; loading their state."
+        |_| pulse.log().contains("Partitions assigned"),
     );
 
     // `pulse loadgen` produces without pause, pipelined (hundreds of thousands per second
