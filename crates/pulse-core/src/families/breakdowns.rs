@@ -189,6 +189,19 @@ impl BreakdownsState {
     }
 }
 
+/// Takes `theirs` into `mine`, either of which may hold no summary of the value.
+fn merge_held_value(
+    mine: &mut Option<ValueSummary>,
+    theirs: Option<ValueSummary>,
+    shape: SketchShape,
+) {
+    match (mine.as_mut(), theirs) {
+        (_, None) => {}
+        (None, theirs) => *mine = theirs,
+        (Some(mine), Some(theirs)) => merge_value(mine, theirs, shape),
+    }
+}
+
 /// Where value `id` of dimension `position` goes in another registry ([`crate::remap`]).
 pub(crate) fn moved_value(map: &crate::remap::IdMap, position: usize, id: usize) -> usize {
     let mut ids = [crate::dimensions::NONE_ID; crate::dimensions::MAX_DIMENSIONS];
@@ -204,11 +217,7 @@ impl BreakdownsSummary {
                 std::mem::take(values),
                 |id| moved_value(map, position, id),
                 Option::is_some,
-                |mine, theirs| match (mine.as_mut(), theirs) {
-                    (_, None) => {}
-                    (None, theirs) => *mine = theirs,
-                    (Some(mine), Some(theirs)) => merge_value(mine, theirs, shape),
-                },
+                |mine, theirs| merge_held_value(mine, theirs, shape),
             );
         }
     }
@@ -414,15 +423,9 @@ impl Family for Breakdowns {
     }
 
     fn merge(into: &mut BreakdownsSummary, other: BreakdownsSummary, rules: &Rules) {
-        merge_by_value(
-            &mut into.dimensions,
-            other.dimensions,
-            |mine, theirs| match (mine.as_mut(), theirs) {
-                (_, None) => {}
-                (None, theirs) => *mine = theirs,
-                (Some(mine), Some(theirs)) => merge_value(mine, theirs, rules.shape),
-            },
-        );
+        merge_by_value(&mut into.dimensions, other.dimensions, |mine, theirs| {
+            merge_held_value(mine, theirs, rules.shape)
+        });
     }
 
     fn estimated_bytes(state: &BreakdownsState, cache: &BreakdownsCache) -> usize {
