@@ -42,6 +42,9 @@
 //! `platform` and `plan`, each configured as a breakdown dimension whose cap is its number
 //! of values; a user's value is fixed, uniform over `v0…v24`, a pure function of (seed,
 //! user), so each value has its share of every day's users. The sweep leaves it empty.
+//! `--feature-dimensions platform` (child only) also splits feature adoption by those
+//! dimensions' values (`features = true`), and `--days 35` (child only) lengthens the month,
+//! for the memory of a service that holds its whole retention of day sketches.
 
 mod support;
 
@@ -62,6 +65,7 @@ use support::{arg, per_second};
 const DAY_MS: i64 = 86_400_000;
 /// 2026-03-01T00:00:00Z, the first day of the month.
 const T0: i64 = 1_772_323_200_000;
+/// The sweep's month; a child's `--days` lengthens it (the memory of a service past its month).
 const DAYS: i64 = 30;
 /// Records rendered before they are fed (and the clock is read).
 const CHUNK: usize = 1 << 16;
@@ -81,6 +85,8 @@ struct Month {
     users: u32,
     features: u32,
     seed: u64,
+    /// Days in the month (`DAYS` unless a child's `--days` says otherwise).
+    days: i64,
     /// Probability that a user is active on a day other than its first.
     p_other_day: f64,
 }
@@ -127,12 +133,13 @@ fn unit(h: u64) -> f64 {
 }
 
 impl Month {
-    fn new(users: u32, features: u32, active_days: f64, seed: u64) -> Month {
+    fn new(users: u32, features: u32, active_days: f64, seed: u64, days: i64) -> Month {
         Month {
             users,
             features,
             seed,
-            p_other_day: ((active_days - 1.0) / (DAYS - 1) as f64).clamp(0.0, 1.0),
+            days,
+            p_other_day: ((active_days - 1.0) / (days - 1) as f64).clamp(0.0, 1.0),
         }
     }
 
@@ -141,7 +148,7 @@ impl Month {
     }
 
     fn first_day(&self, user: u32) -> i64 {
-        (self.hash(salt::FIRST, user, 0) % DAYS as u64) as i64
+        (self.hash(salt::FIRST, user, 0) % self.days as u64) as i64
     }
 
     fn is_new(&self, user: u32) -> bool {
@@ -247,8 +254,8 @@ struct Exact {
 }
 
 /// Bit `w` set: `day` lies in window `w` (1, 7 or 30 days ending on the last day).
-fn windows_of(day: i64) -> u8 {
-    let age = DAYS - 1 - day;
+fn windows_of(month: &Month, day: i64) -> u8 {
+    let age = month.days - 1 - day;
     u8::from(age < 1) | (u8::from(age < 7) << 1) | (u8::from(age < 30) << 2)
 }
 
@@ -268,17 +275,20 @@ fn exact_counts(month: &Month) -> Exact {
     for user in 0..month.users {
         let mut active = 0u8;
         used.clear();
-        for day in 0..DAYS {
+        for day in 0..month.days {
             if !month.active(user, day) {
                 continue;
             }
-            let mask = windows_of(day);
+            let mask = windows_of(month, day);
             active |= mask;
             used.extend(month.visit_features(user, day).map(|f| (f, mask)));
         }
         add_windows(&mut exact.active, active);
         if month.is_new(user) {
-            add_windows(&mut exact.new_users, windows_of(month.first_day(user)));
+            add_windows(
+                &mut exact.new_users,
+                windows_of(month, month.first_day(user)),
+            );
         }
         used.sort_unstable();
         for run in used.chunk_by(|a, b| a.0 == b.0) {
@@ -293,7 +303,7 @@ fn exact_counts(month: &Month) -> Exact {
 fn oracle_counts(month: &Month) -> Exact {
     let mut events = Vec::new();
     let mut visits = Vec::new();
-    for day in 0..DAYS {
+    for day in 0..month.days {
         month.visits(day, &mut visits);
         for v in &visits {
             month.visit(*v as u32, day, |ev| events.push(generated(&ev)));
@@ -381,6 +391,9 @@ fn child() {
     let shards: usize = arg("--shards", 2);
     let active_days: f64 = arg("--active-days", 3.0);
     let seed: u64 = arg("--seed", 1);
+    let days: i64 = arg("--days", DAYS);
+    // Dimensions whose values also split feature adoption (`features = true`).
+    let feature_dimensions: Vec<String> = list("--feature-dimensions", "");
     // Open sessions added after the month, cumulative ("100000,1000000"); none by default.
     let bursts: Vec<u32> = list("--bursts", "");
     let dimensions: Vec<(String, u32)> = list::<String>("--dimensions", "")
@@ -395,7 +408,7 @@ fn child() {
             )
         })
         .collect();
-    let month = Month::new(users, features, active_days, seed);
+    let month = Month::new(users, features, active_days, seed, days);
     let settings = EngineSettings {
         dimensions: dimensions
             .iter()
@@ -405,6 +418,7 @@ fn child() {
                 max_values: *values as usize,
             })
             .collect(),
+        feature_dimensions: feature_dimensions.clone(),
         shards,
         // One virtual partition per worker, as `pulse replay` and `pulse demo` default to:
         // every worker has work, and state is split as finely as the workers need.
@@ -420,7 +434,7 @@ fn child() {
         .expect("tokio runtime");
     let report = runtime.block_on(async move {
         let mut pipeline =
-            Pipeline::start(settings, T0 + DAYS * DAY_MS, None).expect("start shards");
+            Pipeline::start(settings, T0 + month.days * DAY_MS, None).expect("start shards");
         let mut chunk = Chunk {
             dimensions: dimensions.clone(),
             seed,
@@ -431,7 +445,7 @@ fn child() {
         let (mut rss_by_day, mut first_of_day) = (Vec::new(), Duration::ZERO);
         let mut visits_peak = 0;
         let started = Instant::now();
-        for day in 0..DAYS {
+        for day in 0..month.days {
             month.visits(day, &mut visits);
             visits_peak = visits_peak.max(visits.capacity());
             for v in &visits {
@@ -470,7 +484,7 @@ fn child() {
             .last_event_at
             .as_deref()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map_or(T0 + DAYS * DAY_MS - 1, |t| t.as_millisecond());
+            .map_or(T0 + month.days * DAY_MS - 1, |t| t.as_millisecond());
         // [open keys, RSS KiB, estimate B, peak RSS KiB] at each point.
         let mut open = vec![json!([
             snapshot.state.open_session_keys,
@@ -527,7 +541,7 @@ fn child() {
         let dense_bytes = 1usize << lg_k;
         let mut sizes = SketchSizes::default();
         for partition in &state.partitions {
-            for day in 0..DAYS {
+            for day in 0..month.days {
                 let day = ((T0 + day * DAY_MS) / DAY_MS) as Day;
                 if let Some(activity) = partition.kpis.activity.day(day) {
                     sizes.active.add(&activity.active, dense_bytes);
@@ -547,7 +561,8 @@ fn child() {
         });
         json!({
             "users": users, "features": features, "shards": shards, "seed": seed,
-            "dimensions": dimensions,
+            "dimensions": dimensions, "days": month.days,
+            "feature_dimensions": feature_dimensions,
             "active_days": active_days, "lg_k": lg_k,
             "events": events, "accepted": snapshot.events.accepted,
             "late_for_sessions": snapshot.events.late_for_sessions,
@@ -639,7 +654,7 @@ fn parent() {
     let limit: u64 = arg("--timeout-secs", 1_200);
 
     if verify_users > 0 {
-        let month = Month::new(verify_users, 50, active_days, seed);
+        let month = Month::new(verify_users, 50, active_days, seed, DAYS);
         let (mine, oracle) = (exact_counts(&month), oracle_counts(&month));
         assert_eq!(
             mine, oracle,
@@ -700,7 +715,7 @@ fn parent() {
     let mut runs: Vec<(Config, Value, Errors)> = Vec::new();
     for config in configs {
         let report = settings.run(config, "");
-        let month = Month::new(config.users, config.features, active_days, seed);
+        let month = Month::new(config.users, config.features, active_days, seed, DAYS);
         let errors = Errors::of(&report["kpis"], &exact_counts(&month));
         eprintln!(
             "   {:.1} s, peak RSS {:.0} MiB, mean error {:.2} %, max {:.2} %",
