@@ -27,6 +27,12 @@
 //! here, the share of that time pulse's busiest thread was busy says how much faster a
 //! broker pulse could follow before one of its threads becomes the limit.
 //!
+//! `--instances N` (1 by default) runs `pulse run` as N members of one consumer group on
+//! one shared state directory, with the global view on (`[summaries]`, published every
+//! 200 ms), as a scaled-out deployment runs: the figures are then the group's, its CPU the
+//! sum of the members' (per event, the cost of scaling out), and the end is the first
+//! member whose global view counts every event. Freshness is probed with one member only.
+//!
 //! Every process runs under `timeout -s KILL`, so nothing outlives the harness for long.
 
 mod support;
@@ -48,8 +54,10 @@ use support::{
 /// The topic of this run: fixed on the private broker, fresh on an external one.
 static TOPIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// How freshness is probed once the backlog is consumed.
+/// How `pulse run` runs, and how freshness is probed once the backlog is consumed.
 struct Probing {
+    /// Members of the consumer group.
+    instances: usize,
     /// pulse's `http.refresh_interval`, in milliseconds.
     refresh_ms: u64,
     probes: usize,
@@ -62,9 +70,13 @@ struct CpuReading {
 }
 
 impl CpuReading {
-    fn now(reader_pid: u32, broker_pid: Option<u32>) -> CpuReading {
+    /// `reader_pids`: the reader's processes (several for a group of `pulse run`).
+    fn now(reader_pids: &[u32], broker_pid: Option<u32>) -> CpuReading {
         CpuReading {
-            reader: thread_cpu_seconds(reader_pid),
+            reader: reader_pids
+                .iter()
+                .flat_map(|&pid| thread_cpu_seconds(pid))
+                .collect(),
             broker: broker_pid.map(|pid| thread_cpu_seconds(pid).values().map(|(_, s)| s).sum()),
         }
     }
@@ -127,6 +139,7 @@ fn main() {
     let limit = Duration::from_secs(arg("--timeout-secs", 1500));
     let deadline = Instant::now() + limit;
     let probing = Probing {
+        instances: arg("--instances", 1),
         refresh_ms: arg("--refresh-ms", 100),
         probes: arg("--probes", 20),
     };
@@ -356,7 +369,7 @@ fn bare_consumer(
         let message = result.expect("consume");
         if records == 0 {
             first = started.elapsed().as_secs_f64();
-            cpu_at_first = Some(CpuReading::now(std::process::id(), broker_pid));
+            cpu_at_first = Some(CpuReading::now(&[std::process::id()], broker_pid));
         }
         records += 1;
         if let Some(payload) = message.payload() {
@@ -369,15 +382,16 @@ fn bare_consumer(
     let seconds = started.elapsed().as_secs_f64();
     let cpu = CpuUsed::between(
         &cpu_at_first.expect("read records"),
-        &CpuReading::now(std::process::id(), broker_pid),
+        &CpuReading::now(&[std::process::id()], broker_pid),
     );
     eprintln!("bare consumer read {records} records");
     (seconds, first, bytes, checksum, cpu)
 }
 
-/// Runs `pulse run` until `/v1/metrics` counts `total` records; returns (seconds from start,
-/// steady seconds, events in the steady part, accepted, rejected, freshness probes, CPU in
-/// the steady part).
+/// Runs `pulse run` (`instances` members of one group) until a member's `/v1/metrics`
+/// counts `total` records; returns (seconds from start, steady seconds, events in the
+/// steady part, accepted, rejected, freshness probes, CPU of every member in the steady
+/// part).
 fn pulse_run(
     pulse: &Path,
     brokers: &str,
@@ -387,14 +401,24 @@ fn pulse_run(
     broker_pid: Option<u32>,
     deadline: Instant,
 ) -> (f64, f64, u64, u64, u64, Vec<f64>, CpuUsed) {
-    let http = free_port();
     let topic = topic();
-    let config = work.join("pulse.toml");
     let refresh = format!("{}ms", probing.refresh_ms);
-    std::fs::write(
-        &config,
-        format!(
-            r#"shards = 2
+    // One member needs no global view; several publish theirs, as a scaled-out group does.
+    let instances = probing.instances;
+    let summaries = if instances > 1 {
+        "[summaries]\nenabled = true\ntopic = \"bench-summaries\"\npublish_interval = \"200ms\"\n"
+    } else {
+        ""
+    };
+    let started = Instant::now();
+    let mut members: Vec<(u16, Guard, std::path::PathBuf)> = (0..instances)
+        .map(|member| {
+            let http = free_port();
+            let config = work.join(format!("pulse-{member}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    r#"shards = 2
 [kafka]
 brokers = "{brokers}"
 topics = ["{topic}"]
@@ -410,68 +434,85 @@ refresh_interval = "{refresh}"
 dir = "{}"
 [rollups]
 enabled = false
-"#,
-            work.join("state").display()
-        ),
-    )
-    .expect("write config");
-    let started = Instant::now();
-    let config_arg = config.to_string_lossy().into_owned();
-    let mut child = Guard::spawn(
-        "pulse run",
-        Duration::from_secs(remaining(deadline)),
-        pulse,
-        &[
-            "run",
-            "--config",
-            &config_arg,
-            "--clock",
-            "event-time",
-            "--log-level",
-            "warn",
-        ],
-        &work.join("pulse.log"),
-    );
+{summaries}"#,
+                    work.join("state").display()
+                ),
+            )
+            .expect("write config");
+            let log = work.join(format!("pulse-{member}.log"));
+            let config_arg = config.to_string_lossy().into_owned();
+            let child = Guard::spawn(
+                "pulse run",
+                Duration::from_secs(remaining(deadline)),
+                pulse,
+                &[
+                    "run",
+                    "--config",
+                    &config_arg,
+                    "--clock",
+                    "event-time",
+                    "--log-level",
+                    "warn",
+                ],
+                &log,
+            );
+            (http, child, log)
+        })
+        .collect();
+    let logs = |members: &[(u16, Guard, std::path::PathBuf)]| -> String {
+        members
+            .iter()
+            .map(|(_, _, log)| std::fs::read_to_string(log).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let pids = |members: &[(u16, Guard, std::path::PathBuf)]| -> Vec<u32> {
+        members
+            .iter()
+            .map(|(_, child, _)| child.child.id())
+            .collect()
+    };
     let mut first: Option<(Instant, u64, CpuReading)> = None;
-    let (accepted, rejected) = loop {
+    let (http, accepted, rejected) = 'poll: loop {
         assert!(
             Instant::now() < deadline,
-            "pulse run: time limit reached; log: {}",
-            std::fs::read_to_string(work.join("pulse.log")).unwrap_or_default()
+            "pulse run: time limit reached; logs: {}",
+            logs(&members)
         );
-        if let Ok(Some(status)) = child.child.try_wait() {
-            panic!(
-                "pulse run exited early ({status}); log: {}",
-                std::fs::read_to_string(work.join("pulse.log")).unwrap_or_default()
-            );
+        for (_, child, _) in &mut members {
+            if let Ok(Some(status)) = child.child.try_wait() {
+                panic!("pulse run exited early ({status})");
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
-        let Some(body) = http_get(http, "/v1/metrics") else {
-            continue;
-        };
-        let Ok(snapshot) = serde_json::from_str::<serde_json::Value>(&body) else {
-            continue;
-        };
-        let accepted = snapshot["events"]["accepted"].as_u64().unwrap_or(0);
-        let rejected = snapshot["events"]["rejected"].as_u64().unwrap_or(0);
-        let seen = accepted + rejected;
-        if seen > 0 && first.is_none() {
-            let cpu = CpuReading::now(child.child.id(), broker_pid);
-            first = Some((Instant::now(), seen, cpu));
-        }
-        if seen >= total {
-            break (accepted, rejected);
+        for (http, _, _) in &members {
+            let Some(body) = http_get(*http, "/v1/metrics") else {
+                continue;
+            };
+            let Ok(snapshot) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let accepted = snapshot["events"]["accepted"].as_u64().unwrap_or(0);
+            let rejected = snapshot["events"]["rejected"].as_u64().unwrap_or(0);
+            let seen = accepted + rejected;
+            if seen > 0 && first.is_none() {
+                let cpu = CpuReading::now(&pids(&members), broker_pid);
+                first = Some((Instant::now(), seen, cpu));
+            }
+            if seen >= total {
+                break 'poll (*http, accepted, rejected);
+            }
         }
     };
     let end = Instant::now();
     let (first_at, first_seen, cpu_at_first) = first.expect("saw events");
-    let cpu = CpuUsed::between(
-        &cpu_at_first,
-        &CpuReading::now(child.child.id(), broker_pid),
-    );
+    let cpu = CpuUsed::between(&cpu_at_first, &CpuReading::now(&pids(&members), broker_pid));
     let fresh = freshness(brokers, http, accepted + rejected, probing, deadline);
-    let stopped = child.terminate(Duration::from_secs(40));
-    eprintln!("pulse run stopped cleanly: {stopped}; accepted {accepted}, rejected {rejected}");
+    for (_, child, _) in &mut members {
+        let stopped = child.terminate(Duration::from_secs(40));
+        eprintln!("pulse run stopped cleanly: {stopped}");
+    }
+    eprintln!("accepted {accepted}, rejected {rejected}");
     (
         (end - started).as_secs_f64(),
         (end - first_at).as_secs_f64(),
