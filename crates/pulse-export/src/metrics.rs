@@ -81,7 +81,7 @@ pub const CONSUMER_LAG_MESSAGES: Def = gauge(
 pub const COMMITTED_OFFSET: Def = gauge(
     "pulse_committed_offset",
     &["topic", "partition"],
-    "Offset last committed for the partition.",
+    "Next offset this instance reads from the partition (Kafka's committed offset follows durable checkpoints).",
 );
 pub const LAST_EVENT_TIMESTAMP_SECONDS: Def = gauge(
     "pulse_last_event_timestamp_seconds",
