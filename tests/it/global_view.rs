@@ -7,13 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use pulse_core::families::Summary;
-use pulse_core::global_view::{PartitionHead, Publisher};
+use pulse_core::global_view::{PartitionHead, Publisher, SessionHold};
 use pulse_core::ingest::Ingestor;
 use pulse_tests::kafka;
 use serde_json::Value;
 
 use crate::helpers::{generate, json_diff, kpis_only, loadgen, run_engine_open, without_state};
-use crate::kafka_tests::{SERIAL, engine_settings, run_args, workload, write_config_with};
+use crate::kafka_tests::{
+    SERIAL, engine_settings, run_args, workload, write_config_in_group, write_config_with,
+};
 use crate::process::{Pulse, metric};
 
 /// Extra lines for a configuration: checkpoints often (the owner epoch a summary carries
@@ -103,6 +105,7 @@ async fn an_instance_owning_no_partition_serves_the_global_kpis_from_the_topic()
         inputs: Default::default(),
         router: Ingestor::new(&engine_settings(), 0).state().clone(),
         estimated_bytes: bytes,
+        hold: SessionHold::Done,
     };
     let mut records =
         Publisher::default().changed(&topic, 0, 0, &empty_head(0), &Summary::default());
@@ -131,5 +134,55 @@ async fn an_instance_owning_no_partition_serves_the_global_kpis_from_the_topic()
     );
     let (_, log) = reader.stop_and_log(Duration::from_secs(30));
     assert!(log.contains("Ignored a summary of a stale owner."), "{log}");
+    kafka::delete_topic(&brokers, &summaries).await;
+}
+
+/// Two members of one group, each reading half the partitions, close sessions while they
+/// run: each lets its session watermark go as far as the other's published holds say (a
+/// member without them could never let it move, since it reads only some partitions), and
+/// both serve the same session figures.
+#[tokio::test(flavor = "multi_thread")]
+async fn members_of_a_group_close_sessions_while_they_run() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka::brokers();
+    let (topic, _guard) = kafka::temp_topic(&brokers, "global-sessions", 4).await;
+    let summaries = kafka::unique_name("summaries");
+    let group = kafka::unique_name("pulse-sessions");
+    let produced = loadgen(&brokers, &topic, 300, 53);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let extra = global_view_lines(&summaries);
+    let start = |member: &str| {
+        let own = dir.path().join(member);
+        std::fs::create_dir_all(&own).unwrap();
+        let config = write_config_in_group(&own, &brokers, &topic, &group, &extra);
+        let mut args = run_args(&config);
+        args.extend(["--state", state.to_str().unwrap()]);
+        Pulse::start(&args)
+    };
+    let first = start("first");
+    let second = start("second");
+    let closed = |s: &Value| s["sessions"]["30d"]["count"].as_u64().unwrap_or(0);
+    for member in [&first, &second] {
+        member.wait_for(
+            "every event and closed sessions, while running",
+            Duration::from_secs(90),
+            |s| s["events"]["accepted"].as_u64() == Some(produced) && closed(s) > 0,
+        );
+    }
+    let settled = second.wait_for(
+        "the first member's session figures",
+        Duration::from_secs(30),
+        |s| {
+            first
+                .snapshot()
+                .is_some_and(|f| f["sessions"] == s["sessions"])
+        },
+    );
+    assert!(closed(&settled) > 0);
+    for member in [first, second] {
+        let (status, log) = member.stop_and_log(Duration::from_secs(30));
+        assert!(status.success(), "{log}");
+    }
     kafka::delete_topic(&brokers, &summaries).await;
 }

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use pulse_core::global_view::{PartitionHead, Publisher, Record, RemoteView};
+use pulse_core::global_view::{PartitionHead, Publisher, Record, RemoteView, SessionHold};
 use pulse_core::snapshot;
 use pulse_core::time::Calendar;
 use pulse_core::{Engine, EngineSettings};
@@ -69,6 +69,7 @@ fn main() {
                     inputs: inputs[*number].clone(),
                     router: router.clone(),
                     estimated_bytes: summary.estimated_bytes,
+                    hold: SessionHold::Done,
                 };
                 publisher.changed("events", *number as i32, 1, &head, summary)
             })

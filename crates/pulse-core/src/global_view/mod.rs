@@ -28,8 +28,9 @@ use crate::ingest::RouterState;
 use crate::partition::{Counters, PartitionInputs};
 use crate::sketch::SketchShape;
 
-/// Leading bytes of a record's value: a magic number and the format version.
-const MAGIC: &[u8; 4] = b"PLG\x01";
+/// Leading bytes of a record's value: a magic number and the format version (2: the head
+/// carries the partition's [`SessionHold`]; a reader ignores records of another version).
+const MAGIC: &[u8; 4] = b"PLG\x02";
 
 /// The piece that is not a family's.
 pub const HEAD: &str = "head";
@@ -43,6 +44,26 @@ pub struct PartitionHead {
     pub router: RouterState,
     /// Memory the publisher holds for the partition.
     pub estimated_bytes: u64,
+    /// How far the partition lets other instances' session watermarks go.
+    pub hold: SessionHold,
+}
+
+/// How far a partition lets the session watermark of an instance that does not own it go,
+/// as of the point its successor would resume from (its owner's latest durable checkpoint;
+/// the latest commit without a state store). Sessions live in one partition, so a remote
+/// partition's events never meet this instance's sessions; but the partition may be handed
+/// to this instance, which then reads its records again from that point, and a watermark
+/// that had run past them would count them too late for sessions. Without holds from the
+/// other members, no member of a group could let its watermark move at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionHold {
+    /// Nothing known yet (no event read, or no durable checkpoint yet): holds the watermark.
+    #[default]
+    Unknown,
+    /// Still being read; the newest event read up to that point.
+    At(i64),
+    /// Read to its end: holds nothing.
+    Done,
 }
 
 /// A record that is not one of the summaries topic's.
@@ -208,6 +229,15 @@ impl RemoteView {
         }
         remote.epoch = epoch;
         Ok(Taken::Applied)
+    }
+
+    /// The session hold of every partition whose head the topic has told.
+    pub fn holds(&self) -> impl Iterator<Item = (&str, i32, SessionHold)> {
+        self.partitions
+            .iter()
+            .filter_map(|((topic, partition), remote)| {
+                Some((topic.as_str(), *partition, remote.head.as_ref()?.hold))
+            })
     }
 
     /// Partitions read so far.

@@ -57,6 +57,7 @@ fn head(local: &LocalPartition, router: &RouterState) -> PartitionHead {
         inputs: local.inputs.clone(),
         router: router.clone(),
         estimated_bytes: local.summary.estimated_bytes,
+        hold: SessionHold::Done,
     }
 }
 

@@ -35,7 +35,7 @@ use super::ownership::Ownership;
 use super::probe::probe_broker;
 use super::resume::{Placement, Resume};
 use super::summaries::GlobalView;
-use super::watermarks::PartitionWatermarks;
+use super::watermarks::{PartitionWatermarks, PublishedHolds};
 use crate::checkpointer::Checkpointer;
 use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
@@ -256,6 +256,7 @@ pub async fn run(
     let mut resume = Resume::default();
     let mut ownership = durability.is_some().then(Ownership::default);
     let mut watermarks = PartitionWatermarks::default();
+    let mut holds = PublishedHolds::default();
     let mut was_caught_up = false;
     let mut shared_users = SharedUsersWarning::default();
     // Which Kafka partition each of the pipeline's partition numbers is, in order of first
@@ -285,6 +286,14 @@ pub async fn run(
                     // recv()): one copy serves the whole tick.
                     let positions = consumer.context().positions();
                     exchange_end_checks(&mut watermarks, &shared, &positions, broker_up.load(Ordering::Relaxed));
+                    // The other members' partitions count as far as they say (summaries),
+                    // which moves the watermark even when nothing arrives here.
+                    if let Some(view) = global.as_ref() {
+                        watermarks.set_remote_holds(view.remote_holds());
+                        if let Some(watermark) = watermarks.combined() {
+                            pipeline.advance_watermark(watermark);
+                        }
+                    }
                     // Caught up: every partition is ours and has reported its end.
                     let caught_up = watermarks.caught_up();
                     if caught_up != was_caught_up {
@@ -296,7 +305,7 @@ pub async fn run(
                         }
                     }
                     pipeline.advance_clock(wall_ms(), caught_up);
-                    let snapshot = snapshot(pipeline, global.as_mut(), &numbers, &watermarks.assigned, durability.as_ref(), false).await?;
+                    let snapshot = snapshot(pipeline, global.as_mut(), &numbers, &watermarks, &holds, durability.as_ref(), false).await?;
                     shared_users.observe(&snapshot, &numbers);
                     if let Some(letters) = dead_letters.as_mut() {
                         letters.settle().await;
@@ -304,6 +313,7 @@ pub async fn run(
                     match durability.as_mut() {
                         Some(durable) => {
                             if let Some(written) = durable.checkpointer.poll().await {
+                                holds.checkpoint_durable();
                                 commit(&consumer, &written, CommitMode::Async);
                             }
                             if let Some(lost) = durable.checkpointer.take_lost() {
@@ -316,6 +326,7 @@ pub async fn run(
                                 let started = Instant::now();
                                 let state = pipeline.state().await?;
                                 let offsets = ownership.as_ref().map_or_else(|| positions.clone(), |o| o.owned_offsets(&positions));
+                                holds.checkpoint_taken(&watermarks, offsets.keys());
                                 durable.checkpointer.start(state, numbers.clone(), offsets, started.elapsed());
                             }
                         }
@@ -405,7 +416,8 @@ pub async fn run(
         pipeline,
         global.as_mut(),
         &numbers,
-        &watermarks.assigned,
+        &watermarks,
+        &holds,
         durability.as_ref(),
         true,
     )
@@ -463,19 +475,21 @@ async fn snapshot(
     pipeline: &mut Pipeline,
     global: Option<&mut GlobalView>,
     numbers: &PartitionNumbers,
-    owned: &[TopicPartition],
+    watermarks: &PartitionWatermarks,
+    holds: &PublishedHolds,
     durability: Option<&Durability>,
     last: bool,
 ) -> Result<pulse_core::KpiSnapshot, WorkerStopped> {
     match global {
         // Before a partition's first checkpoint its epoch is 0: any owner's claim is newer.
         Some(view) => {
-            let epoch_of = |key: &TopicPartition| {
-                durability
+            let claim_of = |key: &TopicPartition| {
+                let epoch = durability
                     .and_then(|d| d.checkpointer.epoch(key))
-                    .unwrap_or(0)
+                    .unwrap_or(0);
+                (epoch, holds.of(watermarks, key, durability.is_some()))
             };
-            view.snapshot(pipeline, numbers, owned, epoch_of, last)
+            view.snapshot(pipeline, numbers, &watermarks.assigned, claim_of, last)
                 .await
         }
         None => pipeline.snapshot().await,

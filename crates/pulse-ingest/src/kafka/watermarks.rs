@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
+use pulse_core::global_view::SessionHold;
 
 use crate::state_store::Offsets;
 use crate::topic_partition::TopicPartition;
@@ -30,6 +31,9 @@ pub(super) struct EndCheck {
 /// high watermark, asked after the doubt began, is not beyond this consumer's position.
 /// Offsets that never reach the consumer as records (transaction markers) keep the high
 /// watermark ahead; such an end counts after [`END_FALLBACK`] with the broker reachable.
+///
+/// A partition another member of the group reads counts as far as that member's published
+/// [`SessionHold`] says (the global view's summaries carry it); without one it holds.
 #[derive(Default)]
 pub(super) struct PartitionWatermarks {
     /// Every partition of the subscribed topics (empty until the first metadata answer).
@@ -40,6 +44,8 @@ pub(super) struct PartitionWatermarks {
     at_end: HashMap<TopicPartition, Option<Instant>>,
     /// Partitions at their end that nothing has arrived after yet (usually empty).
     quiet_ends: Vec<TopicPartition>,
+    /// What the other members say of the partitions they read.
+    remote: HashMap<TopicPartition, SessionHold>,
 }
 
 /// How long a doubted end waits for the broker's confirmation before it counts anyway,
@@ -142,18 +148,40 @@ impl PartitionWatermarks {
             .any(|p| p.is(&partition.topic, partition.partition))
     }
 
+    /// The other members' holds of the partitions they read (replacing the last ones).
+    pub(super) fn set_remote_holds(
+        &mut self,
+        holds: impl IntoIterator<Item = (TopicPartition, SessionHold)>,
+    ) {
+        self.remote = holds.into_iter().collect();
+    }
+
     fn done(&self, partition: &TopicPartition) -> bool {
-        self.is_assigned(partition)
-            && self
-                .at_end
+        if self.is_assigned(partition) {
+            self.at_end
                 .get(partition)
                 .is_some_and(|doubted| doubted.is_none_or(|since| since.elapsed() >= END_FALLBACK))
+        } else {
+            self.remote.get(partition) == Some(&SessionHold::Done)
+        }
+    }
+
+    /// How far `partition`, assigned here, lets the other members' watermarks go now.
+    pub(super) fn hold_of(&self, partition: &TopicPartition) -> SessionHold {
+        if self.done(partition) {
+            SessionHold::Done
+        } else {
+            self.newest
+                .get(partition)
+                .map_or(SessionHold::Unknown, |&newest| SessionHold::At(newest))
+        }
     }
 
     /// The minimum over the partitions still being read. `None` (hold) while one of them
-    /// has not delivered an event yet, or is not assigned to this consumer: after a crash
-    /// or during a rebalance a partition may arrive later with older events, which a
-    /// watermark that had run ahead would count as too late for sessions.
+    /// has not delivered an event yet, or is not assigned to this consumer and no member
+    /// that reads it has said how far it is: after a crash or during a rebalance a
+    /// partition may arrive later with older events, which a watermark that had run ahead
+    /// would count as too late for sessions.
     pub(super) fn combined(&self) -> Option<i64> {
         let mut reading = self
             .partitions()
@@ -163,9 +191,14 @@ impl PartitionWatermarks {
         reading.peek()?;
         reading
             .map(|p| {
-                self.is_assigned(p)
-                    .then(|| self.newest.get(p).copied())
-                    .flatten()
+                if self.is_assigned(p) {
+                    self.newest.get(p).copied()
+                } else {
+                    match self.remote.get(p) {
+                        Some(SessionHold::At(newest)) => Some(*newest),
+                        _ => None,
+                    }
+                }
             })
             .try_fold(i64::MAX, |min, ts| ts.map(|t| min.min(t)))
     }
@@ -174,6 +207,50 @@ impl PartitionWatermarks {
     pub(super) fn caught_up(&self) -> bool {
         let partitions = self.partitions();
         !partitions.is_empty() && partitions.iter().all(|p| self.done(p))
+    }
+}
+
+/// The holds this member publishes for its partitions: as of its latest durable
+/// checkpoint, where a successor would resume (see [`SessionHold`]); without a state store,
+/// as of now, since positions are committed as they move.
+#[derive(Debug, Default)]
+pub(super) struct PublishedHolds {
+    /// The holds of the checkpoint being written, by partition.
+    in_flight: Vec<(TopicPartition, SessionHold)>,
+    durable: HashMap<TopicPartition, SessionHold>,
+}
+
+impl PublishedHolds {
+    /// A checkpoint of `partitions` was taken now.
+    pub(super) fn checkpoint_taken<'a>(
+        &mut self,
+        watermarks: &PartitionWatermarks,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+    ) {
+        self.in_flight = partitions
+            .into_iter()
+            .map(|p| (p.clone(), watermarks.hold_of(p)))
+            .collect();
+    }
+
+    /// The checkpoint taken last is durable.
+    pub(super) fn checkpoint_durable(&mut self) {
+        self.durable.extend(self.in_flight.drain(..));
+    }
+
+    /// `partition`'s hold to publish; `durable`: whether checkpoints are what a successor
+    /// resumes from.
+    pub(super) fn of(
+        &self,
+        watermarks: &PartitionWatermarks,
+        partition: &TopicPartition,
+        durable: bool,
+    ) -> SessionHold {
+        if durable {
+            self.durable.get(partition).copied().unwrap_or_default()
+        } else {
+            watermarks.hold_of(partition)
+        }
     }
 }
 
@@ -290,5 +367,43 @@ mod tests {
         watermarks.assigned.push(partition(2));
         watermarks.reached_end(partition(2));
         assert_eq!(watermarks.combined(), Some(50));
+    }
+
+    #[test]
+    fn a_partition_another_member_reads_counts_as_far_as_its_hold() {
+        let mut watermarks = PartitionWatermarks {
+            all: (0..4).map(partition).collect(),
+            assigned: vec![partition(0), partition(1)],
+            ..PartitionWatermarks::default()
+        };
+        watermarks.observe(&partition(0), Some(100));
+        watermarks.observe(&partition(1), Some(80));
+        let holds = |h2, h3| [(partition(2), h2), (partition(3), h3)];
+        watermarks.set_remote_holds(holds(SessionHold::At(60), SessionHold::Unknown));
+        assert_eq!(
+            watermarks.combined(),
+            None,
+            "partition 3's reader has said nothing"
+        );
+        watermarks.set_remote_holds(holds(SessionHold::At(60), SessionHold::At(90)));
+        assert_eq!(
+            watermarks.combined(),
+            Some(60),
+            "the slowest, wherever it is read"
+        );
+        watermarks.set_remote_holds(holds(SessionHold::Done, SessionHold::At(90)));
+        assert_eq!(watermarks.combined(), Some(80));
+        assert!(!watermarks.caught_up());
+        assert_eq!(watermarks.hold_of(&partition(1)), SessionHold::At(80));
+
+        // Read to their ends here and there: caught up, and so says this member's hold.
+        watermarks.set_remote_holds(holds(SessionHold::Done, SessionHold::Done));
+        watermarks.reached_end(partition(0));
+        watermarks.reached_end(partition(1));
+        assert!(watermarks.caught_up());
+        assert_eq!(watermarks.hold_of(&partition(1)), SessionHold::Done);
+        // A member's hold never speaks for a partition read here.
+        watermarks.set_remote_holds([(partition(0), SessionHold::At(1))]);
+        assert_eq!(watermarks.hold_of(&partition(0)), SessionHold::Done);
     }
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pulse_core::KpiSnapshot;
-use pulse_core::global_view::{LocalPartition, PartitionHead, Publisher, RemoteView};
+use pulse_core::global_view::{LocalPartition, PartitionHead, Publisher, RemoteView, SessionHold};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::task::JoinHandle;
@@ -103,15 +103,26 @@ impl GlobalView {
         })
     }
 
+    /// What the other members said last of how far their partitions let the session
+    /// watermark go (this member's own partitions included; the caller knows them better).
+    pub fn remote_holds(&self) -> Vec<(TopicPartition, SessionHold)> {
+        let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        remote
+            .holds()
+            .map(|(topic, partition, hold)| (TopicPartition::new(topic, partition), hold))
+            .collect()
+    }
+
     /// The snapshot of every partition: this instance's `owned` ones from its state, the
     /// others from the topic. Publishes the owned ones' changed pieces when a publish is
-    /// due (or `now`, at a clean stop), under the epoch `epoch_of` gives each.
+    /// due (or `now`, at a clean stop), under the owner epoch and with the session hold
+    /// `claim_of` gives each.
     pub async fn snapshot(
         &mut self,
         pipeline: &mut Pipeline,
         numbers: &PartitionNumbers,
         owned: &[TopicPartition],
-        epoch_of: impl Fn(&TopicPartition) -> u64,
+        claim_of: impl Fn(&TopicPartition) -> (u64, SessionHold),
         now: bool,
     ) -> Result<KpiSnapshot, WorkerStopped> {
         if let Some(finished) = self.job.poll().await {
@@ -141,12 +152,14 @@ impl GlobalView {
                 .iter()
                 .filter(|l| is_owned(&l.topic, l.partition))
                 .flat_map(|l| {
+                    let (epoch, hold) =
+                        claim_of(&TopicPartition::new(l.topic.as_str(), l.partition));
                     let head = PartitionHead {
                         inputs: l.inputs.clone(),
                         router: router.clone(),
                         estimated_bytes: l.summary.estimated_bytes,
+                        hold,
                     };
-                    let epoch = epoch_of(&TopicPartition::new(l.topic.as_str(), l.partition));
                     self.publisher
                         .changed(&l.topic, l.partition, epoch, &head, &l.summary)
                 })
