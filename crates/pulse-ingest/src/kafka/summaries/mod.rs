@@ -141,11 +141,8 @@ impl GlobalView {
                 .iter()
                 .filter(|l| is_owned(&l.topic, l.partition))
                 .flat_map(|l| {
-                    let head = PartitionHead {
-                        inputs: l.inputs.clone(),
-                        router: router.clone(),
-                        estimated_bytes: l.summary.estimated_bytes,
-                    };
+                    let head =
+                        PartitionHead::new(&l.inputs, router.clone(), l.summary.estimated_bytes);
                     let epoch = epoch_of(&TopicPartition::new(l.topic.as_str(), l.partition));
                     self.publisher
                         .changed(&l.topic, l.partition, epoch, &head, &l.summary)
