@@ -8,6 +8,12 @@
 //! keeps its own position per partition and a partition a rebalance hands (back) to it
 //! starts there, so that its state never misses nor repeats a record whatever other group
 //! members did meanwhile.
+//!
+//! A record re-keyed by the repartition stage says where it was copied from
+//! (`copied_from`); a copy at or below the highest position the partition has applied from
+//! that input partition is a repeat of the stage's (after a crash or a rebalance of its
+//! group) and is dropped before routing, counted, never applied (why that is sound:
+//! [`super::repartition`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
