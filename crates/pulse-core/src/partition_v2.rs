@@ -18,7 +18,7 @@ use crate::partition_v3::{InputsV3, PartitionStateV3};
 /// The rejection reasons format 2 counted.
 const REASONS_V2: usize = 11;
 
-/// [`PartitionState`] in format 2.
+/// [`crate::partition::PartitionState`] in format 2.
 #[derive(Debug, Deserialize)]
 pub struct PartitionStateV2 {
     partition: u32,

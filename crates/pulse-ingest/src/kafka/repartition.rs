@@ -17,7 +17,7 @@
 //! acknowledged by the broker, so a crash loses nothing. The stage then starts again at
 //! its last commit and produces the records since once more: a crash or a rebalance of the
 //! stage's group *repeats* records. Each copy therefore carries where it came from (a
-//! header, [`super::copied_from`]: input topic, partition, offset, and index of the record
+//! header, `copied_from`: input topic, partition, offset, and index of the record
 //! in its message), and the consume loop drops a copy whose position is at or below the
 //! highest one it applied from that input partition in that internal partition
 //! (`pulse_core::upstream`, kept in the partition's state and checkpointed with it;
