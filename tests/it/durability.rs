@@ -47,7 +47,7 @@ async fn durable_accepted(state: &Path) -> Option<u64> {
 }
 
 /// Waits until the newest durable checkpoint holds more than `before` applied records.
-async fn durable_beyond(state: &Path, before: u64) -> u64 {
+pub async fn durable_beyond(state: &Path, before: u64) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match durable_accepted(state).await {

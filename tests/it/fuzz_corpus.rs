@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use pulse_core::engine::MAX_LOADED_COUNT;
 use pulse_core::{Engine, EngineSettings, EngineState, StateError};
 use pulse_ingest::partition_numbers::PartitionNumbers;
-use pulse_ingest::state_store::{StateStore, Unusable, read_checkpoint};
+use pulse_ingest::state_store::{FORMAT_VERSION, StateStore, Unusable, read_checkpoint};
 use pulse_tests::skip;
 
 use crate::helpers::{assert_success, golden_dir, pulse_bin};
@@ -79,6 +79,12 @@ fn state_seed_problem(bytes: &[u8]) -> Option<String> {
 /// Why a checkpoint seed is not a usable checkpoint, if it is not.
 fn checkpoint_seed_problem(bytes: &[u8]) -> Option<String> {
     match read_checkpoint(bytes) {
+        // An older format still reads, but through its own reader: the fuzzer would miss
+        // the layout pulse writes today.
+        Ok(_) if bytes[8..10] != FORMAT_VERSION.to_le_bytes() => Some(format!(
+            "it has format version {}, an older one than pulse writes ({FORMAT_VERSION})",
+            u16::from_le_bytes([bytes[8], bytes[9]])
+        )),
         Ok(checkpoint) => state_seed_problem(&checkpoint.engine.to_bytes()),
         Err(Unusable::Version(version)) => Some(format!(
             "it has format version {version}, which pulse no longer reads"

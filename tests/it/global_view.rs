@@ -101,11 +101,9 @@ async fn an_instance_owning_no_partition_serves_the_global_kpis_from_the_topic()
     // A stale owner (epoch 0) says partition 0 is empty; then a marker record, harmless to
     // the KPIs, shows in the reader's state bytes once it has read past both.
     let before = reader.snapshot().expect("a snapshot");
-    let empty_head = |bytes| PartitionHead {
-        inputs: Default::default(),
-        router: Ingestor::new(&engine_settings(), 0).state().clone(),
-        estimated_bytes: bytes,
-        hold: SessionHold::Done,
+    let empty_head = |bytes| {
+        let router = Ingestor::new(&engine_settings(), 0).state().clone();
+        PartitionHead::new(&Default::default(), router, bytes, SessionHold::Done)
     };
     let mut records =
         Publisher::default().changed(&topic, 0, 0, &empty_head(0), &Summary::default());

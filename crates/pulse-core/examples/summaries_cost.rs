@@ -65,12 +65,12 @@ fn main() {
         let records: Vec<Record> = local
             .iter()
             .flat_map(|(number, summary)| {
-                let head = PartitionHead {
-                    inputs: inputs[*number].clone(),
-                    router: router.clone(),
-                    estimated_bytes: summary.estimated_bytes,
-                    hold: SessionHold::Done,
-                };
+                let head = PartitionHead::new(
+                    &inputs[*number],
+                    router.clone(),
+                    summary.estimated_bytes,
+                    SessionHold::Done,
+                );
                 publisher.changed("events", *number as i32, 1, &head, summary)
             })
             .collect();

@@ -26,6 +26,7 @@ use crate::prepare::Prepared;
 use crate::settings::{ClockMode, EngineSettings};
 use crate::snapshot::KpiSnapshot;
 use crate::time::{Calendar, Day};
+use crate::upstream::UpstreamPosition;
 use crate::windows::SummaryPoint;
 use crate::worker::owner_of;
 
@@ -252,6 +253,20 @@ impl Ingestor {
         self.inputs_of(partition.unwrap_or(0))
             .counters
             .reject(reason);
+    }
+
+    /// Whether a record of `partition` copied from `upstream` (topic, partition and
+    /// position) is the first copy of it applied there; it is noted as applied if so. A
+    /// repeat is to be dropped before [`Ingestor::route`], uncounted.
+    pub fn first_copy(
+        &mut self,
+        partition: usize,
+        upstream: (&str, i32, UpstreamPosition),
+    ) -> bool {
+        let (topic, from, at) = upstream;
+        self.inputs_of(partition)
+            .upstream
+            .first_copy(topic, from, at)
     }
 
     fn inputs_of(&mut self, partition: usize) -> &mut PartitionInputs {

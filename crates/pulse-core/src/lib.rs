@@ -18,7 +18,10 @@
 //! - [`partition`]: one input partition's state — what the router counted of it and its
 //!   KPI state: day-bucketed HyperLogLog rings (active users, signups, features), the
 //!   minute ring, the open-session table and per-day session statistics, each KPI family's part ([`families`]).
-//!   [`partition_v2`] reads a partition as checkpoint format 2 saved it.
+//!   [`partition_v3`] and [`partition_v2`] read a partition as checkpoint formats 3 and 2
+//!   saved it.
+//! - [`upstream`]: which copies of upstream records a partition has applied (a topic filled
+//!   by pulse's repartition stage), so that a repeated copy is dropped.
 //! - [`worker`]: the partitions one thread owns; it applies their events, closes their
 //!   sessions and answers a snapshot with the merge of their summaries.
 //! - [`snapshot`]: merges summaries (HLL union is lossless) into a [`snapshot::KpiSnapshot`].
@@ -61,6 +64,7 @@ mod outcome_fields;
 pub mod outcome_settings;
 pub mod partition;
 pub mod partition_v2;
+pub mod partition_v3;
 pub mod partitioner;
 pub mod pointer_fields;
 pub mod prepare;
@@ -75,6 +79,7 @@ pub mod snapshot;
 pub mod status;
 
 pub mod time;
+pub mod upstream;
 pub mod windows;
 pub mod worker;
 

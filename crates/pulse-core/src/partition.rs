@@ -16,6 +16,7 @@ use crate::families::{KpiCaches, KpiState, Summary};
 use crate::family::Rules;
 use crate::settings::EngineSettings;
 use crate::time::Day;
+use crate::upstream::AppliedUpstream;
 use crate::windows::SummaryPoint;
 
 /// Counters of one partition, exact; the stream's are their sum.
@@ -78,6 +79,9 @@ pub struct PartitionInputs {
     pub counters: Counters,
     /// The newest accepted event time of the partition.
     pub max_event_ms: Option<i64>,
+    /// Of a partition filled by copying (`kafka.repartition`): the copies applied, by where
+    /// they came from, so that a second copy of a record is dropped.
+    pub upstream: AppliedUpstream,
 }
 
 /// The counters of some partitions, added up.

@@ -5,18 +5,20 @@
 //! ([`Counters::rejected`]), which postcard writes as a tuple of fixed length, so a format 2
 //! image cannot be read with today's layout; everything else is laid out as it was. The
 //! reasons format 2 knew are the first of [`Rejection::ALL`], in the same order; the others
-//! start at 0.
+//! start at 0. It reads into format 3's layout ([`PartitionStateV3`]), which reads into
+//! today's.
 
 use serde::Deserialize;
 
 use crate::event::{EventKind, Rejection};
 use crate::families::KpiState;
-use crate::partition::{Counters, PartitionInputs, PartitionState};
+use crate::partition::Counters;
+use crate::partition_v3::{InputsV3, PartitionStateV3};
 
 /// The rejection reasons format 2 counted.
 const REASONS_V2: usize = 11;
 
-/// [`PartitionState`] in format 2.
+/// [`crate::partition::PartitionState`] in format 2.
 #[derive(Debug, Deserialize)]
 pub struct PartitionStateV2 {
     partition: u32,
@@ -41,14 +43,14 @@ struct CountersV2 {
     feature_missing: u64,
 }
 
-impl From<PartitionStateV2> for PartitionState {
-    fn from(v2: PartitionStateV2) -> PartitionState {
+impl From<PartitionStateV2> for PartitionStateV3 {
+    fn from(v2: PartitionStateV2) -> PartitionStateV3 {
         let c = v2.inputs.counters;
         let mut rejected = [0; Rejection::ALL.len()];
         rejected[..REASONS_V2].copy_from_slice(&c.rejected);
-        PartitionState {
+        PartitionStateV3 {
             partition: v2.partition,
-            inputs: PartitionInputs {
+            inputs: InputsV3 {
                 counters: Counters {
                     accepted: c.accepted,
                     rejected,

@@ -18,6 +18,9 @@ pub struct IngestStatus {
     pub dead_letters_total: u64,
     /// Dead letters that could not be written (they were counted and dropped).
     pub dead_letter_errors_total: u64,
+    /// Copies of records the repartition stage produced again (after a crash or a
+    /// rebalance of its group), recognised and dropped since start.
+    pub repeats_dropped_total: u64,
     /// Unix time (ms) of the latest accepted event; when `None` the snapshot's
     /// `last_event_at` is used.
     pub last_event_unix_ms: Option<i64>,

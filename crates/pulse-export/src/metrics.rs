@@ -118,6 +118,11 @@ pub const DEAD_LETTER_ERRORS_TOTAL: Def = counter(
     &[],
     "Bad records that could not be written to the dead-letter topic.",
 );
+pub const REPARTITION_REPEATS_DROPPED_TOTAL: Def = counter(
+    "pulse_repartition_repeats_dropped_total",
+    &[],
+    "Records the repartition stage produced again after a crash or a rebalance, recognised by their input position and dropped.",
+);
 pub const CHECKPOINTS_TOTAL: Def = counter(
     "pulse_checkpoints_total",
     &[],
@@ -183,6 +188,7 @@ pub const SERVICE: &[Def] = &[
     READY,
     DEAD_LETTERS_TOTAL,
     DEAD_LETTER_ERRORS_TOTAL,
+    REPARTITION_REPEATS_DROPPED_TOTAL,
     CHECKPOINTS_TOTAL,
     CHECKPOINT_FAILURES_TOTAL,
     LAST_CHECKPOINT_TIMESTAMP_SECONDS,
@@ -289,6 +295,10 @@ pub(crate) fn families(
     out.push(Family::single(
         &DEAD_LETTER_ERRORS_TOTAL,
         status.dead_letter_errors_total as f64,
+    ));
+    out.push(Family::single(
+        &REPARTITION_REPEATS_DROPPED_TOTAL,
+        status.repeats_dropped_total as f64,
     ));
     // Absent without a state directory: no checkpoint is expected, so none is "missing".
     if let Some(c) = &status.checkpoint {
@@ -781,6 +791,7 @@ mod tests {
             ],
             dead_letters_total: 5,
             dead_letter_errors_total: 1,
+            repeats_dropped_total: 7,
             last_event_unix_ms: Some(1_773_143_999_000),
             checkpoint: Some(pulse_core::status::CheckpointStatus {
                 written_total: 12,
@@ -1013,6 +1024,7 @@ mod tests {
             1_773_143_990.0
         );
         assert_eq!(e.value("pulse_dead_letter_errors_total"), 1.0);
+        assert_eq!(e.value("pulse_repartition_repeats_dropped_total"), 7.0);
         assert_eq!(e.value("pulse_snapshot_duration_seconds"), 0.22);
         assert_eq!(
             e.value(r#"pulse_consumer_lag_messages{topic="events",partition="0"}"#),

@@ -136,6 +136,15 @@ impl Pipeline {
         self.ingestor.count_rejection(reason, partition);
     }
 
+    /// See [`pulse_core::ingest::Ingestor::first_copy`].
+    pub fn first_copy(
+        &mut self,
+        partition: usize,
+        upstream: (&str, i32, pulse_core::upstream::UpstreamPosition),
+    ) -> bool {
+        self.ingestor.first_copy(partition, upstream)
+    }
+
     /// Moves the wall clock. When the source is caught up (nothing left to read), the
     /// session watermark moves too, so sessions close while no event arrives: to the wall
     /// clock less the allowed lateness, or, on the event-time clock, to the latest event

@@ -36,9 +36,17 @@ const MAGIC: &[u8; 4] = b"PLG\x02";
 pub const HEAD: &str = "head";
 
 /// What a partition's summary needs besides the families' pieces.
+///
+/// Its first two fields are the part of [`PartitionInputs`] a reader needs; they are laid out
+/// as the whole of it was when this format was defined (postcard writes fields one after
+/// the other), so the record format did not change when the inputs grew the positions of
+/// applied copies, which only the partition's owner needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionHead {
-    pub inputs: PartitionInputs,
+    /// What the router counted of the partition.
+    pub counters: Counters,
+    /// The newest accepted event time of the partition.
+    pub max_event_ms: Option<i64>,
     /// The publisher's router: names of features and breakdown values (summaries hold
     /// their ids), the event-time clock and the watermark.
     pub router: RouterState,
@@ -64,6 +72,23 @@ pub enum SessionHold {
     At(i64),
     /// Read to its end: holds nothing.
     Done,
+}
+
+impl PartitionHead {
+    pub fn new(
+        inputs: &PartitionInputs,
+        router: RouterState,
+        estimated_bytes: u64,
+        hold: SessionHold,
+    ) -> Self {
+        PartitionHead {
+            counters: inputs.counters.clone(),
+            max_event_ms: inputs.max_event_ms,
+            router,
+            estimated_bytes,
+            hold,
+        }
+    }
 }
 
 /// A record that is not one of the summaries topic's.
@@ -281,7 +306,7 @@ impl RemoteView {
             if owned(&key.0, key.1) || taken_locally.contains(key) {
                 continue;
             }
-            counters.add(&head.inputs.counters);
+            counters.add(&head.counters);
             let mut summary = remote.summary.clone();
             summary.estimated_bytes = head.estimated_bytes;
             crate::remap::remap_summary(&mut summary, &head.router, &mut router, shape);

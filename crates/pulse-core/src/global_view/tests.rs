@@ -53,12 +53,12 @@ fn locals(engine: &Engine) -> Vec<LocalPartition> {
 }
 
 fn head(local: &LocalPartition, router: &RouterState) -> PartitionHead {
-    PartitionHead {
-        inputs: local.inputs.clone(),
-        router: router.clone(),
-        estimated_bytes: local.summary.estimated_bytes,
-        hold: SessionHold::Done,
-    }
+    PartitionHead::new(
+        &local.inputs,
+        router.clone(),
+        local.summary.estimated_bytes,
+        SessionHold::Done,
+    )
 }
 
 /// The snapshot of a combined view, as the runtime builds it.

@@ -8,6 +8,12 @@
 //! keeps its own position per partition and a partition a rebalance hands (back) to it
 //! starts there, so that its state never misses nor repeats a record whatever other group
 //! members did meanwhile.
+//!
+//! A record re-keyed by the repartition stage says where it was copied from
+//! (`copied_from`); a copy at or below the highest position the partition has applied from
+//! that input partition is a repeat of the stage's (after a crash or a rebalance of its
+//! group) and is dropped before routing, counted, never applied (why that is sound:
+//! [`super::repartition`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +35,7 @@ use super::KafkaOptions;
 use super::admin::{ensure_topics, rollup_producer};
 use super::commits::commit;
 use super::context::{PulseContext, Shared, partition_names};
+use super::copied_from;
 use super::dead_letters::{DeadLetters, Origin};
 use super::keying::SharedUsersWarning;
 use super::ownership::Ownership;
@@ -259,6 +266,8 @@ pub async fn run(
     let mut holds = PublishedHolds::default();
     let mut was_caught_up = false;
     let mut shared_users = SharedUsersWarning::default();
+    // Copies the repartition stage produced again, dropped (since start).
+    let mut repeats_dropped: u64 = 0;
     // Which Kafka partition each of the pipeline's partition numbers is, in order of first
     // sight (an assignment, or a first record).
     let mut numbers = PartitionNumbers::default();
@@ -338,6 +347,7 @@ pub async fn run(
                     let mut status = status(&shared, &broker_up, &positions, &watermarks.assigned, dead_letters.as_ref());
                     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
                     status.snapshot_seconds = pipeline.last_snapshot_seconds();
+                    status.repeats_dropped_total = repeats_dropped;
                     sink.publish(snapshot, status);
                 }
                 received = consumer.recv() => {
@@ -372,10 +382,16 @@ pub async fn run(
                                 tracing::debug!(topic = origin.topic, partition = origin.partition, offset = origin.offset, "Skipping a record applied before.");
                                 continue;
                             }
+                            let number = numbers.number_of(&key);
+                            if let Some(upstream) = copied_from::read(message.headers())
+                                && !pipeline.first_copy(number, upstream)
+                            {
+                                repeats_dropped += 1;
+                                continue;
+                            }
                             let fallback = message.timestamp().to_millis();
                             let payload = message.payload().unwrap_or_default();
                             let dead_letter = dead_letters.as_mut().map(|letters| (letters, options));
-                            let number = numbers.number_of(&key);
                             let newest = route_message(pipeline, number, payload, message.key(), fallback, &origin, dead_letter);
                             if !watermarks.is_assigned(&key) {
                                 refresh_assignment(&mut watermarks, &consumer, &shared);
@@ -465,6 +481,7 @@ pub async fn run(
     );
     status.checkpoint = durability.as_ref().map(|d| d.checkpointer.status().clone());
     status.snapshot_seconds = pipeline.last_snapshot_seconds();
+    status.repeats_dropped_total = repeats_dropped;
     sink.publish(snapshot, status);
     Ok(())
 }

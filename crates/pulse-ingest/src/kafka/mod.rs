@@ -11,7 +11,8 @@
 //! - `watermarks`: how far the session watermark may go with several partitions.
 //! - `keying`: the warning that the input is not keyed by user; [`repartition`]: the stage
 //!   that re-keys it by user into an internal topic (`kafka.repartition`), `time_merge`
-//!   the event-time order it releases records in.
+//!   the event-time order it releases records in, `copied_from` the header that lets the
+//!   consume loop drop the records it repeats.
 //! - `dead_letters`, `commits`, [`admin`], `probe`: rejected records to the
 //!   dead-letter topic, offset commits, topic creation, the broker-health probe.
 //!
@@ -23,6 +24,7 @@ pub mod admin;
 mod commits;
 pub mod consume;
 mod context;
+mod copied_from;
 mod dead_letters;
 mod keying;
 pub mod options;

@@ -11,12 +11,45 @@
 //! cannot be read goes through unchanged, keyed as it came, so the consume loop rejects it
 //! and dead-letters it as it would have.
 //!
+//! # Nothing lost, nothing doubled
+//!
 //! Offsets of the input are committed only after every record produced before has been
-//! acknowledged by the broker (the producer is idempotent: its own retries add no
-//! duplicate), so a crash loses nothing. It may repeat, though: records acknowledged after
-//! the last commit are produced again after a crash or a rebalance, and the consume loop
-//! counts them again (it applies each offset of the internal topic once, not each event).
-//! Commits follow every refresh, which bounds the repeat to about one refresh of input.
+//! acknowledged by the broker, so a crash loses nothing. The stage then starts again at
+//! its last commit and produces the records since once more: a crash or a rebalance of the
+//! stage's group *repeats* records. Each copy therefore carries where it came from (a
+//! header, `copied_from`: input topic, partition, offset, and index of the record
+//! in its message), and the consume loop drops a copy whose position is at or below the
+//! highest one it applied from that input partition in that internal partition
+//! (`pulse_core::upstream`, kept in the partition's state and checkpointed with it;
+//! counted in `pulse_repartition_repeats_dropped_total`), as Kafka's idempotent producer
+//! drops batches by sequence number. Records without the header (written by a pulse
+//! before it) are applied as before.
+//!
+//! Why "at or below the highest applied" never drops a record seen for the first time:
+//! take an internal partition `p`, an input partition `s`, and the first copy of the record
+//! at position `x` of `s` to reach `p`; suppose a copy of a higher position `y` of `s` was
+//! applied from `p` before it. That copy of `y` was produced by some stage instance `I`,
+//! which started reading `s` at an offset `c` its group had committed.
+//! - If `c <= x`, `I` read `x` before `y` (a lane of the merge keeps its input's order) and
+//!   produced it to `p` too (the partition is a function of the record), before `y`. One
+//!   idempotent producer writes one partition in the order it sends, without gaps:
+//!   `enable.gapless.guarantee` turns a failed batch into a fatal error rather than let later
+//!   ones through, deliveries never time out (`message.timeout.ms = 0`), and the stage stops
+//!   at the first record it could not hand to the producer. So `I`'s copy of `x` is in `p`
+//!   before its copy of `y`.
+//! - If `c > x`, some instance committed `c` after every record it had produced below `c`
+//!   was acknowledged, `x` among them; `I` started after that commit, so that copy of `x`
+//!   is in `p` before anything `I` wrote.
+//!
+//! Either way a copy of `x` precedes the copy of `y` in `p`, and the consume loop reads `p`
+//! in order: it saw `x` first, contradicting the supposition. This holds with two instances
+//! writing at once — an old owner of `s` still delivering what it had sent while the new
+//! one starts again from the committed offset: whichever copy of a position reaches `p`
+//! first is applied, and every later one (the other instance's, or a repeat after a crash)
+//! is at or below what was applied and dropped. Stale commits (lower than the newest) only
+//! make more repeats. And what the consume loop applied is exactly what its checkpoint
+//! holds: a restart from a checkpoint resumes with the positions saved with that state,
+//! re-reads `p` from the offset saved with it, and decides every copy after it as before.
 //!
 //! The internal topic is created with the input's partition count; if it exists with
 //! another count the stage refuses to start, because users would then hash to other
@@ -31,6 +64,7 @@ use futures::stream::FuturesUnordered;
 use pulse_core::decode::Decoder;
 use pulse_core::message::split_records;
 use pulse_core::partitioner::Partitioner;
+use pulse_core::upstream::UpstreamPosition;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{
@@ -43,6 +77,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaOptions;
 use super::context::partition_names;
+use super::copied_from;
 use super::time_merge::TimeMerge;
 use crate::topic_partition::TopicPartition;
 
@@ -211,7 +246,13 @@ pub async fn run(
             source,
         })?;
     let mut producer_config = options.client_config();
-    producer_config.set("enable.idempotence", "true");
+    // Whatever the properties say: the consume loop's dropping of repeats needs each
+    // internal partition to hold what one producer sent in the order sent, without a gap
+    // (see the module's header).
+    producer_config
+        .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
+        .set("message.timeout.ms", "0");
     let producer: FutureProducer =
         producer_config
             .create()
@@ -239,18 +280,27 @@ pub async fn run(
             key: key.map(<[u8]>::to_vec),
             payload: Some(payload.to_vec()),
             timestamp,
+            upstream: UpstreamPosition {
+                offset: next - 1,
+                index: 0,
+            },
             next_offset: None,
         };
         let mut out: Vec<(i64, Pending)> = match split_records(payload) {
             Ok(records) => records
                 .iter()
-                .map(|record| {
+                .enumerate()
+                .map(|(index, record)| {
                     let event = decoder.decode(record).ok();
                     let user = event.as_ref().map(|e| e.user.as_bytes());
                     let ts = event.as_ref().and_then(|e| e.ts_ms).or(timestamp);
                     let key = user.or(key);
                     let pending = Pending {
                         payload: Some(record.to_vec()),
+                        upstream: UpstreamPosition {
+                            offset: next - 1,
+                            index: index as u32,
+                        },
                         ..whole(key)
                     };
                     (ts.unwrap_or(i64::MIN), pending)
@@ -309,7 +359,7 @@ pub async fn run(
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
-                stage.release(&consumer).await;
+                stage.release(&consumer).await?;
             }
         }
     }
@@ -342,6 +392,8 @@ struct Pending {
     /// `None` for an input message with no record: only its offset moves on.
     payload: Option<Vec<u8>>,
     timestamp: Option<i64>,
+    /// Where in its input partition it came from: the consume loop drops a second copy.
+    upstream: UpstreamPosition,
     /// On the last record of its message: the input offset to commit once it is delivered.
     next_offset: Option<i64>,
 }
@@ -387,11 +439,14 @@ impl Stage {
         }
     }
 
-    /// Sends every record the merge releases.
-    async fn release(&mut self, consumer: &StreamConsumer<StageContext>) {
+    /// Sends every record the merge releases; stops at the first that fails.
+    async fn release(
+        &mut self,
+        consumer: &StreamConsumer<StageContext>,
+    ) -> Result<(), RepartitionError> {
         while let Some((from, item)) = self.merge.pop() {
             if let Some(payload) = &item.payload {
-                self.send(&item, payload).await;
+                self.send(&from, &item, payload).await?;
             }
             if let Some(next) = item.next_offset {
                 self.next.insert((from.topic.clone(), from.partition), next);
@@ -405,13 +460,24 @@ impl Stage {
                 }
             }
         }
+        Ok(())
     }
 
-    async fn send(&mut self, item: &Pending, payload: &[u8]) {
+    /// Hands one record to the producer. After a failure nothing more is sent: a record
+    /// sent after one that is missing would make the consume loop drop the missing one when
+    /// it comes again (see the module's header).
+    async fn send(
+        &mut self,
+        from: &TopicPartition,
+        item: &Pending,
+        payload: &[u8],
+    ) -> Result<(), RepartitionError> {
+        self.failed()?;
         let topic = self.topic.clone();
         let mut record = FutureRecord::to(&topic)
             .partition(item.partition as i32)
-            .payload(payload);
+            .payload(payload)
+            .headers(copied_from::header(from, item.upstream));
         if let Some(key) = &item.key {
             record = record.key(key);
         }
@@ -421,9 +487,13 @@ impl Stage {
         loop {
             if self.in_flight.len() >= IN_FLIGHT {
                 self.settle_one().await;
+                self.failed()?;
             }
             match self.producer.send_result(record) {
-                Ok(delivery) => return self.in_flight.push(delivery),
+                Ok(delivery) => {
+                    self.in_flight.push(delivery);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // The producer's queue is full: wait for a delivery, then try again.
                     record = back;
@@ -431,14 +501,26 @@ impl Stage {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     } else {
                         self.settle_one().await;
+                        self.failed()?;
                     }
                 }
                 Err((error, _)) => {
                     self.failed += 1;
                     self.last_error = Some(error.to_string());
-                    return;
+                    return self.failed();
                 }
             }
+        }
+    }
+
+    /// The stage's error once a record could not be delivered.
+    fn failed(&mut self) -> Result<(), RepartitionError> {
+        match self.failed {
+            0 => Ok(()),
+            failed => Err(RepartitionError::Delivery {
+                failed,
+                error: self.last_error.clone().unwrap_or_default(),
+            }),
         }
     }
 
@@ -467,12 +549,7 @@ impl Stage {
         while !self.in_flight.is_empty() {
             self.settle_one().await;
         }
-        if self.failed > 0 {
-            return Err(RepartitionError::Delivery {
-                failed: self.failed,
-                error: self.last_error.take().unwrap_or_default(),
-            });
-        }
+        self.failed()?;
         let owned = consumer.assignment().ok();
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in &self.next {

@@ -1,6 +1,6 @@
 //! The checkpoint file format: bytes in, [`Checkpoint`] out, and back; no I/O.
 //!
-//! # File format (version 3)
+//! # File format (version 4)
 //!
 //! All integers little-endian. The 26-byte header keeps this layout in every version, so
 //! any reader can tell an intact file of another version from a damaged one:
@@ -8,13 +8,13 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0..8 | magic `PULSECKP` (ASCII) |
-//! | 8..10 | format version, `u16` (this module writes `3` and reads `3` and `2`) |
+//! | 8..10 | format version, `u16` (this module writes `4` and reads `4`, `3` and `2`) |
 //! | 10..18 | body length in bytes, `u64`; the file ends exactly after the body |
 //! | 18..26 | checksum, `u64`: XXH3-64 (seed 0, default secret) of bytes 0..18 followed by the body, i.e. of every byte of the file except the checksum itself |
 //! | 26.. | body |
 //!
 //! Covering the version in the checksum means a flipped bit there reads as damage, not as a
-//! file from another pulse. The version 3 body is a manifest followed by one entry per
+//! file from another pulse. The version 4 body is a manifest followed by one entry per
 //! partition, all in one [postcard] (1.x wire format) encoding of this struct, fields in
 //! this order:
 //!
@@ -39,6 +39,9 @@
 //! older checkpoints and starts empty; a manifest naming a family this build does not know
 //! is refused ([`Unusable::UnknownFamilies`]) rather than taken for damage.
 //!
+//! Version 3 is version 4 without, at the end of a partition's inputs, the positions of the
+//! upstream records whose copies it applied (format 4 added them for `kafka.repartition`,
+//! see `pulse_core::partition_v3` and `pulse_core::upstream`); it is still read, with none.
 //! Version 2 is version 3 with eleven rejection reasons in a partition's counters instead
 //! of seventeen (format 3 added the outcome reasons, see `pulse_core::partition_v2`); it is
 //! still read, with the new reasons at 0.
@@ -52,6 +55,7 @@
 use pulse_core::EngineState;
 use pulse_core::partition::PartitionState;
 use pulse_core::partition_v2::PartitionStateV2;
+use pulse_core::partition_v3::PartitionStateV3;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3Default;
 
@@ -60,7 +64,9 @@ use crate::partition_numbers::PartitionNumbers;
 use crate::topic_partition::TopicPartition;
 
 /// The format version this build writes.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
+/// The version before the positions of applied copies: still read.
+const UPSTREAM_V3_FORMAT_VERSION: u16 = 3;
 /// The version before the outcome rejection reasons: still read.
 const COUNTERS_V2_FORMAT_VERSION: u16 = 2;
 /// pulse 0.1's format: one engine image, state by user-hash shard.
@@ -257,7 +263,13 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
             "checksum mismatch: stored {stored:016x}, computed {computed:016x}"
         )));
     }
-    if version != FORMAT_VERSION && version != COUNTERS_V2_FORMAT_VERSION {
+    if ![
+        FORMAT_VERSION,
+        UPSTREAM_V3_FORMAT_VERSION,
+        COUNTERS_V2_FORMAT_VERSION,
+    ]
+    .contains(&version)
+    {
         return Err(Unusable::Version(version));
     }
     let manifest: Manifest<'_> = postcard::from_bytes(body)
@@ -282,10 +294,13 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
             offsets.insert(at.clone(), offset);
         }
         if let Some(state) = entry.state {
-            let state = if version == COUNTERS_V2_FORMAT_VERSION {
-                postcard::from_bytes::<PartitionStateV2>(state).map(PartitionState::from)
-            } else {
-                postcard::from_bytes::<PartitionState>(state)
+            let state = match version {
+                COUNTERS_V2_FORMAT_VERSION => postcard::from_bytes::<PartitionStateV2>(state)
+                    .map(|v2| PartitionState::from(PartitionStateV3::from(v2))),
+                UPSTREAM_V3_FORMAT_VERSION => {
+                    postcard::from_bytes::<PartitionStateV3>(state).map(PartitionState::from)
+                }
+                _ => postcard::from_bytes::<PartitionState>(state),
             }
             .map_err(|e| damaged(format!("cannot decode the state of {at}: {e}")))?;
             if state.partition as usize != number {

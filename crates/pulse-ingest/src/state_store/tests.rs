@@ -677,28 +677,37 @@ async fn pruning_keeps_the_object_a_fallback_claim_names() {
     assert_eq!(saved.offsets, offsets(2), "the claim's object was kept");
 }
 
-/// A checkpoint of format 2 (before the outcome rejection reasons; the fuzz seed of that
-/// format, a replay on 2 shards) loads, with the new reasons at 0, and saves as today's
-/// format with the same state.
+/// Checkpoints of the formats before (the fuzz seed of each format, a replay on 2 shards)
+/// load, and save as today's format with the same state: format 2 with the outcome
+/// rejection reasons at 0, format 3 with no applied copies of upstream records.
 #[test]
-fn a_format_2_checkpoint_still_loads() {
-    let bytes = include_bytes!("testdata/format-2.bin");
-    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
-    let old = format::read_checkpoint(bytes).unwrap();
-    let counters = pulse_core::partition::total_counters(old.engine.inputs().iter());
-    assert!(counters.accepted > 0 && counters.rejected_total() > 0);
-    assert_eq!(
-        counters.rejected[pulse_core::Rejection::InvalidScore as usize],
-        0
-    );
-    let again = format::encode(
-        old.sequence,
-        old.saved_at_ms,
-        &old.engine,
-        &old.numbers,
-        &old.offsets,
-    );
-    assert_eq!(u16::from_le_bytes([again[8], again[9]]), FORMAT_VERSION);
-    let new = format::read_checkpoint(&again).unwrap();
-    assert_eq!(format!("{:?}", new.engine), format!("{:?}", old.engine));
+fn checkpoints_of_older_formats_still_load() {
+    let fixtures: [(u16, &[u8]); 2] = [
+        (2, include_bytes!("testdata/format-2.bin")),
+        (3, include_bytes!("testdata/format-3.bin")),
+    ];
+    for (version, bytes) in fixtures {
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), version);
+        let old = format::read_checkpoint(bytes).unwrap();
+        let inputs = old.engine.inputs();
+        let counters = pulse_core::partition::total_counters(inputs.iter());
+        assert!(counters.accepted > 0 && counters.rejected_total() > 0);
+        if version == 2 {
+            assert_eq!(
+                counters.rejected[pulse_core::Rejection::InvalidScore as usize],
+                0
+            );
+        }
+        assert!(inputs.iter().all(|i| i.upstream == Default::default()));
+        let again = format::encode(
+            old.sequence,
+            old.saved_at_ms,
+            &old.engine,
+            &old.numbers,
+            &old.offsets,
+        );
+        assert_eq!(u16::from_le_bytes([again[8], again[9]]), FORMAT_VERSION);
+        let new = format::read_checkpoint(&again).unwrap();
+        assert_eq!(format!("{:?}", new.engine), format!("{:?}", old.engine));
+    }
 }

@@ -154,12 +154,12 @@ impl GlobalView {
                 .flat_map(|l| {
                     let (epoch, hold) =
                         claim_of(&TopicPartition::new(l.topic.as_str(), l.partition));
-                    let head = PartitionHead {
-                        inputs: l.inputs.clone(),
-                        router: router.clone(),
-                        estimated_bytes: l.summary.estimated_bytes,
+                    let head = PartitionHead::new(
+                        &l.inputs,
+                        router.clone(),
+                        l.summary.estimated_bytes,
                         hold,
-                    };
+                    );
                     self.publisher
                         .changed(&l.topic, l.partition, epoch, &head, &l.summary)
                 })
