@@ -99,8 +99,8 @@ impl Pipeline {
         fallback_ts_ms: Option<i64>,
         partition: Option<usize>,
     ) -> Outcome {
-        let prepared = self.decoder().prepare(record);
-        self.route_prepared(prepared, fallback_ts_ms, partition)
+        let outcome = self.ingestor.ingest(record, fallback_ts_ms, partition);
+        self.hold(outcome)
     }
 
     /// [`Pipeline::route`] for a record decoded beforehand (on another thread, say).
@@ -111,6 +111,11 @@ impl Pipeline {
         partition: Option<usize>,
     ) -> Outcome {
         let outcome = self.ingestor.route(prepared, fallback_ts_ms, partition);
+        self.hold(outcome)
+    }
+
+    /// Puts a routed event in its worker's buffer.
+    fn hold(&mut self, outcome: Outcome) -> Outcome {
         if let Outcome::Accepted { worker, event } | Outcome::Late { worker, event } = outcome {
             self.pending[worker].push(event);
         }
