@@ -1,8 +1,9 @@
 //! Breakdowns against their exact model (`pulse_tests::breakdowns`), sessions by their
 //! first event's value included: several dimensions,
 //! values past the cap, missing, empty and numeric values, out-of-order arrival, a restart
-//! (also under a reordered configuration), and any partitioning giving the answer of one
-//! partition to the last digit.
+//! (also under a reordered configuration), any partitioning giving the answer of one
+//! partition to the last digit, and `pulse replay` (values kept in decoded blocks, decoded on
+//! several threads) giving the engine's answer (records decoded one by one).
 //!
 //! Tolerances as in `kpis`: 3 % per distinct count (nearly four standard errors at
 //! `lg_k = 14`) plus half a user for rounding; a ratio of two estimates twice that.
@@ -13,7 +14,10 @@ use pulse_tests::breakdowns::{Dimension, exact_breakdowns};
 use pulse_tests::{GeneratedEvent, WorkloadConfig, small_workload};
 use serde_json::Value;
 
-use crate::helpers::{WALL_MS, generate, kpis_only, oracle_settings, run_engine};
+use crate::helpers::{
+    WALL_MS, assert_success, generate, kpis_only, oracle_settings, pulse_bin, run_engine,
+    without_state,
+};
 
 /// (name, pointers, max_values, features): the platform cap is below the 5 platforms the
 /// workload uses and the tenant cap below its 40 tenants; nothing carries a country. Both
@@ -299,6 +303,56 @@ fn any_partitioning_equals_one_partition_to_the_last_digit() {
             kpis_only(&split),
             kpis_only(&single),
             "{shards} × {partitions}"
+        );
+    }
+}
+
+/// The configuration of `settings(&DIMENSIONS)` as `pulse.toml`.
+fn config_file() -> String {
+    let mut toml = format!("[features]\nmax_tracked = {MAX_FEATURES}\n");
+    for (name, paths, max_values, features) in DIMENSIONS {
+        toml += &format!(
+            "[dimensions.{name}]\npaths = {paths:?}\nmax_values = {max_values}\nfeatures = {features}\n"
+        );
+    }
+    toml
+}
+
+#[test]
+fn replay_with_decoding_threads_equals_the_engine() {
+    let (_, lines) = generate(&workload(6));
+    let dir = tempfile::tempdir().unwrap();
+    let (input, config) = (
+        dir.path().join("events.ndjson"),
+        dir.path().join("pulse.toml"),
+    );
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    std::fs::write(&config, config_file()).unwrap();
+    let expected = kpis_only(&run_engine(&lines, settings(&DIMENSIONS)));
+    assert!(
+        expected["dimensions"]["tenant"].as_object().unwrap().len() > 3,
+        "values to compare"
+    );
+    for (threads, partitions) in [("1", "1"), ("3", "2")] {
+        let output = std::process::Command::new(pulse_bin())
+            .args([
+                "replay",
+                "--compact",
+                "--wall-clock",
+                "2030-01-01T00:00:00Z",
+            ])
+            .args(["--input", input.to_str().unwrap()])
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--decode-threads", threads, "--partitions", partitions])
+            .env_remove("PULSE_CONFIG")
+            .output()
+            .unwrap();
+        assert_success(&output, "pulse replay");
+        let snapshot: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            without_state(snapshot),
+            expected,
+            "{threads} decoding threads, {partitions} partitions"
         );
     }
 }

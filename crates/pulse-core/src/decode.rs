@@ -19,6 +19,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize as _, Deserializer as _};
 use serde_json::value::RawValue;
 
+use crate::dimensions::{DimValue, ValueBuffer};
 use crate::event::{DecodedEvent, EventKind, Rejection};
 use crate::outcome_fields::OutcomeFields;
 use crate::partitioner::Partitioner;
@@ -219,6 +220,27 @@ impl Decoder {
 
     /// Decodes one record. Never panics; a bad record is a [`Rejection`].
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> Result<DecodedEvent<'a>, Rejection> {
+        let mut values = ValueBuffer::default();
+        let mut event = self.decode_into(bytes, &mut values)?;
+        event.dimensions = values
+            .since(0)
+            .iter()
+            .map(|value| match value {
+                DimValue::Text(text) => DimValue::Text(Cow::Owned(text.into_owned())),
+                DimValue::None => DimValue::None,
+                DimValue::Invalid => DimValue::Invalid,
+            })
+            .collect();
+        Ok(event)
+    }
+
+    /// [`Decoder::decode`], the dimension values written to `values` (and none in the
+    /// event) so that no event needs a `Vec` of its own; only an accepted record adds any.
+    pub(crate) fn decode_into<'a>(
+        &self,
+        bytes: &'a [u8],
+        values: &mut ValueBuffer,
+    ) -> Result<DecodedEvent<'a>, Rejection> {
         if bytes.len() > self.max_record_bytes {
             return Err(Rejection::RecordTooLarge);
         }
@@ -237,7 +259,7 @@ impl Decoder {
             return Err(Rejection::NotObject);
         }
         // By reference: moving the capture slots would copy them whole.
-        let event = self.resolve(&mut captures);
+        let event = self.resolve(&mut captures, values);
         captures.release();
         event
     }
@@ -257,7 +279,11 @@ impl Decoder {
     }
 
     /// Borrows the captures: moving the slots per record cost more than taking from them.
-    fn resolve<'a>(&self, captures: &mut Captures<'a>) -> Result<DecodedEvent<'a>, Rejection> {
+    fn resolve<'a>(
+        &self,
+        captures: &mut Captures<'a>,
+        values: &mut ValueBuffer,
+    ) -> Result<DecodedEvent<'a>, Rejection> {
         let user = match captures.take(Field::User) {
             None => return Err(Rejection::MissingUser),
             Some((_, Scalar::Str(s))) if s.is_empty() => return Err(Rejection::EmptyUser),
@@ -314,13 +340,10 @@ impl Decoder {
             Some((_, Scalar::UInt(u))) => Some(Cow::Owned(u.to_string())),
             _ => None,
         };
-        let dimensions = if self.dimensions == 0 {
-            Vec::new()
-        } else {
-            (0..self.dimensions)
-                .map(|slot| pointer_fields::dimension_value(captures.take_slot(FIELDS + slot)))
-                .collect()
-        };
+        // Last: a rejected record must leave nothing in `values`.
+        for slot in 0..self.dimensions {
+            pointer_fields::push_dimension_value(values, captures.take_slot(FIELDS + slot));
+        }
         Ok(DecodedEvent {
             user,
             kind,
@@ -329,7 +352,7 @@ impl Decoder {
             feature,
             session_id,
             outcome,
-            dimensions,
+            dimensions: Vec::new(),
         })
     }
 }

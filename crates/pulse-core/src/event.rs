@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dimensions::{DimIds, DimValues};
+use crate::dimensions::{DimIds, DimValue};
 use crate::features::FeatureId;
 use crate::funnel_rules::StepTags;
 use crate::sketch::UserHash;
@@ -155,8 +155,9 @@ pub struct DecodedEvent<'a> {
     /// What an outcome event (survey, order, subscription change) measured; `None` for
     /// every other event and whenever the outcomes family is off.
     pub outcome: Option<OutcomeValue>,
-    /// The value of each configured dimension, by position.
-    pub dimensions: DimValues<'a>,
+    /// The value of each configured dimension, by position (empty on the hot path, which
+    /// keeps them in a [`crate::dimensions::ValueBuffer`]: see [`crate::prepare`]).
+    pub dimensions: Vec<DimValue<'a>>,
 }
 
 /// The measurement an outcome event carries, already checked against its configuration

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decode::Decoder;
-use crate::dimensions::DimensionRegistry;
+use crate::dimensions::{DimIds, DimensionRegistry, ValueBuffer};
 use crate::event::PartitionEvent;
 use crate::event::{EventKind, Rejection};
 use crate::families::KpiState;
@@ -88,6 +88,8 @@ pub struct Ingestor {
     /// Whether the caller drives the watermark (a Kafka source: the minimum over its
     /// partitions) instead of the largest event time seen.
     source_watermark: bool,
+    /// The dimension values of the record [`Ingestor::ingest`] decodes, reused.
+    values: ValueBuffer,
     /// Whether the last snapshot found users on several partitions: summaries then merge
     /// users rather than add counts ([`SummaryPoint::merge_users`]). Learnt again by the
     /// first snapshot after a restart, so not saved.
@@ -130,6 +132,7 @@ impl Ingestor {
             lateness_ms: settings.allowed_lateness_ms,
             max_future_skew_ms: settings.max_future_skew_ms,
             source_watermark: false,
+            values: ValueBuffer::default(),
             merge_users: false,
         }
     }
@@ -147,8 +150,13 @@ impl Ingestor {
         fallback_ts_ms: Option<i64>,
         partition: Option<usize>,
     ) -> Outcome {
-        let prepared = self.decoder.prepare(bytes);
-        self.route(prepared, fallback_ts_ms, partition)
+        // Taken out for the call: the prepared record borrows it while routing changes self.
+        let mut values = std::mem::take(&mut self.values);
+        values.clear();
+        let prepared = self.decoder.prepare(bytes, &mut values);
+        let outcome = self.route(prepared, fallback_ts_ms, partition);
+        self.values = values;
+        outcome
     }
 
     /// Routes a record prepared by [`Decoder::prepare`] (on this thread or another, with a
@@ -226,7 +234,11 @@ impl Ingestor {
             .feature
             .as_ref()
             .map(|name| self.state.features.intern(name));
-        let dims = self.state.dimensions.intern(&event.dimensions);
+        let dims = if event.dimensions.is_empty() {
+            DimIds::default()
+        } else {
+            self.state.dimensions.intern(event.dimensions)
+        };
         let event = PartitionEvent {
             feature,
             sessionize,

@@ -10,10 +10,8 @@
 //! What lives here is what is particular to extra fields: how their pointer lists enter the
 //! trie, and how a captured scalar becomes a value.
 
-use std::borrow::Cow;
-
 use crate::decode::Scalar;
-use crate::dimensions::{DimValue, MAX_DIMENSIONS};
+use crate::dimensions::{MAX_DIMENSIONS, ValueBuffer};
 
 /// Capture slots for extra fields.
 pub const MAX_EXTRA_FIELDS: usize = MAX_DIMENSIONS;
@@ -31,24 +29,27 @@ pub(crate) fn insert_extra<'a>(
     }
 }
 
-/// A dimension's value from what its pointers captured: text as is (trimmed), numbers and
-/// booleans as their JSON text, an object or array `__invalid__`, nothing `__none__`.
-pub(crate) fn dimension_value(captured: Option<(u8, Scalar<'_>)>) -> DimValue<'_> {
+/// A dimension's value from what its pointers captured, written to `values`: text as is
+/// (trimmed), numbers and booleans as their JSON text, an object or array `__invalid__`,
+/// nothing `__none__`.
+pub(crate) fn push_dimension_value(values: &mut ValueBuffer, captured: Option<(u8, Scalar<'_>)>) {
     let Some((_, scalar)) = captured else {
-        return DimValue::None;
+        return values.push_none();
     };
-    let text = match scalar {
-        Scalar::Str(s) => s,
-        Scalar::Int(i) => Cow::Owned(itoa::Buffer::new().format(i).to_owned()),
-        Scalar::UInt(u) => Cow::Owned(itoa::Buffer::new().format(u).to_owned()),
+    match scalar {
+        Scalar::Str(s) => values.push_text(&s),
+        Scalar::Int(i) => values.push_text(itoa::Buffer::new().format(i)),
+        Scalar::UInt(u) => values.push_text(itoa::Buffer::new().format(u)),
         // Rust's shortest round-trip form: `2.5`, but `2.0` becomes `2`.
-        Scalar::Float(f) => Cow::Owned(f.to_string()),
-        Scalar::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+        Scalar::Float(f) => values.push_written(|text| {
+            use std::fmt::Write;
+            write!(text, "{f}").expect("writing to a String cannot fail");
+        }),
+        Scalar::Bool(b) => values.push_text(if b { "true" } else { "false" }),
         // A number's raw text (captured so for the money fields, when they share the key).
-        Scalar::Number(text) => Cow::Borrowed(text),
-        Scalar::Unusable => return DimValue::Invalid,
-    };
-    DimValue::of_text(text)
+        Scalar::Number(text) => values.push_text(text),
+        Scalar::Unusable => values.push_invalid(),
+    }
 }
 
 #[cfg(test)]

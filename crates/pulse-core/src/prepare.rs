@@ -8,14 +8,15 @@
 //! decoder's answer identical to it.
 //!
 //! A [`PreparedBatch`] carries the results of many records across threads: it owns its
-//! text (the few feature names and dimension values) in one buffer, so a batch costs no
-//! allocation per event and can be cleared and reused.
+//! text (the few feature names, and the dimension values in a [`ValueBuffer`] the decoder
+//! writes to directly), so a batch costs no allocation per event and can be cleared and
+//! reused.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::decode::Decoder;
-use crate::dimensions::{DimValue, DimValues};
+use crate::dimensions::{DimValues, ValueBuffer};
 use crate::event::{EventKind, OutcomeValue, Rejection};
 use crate::funnel_rules::StepTags;
 use crate::sketch::UserHash;
@@ -33,17 +34,22 @@ pub struct Prepared<'a> {
     pub kind: EventKind,
     pub feature: Option<Cow<'a, str>>,
     pub outcome: Option<OutcomeValue>,
-    /// The value of each configured dimension, by position.
+    /// The value of each configured dimension, by position, kept in a [`ValueBuffer`].
     pub dimensions: DimValues<'a>,
     /// What the funnels match of its raw name and feature (the name is not kept).
     pub tags: StepTags,
 }
 
 impl Decoder {
-    /// Decodes one record and hashes its user. Pure: the same bytes always give the same
-    /// answer, on any thread.
-    pub fn prepare<'a>(&self, bytes: &'a [u8]) -> Result<Prepared<'a>, Rejection> {
-        let event = self.decode(bytes)?;
+    /// Decodes one record and hashes its user; its dimension values are added to `values`.
+    /// Pure: the same bytes always give the same answer, on any thread.
+    pub fn prepare<'a>(
+        &self,
+        bytes: &'a [u8],
+        values: &'a mut ValueBuffer,
+    ) -> Result<Prepared<'a>, Rejection> {
+        let start = values.len();
+        let event = self.decode_into(bytes, values)?;
         let user = UserHash::of(&event.user);
         let partition_hash = self
             .partitioner
@@ -66,7 +72,7 @@ impl Decoder {
             kind: event.kind,
             feature: event.feature,
             outcome: event.outcome,
-            dimensions: event.dimensions,
+            dimensions: values.since(start),
             tags,
         })
     }
@@ -76,18 +82,10 @@ impl Decoder {
 #[derive(Debug, Default)]
 pub struct PreparedBatch {
     records: Vec<Result<Stored, Rejection>>,
-    /// Feature names and dimension values, back to back; records refer to them by range.
+    /// Feature names, back to back; records refer to them by range.
     text: String,
     /// Dimension values of the records that have any, back to back.
-    dimensions: Vec<StoredValue>,
-}
-
-/// A dimension value in a batch: a pool, or a range of its text.
-#[derive(Debug)]
-enum StoredValue {
-    None,
-    Invalid,
-    Text(Range<usize>),
+    values: ValueBuffer,
 }
 
 #[derive(Debug)]
@@ -99,45 +97,30 @@ struct Stored {
     kind: EventKind,
     feature: Option<Range<usize>>,
     outcome: Option<OutcomeValue>,
-    /// Its values in `dimensions` (empty when no dimension is configured).
-    dimensions: Range<usize>,
+    /// Its values in `values` (an empty range when no dimension is configured).
+    dimensions: (u32, u32),
     tags: StepTags,
 }
 
 impl PreparedBatch {
-    pub fn push(&mut self, record: Result<Prepared<'_>, Rejection>) {
-        let stored = record.map(|p| Stored {
+    /// Prepares `bytes` ([`Decoder::prepare`]) as the batch's next record.
+    pub fn prepare(&mut self, decoder: &Decoder, bytes: &[u8]) {
+        let stored = decoder.prepare(bytes, &mut self.values).map(|p| Stored {
             user: p.user,
             partition_hash: p.partition_hash,
             session_key: p.session_key,
             ts_ms: p.ts_ms,
             kind: p.kind,
-            feature: p.feature.map(|name| self.store_text(&name)),
+            feature: p.feature.map(|name| {
+                let start = self.text.len();
+                self.text.push_str(&name);
+                start..self.text.len()
+            }),
             outcome: p.outcome,
-            dimensions: self.store_dimensions(&p.dimensions),
+            dimensions: p.dimensions.range(),
             tags: p.tags,
         });
         self.records.push(stored);
-    }
-
-    fn store_text(&mut self, text: &str) -> Range<usize> {
-        let start = self.text.len();
-        self.text.push_str(text);
-        start..self.text.len()
-    }
-
-    /// Stores the values (none without dimensions).
-    fn store_dimensions(&mut self, values: &[DimValue<'_>]) -> Range<usize> {
-        let start = self.dimensions.len();
-        for value in values {
-            let stored = match value {
-                DimValue::None => StoredValue::None,
-                DimValue::Invalid => StoredValue::Invalid,
-                DimValue::Text(text) => StoredValue::Text(self.store_text(text)),
-            };
-            self.dimensions.push(stored);
-        }
-        start..self.dimensions.len()
     }
 
     pub fn len(&self) -> usize {
@@ -152,7 +135,7 @@ impl PreparedBatch {
     pub fn clear(&mut self) {
         self.records.clear();
         self.text.clear();
-        self.dimensions.clear();
+        self.values.clear();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Result<Prepared<'_>, Rejection>> {
@@ -168,7 +151,7 @@ impl PreparedBatch {
                     .as_ref()
                     .map(|range| Cow::Borrowed(&self.text[range.clone()])),
                 outcome: s.outcome,
-                dimensions: self.dimensions_of(s),
+                dimensions: DimValues::at(&self.values, s.dimensions.0, s.dimensions.1),
                 tags: s.tags,
             }),
             Err(reason) => Err(*reason),
@@ -176,29 +159,11 @@ impl PreparedBatch {
     }
 }
 
-impl PreparedBatch {
-    fn dimensions_of(&self, stored: &Stored) -> DimValues<'_> {
-        // Without dimensions (the usual case) skip the iterator: it cost 20 instructions.
-        if stored.dimensions.is_empty() {
-            return DimValues::new();
-        }
-        self.dimensions[stored.dimensions.clone()]
-            .iter()
-            .map(|stored| match stored {
-                StoredValue::None => DimValue::None,
-                StoredValue::Invalid => DimValue::Invalid,
-                StoredValue::Text(range) => {
-                    DimValue::Text(Cow::Borrowed(&self.text[range.clone()]))
-                }
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::EngineSettings;
+    use crate::dimensions::DimValue;
 
     #[test]
     fn a_batch_gives_back_what_was_prepared() {
@@ -224,16 +189,25 @@ mod tests {
         ];
         let mut batch = PreparedBatch::default();
         for record in records {
-            batch.push(decoder.prepare(record));
+            batch.prepare(&decoder, record);
         }
-        let direct: Vec<_> = records.iter().map(|r| decoder.prepare(r)).collect();
+        // Each record prepared on its own, into a buffer of its own.
+        let mut buffers = vec![ValueBuffer::default(); records.len()];
+        let direct: Vec<_> = records
+            .iter()
+            .zip(&mut buffers)
+            .map(|(r, values)| decoder.prepare(r, values))
+            .collect();
         assert_eq!(batch.iter().collect::<Vec<_>>(), direct);
         assert_eq!(
             direct[3].as_ref().unwrap().feature.as_deref(),
             Some("share")
         );
         assert_eq!(direct[2], Err(Rejection::NotJson));
-        let values = |i: usize| direct[i].as_ref().unwrap().dimensions[..3].to_vec();
+        let values = |i: usize| {
+            let values = direct[i].as_ref().unwrap().dimensions;
+            values.iter().collect::<Vec<_>>()
+        };
         assert_eq!(
             values(0),
             [

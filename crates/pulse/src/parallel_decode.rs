@@ -152,7 +152,7 @@ fn prepare_block(decoder: &Decoder, block: &mut Block) {
         block.lines += 1;
         let record = bytes[start..end].trim_ascii();
         if !record.is_empty() {
-            block.records.push(decoder.prepare(record));
+            block.records.prepare(decoder, record);
         }
         start = end + 1;
     }
@@ -162,6 +162,7 @@ fn prepare_block(decoder: &Decoder, block: &mut Block) {
 mod tests {
     use super::*;
     use pulse_core::EngineSettings;
+    use pulse_core::dimensions::ValueBuffer;
 
     /// A reader that hands out at most 37 bytes a read, as a pipe may.
     struct Trickle<'a>(&'a [u8]);
@@ -199,7 +200,12 @@ mod tests {
             .lines()
             .map(str::trim_ascii)
             .filter(|l| !l.is_empty())
-            .map(|l| format!("{:?}", decoder.prepare(l.as_bytes())))
+            .map(|l| {
+                format!(
+                    "{:?}",
+                    decoder.prepare(l.as_bytes(), &mut ValueBuffer::default())
+                )
+            })
             .collect();
         let expected_lines = text.split('\n').count() as u64;
         for (threads, block_bytes) in [(1, 1), (2, 64), (3, 100), (4, 1 << 20)] {
