@@ -702,3 +702,27 @@ fn a_format_2_checkpoint_still_loads() {
     let new = format::read_checkpoint(&again).unwrap();
     assert_eq!(format!("{:?}", new.engine), format!("{:?}", old.engine));
 }
+
+/// A save whose manifest landed but whose answer was lost (cut off by `state.timeout`, or
+/// the connection dropped after the store applied it): the next save finds its own
+/// manifest in the way and goes on, rather than take itself for a stale owner and drop the
+/// partition.
+#[tokio::test]
+async fn a_landed_save_whose_answer_was_lost_is_not_taken_for_another_owner() {
+    let objects = Arc::new(watched::Watched::default());
+    let store = StateStore::over(objects.clone());
+    save_n(&store, 1).await;
+    let state = engine(3).state();
+    objects.lose_next_create_answer();
+    let lost = store
+        .save(state.clone(), &numbers(), &offsets(2), &sizes(), 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(lost, StateStoreError::Write { .. }), "{lost:?}");
+    store
+        .save(state, &numbers(), &offsets(3), &sizes(), 3)
+        .await
+        .unwrap();
+    let saved = StateStore::over(objects).inspect().await.unwrap().unwrap();
+    assert_eq!(saved.offsets, offsets(3));
+}
