@@ -199,7 +199,7 @@ mod tests {
             .map(|m| m.unwrap().location)
             .collect()
             .await;
-        assert_eq!(listed, [path.clone()]);
+        assert_eq!(listed, std::slice::from_ref(&path));
         store.delete(&path).await.unwrap();
         assert!(matches!(
             store.get(&path).await,
