@@ -419,8 +419,8 @@ fn counter(member: &Pulse, name: &str) -> f64 {
 }
 
 /// The object store unreachable for a while (issue 13): moto behind a proxy of the test's
-/// own that swallows every packet (moto keeps its objects in memory, so it is not
-/// restarted). Consumption goes on and pulse stays ready (readiness is about the brokers:
+/// own that first swallows every packet, then refuses every connection (moto keeps its
+/// objects in memory, so it is not restarted). Consumption goes on and pulse stays ready (readiness is about the brokers:
 /// the KPIs it serves are still right, and checkpoint trouble is the alerts' business);
 /// failed checkpoints are counted within a few checkpoint intervals, not after the object
 /// store client's minutes of retries (`state.timeout`); once the store answers again the
@@ -472,6 +472,16 @@ async fn an_object_store_outage_is_counted_consumption_goes_on_and_the_next_chec
         PATIENCE,
         &[&member],
         || accepted(&member) > applied,
+    );
+    assert_eq!(member.get("/readyz").0, 200, "ready: the brokers are up");
+    // Then the store down rather than silent: connections refused at once.
+    proxy.set_fault(Fault::Refuse);
+    let failed = counter(&member, "pulse_checkpoint_failures_total");
+    wait_until(
+        "a checkpoint failed against a refusing store",
+        Duration::from_secs(20),
+        &[&member],
+        || counter(&member, "pulse_checkpoint_failures_total") > failed,
     );
     assert_eq!(member.get("/readyz").0, 200, "ready: the brokers are up");
     let written = counter(&member, "pulse_checkpoints_total");
