@@ -132,7 +132,8 @@ mod tests {
 
     use super::*;
     use crate::partition_numbers::PartitionNumbers;
-    use crate::state_store::watched::Watched;
+    use crate::state_store::decorated::Decorated;
+    use crate::state_store::watched::{self, Watched};
     use crate::state_store::{Offsets, TopicSizes};
 
     const PARTITIONS: i32 = 4;
@@ -148,7 +149,7 @@ mod tests {
     }
 
     /// A store whose partitions a previous owner saved at offset 10 + partition.
-    async fn saved(objects: &Arc<Watched>) {
+    async fn saved(objects: &Arc<Decorated<Watched>>) {
         let settings = EngineSettings {
             partitions: PARTITIONS as usize,
             ..EngineSettings::default()
@@ -188,9 +189,9 @@ mod tests {
 
     #[tokio::test]
     async fn partitions_assigned_together_load_at_once_and_each_at_its_offset() {
-        let objects = Arc::new(Watched::default());
+        let objects = watched::store();
         saved(&objects).await;
-        objects.count_reads_from_now();
+        objects.around().count_reads_from_now();
         let store = StateStore::over(objects.clone());
         let mut loads = Loads::default();
         for key in keys() {
@@ -199,10 +200,10 @@ mod tests {
         let finished = all_finished(&mut loads).await;
         // Overlapping reads: a load one after another never has two under way.
         assert!(
-            objects.most_reading() > 1,
+            objects.around().most_reading() > 1,
             "the loads ran one after another"
         );
-        assert!(objects.most_reading() <= CONCURRENCY);
+        assert!(objects.around().most_reading() <= CONCURRENCY);
         for ((key, result), expected) in finished.into_iter().zip(keys()) {
             assert_eq!(key, expected);
             let loaded = result.expect("loaded");
@@ -217,9 +218,9 @@ mod tests {
     /// owns it: that member's saves are not refused.
     #[tokio::test]
     async fn a_partition_revoked_while_loading_writes_nothing_and_the_new_owner_keeps_it() {
-        let objects = Arc::new(Watched::default());
+        let objects = watched::store();
         saved(&objects).await;
-        let stored = |objects: Arc<Watched>| async move {
+        let stored = |objects: Arc<Decorated<Watched>>| async move {
             let listed: Vec<_> = objects
                 .list(None)
                 .map(|m| m.unwrap().location)
@@ -231,16 +232,16 @@ mod tests {
         let here = StateStore::over(objects.clone());
         let key = TopicPartition::new("events", 1);
         // The store is slow to answer: the load is under way when the revocation comes.
-        objects.answer(false);
+        objects.around().answer(false);
         let mut loads = Loads::default();
         loads.start(&here, key.clone(), no_fallback());
-        while objects.holding() == 0 {
+        while objects.around().holding() == 0 {
             tokio::task::yield_now().await;
         }
         assert!(loads.cancel(&here, &key).await);
         assert!(!loads.cancel(&here, &key).await, "cancelled once");
         assert_eq!(here.epoch(&key), None, "no claim kept");
-        objects.answer(true);
+        objects.around().answer(true);
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }

@@ -13,147 +13,73 @@
 //! callers are written for that (see `save_partition`'s "answer lost" case).
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 
-/// `inner`, each request of which fails after `limit` without an answer.
-#[derive(Debug)]
-pub(super) struct Deadline {
-    inner: Arc<dyn ObjectStore>,
-    limit: Duration,
-}
+use super::decorated::{Around, Request};
 
-impl Deadline {
-    pub(super) fn new(inner: Arc<dyn ObjectStore>, limit: Duration) -> Deadline {
-        Deadline { inner, limit }
-    }
-}
+/// Every request fails after this long without an answer (see [`super::decorated`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadline(pub Duration);
 
 impl fmt::Display for Deadline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Deadline({:?}, {})", self.limit, self.inner)
+        write!(f, "Deadline({:?})", self.0)
     }
 }
 
-fn expired(limit: Duration) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "state store",
-        source: format!("no answer within {limit:?} (state.timeout)").into(),
-    }
-}
-
-/// `request`, or the deadline's error once `limit` has passed.
-async fn within<T>(
-    limit: Duration,
-    request: impl Future<Output = object_store::Result<T>>,
-) -> object_store::Result<T> {
-    tokio::time::timeout(limit, request)
-        .await
-        .unwrap_or_else(|_| Err(expired(limit)))
-}
-
-/// `stream`, each item of which must come within `limit`; ends after the first expiry.
-fn each_within<T: Send + 'static>(
-    limit: Duration,
-    stream: BoxStream<'static, object_store::Result<T>>,
-) -> BoxStream<'static, object_store::Result<T>> {
-    futures::stream::unfold(Some(stream), move |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(limit, stream.next()).await {
-            Ok(Some(item)) => Some((item, Some(stream))),
-            Ok(None) => None,
-            Err(_) => Some((Err(expired(limit)), None)),
+impl Deadline {
+    fn expired(&self) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "state store",
+            source: format!("no answer within {:?} (state.timeout)", self.0).into(),
         }
-    })
-    .boxed()
+    }
 }
 
-#[async_trait]
-impl ObjectStore for Deadline {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        within(self.limit, self.inner.put_opts(location, payload, opts)).await
-    }
-
-    /// Not used by pulse (checkpoints are single puts); passed through, undecorated.
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        within(self.limit, async {
-            let got = self.inner.get_opts(location, options).await?;
-            let (meta, range, attributes, extensions) = (
-                got.meta.clone(),
-                got.range.clone(),
-                got.attributes.clone(),
-                got.extensions.clone(),
-            );
-            let bytes = got.bytes().await?;
-            Ok(GetResult {
-                payload: GetResultPayload::Stream(
-                    futures::stream::once(async { Ok(bytes) }).boxed(),
-                ),
-                meta,
-                range,
-                attributes,
-                extensions,
-            })
+impl Around for Deadline {
+    fn request<'a, T: Send + 'a>(
+        &'a self,
+        _: Request,
+        request: BoxFuture<'a, object_store::Result<T>>,
+    ) -> BoxFuture<'a, object_store::Result<T>> {
+        Box::pin(async move {
+            tokio::time::timeout(self.0, request)
+                .await
+                .unwrap_or_else(|_| Err(self.expired()))
         })
-        .await
     }
 
-    fn delete_stream(
+    /// Each item must come within the deadline; the stream ends after the first expiry.
+    fn stream<T: Send + 'static>(
         &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        each_within(self.limit, self.inner.delete_stream(locations))
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        each_within(self.limit, self.inner.list(prefix))
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        within(self.limit, self.inner.list_with_delimiter(prefix)).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        within(self.limit, self.inner.copy_opts(from, to, options)).await
+        stream: BoxStream<'static, object_store::Result<T>>,
+    ) -> BoxStream<'static, object_store::Result<T>> {
+        let deadline = *self;
+        futures::stream::unfold(Some(stream), move |stream| async move {
+            let mut stream = stream?;
+            match tokio::time::timeout(deadline.0, stream.next()).await {
+                Ok(Some(item)) => Some((item, Some(stream))),
+                Ok(None) => None,
+                Err(_) => Some((Err(deadline.expired()), None)),
+            }
+        })
+        .boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use object_store::memory::InMemory;
-    use object_store::{ObjectStoreExt, PutPayload};
+    use std::sync::Arc;
 
-    use super::super::watched::Watched;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+    use super::super::decorated::Decorated;
+    use super::super::watched;
     use super::*;
 
     // Paused time: the runtime moves the clock on whenever every task waits, so the
@@ -162,9 +88,9 @@ mod tests {
     async fn a_silent_store_fails_every_request_at_the_deadline() {
         let limit = Duration::from_secs(5);
         // A blackhole: the store never answers.
-        let silent = Watched::default();
-        silent.answer(false);
-        let store = Deadline::new(Arc::new(silent), limit);
+        let silent = watched::store();
+        silent.around().answer(false);
+        let store = Decorated::new(silent, Deadline(limit));
         let path = Path::from("p/x");
         let started = tokio::time::Instant::now();
         let put = store.put(&path, PutPayload::from_static(b"x")).await;
@@ -185,7 +111,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_store_that_answers_is_unchanged() {
-        let store = Deadline::new(Arc::new(InMemory::new()), Duration::from_secs(5));
+        let store = Decorated::new(Arc::new(InMemory::new()), Deadline(Duration::from_secs(5)));
         let path = Path::from("p/x");
         store
             .put(&path, PutPayload::from_static(b"state"))

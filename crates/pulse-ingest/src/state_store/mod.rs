@@ -68,6 +68,7 @@ use crate::partition_numbers::PartitionNumbers;
 use crate::topic_partition::TopicPartition;
 
 mod deadline;
+pub(crate) mod decorated;
 mod format;
 mod location;
 mod manifest;
@@ -351,7 +352,8 @@ impl StateStore {
     /// The same store with every request to it bounded by `limit` (`state.timeout`): one
     /// that has not answered by then, retries included, fails (see [`deadline`]).
     pub fn with_timeout(mut self, limit: Duration) -> StateStore {
-        self.objects = Arc::new(deadline::Deadline::new(self.objects, limit));
+        let deadline = deadline::Deadline(limit);
+        self.objects = Arc::new(decorated::Decorated::new(self.objects, deadline));
         self
     }
 

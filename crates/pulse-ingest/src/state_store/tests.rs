@@ -709,11 +709,11 @@ fn a_format_2_checkpoint_still_loads() {
 /// partition.
 #[tokio::test]
 async fn a_landed_save_whose_answer_was_lost_is_not_taken_for_another_owner() {
-    let objects = Arc::new(watched::Watched::default());
+    let objects = watched::store();
     let store = StateStore::over(objects.clone());
     save_n(&store, 1).await;
     let state = engine(3).state();
-    objects.lose_next_create_answer();
+    objects.around().lose_next_create_answer();
     let lost = store
         .save(state.clone(), &numbers(), &offsets(2), &sizes(), 2)
         .await

@@ -7,19 +7,23 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use object_store::memory::InMemory;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 use tokio::sync::watch;
+
+use super::decorated::{Around, Decorated, Request};
+
+/// An in-memory store, watched.
+pub(crate) fn store() -> Arc<Decorated<Watched>> {
+    Arc::new(Decorated::new(
+        Arc::new(InMemory::new()),
+        Watched::default(),
+    ))
+}
 
 #[derive(Debug)]
 pub(crate) struct Watched {
-    inner: InMemory,
     /// `false` holds every request until it is `true` again.
     open: watch::Sender<bool>,
     /// Requests waiting for `open`.
@@ -33,7 +37,6 @@ pub(crate) struct Watched {
 impl Default for Watched {
     fn default() -> Watched {
         Watched {
-            inner: InMemory::new(),
             open: watch::Sender::new(true),
             holding: Arc::default(),
             reading: AtomicUsize::new(0),
@@ -54,30 +57,6 @@ impl Watched {
         self.holding.load(Ordering::SeqCst)
     }
 
-    /// Returns once requests may go on.
-    fn until_open(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut open = self.open.subscribe();
-        let holding = self.holding.clone();
-        async move {
-            if !*open.borrow() {
-                holding.fetch_add(1, Ordering::SeqCst);
-                let _ = open.wait_for(|open| *open).await;
-                holding.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-    }
-
-    /// `stream`, held until requests may go on.
-    fn held<T: Send + 'static>(&self, stream: BoxStream<'static, T>) -> BoxStream<'static, T> {
-        let open = self.until_open();
-        futures::stream::once(async move {
-            open.await;
-            stream
-        })
-        .flatten()
-        .boxed()
-    }
-
     /// The most reads that were under way at once since [`Self::count_reads_from_now`].
     pub(crate) fn most_reading(&self) -> usize {
         self.most_reading.load(Ordering::SeqCst)
@@ -89,6 +68,19 @@ impl Watched {
 
     pub(crate) fn lose_next_create_answer(&self) {
         self.lose_next_create_answer.store(true, Ordering::SeqCst);
+    }
+
+    /// Returns once requests may go on.
+    fn until_open(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut open = self.open.subscribe();
+        let holding = self.holding.clone();
+        async move {
+            if !*open.borrow() {
+                holding.fetch_add(1, Ordering::SeqCst);
+                let _ = open.wait_for(|open| *open).await;
+                holding.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 }
 
@@ -111,74 +103,47 @@ impl Drop for Reading<'_> {
 
 impl fmt::Display for Watched {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Watched({})", self.inner)
+        f.write_str("Watched")
     }
 }
 
-#[async_trait]
-impl ObjectStore for Watched {
-    async fn put_opts(
+impl Around for Watched {
+    fn request<'a, T: Send + 'a>(
+        &'a self,
+        kind: Request,
+        request: BoxFuture<'a, object_store::Result<T>>,
+    ) -> BoxFuture<'a, object_store::Result<T>> {
+        Box::pin(async move {
+            let _reading = (kind == Request::Get).then(|| Reading::new(self));
+            if kind == Request::Get {
+                // A round trip: other tasks run meanwhile, as they would while a request
+                // is on the wire.
+                tokio::task::yield_now().await;
+            }
+            self.until_open().await;
+            let answer = request.await?;
+            if kind == (Request::Put { create: true })
+                && self.lose_next_create_answer.swap(false, Ordering::SeqCst)
+            {
+                return Err(object_store::Error::Generic {
+                    store: "watched",
+                    source: "the connection dropped before the answer".into(),
+                });
+            }
+            Ok(answer)
+        })
+    }
+
+    fn stream<T: Send + 'static>(
         &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.until_open().await;
-        let create = matches!(opts.mode, PutMode::Create);
-        let put = self.inner.put_opts(location, payload, opts).await?;
-        if create && self.lose_next_create_answer.swap(false, Ordering::SeqCst) {
-            return Err(object_store::Error::Generic {
-                store: "watched",
-                source: "the connection dropped before the answer".into(),
-            });
-        }
-        Ok(put)
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let _reading = Reading::new(self);
-        // A round trip: other tasks run meanwhile, as they would while a request is on
-        // the wire.
-        tokio::task::yield_now().await;
-        self.until_open().await;
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.held(self.inner.delete_stream(locations))
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.held(self.inner.list(prefix))
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.until_open().await;
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.until_open().await;
-        self.inner.copy_opts(from, to, options).await
+        stream: BoxStream<'static, object_store::Result<T>>,
+    ) -> BoxStream<'static, object_store::Result<T>> {
+        let open = self.until_open();
+        futures::stream::once(async move {
+            open.await;
+            stream
+        })
+        .flatten()
+        .boxed()
     }
 }
