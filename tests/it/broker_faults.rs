@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pulse_tests::kafka::{self, BrokerSpec, OwnBroker};
+use pulse_tests::proxy::Proxy;
 use pulse_tests::s3::S3Server;
 use pulse_tests::skip;
-use pulse_tests::tls::{Authority, TlsProxy};
+use pulse_tests::tls::Authority;
 
 use crate::helpers::{
     generate, json_diff, kpis_only, loadgen_configured, run_engine_open, without_state,
@@ -88,7 +89,7 @@ async fn over_tls_loadgen_and_run_give_the_replay_kpis_and_an_unknown_ca_is_refu
         advertised_port: Some(front.local_addr().unwrap().port()),
         ..BrokerSpec::default()
     });
-    let proxy = TlsProxy::start(front, broker.address(), &authority.issue_server());
+    let proxy = Proxy::start_tls(front, broker.address(), authority.issue_server().acceptor());
     let tls = proxy.address().to_owned();
 
     let dir = tempfile::tempdir().unwrap();

@@ -1,25 +1,29 @@
 //! Failover with partition state that follows the consumer group (issue 13, point 1): several
 //! `pulse run` on one 12-partition topic share one state location; each loads a partition's
 //! state when the group assigns it, writes a final checkpoint when the group takes it away,
-//! and writes nothing for a partition it lost.
+//! and writes nothing for a partition it lost. One test keeps the state in moto's S3 and
+//! makes it unreachable mid-stream.
 //!
 //! The workload streams in (rate-limited `pulse loadgen`) while members crash, join and
 //! leave. The group's result is read back with `pulse state show` once every member has
 //! stopped, and must be `pulse replay`'s of the same events to the last field: identical
 //! HLL registers (the estimates), exact session statistics, exact counters.
 //!
-//! One timing bound is asserted, the issue's: a crashed member's partitions are owned again
-//! within the session timeout (6 s in these tests) plus 10 s.
+//! Two timing bounds are asserted: the issue's, a crashed member's partitions are owned
+//! again within the session timeout (6 s in these tests) plus 10 s; and checkpoint failures
+//! counted within seconds of the object store going silent (`state.timeout`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pulse_tests::proxy::{Fault, Proxy};
+use pulse_tests::s3::{S3Server, client_env_at};
 use pulse_tests::{WorkloadConfig, kafka};
 use serde_json::Value;
 
 use crate::helpers::{assert_success, generate, json_diff, pulse_bin, without_state};
 use crate::kafka_tests::{SERIAL, write_config_in_group};
-use crate::process::{Pulse, signal};
+use crate::process::{Pulse, metric, signal};
 
 const PARTITIONS: i32 = 12;
 const USERS: u32 = 800;
@@ -42,6 +46,10 @@ struct Group {
     state: String,
     input: String,
     members: usize,
+    /// The environment of every `pulse` the test runs (an object store's endpoint).
+    env: Vec<(String, String)>,
+    /// More of the `[state]` section.
+    state_settings: &'static str,
 }
 
 impl Group {
@@ -66,6 +74,8 @@ impl Group {
             brokers,
             topic,
             members: 0,
+            env: Vec::new(),
+            state_settings: "",
         };
         (group, guard)
     }
@@ -76,20 +86,13 @@ impl Group {
         let own = self.dir.path().join(format!("member-{}", self.members));
         std::fs::create_dir_all(&own).unwrap();
         let config = self.config_in(&own);
-        Pulse::start(&[
-            "run",
-            "--config",
-            &config,
-            "--clock",
-            "event-time",
-            "--state",
-            &self.state,
-        ])
+        let args = ["run", "--config", &config, "--clock", "event-time"];
+        Pulse::start_with_env(&[&args[..], &["--state", &self.state]].concat(), &self.env)
     }
 
     fn config_in(&self, dir: &Path) -> String {
-        let state = "checkpoint_interval = \"1s\"\n";
-        write_config_in_group(dir, &self.brokers, &self.topic, &self.group, state)
+        let state = format!("checkpoint_interval = \"1s\"\n{}", self.state_settings);
+        write_config_in_group(dir, &self.brokers, &self.topic, &self.group, &state)
     }
 
     /// Produces the workload at [`RATE`] in the background.
@@ -133,17 +136,20 @@ impl Group {
     /// What the state location holds, merged (claims nothing).
     fn shown(&self) -> Value {
         let config = self.config_in(self.dir.path());
-        let output = Pulse::run_to_end(&[
-            "state",
-            "show",
-            "--config",
-            &config,
-            "--compact",
-            "--wall-clock",
-            WALL,
-            "--state-url",
-            &self.state,
-        ]);
+        let output = Pulse::run_to_end_with_env(
+            &[
+                "state",
+                "show",
+                "--config",
+                &config,
+                "--compact",
+                "--wall-clock",
+                WALL,
+                "--state-url",
+                &self.state,
+            ],
+            &self.env,
+        );
         assert_success(&output, "pulse state show");
         serde_json::from_slice(&output.stdout).unwrap()
     }
@@ -163,6 +169,14 @@ impl Group {
             std::thread::sleep(Duration::from_secs(1));
         }
     }
+}
+
+/// Waits until `member` owns every partition.
+fn owning_every_partition(member: &Pulse, who: &str) {
+    let what = format!("{who} to own every partition");
+    wait_until(&what, PATIENCE, &[member], || {
+        owned(&member.log()).len() == PARTITIONS as usize
+    });
 }
 
 /// Waits until `member` has applied events.
@@ -328,12 +342,7 @@ async fn scaling_one_to_three_to_one_under_load_has_no_gap_and_no_duplicate() {
     let _serial = SERIAL.lock().await;
     let (mut group, _guard) = Group::new("failover-scale").await;
     let first = group.start();
-    wait_until(
-        "the first member to own every partition",
-        PATIENCE,
-        &[&first],
-        || owned(&first.log()).len() == PARTITIONS as usize,
-    );
+    owning_every_partition(&first, "the first member");
     let producer = group.produce();
     applying(&first, "the first member");
     let (second, third) = (group.start(), group.start());
@@ -354,12 +363,7 @@ async fn scaling_one_to_three_to_one_under_load_has_no_gap_and_no_duplicate() {
         assert!(status.success(), "{log}");
         left.push(log);
     }
-    wait_until(
-        "the first member to own every partition again",
-        PATIENCE,
-        &[&first],
-        || owned(&first.log()).len() == PARTITIONS as usize,
-    );
+    owning_every_partition(&first, "the first member, again,");
     // The first member took partitions over twice: at start, from nobody; after the others
     // left, from their final checkpoints.
     let log_first = first.log();
@@ -407,4 +411,87 @@ async fn a_member_paused_past_its_session_timeout_drops_its_partitions_and_write
         eprintln!("{line}");
     }
     finish(&group, producer, vec![stale, a], &[]);
+}
+
+/// A counter of `member`'s `/metrics` (0 before it is first exported).
+fn counter(member: &Pulse, name: &str) -> f64 {
+    metric(&member.get("/metrics").1, name).unwrap_or(0.0)
+}
+
+/// The object store unreachable for a while (issue 13): moto behind a proxy of the test's
+/// own that first swallows every packet, then refuses every connection (moto keeps its
+/// objects in memory, so it is not restarted). Consumption goes on and pulse stays ready (readiness is about the brokers:
+/// the KPIs it serves are still right, and checkpoint trouble is the alerts' business);
+/// failed checkpoints are counted within a few checkpoint intervals, not after the object
+/// store client's minutes of retries (`state.timeout`); once the store answers again the
+/// next checkpoint is written, and the state the member leaves is the replay's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_store_outage_is_counted_consumption_goes_on_and_the_next_checkpoint_is_right() {
+    let _serial = SERIAL.lock().await;
+    let s3 = S3Server::start("pulse-outage");
+    let proxy = Proxy::start(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        s3.address().to_owned(),
+    );
+    let (mut group, _guard) = Group::new("failover-outage").await;
+    group.state = "s3://pulse-outage/group".to_owned();
+    group.env = client_env_at(proxy.address());
+    group.state_settings = "timeout = \"2s\"\n";
+    let member = group.start();
+    owning_every_partition(&member, "the member");
+    let producer = group.produce();
+    wait_until("a first checkpoint in S3", PATIENCE, &[&member], || {
+        counter(&member, "pulse_checkpoints_total") >= 1.0
+            && member
+                .snapshot()
+                .is_some_and(|s| s["events"]["accepted"].as_u64().unwrap_or(0) > 0)
+    });
+
+    proxy.set_fault(Fault::Blackhole);
+    let accepted = |member: &Pulse| {
+        member
+            .snapshot()
+            .map_or(0, |s| s["events"]["accepted"].as_u64().unwrap_or(0))
+    };
+    let (failed, applied) = (
+        counter(&member, "pulse_checkpoint_failures_total"),
+        accepted(&member),
+    );
+    // Two failures: with 1 s between checkpoints and a 2 s deadline per request, one
+    // save of 12 partitions (8 at a time) fails within 4 s. The object store client alone
+    // would take 30 s for the first.
+    let counted = wait_until(
+        "two failed checkpoints",
+        Duration::from_secs(20),
+        &[&member],
+        || counter(&member, "pulse_checkpoint_failures_total") >= failed + 2.0,
+    );
+    eprintln!("two checkpoint failures counted {counted:?} into the outage");
+    wait_until(
+        "events applied during the outage",
+        PATIENCE,
+        &[&member],
+        || accepted(&member) > applied,
+    );
+    assert_eq!(member.get("/readyz").0, 200, "ready: the brokers are up");
+    // Then the store down rather than silent: connections refused at once.
+    proxy.set_fault(Fault::Refuse);
+    let failed = counter(&member, "pulse_checkpoint_failures_total");
+    wait_until(
+        "a checkpoint failed against a refusing store",
+        Duration::from_secs(20),
+        &[&member],
+        || counter(&member, "pulse_checkpoint_failures_total") > failed,
+    );
+    assert_eq!(member.get("/readyz").0, 200, "ready: the brokers are up");
+    let written = counter(&member, "pulse_checkpoints_total");
+
+    proxy.set_fault(Fault::None);
+    wait_until(
+        "a checkpoint written after the outage",
+        Duration::from_secs(30),
+        &[&member],
+        || counter(&member, "pulse_checkpoints_total") > written,
+    );
+    finish(&group, producer, vec![member], &[]);
 }

@@ -12,6 +12,7 @@ pub mod funnel_model;
 pub mod kafka;
 pub mod oracle;
 pub mod outcomes;
+pub mod proxy;
 pub mod retention;
 pub mod s3;
 pub mod skip;

@@ -83,19 +83,31 @@ impl S3Server {
         })
     }
 
-    /// The environment that points tansu's `s3://BUCKET/` storage here (any credentials do).
-    pub fn client_env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT", format!("http://{}", self.endpoint)),
-            ("AWS_ALLOW_HTTP", "true".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "pulse-tests".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "pulse-tests".to_owned()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
+    /// `127.0.0.1:PORT`, for a proxy to relay to.
+    pub fn address(&self) -> &str {
+        &self.endpoint
     }
+
+    /// The environment that points an `s3://BUCKET/` client (tansu's storage, pulse's
+    /// `state.url`) here (any credentials do).
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        client_env_at(&self.endpoint)
+    }
+}
+
+/// The environment of [`S3Server::client_env`] for a server reached at `address` (a proxy
+/// in front of it).
+pub fn client_env_at(address: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT", format!("http://{address}")),
+        ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "pulse-tests".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "pulse-tests".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
 }
 
 /// An unsigned `PUT path` with an empty body; returns the status code.

@@ -1,18 +1,12 @@
-//! TLS for the Kafka tests: certificates made at test time, and a TLS-terminating proxy in
-//! front of a plaintext broker.
+//! TLS for the Kafka tests: certificates made at test time, for the TLS-terminating
+//! [`crate::proxy`] in front of a plaintext broker.
 //!
 //! Why a proxy: tansu 0.6 has `--cert` and `--key` flags but cannot serve TLS. Its command
 //! line declares the two flags mutually exclusive (so both cannot be given), and the broker
 //! never uses the acceptor it would build from them. The TLS endpoint pulse talks to is
-//! therefore this proxy (OpenSSL, like a TLS sidecar or load balancer in front of Kafka),
+//! therefore the proxy (OpenSSL, like a TLS sidecar or load balancer in front of Kafka),
 //! and the broker advertises the proxy's address, so every connection librdkafka opens,
-//! bootstrap and broker alike, goes through TLS. The proxy counts its handshakes, so a test
-//! can tell that TLS was really spoken, and refused when it should be.
-
-use std::net::TcpListener;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! bootstrap and broker alike, goes through TLS.
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
@@ -20,10 +14,9 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
+use openssl::ssl::{SslAcceptor, SslMethod};
 use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, SubjectAlternativeName};
 use openssl::x509::{X509, X509NameBuilder};
-use tokio_openssl::SslStream;
 
 /// A certificate authority of a test's own: trusted by nobody else.
 #[derive(Debug)]
@@ -94,6 +87,20 @@ impl Authority {
     }
 }
 
+impl ServerIdentity {
+    /// A TLS server configuration that presents this identity.
+    pub fn acceptor(&self) -> SslAcceptor {
+        let mut acceptor =
+            SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("TLS acceptor");
+        acceptor
+            .set_certificate(&self.certificate)
+            .expect("certificate");
+        acceptor.set_private_key(&self.key).expect("key");
+        acceptor.check_private_key().expect("matching key");
+        acceptor.build()
+    }
+}
+
 fn new_key() -> PKey<Private> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
     PKey::from_ec_key(EcKey::generate(&group).expect("an EC key")).expect("a key")
@@ -123,101 +130,4 @@ fn certificate_builder(name: &str, serial: u32, key: &PKey<Private>) -> openssl:
     builder.set_not_before(&not_before).expect("not before");
     builder.set_not_after(&not_after).expect("not after");
     builder
-}
-
-/// Handshakes the proxy has completed and refused.
-#[derive(Debug, Default)]
-pub struct Handshakes {
-    pub completed: AtomicU64,
-    pub failed: AtomicU64,
-}
-
-/// A TLS listener that relays each connection, decrypted, to a plaintext upstream. It runs
-/// on a thread and runtime of its own (so it serves whatever the test's runtime does);
-/// dropping it stops accepting and cuts every relayed connection.
-#[derive(Debug)]
-pub struct TlsProxy {
-    address: String,
-    handshakes: Arc<Handshakes>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl TlsProxy {
-    /// Serves TLS with `identity` on `listener` (bound by the caller first, so its port
-    /// can be advertised by the broker before the proxy starts), relaying to `upstream`.
-    pub fn start(listener: TcpListener, upstream: String, identity: &ServerIdentity) -> TlsProxy {
-        let mut acceptor =
-            SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("TLS acceptor");
-        acceptor
-            .set_certificate(&identity.certificate)
-            .expect("certificate");
-        acceptor.set_private_key(&identity.key).expect("key");
-        acceptor.check_private_key().expect("matching key");
-        let acceptor = Arc::new(acceptor.build());
-        let address = listener.local_addr().expect("bound").to_string();
-        listener.set_nonblocking(true).expect("non-blocking");
-        let handshakes = Arc::new(Handshakes::default());
-        let counts = handshakes.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("tls-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the TLS proxy");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
-                    tokio::pin!(stopped);
-                    loop {
-                        tokio::select! {
-                            _ = &mut stopped => break,
-                            accepted = listener.accept() => {
-                                if let Ok((client, _)) = accepted {
-                                    tokio::spawn(relay(client, acceptor.clone(), upstream.clone(), counts.clone()));
-                                }
-                            }
-                        }
-                    }
-                });
-            })
-            .expect("spawning the TLS proxy thread");
-        TlsProxy {
-            address,
-            handshakes,
-            _stop: stop,
-        }
-    }
-
-    /// `127.0.0.1:PORT` of the TLS listener.
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    pub fn handshakes(&self) -> &Handshakes {
-        &self.handshakes
-    }
-}
-
-async fn relay(
-    client: tokio::net::TcpStream,
-    acceptor: Arc<SslAcceptor>,
-    upstream: String,
-    handshakes: Arc<Handshakes>,
-) {
-    let Ok(mut tls) = Ssl::new(acceptor.context()).and_then(|ssl| SslStream::new(ssl, client))
-    else {
-        return;
-    };
-    if Pin::new(&mut tls).accept().await.is_err() {
-        // A client that does not trust this certificate ends the handshake.
-        handshakes.failed.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    handshakes.completed.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-        // Ends when either side closes (or the proxy is dropped with its runtime).
-        let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
-    }
 }

@@ -193,6 +193,9 @@ pub struct RawState {
     pub keep: usize,
     #[serde(with = "human_duration")]
     pub shutdown_timeout: Duration,
+    /// How long one request to the state store may go unanswered, retries included.
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -534,6 +537,9 @@ impl RawConfig {
         }
         if self.state.checkpoint_interval < Duration::from_millis(100) {
             bail!("state.checkpoint_interval must be at least 100ms");
+        }
+        if self.state.timeout < Duration::from_millis(100) {
+            bail!("state.timeout must be at least 100ms");
         }
         if self.rollups.interval < Duration::from_secs(1) {
             bail!("rollups.interval must be at least 1s");

@@ -205,7 +205,8 @@ pub fn run(options: RunOptions) -> Result<()> {
     let store = state
         .map(|location| StateStore::open(&location, raw.state.keep, &config::environment()))
         .transpose()
-        .context("state.url")?;
+        .context("state.url")?
+        .map(|store| store.with_timeout(raw.state.timeout));
     let shutdown_timeout = raw.state.shutdown_timeout;
     let interval = raw.state.checkpoint_interval;
     let rollups = rollup_options(&raw).map(|options| RollupWriter::new(settings.clone(), options));

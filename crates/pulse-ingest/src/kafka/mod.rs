@@ -6,7 +6,8 @@
 //! - `context`: librdkafka's callbacks — rebalances, this instance's positions,
 //!   statistics and errors.
 //! - `ownership`: with a state store shared by the group, partition state follows the
-//!   assignment: loaded on assignment, checkpointed and dropped on revocation.
+//!   assignment: loaded on assignment, checkpointed and dropped on revocation; `loads`:
+//!   the loads of assigned partitions, side by side and cancellable.
 //! - `resume`: where a (re)assigned partition continues, checked on its first record.
 //! - `watermarks`: how far the session watermark may go with several partitions.
 //! - `keying`: the warning that the input is not keyed by user; [`repartition`]: the stage
@@ -27,6 +28,7 @@ mod context;
 mod copied_from;
 mod dead_letters;
 mod keying;
+mod loads;
 pub mod options;
 mod ownership;
 mod probe;

@@ -5,12 +5,15 @@
 //! module carries it out from the consume loop, where the pipeline is:
 //!
 //! - **Assigned**: the partition is not handed to librdkafka yet (that is its pause). Its
-//!   newest valid state is claimed and loaded on a task of its own, so the partitions
-//!   already owned keep being read; once loaded, the state is installed (its ids remapped
+//!   newest valid state is claimed and loaded on a task of its own ([`super::loads`]; the
+//!   partitions of one assignment load side by side), so the partitions already owned keep
+//!   being read; once loaded, the state is installed (its ids remapped
 //!   into this instance's registries) and the partition is assigned at the offset the state
 //!   records — or, if no member ever saved it, at the group's committed offset or where
 //!   `auto.offset.reset` says. librdkafka waits for that assign call to complete the
 //!   rebalance, which is what lets the load happen off the callback.
+//! - **Revoked** while still loading: the load is stopped and nothing of it is installed
+//!   or written (see [`super::loads`]).
 //! - **Revoked**: everything routed of it is applied, its final checkpoint is written within
 //!   [`REVOKE_BUDGET`] (so the next owner resumes exactly there), its state is dropped, and
 //!   only then is it unassigned.
@@ -26,17 +29,17 @@ use std::time::Duration;
 use foldhash::HashSet;
 use rdkafka::consumer::{CommitMode, Consumer, RebalanceProtocol, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::task::JoinHandle;
 
 use super::KafkaSourceError;
 use super::commits::commit;
 use super::consume::Durability;
 use super::context::{PulseContext, Shared};
+use super::loads::{Fallback, Loaded, Loads};
 use super::resume::Resume;
 use super::watermarks::PartitionWatermarks;
 use crate::partition_numbers::PartitionNumbers;
 use crate::pipeline::Pipeline;
-use crate::state_store::{Offsets, StateStoreError, Taken};
+use crate::state_store::Offsets;
 use crate::topic_partition::TopicPartition;
 
 /// How long a revoked partition's final checkpoint may take. The rebalance waits for it
@@ -46,26 +49,13 @@ use crate::topic_partition::TopicPartition;
 /// slower.
 pub(super) const REVOKE_BUDGET: Duration = Duration::from_secs(30);
 
-/// A partition claimed and loaded, and where it starts.
-struct Loaded {
-    key: TopicPartition,
-    taken: Option<Taken>,
-    /// The group's committed offset, or the end `auto.offset.reset` names, for a partition
-    /// whose state records none.
-    fallback: Option<i64>,
-}
-
-type Loading = JoinHandle<(Vec<TopicPartition>, Result<Vec<Loaded>, StateStoreError>)>;
-
 /// The partitions this instance owns (their state installed) and those it is loading.
 #[derive(Default)]
 pub(super) struct Ownership {
     owned: HashSet<TopicPartition>,
-    loading: Vec<Loading>,
+    loads: Loads,
     /// Assigned, but a load failed: tried again on the next call.
     retry: Vec<TopicPartition>,
-    /// Revoked while loading: the load's result is given back, not installed.
-    cancelled: HashSet<TopicPartition>,
 }
 
 impl Ownership {
@@ -110,32 +100,28 @@ impl Ownership {
         start.extend(assigned);
         if !start.is_empty() {
             let store = durable.checkpointer.store().clone();
-            let consumer = consumer.clone();
-            self.loading.push(tokio::spawn(async move {
-                let loaded = load(&store, &consumer, &start).await;
-                (start, loaded)
-            }));
-        }
-        while let Some(at) = self.loading.iter().position(JoinHandle::is_finished) {
-            let (keys, loaded) = match self.loading.swap_remove(at).await {
-                Ok(done) => done,
-                Err(error) => {
-                    tracing::error!(%error, "A partition load crashed.");
-                    continue;
-                }
-            };
-            match loaded {
-                Ok(loaded) => {
-                    self.take_over(
-                        consumer, pipeline, numbers, durable, resume, watermarks, loaded,
-                    )
-                    .await?
-                }
-                Err(error) => {
-                    tracing::warn!(%error, partitions = ?keys, "Cannot load the assigned partitions' state; trying again.");
-                    self.retry.extend(keys);
-                }
+            let looked_up = consumer.clone();
+            let fallback: Fallback = Arc::new(move |key| {
+                let context = looked_up.context();
+                let starts = context.group_positions(looked_up.as_ref(), std::slice::from_ref(key));
+                starts.get(key).copied()
+            });
+            for key in start {
+                self.loads.start(&store, key, fallback.clone());
             }
+        }
+        let mut loaded = Vec::new();
+        for (key, done) in self.loads.finished().await {
+            match done {
+                Some(done) => loaded.push(done),
+                None => self.retry.push(key),
+            }
+        }
+        if !loaded.is_empty() {
+            self.take_over(
+                consumer, pipeline, numbers, durable, resume, watermarks, loaded,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -159,10 +145,6 @@ impl Ownership {
             fallback,
         } in loaded
         {
-            if self.cancelled.remove(&key) {
-                durable.checkpointer.store().release(&key);
-                continue;
-            }
             let number = numbers.number_of(&key);
             let mut offset = fallback;
             if let Some(taken) = taken {
@@ -197,7 +179,21 @@ impl Ownership {
         let assigned = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_assign(&list),
             _ => {
-                // Eager: the assignment is the whole set, given in one call.
+                // Eager: an assign call replaces the whole assignment, so the partitions
+                // read here already stay in it, at their positions.
+                let positions = consumer.context().positions();
+                let current = consumer
+                    .assignment()
+                    .map(|l| super::context::partition_names(&l))
+                    .unwrap_or_default();
+                for key in current {
+                    let at = positions
+                        .get(&key)
+                        .map_or(Offset::Invalid, |&o| Offset::Offset(o));
+                    if let Err(error) = list.add_partition_offset(&key.topic, key.partition, at) {
+                        tracing::warn!(%error, partition = %key, "Cannot keep the partition assigned.");
+                    }
+                }
                 consumer.assign(&list)
             }
         };
@@ -228,11 +224,10 @@ impl Ownership {
                 list.add_partition(&key.topic, key.partition);
             }
             if !self.owned.contains(&key) {
-                // Still loading (its load is given back when done), or dropped already.
-                if let Some(at) = self.retry.iter().position(|k| *k == key) {
-                    self.retry.swap_remove(at);
-                } else if !assigned.contains(&key) {
-                    self.cancelled.insert(key);
+                // Still loading (stopped, nothing of it installed), waiting to be loaded
+                // again, or dropped already.
+                if !self.loads.cancel(durable.checkpointer.store(), &key).await {
+                    self.retry.retain(|k| *k != key);
                 }
                 continue;
             }
@@ -302,39 +297,4 @@ impl Ownership {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
     }
-}
-
-/// Claims and loads `keys` (off the consume loop), and for those without a saved offset
-/// finds where the group says they start.
-async fn load(
-    store: &crate::state_store::StateStore,
-    consumer: &Arc<StreamConsumer<PulseContext>>,
-    keys: &[TopicPartition],
-) -> Result<Vec<Loaded>, StateStoreError> {
-    let mut loaded = Vec::with_capacity(keys.len());
-    for key in keys {
-        let taken = store.claim(key).await?;
-        loaded.push((key.clone(), taken));
-    }
-    let unknown: Vec<TopicPartition> = loaded
-        .iter()
-        .filter(|(_, taken)| taken.as_ref().and_then(|t| t.offset).is_none())
-        .map(|(key, _)| key.clone())
-        .collect();
-    let consumer = consumer.clone();
-    let starts = tokio::task::spawn_blocking(move || {
-        consumer
-            .context()
-            .group_positions(consumer.as_ref(), &unknown)
-    })
-    .await
-    .unwrap_or_default();
-    Ok(loaded
-        .into_iter()
-        .map(|(key, taken)| Loaded {
-            fallback: starts.get(&key).copied(),
-            key,
-            taken,
-        })
-        .collect())
 }

@@ -54,6 +54,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
@@ -66,9 +67,13 @@ use crate::clock::wall_ms;
 use crate::partition_numbers::PartitionNumbers;
 use crate::topic_partition::TopicPartition;
 
+mod deadline;
+pub(crate) mod decorated;
 mod format;
 mod location;
 mod manifest;
+#[cfg(test)]
+pub(crate) mod watched;
 
 pub use format::{Checkpoint, FORMAT_VERSION, Unusable, read_checkpoint};
 use format::{SHARDED_FORMAT_VERSION, encode};
@@ -86,6 +91,11 @@ pub const DEFAULT_KEEP: usize = 3;
 const PARTITIONS: &str = "partitions";
 const LEGACY_PREFIX: &str = "checkpoint-";
 const LEGACY_SUFFIX: &str = ".bin";
+/// How many partitions are saved, or loaded, at once. Object stores reward concurrency
+/// (each request is a round trip of tens of milliseconds); a local disk does not mind it;
+/// a few keep one instance from flooding a store (or its request rate limit) when the
+/// group hands it many partitions at once.
+pub const CONCURRENCY: usize = 8;
 /// How often `load` retries claiming a partition another instance keeps claiming first.
 const CLAIM_ATTEMPTS: usize = 5;
 
@@ -314,6 +324,19 @@ impl StateStore {
         ))
     }
 
+    /// A store over `objects` (keeping [`DEFAULT_KEEP`]), for tests that put something
+    /// between the store and its objects.
+    #[cfg(test)]
+    pub(crate) fn over(objects: Arc<dyn ObjectStore>) -> StateStore {
+        let opened = location::Opened {
+            objects,
+            prefix: ObjectPath::from("pulse"),
+            display: "test://pulse".to_owned(),
+            dir: None,
+        };
+        StateStore::from_opened(opened, DEFAULT_KEEP)
+    }
+
     fn from_opened(opened: location::Opened, keep: usize) -> StateStore {
         StateStore {
             objects: opened.objects,
@@ -324,6 +347,14 @@ impl StateStore {
             claims: Arc::default(),
             upgrading: Arc::default(),
         }
+    }
+
+    /// The same store with every request to it bounded by `limit` (`state.timeout`): one
+    /// that has not answered by then, retries included, fails (see [`deadline`]).
+    pub fn with_timeout(mut self, limit: Duration) -> StateStore {
+        let deadline = deadline::Deadline(limit);
+        self.objects = Arc::new(decorated::Decorated::new(self.objects, deadline));
+        self
     }
 
     /// Whether what was read last came (partly) from the single-file checkpoints of pulse
@@ -389,11 +420,10 @@ impl StateStore {
                     .await
             }
         });
-        // A few at a time: object stores reward concurrency, a local disk does not mind.
-        // Every partition's save runs to its end, even after another failed: none is cut
-        // off between its object and its manifest.
+        // A few at a time (see CONCURRENCY). Every partition's save runs to its end, even
+        // after another failed: none is cut off between its object and its manifest.
         let results: Vec<Result<u64, StateStoreError>> = futures::stream::iter(saves)
-            .buffer_unordered(8)
+            .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
         let written = results.into_iter().collect::<Result<Vec<u64>, _>>()?;
@@ -441,17 +471,29 @@ impl StateStore {
                 location: self.show(&object),
                 source,
             })?;
-        let manifest = Manifest::new(sequence, claim.epoch, name, saved_at_ms, size);
+        let manifest = Manifest::new(sequence, claim.epoch, name.clone(), saved_at_ms, size);
         match self.create_manifest(&folder, &manifest).await {
             Ok(()) => {}
             Err(StateStoreError::Write {
-                source: object_store::Error::AlreadyExists { .. },
-                ..
-            }) => {
-                // Never made current: ours alone to remove.
-                let _ = self.objects.delete(&object).await;
-                return Err(self.fenced(key, &folder, claim.epoch).await);
-            }
+                source: source @ object_store::Error::AlreadyExists { .. },
+                location,
+            }) => match self.read_manifest(&folder, sequence).await {
+                // Our own: an earlier save's create landed but its answer was lost (cut off
+                // by `state.timeout`, or the connection dropped after the store applied
+                // it). It names the object just written again with this save's bytes, so
+                // this save is current. No other owner can hold this epoch: a claim takes
+                // the epoch above every one it saw, with a create-if-absent write.
+                Ok(landed) if landed.epoch == claim.epoch && landed.checkpoint == name => {
+                    tracing::info!(partition = %key, sequence, "An earlier save's manifest had landed unanswered; it names this save.");
+                }
+                Ok(_) => {
+                    // Never made current: ours alone to remove.
+                    let _ = self.objects.delete(&object).await;
+                    return Err(self.fenced(key, &folder, claim.epoch).await);
+                }
+                // Whose it is stays unknown: nothing is removed, and the next save asks again.
+                Err(_) => return Err(StateStoreError::Write { location, source }),
+            },
             Err(error) => return Err(error),
         }
         self.claims

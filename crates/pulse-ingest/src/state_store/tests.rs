@@ -711,3 +711,27 @@ fn checkpoints_of_older_formats_still_load() {
         assert_eq!(format!("{:?}", new.engine), format!("{:?}", old.engine));
     }
 }
+
+/// A save whose manifest landed but whose answer was lost (cut off by `state.timeout`, or
+/// the connection dropped after the store applied it): the next save finds its own
+/// manifest in the way and goes on, rather than take itself for a stale owner and drop the
+/// partition.
+#[tokio::test]
+async fn a_landed_save_whose_answer_was_lost_is_not_taken_for_another_owner() {
+    let objects = watched::store();
+    let store = StateStore::over(objects.clone());
+    save_n(&store, 1).await;
+    let state = engine(3).state();
+    objects.around().lose_next_create_answer();
+    let lost = store
+        .save(state.clone(), &numbers(), &offsets(2), &sizes(), 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(lost, StateStoreError::Write { .. }), "{lost:?}");
+    store
+        .save(state, &numbers(), &offsets(3), &sizes(), 3)
+        .await
+        .unwrap();
+    let saved = StateStore::over(objects).inspect().await.unwrap().unwrap();
+    assert_eq!(saved.offsets, offsets(3));
+}
