@@ -5,8 +5,8 @@
 //!
 //! The workload streams in (rate-limited `pulse loadgen`) while members crash, join and
 //! leave. The group's result is read back with `pulse state show` once every member has
-//! stopped, and must be `pulse replay`'s of the same events to the last field: identical
-//! HLL registers (the estimates), exact session statistics, exact counters.
+//! stopped, and must be `pulse replay`'s of the events the topic holds to the last field:
+//! identical HLL registers (the estimates), exact session statistics, exact counters.
 //!
 //! One timing bound is asserted, the issue's: a crashed member's partitions are owned again
 //! within the session timeout (6 s in these tests) plus 10 s. The group's scaffolding is
@@ -44,7 +44,7 @@ async fn a_member_killed_mid_stream_is_replaced_and_nothing_is_lost_or_doubled()
         || own_all(&[&a, &b], &orphans),
     );
     eprintln!("partitions {orphans:?} owned again after {taken_over:?}");
-    finish(&group, producer, vec![a, b], &[]);
+    finish(&group, producer, vec![a, b], &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,7 +88,7 @@ async fn scaling_one_to_three_to_one_under_load_has_no_gap_and_no_duplicate() {
     // left, from their final checkpoints.
     let log_first = first.log();
     assert!(taken(&log_first).len() > PARTITIONS as usize, "{log_first}");
-    finish(&group, producer, vec![first], &left);
+    finish(&group, producer, vec![first], &left).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,5 +130,5 @@ async fn a_member_paused_past_its_session_timeout_drops_its_partitions_and_write
     }) {
         eprintln!("{line}");
     }
-    finish(&group, producer, vec![stale, a], &[]);
+    finish(&group, producer, vec![stale, a], &[]).await;
 }

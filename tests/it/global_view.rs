@@ -262,7 +262,7 @@ async fn three_instances_converge_on_the_kpis_of_one_instance_and_of_the_replay(
         "sessions in the group's view: {}; one instance alone: {}; replay: {}",
         views[0]["sessions"]["30d"], alone_view["sessions"]["30d"], replayed["sessions"]["30d"]
     );
-    finish(&group, producer, members, &[]);
+    finish(&group, producer, members, &[]).await;
     kafka::delete_topic(&group.brokers, &summaries).await;
 }
 
