@@ -22,6 +22,13 @@
 //! - `observability`: alert rules and dashboard, through promtool and a real Prometheus.
 //! - `repartition`: `kafka.repartition`: a topic not keyed by user re-keyed into an internal
 //!   topic gives the replay's KPIs.
+//! - `failover`: partition state following the consumer group: a member killed, scaling
+//!   1 → 3 → 1, a member paused past its session timeout.
+//! - `global_view`: the summaries topic: an instance owning no partition serves the global
+//!   KPIs; three instances converge on one instance's and the replay's; a dead owner's
+//!   summaries keep counting until its successors publish.
+//! - `group`: a consumer group of `pulse run` on a 12-partition topic sharing a state
+//!   location, for `failover` and `global_view`.
 //! - `rebalance`: a second pulse joins the consumer group and leaves while events flow.
 //! - `process`: a running `pulse` for the service tests.
 //! - `retention`: retention, lifecycle and churn against their exact model, and live.
@@ -38,6 +45,7 @@ mod funnels;
 mod fuzz_corpus;
 mod global_view;
 mod golden;
+mod group;
 mod helpers;
 #[path = "kafka.rs"]
 mod kafka_tests;

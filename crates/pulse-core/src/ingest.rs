@@ -334,6 +334,17 @@ impl Ingestor {
             .unwrap_or_default()
     }
 
+    /// The stream has events up to `newest_ms` in partitions this router does not read
+    /// (another instance's, told by the summaries topic): on the event-time clock "now" is
+    /// the newest event of the whole stream, as it is for one instance reading everything.
+    pub fn observe_newest_event(&mut self, newest_ms: i64) {
+        self.state.max_event_ms = Some(
+            self.state
+                .max_event_ms
+                .map_or(newest_ms, |m| m.max(newest_ms)),
+        );
+    }
+
     /// `now` for the windows, if the clock has started.
     pub fn now_ms(&self) -> Option<i64> {
         match self.clock {

@@ -183,6 +183,11 @@ impl Pipeline {
         self.ingestor.use_source_watermark();
     }
 
+    /// See [`Ingestor::observe_newest_event`].
+    pub fn observe_newest_event(&mut self, newest_ms: i64) {
+        self.ingestor.observe_newest_event(newest_ms);
+    }
+
     /// See [`Ingestor::advance_watermark`].
     pub fn advance_watermark(&mut self, watermark_ms: i64) {
         self.ingestor.advance_watermark(watermark_ms);

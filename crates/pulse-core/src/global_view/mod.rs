@@ -13,7 +13,9 @@
 //! and nothing more (no per-user data leaves the process, which the retention and session
 //! tables hold), and it is smaller. What it costs: a summary is folded "as of" the
 //! publisher's clock, so a remote partition's windows move with its publisher's publishes,
-//! not with the reader's clock — the view lags by at most one publish interval.
+//! not with the reader's clock — the view lags by at most one publish interval. (On the
+//! event-time clock a publisher's clock is the newest event of the stream that the topic
+//! tells, [`RemoteView::newest_event_ms`], not only of its own partitions.)
 //!
 //! Pure: the runtime (pulse-ingest) produces and consumes the records; this module only
 //! encodes, decodes and merges them, so a round trip is testable without a broker.
@@ -263,6 +265,14 @@ impl RemoteView {
             .filter_map(|((topic, partition), remote)| {
                 Some((topic.as_str(), *partition, remote.head.as_ref()?.hold))
             })
+    }
+
+    /// The newest event time any publisher has told: its router's clock.
+    pub fn newest_event_ms(&self) -> Option<i64> {
+        self.partitions
+            .values()
+            .filter_map(|r| r.head.as_ref()?.router.max_event_ms)
+            .max()
     }
 
     /// Partitions read so far.

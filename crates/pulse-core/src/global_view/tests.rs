@@ -265,3 +265,22 @@ fn another_instances_feature_ids_are_remapped_by_name() {
     assert_eq!(got.kpis.features, expected.kpis.features);
     assert_eq!(got.kpis.activity, expected.kpis.activity);
 }
+
+/// The topic tells each publisher's clock: an instance whose own partitions' newest event
+/// is older folds its summaries at the stream's newest instead (the runtime raises its
+/// event-time clock to this), as one instance reading everything would.
+#[test]
+fn the_topic_tells_the_newest_event_of_the_stream() {
+    let mut view = RemoteView::default();
+    assert_eq!(view.newest_event_ms(), None);
+    let early = engine_of(1, &[(1, 0, 0, 10)]);
+    for (key, value) in publish(&early, &mut Publisher::default(), 1) {
+        view.take(&key, &value).unwrap();
+    }
+    assert_eq!(view.newest_event_ms(), Some(T0 + 10 * 60_000));
+    let later = engine_of(1, &[(2, 0, 0, 100)]);
+    for (key, value) in publish(&later, &mut Publisher::default(), 2) {
+        view.take(&key, &value).unwrap();
+    }
+    assert_eq!(view.newest_event_ms(), Some(T0 + 100 * 60_000));
+}

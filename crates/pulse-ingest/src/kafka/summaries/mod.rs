@@ -128,6 +128,19 @@ impl GlobalView {
         if let Some(finished) = self.job.poll().await {
             self.forget_undelivered(finished);
         }
+        // Summaries are folded at this instance's clock, and on the event-time clock that
+        // is the newest event it has seen: its own partitions' newest may be behind the
+        // stream's, and a summary folded there would keep counting windows the stream has
+        // left (the trailing minutes; a day, past midnight), in this instance's view and in
+        // every other's. The other publishers' clocks raise it to the stream's.
+        let newest = self
+            .remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .newest_event_ms();
+        if let Some(newest) = newest {
+            pipeline.observe_newest_event(newest);
+        }
         let local: Vec<LocalPartition> = pipeline
             .partition_summaries()
             .await?
