@@ -45,6 +45,8 @@
 //! `--feature-dimensions platform` (child only) also splits feature adoption by those
 //! dimensions' values (`features = true`), and `--days 35` (child only) lengthens the month,
 //! for the memory of a service that holds its whole retention of day sketches.
+//! `--summaries` (child only) also reports the bytes one publish of every partition sends to
+//! the global view's topic (`[summaries]`), by piece.
 
 mod support;
 
@@ -54,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use pulse_core::EngineSettings;
 use pulse_core::dimensions::DimensionSettings;
+use pulse_core::global_view::{PartitionHead, Publisher, SessionHold};
 use pulse_core::ingest::Outcome;
 use pulse_core::time::Day;
 use pulse_ingest::Pipeline;
@@ -384,6 +387,29 @@ impl Chunk {
     }
 }
 
+/// Bytes (keys and values) of one publish of every partition's summary to the global
+/// view's topic, by piece: the first publish, which sends every piece, as each interval
+/// does once every partition has events in every interval and its sketches are dense.
+async fn summary_publish_bytes(pipeline: &mut Pipeline) -> BTreeMap<String, usize> {
+    let router = pipeline.ingestor().state().clone();
+    let mut publisher = Publisher::default();
+    let mut bytes = BTreeMap::new();
+    let partitions = pipeline.partition_summaries().await.expect("summaries");
+    for (number, inputs, summary) in partitions {
+        let head = PartitionHead::new(
+            &inputs,
+            router.clone(),
+            summary.estimated_bytes,
+            SessionHold::Done,
+        );
+        for (key, value) in publisher.changed("events", number as i32, 1, &head, &summary) {
+            let piece = key.rsplit('/').next().unwrap_or_default().to_owned();
+            *bytes.entry(piece).or_default() += key.len() + value.len();
+        }
+    }
+    bytes
+}
+
 /// One configuration in this process; prints one JSON line.
 fn child() {
     let users: u32 = arg("--users", 10_000);
@@ -394,6 +420,8 @@ fn child() {
     let days: i64 = arg("--days", DAYS);
     // Dimensions whose values also split feature adoption (`features = true`).
     let feature_dimensions: Vec<String> = list("--feature-dimensions", "");
+    // Also the bytes one publish of every partition sends to the summaries topic.
+    let summaries = std::env::args().any(|a| a == "--summaries");
     // Open sessions added after the month, cumulative ("100000,1000000"); none by default.
     let bursts: Vec<u32> = list("--bursts", "");
     let dimensions: Vec<(String, u32)> = list::<String>("--dimensions", "")
@@ -475,6 +503,11 @@ fn child() {
         let at = Instant::now();
         let snapshot = pipeline.snapshot().await.expect("snapshot");
         let last_snapshot = at.elapsed();
+        let summaries_bytes = if summaries {
+            summary_publish_bytes(&mut pipeline).await
+        } else {
+            BTreeMap::new()
+        };
         let wall = started.elapsed();
         let (peak_kib, end_kib) = (status_kib("VmHWM"), status_kib("VmRSS"));
 
@@ -570,6 +603,7 @@ fn child() {
             "daily_snapshot_seconds": snapshots.as_secs_f64(),
             "last_snapshot_seconds": last_snapshot.as_secs_f64(),
             "first_snapshot_of_last_day_seconds": first_of_day.as_secs_f64(),
+            "summary_publish_bytes": summaries_bytes,
             "wall_seconds": wall.as_secs_f64(),
             "baseline_rss_kib": baseline_kib, "peak_rss_kib": peak_kib, "end_rss_kib": end_kib,
             "rss_by_day_kib": rss_by_day,
