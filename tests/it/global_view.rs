@@ -351,7 +351,7 @@ async fn a_dead_owners_summaries_keep_counting_until_its_successors_publish() {
         "the views before the kill and the replay"
     );
     // The dead owner's successors then start from the figures its last summaries show.
-    group.wait_for_checkpoints(accepted(&replayed));
+    group.wait_for_checkpoints(accepted(&replayed), &all);
 
     let [a, b, victim] = members;
     let orphans = owned(&victim.log());

@@ -184,18 +184,26 @@ impl Group {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
-    /// Waits until the checkpoints hold `accepted` events.
-    pub fn wait_for_checkpoints(&self, accepted: u64) {
+    /// Waits until the checkpoints hold `accepted` events; on failure, prints what the
+    /// `members` said about their partitions.
+    pub fn wait_for_checkpoints(&self, accepted: u64, members: &[&Pulse]) {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let held = self.shown()["events"]["accepted"].as_u64().unwrap_or(0);
             if held >= accepted {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the checkpoints hold {held} of {accepted} events"
-            );
+            if Instant::now() >= deadline {
+                for (n, member) in members.iter().enumerate() {
+                    eprintln!("--- member {n}: its partitions and warnings");
+                    for line in member.log().lines().filter(|l| {
+                        l.contains("artition") || l.contains("WARN") || l.contains("ERROR")
+                    }) {
+                        eprintln!("{line}");
+                    }
+                }
+                panic!("the checkpoints hold {held} of {accepted} events");
+            }
             std::thread::sleep(Duration::from_secs(1));
         }
     }
@@ -219,7 +227,8 @@ pub async fn finish(
 ) {
     assert!(producer.wait().unwrap().success());
     let mut replayed = group.replayed();
-    group.wait_for_checkpoints(replayed["events"]["accepted"].as_u64().unwrap());
+    let running: Vec<&Pulse> = members.iter().collect();
+    group.wait_for_checkpoints(replayed["events"]["accepted"].as_u64().unwrap(), &running);
     let mut logs = earlier.to_vec();
     for member in members {
         let (status, log) = member.stop_and_log(Duration::from_secs(60));

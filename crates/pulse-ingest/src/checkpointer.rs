@@ -43,9 +43,10 @@ impl Checkpointer {
         }
     }
 
-    /// The refusal of a save because another instance took a partition over, once. The
-    /// caller drops that partition (its state can never be saved again here; consuming it
-    /// would only delay the new owner) and goes on with the rest.
+    /// The refusal of a save because another instance took a partition over, once. An
+    /// instance alone on its state stops; a member of a group drops the partitions
+    /// [`StateStore::take_refused`] names (their state can never be saved again here;
+    /// consuming them would only delay the new owner) and goes on with the rest.
     pub fn take_lost(&mut self) -> Option<StateStoreError> {
         self.lost.take()
     }

@@ -325,10 +325,18 @@ pub async fn run(
                                 holds.checkpoint_durable();
                                 commit(&consumer, &written, CommitMode::Async);
                             }
-                            if let Some(lost) = durable.checkpointer.take_lost() {
-                                match (ownership.as_mut(), lost.lost_partition()) {
-                                    (Some(owner), Some(key)) => owner.drop_fenced(&consumer, pipeline, &mut numbers, key).await?,
-                                    _ => return Err(lost.into()),
+                            // A refused save: alone, another instance took the state over and
+                            // this one must stop; in a group, those partitions are dropped.
+                            let lost = durable.checkpointer.take_lost();
+                            match ownership.as_mut() {
+                                None => if let Some(lost) = lost {
+                                    return Err(lost.into());
+                                },
+                                Some(owner) => {
+                                    let store = durable.checkpointer.store().clone();
+                                    for key in store.take_refused() {
+                                        owner.drop_fenced(&consumer, pipeline, &mut numbers, &store, &key).await?;
+                                    }
                                 }
                             }
                             if durable.checkpointer.due() {

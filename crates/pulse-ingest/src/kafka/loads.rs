@@ -7,17 +7,17 @@
 //! resumed as soon as its own state is in, whatever the others do; one whose load fails is
 //! tried again alone.
 //!
-//! A partition revoked while its load runs is cancelled: the task is stopped at its next
-//! await and waited for, so a claim not yet sent is never sent, and one already made is
-//! released. (A claim whose request is on the wire when it is stopped may still land; the
-//! new owner claims after the revocation, so above it, unless the session had expired and
-//! the group moved on without this member; then the new owner's next save is refused and
-//! it drops the partition, as for any stale claim.)
+//! A partition revoked while its load runs is cancelled. A load still waiting for its turn
+//! stops without sending anything. One that has started claiming is let finish, and its
+//! claim is released: stopping it mid-claim could leave a request on the wire (or a hard
+//! link on a blocking thread) that creates its manifest *after* the revocation, above the
+//! claim of the member the group gives the partition to next, whose saves would then be
+//! refused. Waiting costs the rebalance at most one claim, as a final checkpoint does.
 
 use std::sync::Arc;
 
 use foldhash::HashMap;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::state_store::{CONCURRENCY, StateStore, StateStoreError, Taken};
@@ -36,7 +36,11 @@ pub(super) struct Loaded {
 /// Where the group says a partition starts (a blocking broker lookup, run off the runtime).
 pub(super) type Fallback = Arc<dyn Fn(&TopicPartition) -> Option<i64> + Send + Sync>;
 
-type Loading = JoinHandle<Result<Loaded, StateStoreError>>;
+/// A load under way, and how to tell it that its partition was revoked.
+struct Loading {
+    task: JoinHandle<Result<Option<Loaded>, StateStoreError>>,
+    revoked: watch::Sender<bool>,
+}
 
 /// The loads under way.
 pub(super) struct Loads {
@@ -60,9 +64,17 @@ impl Loads {
             return;
         }
         let (store, permits, at) = (store.clone(), self.permits.clone(), key.clone());
+        let (revoked, mut revocation) = watch::channel(false);
         let task = tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("never closed");
+            let _permit = tokio::select! {
+                permit = permits.acquire_owned() => permit.expect("never closed"),
+                _ = revocation.wait_for(|revoked| *revoked) => return Ok(None),
+            };
+            // Not cut short from here on: see the module documentation.
             let taken = store.claim(&at).await?;
+            if *revocation.borrow() {
+                return Ok(None);
+            }
             let fallback = match taken.as_ref().and_then(|t| t.offset) {
                 Some(_) => None,
                 None => {
@@ -72,25 +84,24 @@ impl Loads {
                         .unwrap_or_default()
                 }
             };
-            Ok(Loaded {
+            Ok(Some(Loaded {
                 key: at,
                 taken,
                 fallback,
-            })
+            }))
         });
-        self.running.insert(key, task);
+        self.running.insert(key, Loading { task, revoked });
     }
 
-    /// Stops the load of a revoked partition and releases whatever it claimed; `false` if
-    /// `key` was not loading. Nothing of it is installed.
+    /// Ends the load of a revoked partition (at once if it has not started claiming, else
+    /// once its claim is in) and releases whatever it claimed; `false` if `key` was not
+    /// loading. Nothing of it is installed.
     pub(super) async fn cancel(&mut self, store: &StateStore, key: &TopicPartition) -> bool {
-        let Some(task) = self.running.remove(key) else {
+        let Some(loading) = self.running.remove(key) else {
             return false;
         };
-        task.abort();
-        // Waited for: a task being polled on another thread finishes its step first, and
-        // a claim it records must be gone before this returns.
-        let _ = task.await;
+        loading.revoked.send_replace(true);
+        let _ = loading.task.await;
         store.release(key);
         true
     }
@@ -101,14 +112,14 @@ impl Loads {
         let done: Vec<TopicPartition> = self
             .running
             .iter()
-            .filter(|(_, task)| task.is_finished())
+            .filter(|(_, loading)| loading.task.is_finished())
             .map(|(key, _)| key.clone())
             .collect();
         let mut finished = Vec::with_capacity(done.len());
         for key in done {
-            let task = self.running.remove(&key).expect("listed above");
-            let loaded = match task.await {
-                Ok(Ok(loaded)) => Some(loaded),
+            let loading = self.running.remove(&key).expect("listed above");
+            let loaded = match loading.task.await {
+                Ok(Ok(loaded)) => loaded,
                 Ok(Err(error)) => {
                     tracing::warn!(%error, partition = %key, "Cannot load the assigned partition's state; trying again.");
                     None
@@ -213,45 +224,39 @@ mod tests {
         }
     }
 
-    /// The gap: a partition revoked while its load runs. Its load ends without a
-    /// result, writes nothing, holds no claim, and the member the group gave it to next
-    /// owns it: that member's saves are not refused.
+    /// The gap: a partition revoked while its load runs. The load ends without a
+    /// result and holds no claim, and nothing of it lands after the revocation: the member
+    /// the group gave the partition to next owns it, its saves are not refused.
     #[tokio::test]
-    async fn a_partition_revoked_while_loading_writes_nothing_and_the_new_owner_keeps_it() {
+    async fn a_partition_revoked_while_loading_leaves_the_new_owner_its_claim() {
         let objects = watched::store();
         saved(&objects).await;
-        let stored = |objects: Arc<Decorated<Watched>>| async move {
-            let listed: Vec<_> = objects
-                .list(None)
-                .map(|m| m.unwrap().location)
-                .collect()
-                .await;
-            listed
-        };
-        let before = stored(objects.clone()).await;
         let here = StateStore::over(objects.clone());
         let key = TopicPartition::new("events", 1);
-        // The store is slow to answer: the load is under way when the revocation comes.
+        // The store is slow to answer: the claim is under way when the revocation comes.
         objects.around().answer(false);
         let mut loads = Loads::default();
         loads.start(&here, key.clone(), no_fallback());
         while objects.around().holding() == 0 {
             tokio::task::yield_now().await;
         }
-        assert!(loads.cancel(&here, &key).await);
+        let answer_later = async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            objects.around().answer(true);
+        };
+        let (cancelled, ()) = tokio::join!(loads.cancel(&here, &key), answer_later);
+        assert!(cancelled);
         assert!(!loads.cancel(&here, &key).await, "cancelled once");
         assert_eq!(here.epoch(&key), None, "no claim kept");
-        objects.around().answer(true);
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
         assert!(loads.finished().await.is_empty(), "no result to install");
-        assert_eq!(stored(objects.clone()).await, before, "nothing written");
 
-        // The member the group gave the partition to: its claim and saves stand.
+        // The member the group gave the partition to: it claims above the revoked load's
+        // claim (which had landed before the revocation ended), and its saves stand.
         let next = StateStore::over(objects.clone());
         let taken = next.claim(&key).await.unwrap().expect("saved");
-        assert_eq!(taken.offset, Some(11));
+        assert_eq!((taken.offset, taken.epoch), (Some(11), 3));
         let offsets: Offsets = [(key.clone(), 99)].into();
         let state = pulse_core::EngineState {
             router: taken.router,
@@ -263,5 +268,33 @@ mod tests {
             .expect("the new owner's save is not refused");
         let shown = StateStore::over(objects).inspect().await.unwrap().unwrap();
         assert_eq!(shown.offsets.get(&key), Some(&99));
+    }
+
+    /// A load revoked while it waits for its turn sends nothing at all.
+    #[tokio::test]
+    async fn a_partition_revoked_before_its_load_began_writes_nothing() {
+        let objects = watched::store();
+        saved(&objects).await;
+        let listed = |objects: Arc<Decorated<Watched>>| async move {
+            let listed: Vec<_> = objects
+                .list(None)
+                .map(|m| m.unwrap().location)
+                .collect()
+                .await;
+            listed
+        };
+        let before = listed(objects.clone()).await;
+        let here = StateStore::over(objects.clone());
+        let key = TopicPartition::new("events", 1);
+        // Every turn taken: by the loads of the partitions assigned before this one.
+        let mut loads = Loads {
+            permits: Arc::new(Semaphore::new(0)),
+            running: HashMap::default(),
+        };
+        loads.start(&here, key.clone(), no_fallback());
+        tokio::task::yield_now().await;
+        assert!(loads.cancel(&here, &key).await);
+        assert_eq!(listed(objects).await, before, "nothing written");
+        assert_eq!(here.epoch(&key), None);
     }
 }

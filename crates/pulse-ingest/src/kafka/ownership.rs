@@ -12,8 +12,8 @@
 //!   records — or, if no member ever saved it, at the group's committed offset or where
 //!   `auto.offset.reset` says. librdkafka waits for that assign call to complete the
 //!   rebalance, which is what lets the load happen off the callback.
-//! - **Revoked** while still loading: the load is stopped and nothing of it is installed
-//!   or written (see [`super::loads`]).
+//! - **Revoked** while still loading: the load is ended (a claim under way is let land,
+//!   then released) and nothing of it is installed (see [`super::loads`]).
 //! - **Revoked**: everything routed of it is applied, its final checkpoint is written within
 //!   [`REVOKE_BUDGET`] (so the next owner resumes exactly there), its state is dropped, and
 //!   only then is it unassigned.
@@ -39,7 +39,7 @@ use super::resume::Resume;
 use super::watermarks::PartitionWatermarks;
 use crate::partition_numbers::PartitionNumbers;
 use crate::pipeline::Pipeline;
-use crate::state_store::Offsets;
+use crate::state_store::{Offsets, StateStore};
 use crate::topic_partition::TopicPartition;
 
 /// How long a revoked partition's final checkpoint may take. The rebalance waits for it
@@ -56,6 +56,10 @@ pub(super) struct Ownership {
     loads: Loads,
     /// Assigned, but a load failed: tried again on the next call.
     retry: Vec<TopicPartition>,
+    /// Paused here after a refused save. librdkafka keeps a partition's pause across its
+    /// unassignment (librdkafka issue 1849), so one the group gives back is resumed when
+    /// assigned again, or it would never be read.
+    paused: HashSet<TopicPartition>,
 }
 
 impl Ownership {
@@ -170,6 +174,15 @@ impl Ownership {
             }
             drop(positions);
             watermarks.forget_end(&key);
+            if self.paused.remove(&key) {
+                let mut list = TopicPartitionList::new();
+                list.add_partition(&key.topic, key.partition);
+                // Before the assignment: a pause or resume right after one can make
+                // librdkafka drop the assignment's offset (librdkafka issue 2190).
+                if let Err(error) = consumer.resume(&list) {
+                    tracing::warn!(%error, partition = %key, "Cannot resume the partition.");
+                }
+            }
             let start = offset.map_or(Offset::Invalid, Offset::Offset);
             if let Err(error) = list.add_partition_offset(&key.topic, key.partition, start) {
                 tracing::warn!(%error, partition = %key, "Cannot start the partition at its saved offset.");
@@ -253,6 +266,7 @@ impl Ownership {
                     }
                 }
             }
+            durable.checkpointer.store().release(&key);
             self.forget(consumer, &key);
         }
         let unassigned = match consumer.rebalance_protocol() {
@@ -266,15 +280,23 @@ impl Ownership {
     }
 
     /// A save of `key` was refused: another member owns it now. Its state is dropped and its
-    /// records are no longer applied; the group's next rebalance takes it away.
+    /// records are no longer applied; the group's next rebalance takes it away. Unless `store`
+    /// holds a claim on it again: the refused save was one made before the partition was
+    /// lost and given back here (a process paused past its session timeout), and the
+    /// state here is the new claim's.
     pub(super) async fn drop_fenced(
         &mut self,
         consumer: &StreamConsumer<PulseContext>,
         pipeline: &mut Pipeline,
         numbers: &mut PartitionNumbers,
+        store: &StateStore,
         key: &TopicPartition,
     ) -> Result<(), KafkaSourceError> {
         if !self.owned.contains(key) {
+            return Ok(());
+        }
+        if let Some(epoch) = store.epoch(key) {
+            tracing::info!(partition = %key, epoch, "A save refused under an earlier claim; the partition is claimed here again, keeping it.");
             return Ok(());
         }
         tracing::warn!(partition = %key, "Another member owns the partition now; dropping it here.");
@@ -284,6 +306,7 @@ impl Ownership {
         if let Err(error) = consumer.pause(&list) {
             tracing::warn!(%error, partition = %key, "Cannot pause the partition.");
         }
+        self.paused.insert(key.clone());
         self.forget(consumer, key);
         Ok(())
     }

@@ -193,17 +193,6 @@ pub enum StateStoreError {
     },
 }
 
-impl StateStoreError {
-    /// The partition a refused save lost to another owner, if that is what this is.
-    pub fn lost_partition(&self) -> Option<&TopicPartition> {
-        match self {
-            StateStoreError::Fenced { partition, .. }
-            | StateStoreError::NotLoaded { partition, .. } => Some(partition),
-            _ => None,
-        }
-    }
-}
-
 fn list(skipped: &[Skipped]) -> String {
     let items: Vec<String> = skipped.iter().map(Skipped::to_string).collect();
     items.join(", ")
@@ -292,6 +281,8 @@ pub struct StateStore {
     dir: Option<PathBuf>,
     keep: usize,
     claims: Arc<Mutex<HashMap<TopicPartition, Claim>>>,
+    /// Partitions whose save was refused since [`Self::take_refused`] was last called.
+    refused: Arc<Mutex<Vec<TopicPartition>>>,
     /// Set when what was loaded came (partly) from the files of pulse before object
     /// storage: once a save has written every partition in the new layout, they are moved
     /// aside, so that files still present mean an upgrade not yet completed.
@@ -345,6 +336,7 @@ impl StateStore {
             dir: opened.dir,
             keep: keep.max(1),
             claims: Arc::default(),
+            refused: Arc::default(),
             upgrading: Arc::default(),
         }
     }
@@ -442,10 +434,12 @@ impl StateStore {
         saved_at_ms: i64,
     ) -> Result<u64, StateStoreError> {
         let folder = self.folder(key);
-        let claim = match self.claim_of(key) {
+        let held = self.claim_of(key);
+        let claim = match held {
             Some(claim) => claim,
             None => {
                 if !self.manifests(&folder).await?.is_empty() {
+                    self.refuse(key);
                     return Err(StateStoreError::NotLoaded {
                         partition: key.clone(),
                         location: self.show(&folder),
@@ -496,32 +490,46 @@ impl StateStore {
             },
             Err(error) => return Err(error),
         }
-        self.claims
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                key.clone(),
-                Claim {
-                    epoch: claim.epoch,
-                    sequence,
-                },
-            );
+        {
+            let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+            match claims.get(key) {
+                // Claimed again while this save ran (the partition lost, then given back
+                // here): the newer claim stands, and this save is the past it starts from.
+                Some(current) if current.epoch != claim.epoch => {}
+                // Released while this save ran: no longer this instance's to write.
+                None if held.is_some() => {}
+                _ => {
+                    claims.insert(
+                        key.clone(),
+                        Claim {
+                            epoch: claim.epoch,
+                            sequence,
+                        },
+                    );
+                }
+            }
+        }
         self.prune(&folder).await;
         Ok(length)
     }
 
-    /// The error for a refused manifest: the partition is someone else's now. The claim is
-    /// dropped, so that this store never writes the partition again without loading it.
+    /// The error for a refused manifest: the partition is someone else's now. The claim the
+    /// save was made under is dropped, so that this store never writes the partition again
+    /// without loading it; a newer claim (the partition given back here while the save ran)
+    /// is kept: the refusal was about an ownership already over.
     async fn fenced(
         &self,
         key: &TopicPartition,
         folder: &ObjectPath,
         epoch: u64,
     ) -> StateStoreError {
-        self.claims
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        {
+            let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+            if claims.get(key).is_some_and(|c| c.epoch == epoch) {
+                claims.remove(key);
+            }
+        }
+        self.refuse(key);
         let newer_epoch = match self.manifests(folder).await {
             Ok(manifests) => match manifests.last() {
                 Some(&newest) => self
@@ -570,6 +578,23 @@ impl StateStore {
             epoch,
             skipped,
         }))
+    }
+
+    fn refuse(&self, key: &TopicPartition) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.clone());
+    }
+
+    /// The partitions whose saves were refused since the last call (each once), for the
+    /// caller to drop those it still holds no claim on: another instance owns them.
+    pub fn take_refused(&self) -> Vec<TopicPartition> {
+        let mut refused =
+            std::mem::take(&mut *self.refused.lock().unwrap_or_else(|e| e.into_inner()));
+        refused.sort();
+        refused.dedup();
+        refused
     }
 
     /// Forgets this instance's claim on a partition it gave up: a save of it is refused

@@ -735,3 +735,62 @@ async fn a_landed_save_whose_answer_was_lost_is_not_taken_for_another_owner() {
     let saved = StateStore::over(objects).inspect().await.unwrap().unwrap();
     assert_eq!(saved.offsets, offsets(3));
 }
+
+/// A process paused past its session timeout with a save under way: while it is stopped,
+/// another member claims its partitions; once it runs again the group gives them back and
+/// it claims them anew, and only then does the save it started before the pause reach the
+/// store. That save is refused, but the refusal is about the ownership before the pause:
+/// the new claim stands, and so do the saves made under it.
+#[tokio::test]
+async fn a_save_refused_after_the_partition_was_claimed_again_keeps_the_new_claim() {
+    let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let held = Arc::new(decorated::Decorated::new(
+        memory.clone(),
+        watched::Watched::default(),
+    ));
+    let here = StateStore::over(held.clone());
+    // The same instance (its claims), past the requests held for the save before the pause.
+    let unheld = StateStore {
+        objects: memory.clone(),
+        ..here.clone()
+    };
+    save_n(&here, 1).await;
+    StateStore::over(memory.clone()).load().await.unwrap();
+
+    held.around().answer(false);
+    let before_the_pause = tokio::spawn({
+        let here = here.clone();
+        async move {
+            here.save(engine(3).state(), &numbers(), &offsets(5), &sizes(), 5)
+                .await
+        }
+    });
+    // Both partitions' saves have read their claims and wait on the store.
+    while held.around().holding() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let keys = [
+        TopicPartition::new("events", 0),
+        TopicPartition::new("events", 3),
+    ];
+    for key in &keys {
+        let taken = unheld.claim(key).await.unwrap().expect("saved");
+        assert_eq!(taken.epoch, 3, "above the other member's claim");
+    }
+    held.around().answer(true);
+    let refused = before_the_pause.await.unwrap().unwrap_err();
+    assert!(
+        matches!(refused, StateStoreError::Fenced { epoch: 1, .. }),
+        "{refused:?}"
+    );
+    assert_eq!(here.take_refused(), keys.to_vec());
+    assert!(here.take_refused().is_empty(), "named once");
+    for key in &keys {
+        assert_eq!(here.epoch(key), Some(3), "the new claim stands");
+    }
+    here.save(engine(4).state(), &numbers(), &offsets(9), &sizes(), 9)
+        .await
+        .expect("saves under the new claim are not refused");
+    let saved = StateStore::over(memory).inspect().await.unwrap().unwrap();
+    assert_eq!(saved.offsets, offsets(9));
+}
