@@ -20,8 +20,8 @@ use pulse_tests::proxy::{Fault, Proxy};
 use pulse_tests::s3::{S3Server, client_env_at};
 
 use crate::group::{
-    Group, PARTITIONS, PATIENCE, TAKE_OVER_LIMIT, applying, finish, own_all, owned,
-    owning_every_partition, spread, taken, wait_until,
+    Group, PARTITIONS, PATIENCE, SESSION_TIMEOUT, TAKE_OVER_LIMIT, applying, finish, own_all,
+    owned, owning_every_partition, spread, taken, wait_until,
 };
 use crate::kafka_tests::SERIAL;
 use crate::process::{Pulse, metric, signal};
@@ -126,6 +126,46 @@ async fn a_member_paused_past_its_session_timeout_drops_its_partitions_and_write
         eprintln!("{line}");
     }
     finish(&group, producer, vec![stale, a], &[]).await;
+}
+
+/// A claim the group never gave: what a member paused while it was loading a partition
+/// makes once it runs again, before it learns that it is out of the group. Here it is made
+/// by a `pulse run` of another group on the same state location, stopped once the member
+/// has dropped the partitions it fenced. The group still assigns them to the member, so
+/// nothing would read them again; a session timeout later the member claims them again,
+/// loads them from the newest checkpoints (the outsider's) and reads on, and the state it
+/// leaves is the replay's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_fenced_by_a_claim_its_group_never_gave_claims_the_partitions_again() {
+    let _serial = SERIAL.lock().await;
+    let (mut group, _guard) = Group::new("failover-reclaim", "").await;
+    let member = group.start();
+    owning_every_partition(&member, "the member");
+    let producer = group.produce();
+    wait_until(
+        "the member's first checkpoint",
+        PATIENCE,
+        &[&member],
+        || counter(&member, "pulse_checkpoints_total") >= 1.0,
+    );
+    let outsider = group.start_outsider();
+    wait_until(
+        "the member to drop the partitions the outsider claimed",
+        PATIENCE,
+        &[&member, &outsider],
+        || member.log().contains("dropping it here"),
+    );
+    let (status, outsider_log) = outsider.stop_and_log(Duration::from_secs(60));
+    eprintln!("the outsider stopped: {status}");
+    let fenced = member.log().matches("dropping it here").count();
+    wait_until(
+        "the member to claim the partitions again",
+        SESSION_TIMEOUT + PATIENCE,
+        &[&member],
+        || member.log().matches("claiming it again").count() >= fenced,
+    );
+    owning_every_partition(&member, "the member, again,");
+    finish(&group, producer, vec![member], &[outsider_log]).await;
 }
 
 /// A counter of `member`'s `/metrics` (0 before it is first exported).

@@ -77,17 +77,33 @@ impl Group {
 
     /// A member with its own configuration (and rollups), on the shared state location.
     pub fn start(&mut self) -> Pulse {
+        let group = self.group.clone();
+        self.start_in(&group)
+    }
+
+    /// A `pulse run` of another consumer group on the same topic and state location: to
+    /// the group, its claims are those of a member that claimed while out of the group.
+    pub fn start_outsider(&mut self) -> Pulse {
+        let group = format!("{}-outsider", self.group);
+        self.start_in(&group)
+    }
+
+    fn start_in(&mut self, group: &str) -> Pulse {
         self.members += 1;
         let own = self.dir.path().join(format!("member-{}", self.members));
         std::fs::create_dir_all(&own).unwrap();
-        let config = self.config_in(&own);
+        let config = self.config_in_group(&own, group);
         let args = ["run", "--config", &config, "--clock", "event-time"];
         Pulse::start_with_env(&[&args[..], &["--state", &self.state]].concat(), &self.env)
     }
 
     fn config_in(&self, dir: &Path) -> String {
+        self.config_in_group(dir, &self.group)
+    }
+
+    fn config_in_group(&self, dir: &Path, group: &str) -> String {
         let state = format!("checkpoint_interval = \"1s\"\n{}", self.extra);
-        write_config_in_group(dir, &self.brokers, &self.topic, &self.group, &state)
+        write_config_in_group(dir, &self.brokers, &self.topic, group, &state)
     }
 
     /// Produces the workload at [`RATE`] in the background.
@@ -286,10 +302,15 @@ pub fn taken(log: &str) -> Vec<(i32, Option<i64>)> {
         .collect()
 }
 
-/// Partitions a member gave up (revoked or lost), in log order.
+/// Partitions a member gave up (revoked, lost, or dropped after a refused save), in log
+/// order.
 fn given_up(log: &str) -> Vec<i32> {
     log.lines()
-        .filter(|l| l.contains("Partition revoked;") || l.contains("Partition lost"))
+        .filter(|l| {
+            l.contains("Partition revoked;")
+                || l.contains("Partition lost")
+                || l.contains("dropping it here")
+        })
         .filter_map(|l| field(l, "partition")?.rsplit('/').next()?.parse().ok())
         .collect()
 }

@@ -261,7 +261,9 @@ pub async fn run(
         options.topics.clone(),
     ));
     let mut resume = Resume::default();
-    let mut ownership = durability.is_some().then(Ownership::default);
+    let mut ownership = durability
+        .is_some()
+        .then(|| Ownership::new(session_timeout(&consumer_config)));
     let mut watermarks = PartitionWatermarks::default();
     let mut holds = PublishedHolds::default();
     let mut was_caught_up = false;
@@ -335,7 +337,7 @@ pub async fn run(
                                 Some(owner) => {
                                     let store = durable.checkpointer.store().clone();
                                     for key in store.take_refused() {
-                                        owner.drop_fenced(&consumer, pipeline, &mut numbers, &store, &key).await?;
+                                        owner.drop_fenced(&consumer, pipeline, &mut numbers, &store, &mut watermarks, &key).await?;
                                     }
                                 }
                             }
@@ -413,7 +415,13 @@ pub async fn run(
                             // The error names no topic; with one topic per partition number
                             // ambiguity only arises for several topics, where all must agree.
                             for topic in &options.topics {
-                                watermarks.reached_end(TopicPartition::new(topic.as_str(), partition));
+                                let key = TopicPartition::new(topic.as_str(), partition);
+                                // Of a partition dropped after a refused save (queued before
+                                // its pause): its end is no longer this member's to reach.
+                                if ownership.as_ref().is_some_and(|o| !o.owns(&key)) {
+                                    continue;
+                                }
+                                watermarks.reached_end(key);
                             }
                         }
                         Err(error) => {
@@ -519,6 +527,15 @@ async fn snapshot(
         }
         None => pipeline.snapshot().await,
     }
+}
+
+/// The consumer's `session.timeout.ms` (librdkafka's default, 45 s, unless set).
+fn session_timeout(config: &rdkafka::ClientConfig) -> Duration {
+    let millis = config
+        .get("session.timeout.ms")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(45_000);
+    Duration::from_millis(millis)
 }
 
 /// Takes a rebalance that happened inside `recv()` into account, before anything reads the

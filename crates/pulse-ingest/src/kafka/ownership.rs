@@ -21,12 +21,16 @@
 //!   dropped and nothing is written.
 //! - **Fenced** (a save was refused because a newer owner claimed it, e.g. after this
 //!   process was paused past its session timeout): the same as lost, for that partition
-//!   alone; the rest of the process goes on.
+//!   alone; the rest of the process goes on. The group then takes it away, as it gave it
+//!   to the newer owner. If a session timeout later the group still assigns it here, the
+//!   claim that fenced this member was a stale one's (a member that was paused while
+//!   claiming, and has since learnt that it is out): the partition is claimed again and
+//!   loaded from its newest checkpoint, whoever wrote it.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use foldhash::HashSet;
+use foldhash::{HashMap, HashSet};
 use rdkafka::consumer::{CommitMode, Consumer, RebalanceProtocol, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -50,7 +54,6 @@ use crate::topic_partition::TopicPartition;
 pub(super) const REVOKE_BUDGET: Duration = Duration::from_secs(30);
 
 /// The partitions this instance owns (their state installed) and those it is loading.
-#[derive(Default)]
 pub(super) struct Ownership {
     owned: HashSet<TopicPartition>,
     loads: Loads,
@@ -60,9 +63,26 @@ pub(super) struct Ownership {
     /// unassignment (librdkafka issue 1849), so one the group gives back is resumed when
     /// assigned again, or it would never be read.
     paused: HashSet<TopicPartition>,
+    /// Dropped after a refused save, and when: claimed again if the group still assigns
+    /// them here [`Self::reclaim_after`] later.
+    fenced: HashMap<TopicPartition, Instant>,
+    /// The consumer's session timeout: by then a member that claimed while it was out of
+    /// the group (paused) has been told so, and a claim here is no longer contested.
+    reclaim_after: Duration,
 }
 
 impl Ownership {
+    pub(super) fn new(reclaim_after: Duration) -> Ownership {
+        Ownership {
+            owned: HashSet::default(),
+            loads: Loads::default(),
+            retry: Vec::new(),
+            paused: HashSet::default(),
+            fenced: HashMap::default(),
+            reclaim_after,
+        }
+    }
+
     /// The positions of the partitions whose state is here: what a checkpoint may save.
     pub(super) fn owned_offsets(&self, positions: &Offsets) -> Offsets {
         positions
@@ -102,6 +122,7 @@ impl Ownership {
         }
         let mut start: Vec<TopicPartition> = std::mem::take(&mut self.retry);
         start.extend(assigned);
+        start.extend(self.still_assigned_after_fencing(consumer));
         if !start.is_empty() {
             let store = durable.checkpointer.store().clone();
             let looked_up = consumer.clone();
@@ -128,6 +149,50 @@ impl Ownership {
             .await?;
         }
         Ok(())
+    }
+
+    /// Fenced partitions the group has not taken away a session timeout later: this member
+    /// still owns them as far as the group knows, and the claim above its own was a stale
+    /// member's. They are unassigned here (and paused still) to be claimed, loaded and
+    /// assigned again as any assigned partition is.
+    fn still_assigned_after_fencing(
+        &mut self,
+        consumer: &StreamConsumer<PulseContext>,
+    ) -> Vec<TopicPartition> {
+        let due: Vec<TopicPartition> = self
+            .fenced
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= self.reclaim_after)
+            .map(|(key, _)| key.clone())
+            .collect();
+        if due.is_empty() {
+            return due;
+        }
+        let assigned = consumer
+            .assignment()
+            .map(|list| super::context::partition_names(&list))
+            .unwrap_or_default();
+        let mut again = Vec::new();
+        let mut list = TopicPartitionList::new();
+        for key in due {
+            self.fenced.remove(&key);
+            if assigned.contains(&key) {
+                tracing::warn!(partition = %key, after = ?self.reclaim_after, "The group still assigns the partition here after another instance's claim refused a save of it; claiming it again. (If this repeats, another consumer group uses the same state location.)");
+                list.add_partition(&key.topic, key.partition);
+                again.push(key);
+            }
+        }
+        // Eager: the assign call after the load replaces the whole assignment anyway.
+        if !again.is_empty()
+            && matches!(
+                consumer.rebalance_protocol(),
+                RebalanceProtocol::Cooperative
+            )
+            && let Err(error) = consumer.incremental_unassign(&list)
+        {
+            tracing::warn!(%error, "Cannot unassign the partitions to claim again.");
+        }
+        again
     }
 
     /// Installs loaded partitions and assigns them at their offsets.
@@ -200,6 +265,10 @@ impl Ownership {
                     .map(|l| super::context::partition_names(&l))
                     .unwrap_or_default();
                 for key in current {
+                    if list.find_partition(&key.topic, key.partition).is_some() {
+                        // Claimed again after a refused save: at the offset just loaded.
+                        continue;
+                    }
                     let at = positions
                         .get(&key)
                         .map_or(Offset::Invalid, |&o| Offset::Offset(o));
@@ -233,6 +302,7 @@ impl Ownership {
             .unwrap_or_default();
         let mut list = TopicPartitionList::new();
         for (key, lost) in revoked {
+            self.fenced.remove(&key);
             if assigned.contains(&key) {
                 list.add_partition(&key.topic, key.partition);
             }
@@ -290,6 +360,7 @@ impl Ownership {
         pipeline: &mut Pipeline,
         numbers: &mut PartitionNumbers,
         store: &StateStore,
+        watermarks: &mut PartitionWatermarks,
         key: &TopicPartition,
     ) -> Result<(), KafkaSourceError> {
         if !self.owned.contains(key) {
@@ -307,6 +378,10 @@ impl Ownership {
             tracing::warn!(%error, partition = %key, "Cannot pause the partition.");
         }
         self.paused.insert(key.clone());
+        self.fenced.insert(key.clone(), Instant::now());
+        // Read to its end no more: what arrives in it now waits unread (for the new owner,
+        // or for this member if the group gives it back), and sessions must wait for it.
+        watermarks.forget_end(key);
         self.forget(consumer, key);
         Ok(())
     }
