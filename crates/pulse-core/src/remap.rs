@@ -100,6 +100,7 @@ pub fn remap(state: &mut KpiState, from: &RouterState, into: &mut RouterState, r
         return;
     }
     state.features.remap(&map, rules.shape);
+    state.sessions.remap(&map);
     state.breakdowns.remap(&map, rules.shape);
     state.breakdown_features.remap(&map, rules.shape);
 }
