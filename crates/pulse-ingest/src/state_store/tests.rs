@@ -726,16 +726,16 @@ fn checkpoints_of_older_formats_still_load() {
 fn a_format_4_checkpoint_keeps_its_open_sessions_by_value() {
     let bytes = include_bytes!("testdata/format-4-dimensions.bin");
     assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 4);
-    let dimension = |name: &str, path: &str, max_values| DimensionSettings {
-        name: name.to_owned(),
-        paths: vec![path.to_owned()],
-        max_values,
-    };
+    // The fixture's configuration: both capped below the values the workload uses.
+    let dimensions = [("platform", "/platform", 3), ("tenant", "/tenant_id", 4)];
     let settings = EngineSettings {
-        dimensions: vec![
-            dimension("platform", "/platform", 3),
-            dimension("tenant", "/tenant_id", 4),
-        ],
+        dimensions: dimensions
+            .map(|(name, path, max_values)| DimensionSettings {
+                name: name.to_owned(),
+                paths: vec![path.to_owned()],
+                max_values,
+            })
+            .to_vec(),
         ..EngineSettings::default()
     };
     let old = format::read_checkpoint(bytes).unwrap();
