@@ -262,8 +262,10 @@ pub struct ValueRegistry {
     max_values: usize,
     /// Tracked values, in order of first appearance: id `FIRST_TRACKED + index`.
     values: Vec<String>,
+    /// By the value's bytes: the router looks values up in the decoder's buffer as bytes,
+    /// which spares the char-boundary checks of cutting a `str` out of it.
     #[serde(skip)]
-    ids: HashMap<String, ValueId>,
+    ids: HashMap<Box<[u8]>, ValueId>,
     /// Events whose value was pooled into `__other__`.
     pub overflow_events: u64,
 }
@@ -279,15 +281,23 @@ impl ValueRegistry {
         }
     }
 
-    /// The id of a value's text, registering it while there is room.
-    fn intern_text(&mut self, text: &str) -> ValueId {
-        if let Some(id) = self.ids.get(text) {
-            return *id;
+    /// The id of a value's text (UTF-8 bytes), registering it while there is room. Inline:
+    /// the look-up is the router's cost per value with dimensions; registering is rare.
+    #[inline]
+    fn intern_text(&mut self, text: &[u8]) -> ValueId {
+        match self.ids.get(text) {
+            Some(id) => *id,
+            None => self.register(text),
         }
+    }
+
+    /// A value not registered yet: its own id while there is room, else the pool.
+    fn register(&mut self, text: &[u8]) -> ValueId {
         if self.values.len() < self.max_values {
             let id = FIRST_TRACKED + self.values.len() as ValueId;
-            self.values.push(text.to_owned());
-            self.ids.insert(text.to_owned(), id);
+            // Text cut from a `str` at char boundaries: nothing is replaced.
+            self.values.push(String::from_utf8_lossy(text).into_owned());
+            self.ids.insert(text.into(), id);
             return id;
         }
         self.overflow_events += 1;
@@ -298,7 +308,7 @@ impl ValueRegistry {
     /// there is room, else pooled, and not counted as an overflow event (no event came).
     pub fn adopt(&mut self, value: &str) -> ValueId {
         let overflow = self.overflow_events;
-        let id = self.intern_text(value);
+        let id = self.intern_text(value.as_bytes());
         self.overflow_events = overflow;
         id
     }
@@ -353,7 +363,7 @@ impl DimensionRegistry {
                     .values
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| (v.clone(), FIRST_TRACKED + i as ValueId))
+                    .map(|(i, v)| (v.as_bytes().into(), FIRST_TRACKED + i as ValueId))
                     .collect();
                 registry
             })
@@ -374,7 +384,7 @@ impl DimensionRegistry {
                 StoredValue::None => NONE_ID,
                 StoredValue::Invalid => INVALID_ID,
                 StoredValue::Text { start, end } => {
-                    registry.intern_text(&buffer.text[start as usize..end as usize])
+                    registry.intern_text(&buffer.text.as_bytes()[start as usize..end as usize])
                 }
             };
         }

@@ -18,8 +18,8 @@
 //! - [`partition`]: one input partition's state — what the router counted of it and its
 //!   KPI state: day-bucketed HyperLogLog rings (active users, signups, features), the
 //!   minute ring, the open-session table and per-day session statistics, each KPI family's part ([`families`]).
-//!   [`partition_v3`] and [`partition_v2`] read a partition as checkpoint formats 3 and 2
-//!   saved it.
+//!   [`partition_v4`], [`partition_v3`] and [`partition_v2`] read a partition as checkpoint
+//!   formats 4, 3 and 2 saved it.
 //! - [`upstream`]: which copies of upstream records a partition has applied (a topic filled
 //!   by pulse's repartition stage), so that a repeated copy is dropped.
 //! - [`worker`]: the partitions one thread owns; it applies their events, closes their
@@ -65,6 +65,7 @@ pub mod outcome_settings;
 pub mod partition;
 pub mod partition_v2;
 pub mod partition_v3;
+pub mod partition_v4;
 pub mod partitioner;
 pub mod pointer_fields;
 pub mod prepare;

@@ -11,9 +11,9 @@
 use serde::Deserialize;
 
 use crate::event::{EventKind, Rejection};
-use crate::families::KpiState;
 use crate::partition::Counters;
 use crate::partition_v3::{InputsV3, PartitionStateV3};
+use crate::partition_v4::KpiStateV4;
 
 /// The rejection reasons format 2 counted.
 const REASONS_V2: usize = 11;
@@ -23,7 +23,7 @@ const REASONS_V2: usize = 11;
 pub struct PartitionStateV2 {
     partition: u32,
     inputs: InputsV2,
-    kpis: KpiState,
+    kpis: KpiStateV4,
 }
 
 #[derive(Debug, Deserialize)]

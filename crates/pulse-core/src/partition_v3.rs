@@ -7,19 +7,20 @@
 //! format 3 image cannot be read with today's layout; everything else is laid out as it
 //! was. A format 3 partition has applied no copy it could tell apart, so it starts with
 //! none: copies made by a pulse before format 4 carry no position and are applied as they
-//! always were.
+//! always were. It reads into format 4's layout ([`PartitionStateV4`]), which reads into
+//! today's.
 
 use serde::Deserialize;
 
-use crate::families::KpiState;
-use crate::partition::{Counters, PartitionInputs, PartitionState};
+use crate::partition::{Counters, PartitionInputs};
+use crate::partition_v4::{KpiStateV4, PartitionStateV4};
 
-/// [`PartitionState`] in format 3.
+/// [`crate::partition::PartitionState`] in format 3.
 #[derive(Debug, Deserialize)]
 pub struct PartitionStateV3 {
     pub(crate) partition: u32,
     pub(crate) inputs: InputsV3,
-    pub(crate) kpis: KpiState,
+    pub(crate) kpis: KpiStateV4,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,9 +29,9 @@ pub(crate) struct InputsV3 {
     pub(crate) max_event_ms: Option<i64>,
 }
 
-impl From<PartitionStateV3> for PartitionState {
-    fn from(v3: PartitionStateV3) -> PartitionState {
-        PartitionState {
+impl From<PartitionStateV3> for PartitionStateV4 {
+    fn from(v3: PartitionStateV3) -> PartitionStateV4 {
+        PartitionStateV4 {
             partition: v3.partition,
             inputs: PartitionInputs {
                 counters: v3.inputs.counters,

@@ -100,6 +100,7 @@ pub fn remap(state: &mut KpiState, from: &RouterState, into: &mut RouterState, r
         return;
     }
     state.features.remap(&map, rules.shape);
+    state.sessions.remap(&map);
     state.breakdowns.remap(&map, rules.shape);
     state.breakdown_features.remap(&map, rules.shape);
 }
@@ -322,6 +323,41 @@ mod tests {
         assert_eq!(got.kpis.features, expected.kpis.features);
         assert_eq!(got.kpis.breakdowns, expected.kpis.breakdowns);
         assert_eq!(got.kpis.activity, expected.kpis.activity);
+    }
+
+    /// Sessions still open when a partition is taken over count, once they close, under
+    /// their first event's value as the taking registry names it.
+    #[test]
+    fn open_sessions_keep_their_values_in_the_taking_registry() {
+        let settings = settings(8);
+        let rules = Rules::of(&settings);
+        let mut saver = engine(&settings, &[(1, 0, 0, 0), (2, 1, 1, 1), (3, 2, 1, 2)]);
+        let saved = saver.state();
+        assert_eq!(saved.partitions[0].kpis.sessions.open_session_keys(), 3);
+        saver.close_all_sessions();
+        let expected = saver.snapshot();
+        // The taker saw p1 before p0: the two swap ids.
+        let mut taker = engine(&settings, &[(9, 0, 1, 0), (9, 0, 0, 1)])
+            .state()
+            .router;
+        let mut moved = saved.partitions[0].kpis.clone();
+        remap(&mut moved, &saved.router, &mut taker, &rules);
+        let mut alone = saved.clone();
+        alone.router = RouterState {
+            max_event_ms: saved.router.max_event_ms,
+            watermark_ms: saved.router.watermark_ms,
+            ..taker
+        };
+        alone.partitions[0].kpis = moved;
+        let mut restored = Engine::restore(settings, T0 + 40 * 86_400_000, alone);
+        restored.close_all_sessions();
+        let sessions = |snapshot: &crate::KpiSnapshot| {
+            let platform = &snapshot.kpis.breakdowns.dimensions["platform"];
+            let count = |value: &str| platform.get(value).map(|v| v.sessions.d1.count);
+            [count("p0"), count("p1")]
+        };
+        assert_eq!(sessions(&expected), [Some(1), Some(2)]);
+        assert_eq!(sessions(&restored.snapshot()), sessions(&expected));
     }
 
     #[test]

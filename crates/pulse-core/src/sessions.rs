@@ -34,10 +34,9 @@ pub struct SessionRules {
 
 /// One event as the session table keeps it: 16 bytes, no user id.
 ///
-/// `tag` is what a caller wants to know of a session's first event (the breakdowns family:
-/// which dimension values it carried); `()` for the sessions family, which costs neither
-/// memory (a `u16` fits the padding) nor bytes in a saved image (postcard writes `()` as
-/// nothing), so the sessions family's saved layout is unchanged by it.
+/// `tag` is what a caller wants to know of a session's first event (with dimensions
+/// configured, which values it carried: 16 bytes more); `()` without, which costs neither
+/// memory nor bytes in a saved image (postcard writes `()` as nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEvent<T = ()> {
     pub ts_ms: i64,
@@ -74,6 +73,15 @@ impl<T> SessionEvent<T> {
 
     fn order(&self) -> (i64, u8) {
         (self.ts_ms, self.rank)
+    }
+
+    fn with_tag<U>(&self, tag: U) -> SessionEvent<U> {
+        SessionEvent {
+            ts_ms: self.ts_ms,
+            day: self.day,
+            rank: self.rank,
+            tag,
+        }
     }
 }
 
@@ -233,6 +241,52 @@ impl<T: Copy> SessionTable<T> {
             key.events
                 .iter_mut()
                 .for_each(|event| event.tag = f(event.tag));
+        }
+    }
+
+    /// The same open sessions with every event's tag made by `f` (dimensions configured or
+    /// dropped since the state was saved).
+    pub fn retag<U>(self, mut f: impl FnMut(T) -> U) -> SessionTable<U> {
+        self.map_keys(|_, events| events.iter().map(|e| e.with_tag(f(e.tag))).collect())
+    }
+
+    /// This table's events tagged as `tagged`'s are, key by key, where it holds the same
+    /// events, and with `otherwise` where not: how the two tables of checkpoint format 4
+    /// become one ([`crate::partition_v4`]).
+    pub(crate) fn tagged_as<U: Copy>(
+        self,
+        tagged: &SessionTable<U>,
+        otherwise: U,
+    ) -> SessionTable<U> {
+        let same_events = |mine: &[SessionEvent<T>], theirs: &[SessionEvent<U>]| {
+            mine.len() == theirs.len()
+                && mine
+                    .iter()
+                    .zip(theirs)
+                    .all(|(a, b)| a.order() == b.order() && a.day == b.day)
+        };
+        self.map_keys(|key, events| match tagged.open.get(&key) {
+            Some(theirs) if same_events(events, &theirs.events) => theirs.events.clone(),
+            _ => events.iter().map(|e| e.with_tag(otherwise)).collect(),
+        })
+    }
+
+    /// The same keys, each with the events `f` makes of its own; deadlines stay.
+    fn map_keys<U>(
+        self,
+        mut f: impl FnMut(u64, &[SessionEvent<T>]) -> Vec<SessionEvent<U>>,
+    ) -> SessionTable<U> {
+        let open = self.open.into_iter().map(|(key, entry)| {
+            let entry = OpenKey {
+                scheduled: entry.scheduled,
+                events: f(key, &entry.events),
+            };
+            (key, entry)
+        });
+        SessionTable {
+            open: open.collect(),
+            deadlines: self.deadlines,
+            open_events: self.open_events,
         }
     }
 

@@ -9,11 +9,10 @@
 //! on web and iOS counts under both, so a dimension's values do not add up to the total.
 //!
 //! Sessions: a session's value is that of its first event, which out-of-order arrival can
-//! change until the session is final. So the family keeps a session table of its own (the
-//! same [`SessionTable`], each event tagged with its value ids), closed by the same
-//! watermark, and counts each closed session under its first event's values, in a day ring
-//! of statistics like the sessions family's. That doubles the open-session memory, and only
-//! when a dimension is configured (with none, no event reaches the table).
+//! change until the session is final. So the sessions family's open events carry their
+//! value ids (with dimensions configured), and the sessions it closes are handed on here
+//! ([`super::sessions::ClosedByValue`]) to be counted under their first event's values, in a
+//! day ring of statistics like the sessions family's.
 //!
 //! Value ids come from the router's stream-wide registry ([`crate::dimensions`]), so an id
 //! means the same value in every partition and summaries merge by id. The state keeps, per
@@ -24,14 +23,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dimensions::{DimIds, ValueId, ValueRegistry};
+use crate::dimensions::{ValueId, ValueRegistry};
 use crate::event::PartitionEvent;
 use crate::families::{Family, Sections, Summary};
 use crate::family::counter;
 use crate::family::{RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut, gauge};
 use crate::ring::DayRing;
 use crate::session_stats::SessionStats;
-use crate::sessions::{ClosedSession, SessionEvent, SessionTable};
 use crate::sketch::{DistinctSketch, SketchShape};
 use crate::time::Day;
 use crate::windows::{
@@ -41,27 +39,25 @@ use crate::windows::{
 use super::activity::{ActivityDay, day_union, fold_days, record_day};
 use super::breakdown_features::value_features;
 use super::features::FeatureKpis;
-use super::sessions::{SessionKpis, past_sessions, session_kpis, with_today};
+use super::sessions::{ClosedByValue, SessionKpis, past_sessions, session_kpis, with_today};
 use super::stickiness::{StickinessRatios, ratios};
 
 #[derive(Debug)]
 pub struct Breakdowns;
 
 /// Per dimension position, per value id; grown on first use.
-type DayValues = Vec<Vec<Option<ActivityDay>>>;
+pub(crate) type DayValues = Vec<Vec<Option<ActivityDay>>>;
 
 /// `Default` is the state of a family absent from an older image: empty, fitted by `restore`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BreakdownsState {
     /// The key of the dimension at each position (see [`crate::dimensions::DimensionKeys`]).
-    keys: Vec<u64>,
-    days: DayRing<DayValues>,
-    /// Open sessions, each event tagged with its value ids.
-    sessions: SessionTable<DimIds>,
+    pub(crate) keys: Vec<u64>,
+    pub(crate) days: DayRing<DayValues>,
     /// Closed sessions by start day, per dimension position, per value id of the first event.
-    session_days: DayRing<Vec<Vec<SessionStats>>>,
+    pub(crate) session_days: DayRing<Vec<Vec<SessionStats>>>,
     /// Writes that met a slot holding a newer day (should stay 0).
-    dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -224,8 +220,8 @@ impl BreakdownsSummary {
 }
 
 impl BreakdownsState {
-    /// Moves every value's days, session statistics and open sessions' tags to its id in
-    /// another registry ([`crate::remap`]); what lands on one id is united.
+    /// Moves every value's days and session statistics to its id in another registry
+    /// ([`crate::remap`]); what lands on one id is united.
     pub(crate) fn remap(&mut self, map: &crate::remap::IdMap, shape: SketchShape) {
         let moved = |position: usize, id: usize| moved_value(map, position, id);
         for (_, day) in self.days.iter_mut() {
@@ -248,7 +244,6 @@ impl BreakdownsState {
                 );
             }
         }
-        self.sessions.map_tags(|ids| map.dims(ids));
     }
 }
 
@@ -292,7 +287,6 @@ impl Family for Breakdowns {
         BreakdownsState {
             keys: rules.dimensions.as_slice().to_vec(),
             days: DayRing::new(rules.retention_days),
-            sessions: SessionTable::default(),
             session_days: DayRing::new(rules.retention_days),
             dropped: 0,
         }
@@ -301,7 +295,6 @@ impl Family for Breakdowns {
     fn restore(state: &mut BreakdownsState, rules: &Rules) {
         state.days.fit(rules.retention_days);
         state.session_days.fit(rules.retention_days);
-        state.sessions.restore_index();
         let keys = rules.dimensions.as_slice();
         if state.keys == keys {
             return;
@@ -313,13 +306,6 @@ impl Family for Breakdowns {
         for (_, day) in state.session_days.iter_mut() {
             *day = by_key(std::mem::take(day), &from);
         }
-        state.sessions.map_tags(|ids| {
-            let mut moved = [crate::dimensions::NONE_ID; crate::dimensions::MAX_DIMENSIONS];
-            for (to, at) in moved.iter_mut().zip(&from) {
-                *to = at.map_or(crate::dimensions::NONE_ID, |at| ids[at]);
-            }
-            moved
-        });
         state.keys = keys.to_vec();
     }
 
@@ -347,22 +333,14 @@ impl Family for Breakdowns {
             let value = values[index].get_or_insert_with(|| ActivityDay::new(rules.shape));
             record_day(value, event, rules.shape);
         }
-        // Too late to join a session exactly: activity only, as for the sessions family.
-        if event.sessionize {
-            let session_event =
-                SessionEvent::tagged(event.ts_ms, event.day, event.kind, event.dims);
-            state
-                .sessions
-                .insert(event.session_key, session_event, &rules.sessions);
-        }
     }
 
-    fn advance(state: &mut BreakdownsState, watermark_ms: i64, rules: &Rules) {
-        state.close(|table, emit| table.advance(watermark_ms, &rules.sessions, emit));
+    fn advance(state: &mut BreakdownsState, _: i64, _: &Rules, by_value: &mut ClosedByValue) {
+        state.record_sessions(by_value);
     }
 
-    fn close_all(state: &mut BreakdownsState, rules: &Rules) {
-        state.close(|table, emit| table.close_all(&rules.sessions, emit));
+    fn close_all(state: &mut BreakdownsState, _: &Rules, by_value: &mut ClosedByValue) {
+        state.record_sessions(by_value);
     }
 
     fn summarize(
@@ -449,14 +427,10 @@ impl Family for Breakdowns {
             .chain(cache.sessions.iter().flatten().flatten())
             .map(|stats| stats.durations.estimated_bytes())
             .sum::<usize>();
-        days + past + session_days + state.sessions.estimated_bytes()
+        days + past + session_days
     }
 
     fn check(state: &BreakdownsState, counts: &mut Vec<u64>) -> Result<(), String> {
-        let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
-        if !state.sessions.event_times().all(accepted_time) {
-            return Err("an open session holds an event time pulse never accepts".to_owned());
-        }
         let stats = state
             .session_days
             .iter()
@@ -602,25 +576,17 @@ impl BreakdownsState {
         .collect()
     }
 
-    /// Closes what the table says is final, into the day each session started on, under
-    /// its first event's value in every dimension (the fields are borrowed apart: the table
-    /// calls back while closing).
-    fn close(
-        &mut self,
-        close: impl FnOnce(&mut SessionTable<DimIds>, &mut dyn FnMut(ClosedSession<DimIds>)),
-    ) {
-        let BreakdownsState {
-            keys,
-            sessions,
-            session_days,
-            dropped,
-            ..
-        } = self;
-        let dimensions = keys.len();
-        close(sessions, &mut |session| {
-            let Some(day) = session_days.get_or_insert_with(session.start_day, Vec::new) else {
-                *dropped += 1;
-                return;
+    /// Counts the sessions the sessions family closed (and empties `closed`) on the day each
+    /// started, under its first event's value in every dimension.
+    fn record_sessions(&mut self, closed: &mut ClosedByValue) {
+        let dimensions = self.keys.len();
+        for session in closed.drain(..) {
+            let Some(day) = self
+                .session_days
+                .get_or_insert_with(session.start_day, Vec::new)
+            else {
+                self.dropped += 1;
+                continue;
             };
             day.resize_with(dimensions, Vec::new);
             for (values, id) in day.iter_mut().zip(session.tag) {
@@ -630,7 +596,7 @@ impl BreakdownsState {
                 }
                 values[index].record(&session);
             }
-        });
+        }
     }
 }
 

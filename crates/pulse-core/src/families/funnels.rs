@@ -29,6 +29,7 @@ use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{EventKind, PartitionEvent};
+use crate::families::sessions::ClosedByValue;
 use crate::families::{Family, Sections, Summary};
 use crate::family::{RollupOut, RollupValue, Rules, SectionContext, SeriesDef, SeriesOut};
 use crate::family::{WINDOW, counter, gauge};
@@ -550,13 +551,13 @@ impl Family for Funnels {
         }
     }
 
-    fn advance(state: &mut FunnelsState, watermark_ms: i64, rules: &Rules) {
+    fn advance(state: &mut FunnelsState, watermark_ms: i64, rules: &Rules, _: &mut ClosedByValue) {
         // An event accepted from now on is at least this late (the router's rule).
         let final_before = watermark_ms.saturating_sub(rules.funnels.lateness_ms);
         state.apply_final(Some(final_before), rules);
     }
 
-    fn close_all(state: &mut FunnelsState, rules: &Rules) {
+    fn close_all(state: &mut FunnelsState, rules: &Rules, _: &mut ClosedByValue) {
         state.apply_final(None, rules);
     }
 

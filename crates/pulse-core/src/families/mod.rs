@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::PartitionEvent;
 use crate::family::{RollupOut, Rules, SectionContext, SeriesDef, SeriesOut};
 use crate::windows::SummaryPoint;
+use sessions::ClosedByValue;
 
 pub trait Family {
     /// Its part of a partition's state: saved in checkpoints.
@@ -67,10 +68,18 @@ pub trait Family {
         _rules: &Rules,
     ) {
     }
-    /// The watermark reached `watermark_ms`: what is final may close.
-    fn advance(_state: &mut Self::State, _watermark_ms: i64, _rules: &Rules) {}
-    /// The end of a finite input: everything open closes.
-    fn close_all(_state: &mut Self::State, _rules: &Rules) {}
+    /// The watermark reached `watermark_ms`: what is final may close. `by_value` carries
+    /// the sessions closed with their values from the sessions family to the breakdowns
+    /// family, listed after it.
+    fn advance(
+        _state: &mut Self::State,
+        _watermark_ms: i64,
+        _rules: &Rules,
+        _by_value: &mut ClosedByValue,
+    ) {
+    }
+    /// The end of a finite input: everything open closes (`by_value` as for `advance`).
+    fn close_all(_state: &mut Self::State, _rules: &Rules, _by_value: &mut ClosedByValue) {}
     fn summarize(
         state: &Self::State,
         cache: &mut Self::Cache,
@@ -108,10 +117,10 @@ pub mod stickiness;
 
 /// One family's part of a partition's state, as saved: its name and its own image.
 #[derive(Serialize, Deserialize)]
-struct FamilyImage {
-    family: String,
+pub(crate) struct FamilyImage {
+    pub(crate) family: String,
     #[serde(with = "serde_bytes_image")]
-    image: Vec<u8>,
+    pub(crate) image: Vec<u8>,
 }
 
 /// An image as one byte string (postcard's wire format for bytes), not a sequence of `u8`.
@@ -152,25 +161,31 @@ macro_rules! families {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<KpiState, D::Error> {
                 use serde::de::Error;
                 let images = Vec::<FamilyImage>::deserialize(deserializer)?;
+                KpiState::from_images(images).map_err(D::Error::custom)
+            }
+        }
+
+        impl KpiState {
+            /// The state of the families' images; a family without one starts empty.
+            pub(crate) fn from_images(images: Vec<FamilyImage>) -> Result<KpiState, String> {
                 let mut state = KpiState {
                     $($field: Default::default(),)+
                 };
                 let mut seen = Vec::with_capacity(images.len());
                 for FamilyImage { family, image } in images {
                     if seen.contains(&family) {
-                        return Err(D::Error::custom(format!("KPI family {family:?} saved twice")));
+                        return Err(format!("KPI family {family:?} saved twice"));
                     }
                     match family.as_str() {
                         $(stringify!($field) => {
-                            state.$field = postcard::from_bytes(&image).map_err(|e| {
-                                D::Error::custom(format!("KPI family {family:?}: {e}"))
-                            })?;
+                            state.$field = postcard::from_bytes(&image)
+                                .map_err(|e| format!("KPI family {family:?}: {e}"))?;
                         })+
                         _ => {
-                            return Err(D::Error::custom(format!(
+                            return Err(format!(
                                 "KPI family {family:?} is not known to this pulse: the state \
                                  was written by a newer one"
-                            )))
+                            ))
                         }
                     }
                     seen.push(family);
@@ -218,11 +233,13 @@ macro_rules! families {
             }
 
             pub fn advance(&mut self, watermark_ms: i64, rules: &Rules) {
-                $(<$family as Family>::advance(&mut self.$field, watermark_ms, rules);)+
+                let mut by_value = ClosedByValue::new();
+                $(<$family as Family>::advance(&mut self.$field, watermark_ms, rules, &mut by_value);)+
             }
 
             pub fn close_all(&mut self, rules: &Rules) {
-                $(<$family as Family>::close_all(&mut self.$field, rules);)+
+                let mut by_value = ClosedByValue::new();
+                $(<$family as Family>::close_all(&mut self.$field, rules, &mut by_value);)+
             }
 
             pub fn summarize(&self, caches: &mut KpiCaches, at: SummaryPoint, rules: &Rules) -> Summary {

@@ -7,9 +7,16 @@
 //! lifetime histogram. Statistics add, so every figure is exact across partitions; the
 //! quantiles come from a mergeable log histogram (0.5 % relative accuracy). A session
 //! counts once it is final, on the day it started.
+//!
+//! With breakdown dimensions configured, the table's events also carry their value ids, and
+//! each closed session goes on to the breakdowns family ([`ClosedByValue`]), which counts it
+//! under its first event's values: one table for both, where the breakdowns family used to
+//! keep a second one (the cost of which was most of what two dimensions added to an event).
+//! Without dimensions the events stay untagged, 16 bytes, and nothing is handed on.
 
 use serde::{Deserialize, Serialize};
 
+use crate::dimensions::{DimIds, MAX_DIMENSIONS, NONE_ID};
 use crate::event::PartitionEvent;
 use crate::families::{Family, Sections, Summary};
 use crate::family::{
@@ -18,7 +25,7 @@ use crate::family::{
 };
 use crate::ring::DayRing;
 use crate::session_stats::{LifetimeSessions, SESSION_BUCKETS_SECONDS, SessionStats};
-use crate::sessions::{ClosedSession, SessionEvent, SessionTable};
+use crate::sessions::{ClosedSession, SessionEvent, SessionRules, SessionTable};
 use crate::windows::{SummaryPoint, WINDOWS, Windowed, ratio};
 
 #[derive(Debug)]
@@ -28,13 +35,44 @@ pub struct Sessions;
 /// by `restore`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionsState {
-    table: SessionTable,
+    pub(crate) table: OpenSessions,
+    pub(crate) closed: ClosedStats,
+}
+
+/// The open sessions of a partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OpenSessions {
+    /// No dimension configured: untagged events.
+    Plain(SessionTable),
+    /// Each event tagged with its value ids, by position among the dimensions whose keys
+    /// ([`crate::dimensions::DimensionKeys`]) are `keys`: a restore under reordered
+    /// dimensions moves the ids with them.
+    ByValue {
+        keys: Vec<u64>,
+        table: SessionTable<DimIds>,
+    },
+}
+
+impl Default for OpenSessions {
+    fn default() -> Self {
+        OpenSessions::Plain(SessionTable::default())
+    }
+}
+
+/// What the sessions family keeps of closed sessions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ClosedStats {
     /// Statistics of the closed sessions that started on each day.
     days: DayRing<SessionStats>,
     lifetime: LifetimeSessions,
     /// Sessions that closed after their start day left the ring (should stay 0).
     dropped: u64,
 }
+
+/// Sessions closed with their first event's value ids, handed by the sessions family to the
+/// breakdowns family (listed after it) as the families close sessions in turn; empty
+/// without dimensions.
+pub type ClosedByValue = Vec<ClosedSession<DimIds>>;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionsSummary {
@@ -105,27 +143,134 @@ pub const SESSION_DURATION_SECONDS: SeriesDef = SeriesDef {
     help: "Durations of the sessions closed since the state began.",
 };
 
+impl ClosedStats {
+    /// Counts a closed session on the day it started and in the lifetime histogram.
+    fn record<T>(&mut self, session: &ClosedSession<T>) {
+        self.lifetime.record(session.duration_ms);
+        match self
+            .days
+            .get_or_insert_with(session.start_day, SessionStats::default)
+        {
+            Some(stats) => stats.record(session),
+            None => self.dropped += 1,
+        }
+    }
+}
+
 impl SessionsState {
-    /// Closes what the table says is final, into the day it started on and the lifetime
-    /// histogram (the fields are borrowed apart: the table calls back while closing).
-    fn close(&mut self, close: impl FnOnce(&mut SessionTable, &mut dyn FnMut(ClosedSession))) {
-        let SessionsState {
-            table,
-            days,
-            lifetime,
-            dropped,
-        } = self;
-        close(table, &mut |session| {
-            lifetime.record(session.duration_ms);
-            match days.get_or_insert_with(session.start_day, SessionStats::default) {
-                Some(stats) => stats.record(&session),
-                None => *dropped += 1,
+    /// Closes what is final at `watermark_ms` (everything if `None`: the end of a replay's
+    /// input); sessions with values go on in `by_value` as well.
+    fn close(
+        &mut self,
+        watermark_ms: Option<i64>,
+        rules: &SessionRules,
+        by_value: &mut ClosedByValue,
+    ) {
+        let SessionsState { table, closed } = self;
+        match table {
+            OpenSessions::Plain(table) => {
+                close_table(table, watermark_ms, rules, |session| {
+                    closed.record(&session)
+                });
             }
-        });
+            OpenSessions::ByValue { table, .. } => {
+                close_table(table, watermark_ms, rules, |session| {
+                    closed.record(&session);
+                    by_value.push(session);
+                });
+            }
+        }
+    }
+
+    /// Moves the open sessions' value ids to their ids in another registry
+    /// ([`crate::remap`]).
+    pub(crate) fn remap(&mut self, map: &crate::remap::IdMap) {
+        if let OpenSessions::ByValue { table, .. } = &mut self.table {
+            table.map_tags(|ids| map.dims(ids));
+        }
     }
 
     pub fn open_session_keys(&self) -> usize {
         self.table.open_keys()
+    }
+}
+
+fn close_table<T: Copy>(
+    table: &mut SessionTable<T>,
+    watermark_ms: Option<i64>,
+    rules: &SessionRules,
+    emit: impl FnMut(ClosedSession<T>),
+) {
+    match watermark_ms {
+        Some(watermark_ms) => table.advance(watermark_ms, rules, emit),
+        None => table.close_all(rules, emit),
+    }
+}
+
+impl OpenSessions {
+    /// Fits the table to the dimensions configured now (their `keys`): events open since
+    /// before a dimension was configured carry `__none__` for it (their value was never
+    /// read), and dropped dimensions take their ids with them.
+    fn fit(&mut self, keys: &[u64]) {
+        let untagged = [NONE_ID; MAX_DIMENSIONS];
+        *self = match std::mem::take(self) {
+            OpenSessions::Plain(table) if keys.is_empty() => OpenSessions::Plain(table),
+            OpenSessions::Plain(table) => OpenSessions::ByValue {
+                keys: keys.to_vec(),
+                table: table.retag(|()| untagged),
+            },
+            OpenSessions::ByValue { table, .. } if keys.is_empty() => {
+                OpenSessions::Plain(table.retag(|_| ()))
+            }
+            OpenSessions::ByValue {
+                keys: saved,
+                mut table,
+            } => {
+                if saved != keys {
+                    let from = super::breakdowns::moved_from(&saved, keys);
+                    table.map_tags(|ids| {
+                        let mut moved = untagged;
+                        for (to, at) in moved.iter_mut().zip(&from) {
+                            *to = at.map_or(NONE_ID, |at| ids[at]);
+                        }
+                        moved
+                    });
+                }
+                OpenSessions::ByValue {
+                    keys: keys.to_vec(),
+                    table,
+                }
+            }
+        };
+    }
+
+    fn restore_index(&mut self) {
+        match self {
+            OpenSessions::Plain(table) => table.restore_index(),
+            OpenSessions::ByValue { table, .. } => table.restore_index(),
+        }
+    }
+
+    fn open_keys(&self) -> usize {
+        match self {
+            OpenSessions::Plain(table) => table.open_keys(),
+            OpenSessions::ByValue { table, .. } => table.open_keys(),
+        }
+    }
+
+    fn estimated_bytes(&self) -> usize {
+        match self {
+            OpenSessions::Plain(table) => table.estimated_bytes(),
+            OpenSessions::ByValue { table, .. } => table.estimated_bytes(),
+        }
+    }
+
+    /// Whether every open event's time passes `accepted`.
+    fn all_times(&self, accepted: impl Fn(i64) -> bool) -> bool {
+        match self {
+            OpenSessions::Plain(table) => table.event_times().all(accepted),
+            OpenSessions::ByValue { table, .. } => table.event_times().all(accepted),
+        }
     }
 }
 
@@ -146,18 +291,24 @@ impl Family for Sessions {
     ];
 
     fn new_state(rules: &Rules) -> SessionsState {
+        let mut table = OpenSessions::default();
+        table.fit(rules.dimensions.as_slice());
         SessionsState {
-            table: SessionTable::default(),
-            days: DayRing::new(rules.retention_days),
-            lifetime: LifetimeSessions::default(),
-            dropped: 0,
+            table,
+            closed: ClosedStats {
+                days: DayRing::new(rules.retention_days),
+                lifetime: LifetimeSessions::default(),
+                dropped: 0,
+            },
         }
     }
 
     fn restore(state: &mut SessionsState, rules: &Rules) {
+        state.table.fit(rules.dimensions.as_slice());
         state.table.restore_index();
-        state.days.fit(rules.retention_days);
+        state.closed.days.fit(rules.retention_days);
         state
+            .closed
             .lifetime
             .counts
             .resize(SESSION_BUCKETS_SECONDS.len() + 1, 0);
@@ -165,20 +316,36 @@ impl Family for Sessions {
 
     fn apply(state: &mut SessionsState, _: &mut (), event: &PartitionEvent, rules: &Rules) {
         // Too late to join a session exactly: it counted as activity, not here.
-        if event.sessionize {
-            let session_event = SessionEvent::new(event.ts_ms, event.day, event.kind);
-            state
-                .table
-                .insert(event.session_key, session_event, &rules.sessions);
+        if !event.sessionize {
+            return;
+        }
+        let (key, rules) = (event.session_key, &rules.sessions);
+        match &mut state.table {
+            OpenSessions::Plain(table) => {
+                table.insert(
+                    key,
+                    SessionEvent::new(event.ts_ms, event.day, event.kind),
+                    rules,
+                );
+            }
+            OpenSessions::ByValue { table, .. } => {
+                let tagged = SessionEvent::tagged(event.ts_ms, event.day, event.kind, event.dims);
+                table.insert(key, tagged, rules);
+            }
         }
     }
 
-    fn advance(state: &mut SessionsState, watermark_ms: i64, rules: &Rules) {
-        state.close(|table, emit| table.advance(watermark_ms, &rules.sessions, emit));
+    fn advance(
+        state: &mut SessionsState,
+        watermark_ms: i64,
+        rules: &Rules,
+        by_value: &mut ClosedByValue,
+    ) {
+        state.close(Some(watermark_ms), &rules.sessions, by_value);
     }
 
-    fn close_all(state: &mut SessionsState, rules: &Rules) {
-        state.close(|table, emit| table.close_all(&rules.sessions, emit));
+    fn close_all(state: &mut SessionsState, rules: &Rules, by_value: &mut ClosedByValue) {
+        state.close(None, &rules.sessions, by_value);
     }
 
     fn summarize(
@@ -188,8 +355,8 @@ impl Family for Sessions {
         _: &Rules,
     ) -> SessionsSummary {
         SessionsSummary {
-            windows: session_windows(at, |day| state.days.get(day)),
-            lifetime: state.lifetime.clone(),
+            windows: session_windows(at, |day| state.closed.days.get(day)),
+            lifetime: state.closed.lifetime.clone(),
             open_session_keys: state.table.open_keys() as u64,
         }
     }
@@ -204,6 +371,7 @@ impl Family for Sessions {
 
     fn estimated_bytes(state: &SessionsState, _: &()) -> usize {
         state
+            .closed
             .days
             .iter()
             .map(|(_, stats)| stats.durations.estimated_bytes())
@@ -213,12 +381,13 @@ impl Family for Sessions {
 
     fn check(state: &SessionsState, counts: &mut Vec<u64>) -> Result<(), String> {
         let accepted_time = |ms: i64| jiff::Timestamp::from_millisecond(ms).is_ok();
-        if !state.table.event_times().all(accepted_time) {
+        if !state.table.all_times(accepted_time) {
             return Err("an open session holds an event time pulse never accepts".to_owned());
         }
-        counts.extend(state.days.iter().flat_map(|(_, stats)| stats.counts()));
-        counts.extend(state.lifetime.counts.iter().copied());
-        counts.extend([state.lifetime.sum_ms, state.lifetime.count]);
+        let closed = &state.closed;
+        counts.extend(closed.days.iter().flat_map(|(_, stats)| stats.counts()));
+        counts.extend(closed.lifetime.counts.iter().copied());
+        counts.extend([closed.lifetime.sum_ms, closed.lifetime.count]);
         Ok(())
     }
 
@@ -369,7 +538,7 @@ mod tests {
         // The fuzzer's find: a duration histogram near 2^64 overflowed the snapshot's count.
         let mut state = crate::engine::one_login().state();
         assert!(EngineState::from_bytes(&state.to_bytes()).is_ok());
-        let lifetime = &mut state.partitions[0].kpis.sessions.lifetime;
+        let lifetime = &mut state.partitions[0].kpis.sessions.closed.lifetime;
         lifetime.counts[0] = u64::MAX - 1;
         lifetime.count = 2;
         assert!(matches!(

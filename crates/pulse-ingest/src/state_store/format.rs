@@ -1,6 +1,6 @@
 //! The checkpoint file format: bytes in, [`Checkpoint`] out, and back; no I/O.
 //!
-//! # File format (version 4)
+//! # File format (version 5)
 //!
 //! All integers little-endian. The 26-byte header keeps this layout in every version, so
 //! any reader can tell an intact file of another version from a damaged one:
@@ -8,13 +8,13 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0..8 | magic `PULSECKP` (ASCII) |
-//! | 8..10 | format version, `u16` (this module writes `4` and reads `4`, `3` and `2`) |
+//! | 8..10 | format version, `u16` (this module writes `5` and reads `5`, `4`, `3` and `2`) |
 //! | 10..18 | body length in bytes, `u64`; the file ends exactly after the body |
 //! | 18..26 | checksum, `u64`: XXH3-64 (seed 0, default secret) of bytes 0..18 followed by the body, i.e. of every byte of the file except the checksum itself |
 //! | 26.. | body |
 //!
 //! Covering the version in the checksum means a flipped bit there reads as damage, not as a
-//! file from another pulse. The version 4 body is a manifest followed by one entry per
+//! file from another pulse. The version 5 body is a manifest followed by one entry per
 //! partition, all in one [postcard] (1.x wire format) encoding of this struct, fields in
 //! this order:
 //!
@@ -39,7 +39,11 @@
 //! older checkpoints and starts empty; a manifest naming a family this build does not know
 //! is refused ([`Unusable::UnknownFamilies`]) rather than taken for damage.
 //!
-//! Version 3 is version 4 without, at the end of a partition's inputs, the positions of the
+//! Version 4 is version 5 with sessions by value kept apart: the sessions family's open
+//! events without their dimension values, and the breakdowns family with a session table
+//! of its own (format 5 keeps one table, its events tagged with their values, see
+//! `pulse_core::partition_v4`); it is still read, the one table taking the values of the
+//! other. Version 3 is version 4 without, at the end of a partition's inputs, the positions of the
 //! upstream records whose copies it applied (format 4 added them for `kafka.repartition`,
 //! see `pulse_core::partition_v3` and `pulse_core::upstream`); it is still read, with none.
 //! Version 2 is version 3 with eleven rejection reasons in a partition's counters instead
@@ -56,6 +60,7 @@ use pulse_core::EngineState;
 use pulse_core::partition::PartitionState;
 use pulse_core::partition_v2::PartitionStateV2;
 use pulse_core::partition_v3::PartitionStateV3;
+use pulse_core::partition_v4::PartitionStateV4;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3Default;
 
@@ -64,7 +69,9 @@ use crate::partition_numbers::PartitionNumbers;
 use crate::topic_partition::TopicPartition;
 
 /// The format version this build writes.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
+/// The version before sessions by value moved into the sessions family: still read.
+const SESSIONS_V4_FORMAT_VERSION: u16 = 4;
 /// The version before the positions of applied copies: still read.
 const UPSTREAM_V3_FORMAT_VERSION: u16 = 3;
 /// The version before the outcome rejection reasons: still read.
@@ -265,6 +272,7 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
     }
     if ![
         FORMAT_VERSION,
+        SESSIONS_V4_FORMAT_VERSION,
         UPSTREAM_V3_FORMAT_VERSION,
         COUNTERS_V2_FORMAT_VERSION,
     ]
@@ -295,10 +303,15 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, Unusable> {
         }
         if let Some(state) = entry.state {
             let state = match version {
-                COUNTERS_V2_FORMAT_VERSION => postcard::from_bytes::<PartitionStateV2>(state)
-                    .map(|v2| PartitionState::from(PartitionStateV3::from(v2))),
-                UPSTREAM_V3_FORMAT_VERSION => {
-                    postcard::from_bytes::<PartitionStateV3>(state).map(PartitionState::from)
+                COUNTERS_V2_FORMAT_VERSION => {
+                    postcard::from_bytes::<PartitionStateV2>(state).map(|v2| {
+                        PartitionState::from(PartitionStateV4::from(PartitionStateV3::from(v2)))
+                    })
+                }
+                UPSTREAM_V3_FORMAT_VERSION => postcard::from_bytes::<PartitionStateV3>(state)
+                    .map(|v3| PartitionState::from(PartitionStateV4::from(v3))),
+                SESSIONS_V4_FORMAT_VERSION => {
+                    postcard::from_bytes::<PartitionStateV4>(state).map(PartitionState::from)
                 }
                 _ => postcard::from_bytes::<PartitionState>(state),
             }

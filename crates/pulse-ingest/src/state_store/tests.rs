@@ -5,6 +5,7 @@
 use std::fs;
 use std::process::Command;
 
+use pulse_core::dimensions::DimensionSettings;
 use pulse_core::{Engine, EngineSettings};
 
 use super::format::{HEADER_LEN, checksum};
@@ -679,12 +680,14 @@ async fn pruning_keeps_the_object_a_fallback_claim_names() {
 
 /// Checkpoints of the formats before (the fuzz seed of each format, a replay on 2 shards)
 /// load, and save as today's format with the same state: format 2 with the outcome
-/// rejection reasons at 0, format 3 with no applied copies of upstream records.
+/// rejection reasons at 0, format 3 with no applied copies of upstream records, format 4
+/// with its open sessions in the sessions family's table.
 #[test]
 fn checkpoints_of_older_formats_still_load() {
-    let fixtures: [(u16, &[u8]); 2] = [
+    let fixtures: [(u16, &[u8]); 3] = [
         (2, include_bytes!("testdata/format-2.bin")),
         (3, include_bytes!("testdata/format-3.bin")),
+        (4, include_bytes!("testdata/format-4.bin")),
     ];
     for (version, bytes) in fixtures {
         assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), version);
@@ -709,6 +712,47 @@ fn checkpoints_of_older_formats_still_load() {
         assert_eq!(u16::from_le_bytes([again[8], again[9]]), FORMAT_VERSION);
         let new = format::read_checkpoint(&again).unwrap();
         assert_eq!(format!("{:?}", new.engine), format!("{:?}", old.engine));
+    }
+}
+
+/// A format 4 checkpoint with dimensions kept its open sessions twice, the breakdowns
+/// family's tagged with their values: loaded, they are one table, and once closed every
+/// session counts under its first event's values as the pulse that saved it counted them.
+/// The fixture is `pulse replay --shards 2 --partitions 1 --save-state` by a format 4 pulse
+/// of the workload generator's `ndjson 40 3 7 4 6` (a platform and a tenant per event, both
+/// dimensions capped below their values); the JSON is the sessions and dimensions of the
+/// snapshot that replay printed, every session closed.
+#[test]
+fn a_format_4_checkpoint_keeps_its_open_sessions_by_value() {
+    let bytes = include_bytes!("testdata/format-4-dimensions.bin");
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 4);
+    // The fixture's configuration: both capped below the values the workload uses.
+    let dimensions = [("platform", "/platform", 3), ("tenant", "/tenant_id", 4)];
+    let settings = EngineSettings {
+        dimensions: dimensions
+            .map(|(name, path, max_values)| DimensionSettings {
+                name: name.to_owned(),
+                paths: vec![path.to_owned()],
+                max_values,
+            })
+            .to_vec(),
+        ..EngineSettings::default()
+    };
+    let old = format::read_checkpoint(bytes).unwrap();
+    // The replay's --wall-clock.
+    let wall_ms = 1_772_409_600_000;
+    let mut engine = Engine::restore(settings, wall_ms, old.engine);
+    let open = engine.state().partitions[0]
+        .kpis
+        .sessions
+        .open_session_keys();
+    assert!(open > 0, "the fixture saved no open session");
+    engine.close_all_sessions();
+    let snapshot = serde_json::to_value(engine.snapshot()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(include_bytes!("testdata/format-4-dimensions.json")).unwrap();
+    for section in ["sessions", "dimensions"] {
+        assert_eq!(snapshot[section], expected[section], "{section}");
     }
 }
 
