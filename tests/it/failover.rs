@@ -134,11 +134,15 @@ async fn a_member_paused_past_its_session_timeout_drops_its_partitions_and_write
 /// has dropped the partitions it fenced. The group still assigns them to the member, so
 /// nothing would read them again; a session timeout later the member claims them again,
 /// loads them from the newest checkpoints (the outsider's) and reads on, and the state it
-/// leaves is the replay's.
+/// leaves is the replay's. `allowed_lateness` is 60 days here (and in the replay): the
+/// outsider's last checkpoint may be behind where the member had read, which the member then
+/// reads again, and with 35 days packed into ~20 s of stream those records are days older
+/// than the session watermark (in a real-time stream, seconds).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_fenced_by_a_claim_its_group_never_gave_claims_the_partitions_again() {
     let _serial = SERIAL.lock().await;
     let (mut group, _guard) = Group::new("failover-reclaim", "").await;
+    group.env = vec![("PULSE_ALLOWED_LATENESS".to_owned(), "60days".to_owned())];
     let member = group.start();
     owning_every_partition(&member, "the member");
     let producer = group.produce();

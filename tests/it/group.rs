@@ -38,7 +38,8 @@ pub struct Group {
     group: String,
     /// The shared state location (a directory unless a test points it at S3).
     pub state: String,
-    /// The environment of every `pulse` the test runs (an object store's endpoint).
+    /// The environment of every `pulse` the test runs (an object store's endpoint, or
+    /// settings the members and the replay must share).
     pub env: Vec<(String, String)>,
     pub input: String,
     members: usize,
@@ -163,18 +164,21 @@ impl Group {
     /// `pulse replay` of the same events, as `pulse state show` must print them.
     pub fn replayed(&self) -> Value {
         let config = self.config_in(self.dir.path());
-        let output = Pulse::run_to_end(&[
-            "replay",
-            "--config",
-            &config,
-            "--compact",
-            "--wall-clock",
-            WALL,
-            "--partitions",
-            "12",
-            "--input",
-            &self.input,
-        ]);
+        let output = Pulse::run_to_end_with_env(
+            &[
+                "replay",
+                "--config",
+                &config,
+                "--compact",
+                "--wall-clock",
+                WALL,
+                "--partitions",
+                "12",
+                "--input",
+                &self.input,
+            ],
+            &self.env,
+        );
         assert_success(&output, "pulse replay");
         serde_json::from_slice(&output.stdout).unwrap()
     }
