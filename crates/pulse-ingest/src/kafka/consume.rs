@@ -38,6 +38,7 @@ use super::context::{PulseContext, Shared, partition_names};
 use super::copied_from;
 use super::dead_letters::{DeadLetters, Origin};
 use super::keying::SharedUsersWarning;
+use super::options::FETCH_QUEUE_BACKOFF_MS;
 use super::ownership::Ownership;
 use super::probe::probe_broker;
 use super::resume::{Placement, Resume};
@@ -165,18 +166,10 @@ pub async fn run(
     // pulse's defaults, unless the operator set them. Cooperative-sticky: a member joining
     // or leaving moves only the partitions that must move, and the others keep being read
     // (and keep their state) through the rebalance, instead of the whole group stopping.
-    // `fetch.queue.backoff.ms`: once the prefetch queue holds `queued.min.messages` (100 000
-    // records, counted over the whole queue) or `queued.max.messages.kbytes`, librdkafka
-    // stops fetching every partition for this long, 1 s by default. One fetch response can
-    // pass 100 000 records on its own (up to 1 MiB of compressed batches per partition: a
-    // dozen partitions of small records do), pulse drains them in a fraction of that second
-    // and then waits for the rest: on 12 partitions it read at about one fetch per second
-    // (BENCHMARKS.md, issue 13; librdkafka issue 2879). 10 ms is far below the time the
-    // queue takes to drain; a check costs the fetcher thread little.
     for (key, value) in [
         ("statistics.interval.ms", "2000"),
         ("queued.max.messages.kbytes", "16384"),
-        ("fetch.queue.backoff.ms", "10"),
+        ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ("partition.assignment.strategy", "cooperative-sticky"),
     ] {
         if !options.properties.contains_key(key) {
