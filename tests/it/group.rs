@@ -216,11 +216,7 @@ impl Group {
             if Instant::now() >= deadline {
                 for (n, member) in members.iter().enumerate() {
                     eprintln!("--- member {n}: its partitions and warnings");
-                    for line in member.log().lines().filter(|l| {
-                        l.contains("artition") || l.contains("WARN") || l.contains("ERROR")
-                    }) {
-                        eprintln!("{line}");
-                    }
+                    print_partition_lines(&member.log());
                 }
                 panic!("the checkpoints hold {held} of {accepted} events");
             }
@@ -267,7 +263,7 @@ pub async fn finish(
         group.match_input_to_topic(held as usize).await;
         replayed = group.replayed();
     }
-    assert_same(&shown, &replayed);
+    assert_same(&shown, &replayed, &logs);
 }
 
 /// Waits until `member` owns every partition.
@@ -356,17 +352,33 @@ fn assert_resumed_exactly(log: &str) -> usize {
     firsts.len()
 }
 
-/// Every KPI and counter equal; `state` (shards, bytes held) describes the process.
-fn assert_same(shown: &Value, replayed: &Value) {
+/// Every KPI and counter equal; `state` (shards, bytes held) describes the process. On a
+/// difference, prints what the members' `logs` said about their partitions.
+fn assert_same(shown: &Value, replayed: &Value, logs: &[String]) {
     let differences = json_diff(
         &without_state(shown.clone()),
         &without_state(replayed.clone()),
     );
+    if !differences.is_empty() {
+        for (n, log) in logs.iter().enumerate() {
+            eprintln!("--- member {n}: its partitions and warnings");
+            print_partition_lines(log);
+        }
+    }
     assert!(
         differences.is_empty(),
         "the group's state differs from the replay:\n{}",
         differences.join("\n")
     );
+}
+
+fn print_partition_lines(log: &str) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("artition") || l.contains("WARN") || l.contains("ERROR"))
+    {
+        eprintln!("{line}");
+    }
 }
 
 /// Polls `done`; panics after `limit` with the members' logs.
