@@ -312,18 +312,12 @@ fn remaining(deadline: Instant) -> u64 {
         .max(1)
 }
 
-/// A bare consumer. It backs off a full prefetch queue for as long as `pulse run` does
-/// (pulse's default `fetch.queue.backoff.ms`), not librdkafka's 1 s: with 1 s, one fetch
-/// from tansu (up to ~87 000 records of one partition in a response) fills the queue past
-/// `queued.min.messages` and the reader then waits out the second, so the "ceiling"
-/// measured librdkafka's back-off rather than the broker (BENCHMARKS.md, issue 13).
 fn consumer(brokers: &str, group: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("create consumer")
 }

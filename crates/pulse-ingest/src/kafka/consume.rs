@@ -38,7 +38,6 @@ use super::context::{PulseContext, Shared, partition_names};
 use super::copied_from;
 use super::dead_letters::{DeadLetters, Origin};
 use super::keying::SharedUsersWarning;
-use super::options::FETCH_QUEUE_BACKOFF_MS;
 use super::ownership::Ownership;
 use super::probe::probe_broker;
 use super::resume::{Placement, Resume};
@@ -169,7 +168,6 @@ pub async fn run(
     for (key, value) in [
         ("statistics.interval.ms", "2000"),
         ("queued.max.messages.kbytes", "16384"),
-        ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ("partition.assignment.strategy", "cooperative-sticky"),
     ] {
         if !options.properties.contains_key(key) {

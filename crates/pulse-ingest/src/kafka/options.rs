@@ -11,18 +11,6 @@ use rdkafka::config::ClientConfig;
 
 use super::summaries::SummaryOptions;
 
-/// pulse's `fetch.queue.backoff.ms` for its consumers of the input topics (the consume loop's
-/// and the repartition stage's), unless `properties` sets it. Once the prefetch queue holds
-/// `queued.min.messages` (100 000 records, counted over the whole queue) or
-/// `queued.max.messages.kbytes`, librdkafka stops fetching every partition for this long,
-/// 1 s by default. One fetch response can pass 100 000 records on its own (up to 1 MiB of
-/// compressed batches per partition: a dozen partitions of small records do); the reader
-/// drains them in a fraction of that second and then waits for the rest: on 12 partitions
-/// `pulse run` read at about one fetch per second (BENCHMARKS.md, issue 13; librdkafka issue
-/// 2879). 10 ms is far below the time the queue takes to drain; a check costs the fetcher
-/// thread little.
-pub(super) const FETCH_QUEUE_BACKOFF_MS: &str = "10";
-
 #[derive(Clone)]
 pub struct KafkaOptions {
     pub brokers: String,

@@ -78,7 +78,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::KafkaOptions;
 use super::context::partition_names;
 use super::copied_from;
-use super::options::FETCH_QUEUE_BACKOFF_MS;
 use super::time_merge::TimeMerge;
 use crate::topic_partition::TopicPartition;
 
@@ -227,13 +226,11 @@ pub async fn run(
         .set("auto.offset.reset", &options.auto_offset_reset)
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false");
-    for (key, value) in [
-        ("partition.assignment.strategy", "cooperative-sticky"),
-        ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
-    ] {
-        if !options.properties.contains_key(key) {
-            config.set(key, value);
-        }
+    if !options
+        .properties
+        .contains_key("partition.assignment.strategy")
+    {
+        config.set("partition.assignment.strategy", "cooperative-sticky");
     }
     let consumer: StreamConsumer<StageContext> = config
         .create_with_context(StageContext::default())
